@@ -1,0 +1,40 @@
+# restyle — see README.md.  Everything runs from a local virtual environment in .venv.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip
+TINY   ?= .cache/tiny
+PHOTO  ?=
+ARGS   ?=
+
+.PHONY: setup test lint chat tiny bench clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+	# The CPU wheel of torch lies on this disk; install it first so nothing pulls a CUDA build.
+	$(PIP) install --quiet torch==2.13.0
+	$(PIP) install --quiet -e '.[dev,deploy]'
+	touch $@
+
+setup: $(VENV)/.installed
+
+lint: setup
+	$(VENV)/bin/ruff check bot model deploy tests
+
+test: setup
+	$(VENV)/bin/ruff check bot model deploy tests
+	$(VENV)/bin/pytest -q
+
+tiny: setup
+	$(PY) -m model.tiny $(TINY)
+
+chat: setup
+	@if [ -z "$(PHOTO)" ]; then echo "usage: make chat PHOTO=path/to/photo.jpg [ARGS='--tiny']"; exit 2; fi
+	$(VENV)/bin/restyle chat "$(PHOTO)" $(ARGS)
+
+bench: setup
+	$(PY) -m model.bench --out bench/results/cpu.json $(ARGS)
+
+clean:
+	rm -rf $(VENV) .cache .pytest_cache

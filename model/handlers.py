@@ -1,0 +1,228 @@
+"""The SageMaker inference contract for restyle's two endpoints, ``clipseg`` and ``inpaint``.
+
+Packed as ``code/inference.py`` (``from model.handlers import model_fn, input_fn, predict_fn, output_fn``) for the
+Hugging Face inference container, and called by ``model.serve`` and by the bot's in-process backend.
+
+* ``model_fn(model_dir)`` — the only stage that loads weights.  The endpoint's role comes from ``RESTYLE_ROLE``
+  (``clipseg`` | ``inpaint``; else detected from ``model_dir``), the weights from ``RESTYLE_MODEL_ID`` (Hub id or
+  path; else ``model_dir`` itself), an optional LoRA from ``RESTYLE_LORA`` (path, relative to ``model_dir`` or
+  absolute, or Hub id).
+* ``input_fn(body, content_type)`` — bytes → dict; ``application/json`` only (415 otherwise), ≤ 6 MB (413).
+* ``predict_fn(data, model)`` — validate against ``model.schemas``, decode images, run, encode images.
+* ``output_fn(prediction, accept)`` — JSON bytes (a missing or ``*/*`` Accept means JSON; 406 otherwise).
+
+A ``RequestError`` anywhere is the caller's fault (4xx with ``{"error": {"code", "message"}}``); anything else is
+ours (500, traceback logged, a generic message in the response).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+import time
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel
+
+from model.errors import NotAcceptable, PayloadTooLarge, RequestError, UnsupportedMediaType
+from model.images import encode_b64, load_image_b64, load_mask_b64
+from model.schemas import (
+    DEFAULT_NEGATIVE_PROMPT,
+    MAX_IMAGES,
+    InpaintRequest,
+    InpaintResponse,
+    Rejected,
+    SegmentRequest,
+    SegmentResponse,
+    parse_request,
+)
+
+log = logging.getLogger("restyle.model")
+
+ROLES = ("clipseg", "inpaint")
+ROLE_ENV, MODEL_ENV, LORA_ENV = "RESTYLE_ROLE", "RESTYLE_MODEL_ID", "RESTYLE_LORA"
+JSON = "application/json"
+#: SageMaker real-time endpoints accept and return at most 6 MB.
+MAX_PAYLOAD = 6 * 1024 * 1024
+
+
+@dataclass
+class LoadedModel:
+    role: str
+    engine: Any  # model.segment.Segmenter | model.inpaint.Inpainter
+    ref: str
+
+
+# -- load ----------------------------------------------------------------------------------------------------------
+def detect_role(model_dir: str | Path) -> str:
+    d = Path(model_dir)
+    if (d / "model_index.json").exists():
+        return "inpaint"
+    cfg = d / "config.json"
+    if cfg.exists() and "clipseg" in cfg.read_text().lower():
+        return "clipseg"
+    raise RuntimeError(f"set {ROLE_ENV}=clipseg|inpaint: cannot tell the role of {model_dir}")
+
+
+def load_model(role: str, ref: str, *, lora: str | None = None, device: str | None = None) -> LoadedModel:
+    from model import loading
+
+    if role == "clipseg":
+        return LoadedModel(role, loading.load_clipseg(ref, device=device), ref)
+    if role == "inpaint":
+        return LoadedModel(role, loading.load_inpaint(ref, device=device, lora=lora), ref)
+    raise RuntimeError(f"{ROLE_ENV} must be one of {ROLES}, got {role!r}")
+
+
+def model_fn(model_dir: str, context: Any = None) -> LoadedModel:
+    role = os.environ.get(ROLE_ENV) or detect_role(model_dir)
+    ref = os.environ.get(MODEL_ENV) or str(model_dir)
+    lora = os.environ.get(LORA_ENV) or None
+    if lora and (Path(model_dir) / lora).exists():
+        lora = str(Path(model_dir) / lora)
+    return load_model(role, ref, lora=lora)
+
+
+# -- decode / encode tables ----------------------------------------------------------------------------------------
+def _decode_json(body: bytes | str) -> dict:
+    try:
+        data = json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise RequestError(f"the body is not valid JSON ({exc})", code="malformed_json") from None
+    if not isinstance(data, dict):
+        raise RequestError(f"the body must be a JSON object, got {type(data).__name__}", code="malformed_json")
+    return data
+
+
+DECODERS = {JSON: _decode_json}
+ENCODERS = {JSON: lambda p: p.model_dump_json().encode() if isinstance(p, BaseModel) else json.dumps(p).encode()}
+
+
+def _media_type(value: str | None) -> str:
+    return (value or "").split(";")[0].strip().lower()
+
+
+def input_fn(input_data: bytes | str, content_type: str | None, context: Any = None) -> dict:
+    ctype = _media_type(content_type) or JSON
+    if ctype not in DECODERS:
+        raise UnsupportedMediaType(f"Content-Type {ctype!r} is not supported; send {JSON}")
+    size = len(input_data)
+    if size > MAX_PAYLOAD:
+        raise PayloadTooLarge(f"the request is {size:,} bytes; SageMaker's limit is {MAX_PAYLOAD:,} bytes (6 MB) "
+                              "(send a smaller or JPEG-encoded photo)")
+    if size == 0:
+        raise RequestError("the request body is empty", code="malformed_json")
+    return DECODERS[ctype](input_data)
+
+
+def output_fn(prediction: Any, accept: str | None, context: Any = None) -> bytes:
+    return ENCODERS[negotiate(accept)](prediction)
+
+
+def negotiate(accept: str | None) -> str:
+    options = [_media_type(a) for a in (accept or "").split(",") if a.strip()]
+    if not options or any(a in (JSON, "*/*", "application/*") for a in options):
+        return JSON
+    raise NotAcceptable(f"Accept {accept!r} cannot be served; this endpoint answers {JSON}")
+
+
+# -- predict -------------------------------------------------------------------------------------------------------
+def predict_segment(data: dict | SegmentRequest, segmenter) -> SegmentResponse:
+    req = data if isinstance(data, SegmentRequest) else parse_request("clipseg", data)
+    t0 = time.perf_counter()
+    image = load_image_b64(req.image)
+    t1 = time.perf_counter()
+    seg = segmenter(image, req.prompts, req.negative_prompts, threshold=req.threshold,
+                    negative_threshold=req.negative_threshold, dilate=req.dilate, min_area=req.min_area,
+                    min_coverage=req.min_coverage)
+    t2 = time.perf_counter()
+    masks = [encode_b64(g.mask) for g in seg.garments]
+    union = encode_b64(seg.union) if req.include_union else None
+    timings = {"decode": (t1 - t0) * 1e3, **seg.timings_ms, "encode": (time.perf_counter() - t2) * 1e3}
+    return SegmentResponse(
+        masks=masks, scores=[round(g.score, 4) for g in seg.garments],
+        coverage=[round(g.coverage, 6) for g in seg.garments],
+        bboxes=[list(g.bbox) if g.bbox else None for g in seg.garments], found=[g.found for g in seg.garments],
+        prompts=[g.prompt for g in seg.garments], width=seg.width, height=seg.height, union=union,
+        timings_ms={k: round(v, 2) for k, v in timings.items()})
+
+
+def candidate_seeds(req: InpaintRequest) -> list[int]:
+    if req.seeds:
+        return list(req.seeds)
+    base = req.seed if req.seed is not None else random.SystemRandom().randrange(0, 2**31 - MAX_IMAGES)
+    return [(base + i) % 2**31 for i in range(req.num_images)]
+
+
+def predict_inpaint(data: dict | InpaintRequest, inpainter, progress=None) -> InpaintResponse:
+    req = data if isinstance(data, InpaintRequest) else parse_request("inpaint", data)
+    t0 = time.perf_counter()
+    image = load_image_b64(req.image)
+    mask = load_mask_b64(req.mask, size=image.size)
+    if not mask.any():
+        raise RequestError("`mask` is empty (no white pixels): there is nothing to repaint", code="empty_mask")
+    t1 = time.perf_counter()
+    result = inpainter(image, mask, req.prompt,
+                       DEFAULT_NEGATIVE_PROMPT if req.negative_prompt is None else req.negative_prompt,
+                       seeds=candidate_seeds(req), steps=req.steps, guidance_scale=req.guidance_scale,
+                       strength=req.strength, scheduler=req.scheduler, crop=req.crop, padding=req.padding,
+                       feather=req.feather, progress=progress)
+    t2 = time.perf_counter()
+    pictures = [c.crop if req.return_crop else c.image for c in result.candidates]
+    encoded = [encode_b64(p, req.format, quality=req.quality) for p in pictures]
+    box = result.crop_box
+    w, h = (box[2] - box[0], box[3] - box[1]) if req.return_crop else image.size
+    timings = {"decode": (t1 - t0) * 1e3, **result.timings_ms, "encode": (time.perf_counter() - t2) * 1e3}
+    return InpaintResponse(
+        images=encoded, seeds=[c.seed for c in result.candidates],
+        rejected=[Rejected(seed=s, reason=r) for s, r in result.rejected], width=w, height=h, format=req.format,
+        offset=[box[0], box[1]] if req.return_crop else None, crop_box=list(box),
+        timings_ms={k: round(v, 2) for k, v in timings.items()})
+
+
+PREDICTORS = {"clipseg": predict_segment, "inpaint": predict_inpaint}
+
+
+def predict_fn(data: dict, model: LoadedModel, context: Any = None) -> BaseModel:
+    try:
+        return PREDICTORS[model.role](data, model.engine)
+    except ValueError as exc:
+        if isinstance(exc, RequestError):
+            raise
+        # check_inputs' argument/rule/value messages are the caller's to fix
+        raise RequestError(str(exc), code="invalid_request") from None
+
+
+# -- the whole chain, as the container runs it -----------------------------------------------------------------
+def handle(model: LoadedModel, body: bytes, content_type: str | None, accept: str | None) -> tuple[int, bytes, str]:
+    """input_fn → predict_fn → output_fn with per-stage milliseconds logged; errors mapped to 4xx/5xx JSON."""
+    stages: dict[str, float] = {}
+    try:
+        t = time.perf_counter()
+        negotiate(accept)  # refuse an impossible Accept before spending GPU time
+        data = input_fn(body, content_type)
+        stages["input"] = time.perf_counter() - t
+        t = time.perf_counter()
+        prediction = predict_fn(data, model)
+        stages["predict"] = time.perf_counter() - t
+        t = time.perf_counter()
+        out = output_fn(prediction, accept)
+        stages["output"] = time.perf_counter() - t
+        if len(out) > MAX_PAYLOAD:
+            raise PayloadTooLarge(
+                f"the response would be {len(out):,} bytes, over SageMaker's {MAX_PAYLOAD:,} (6 MB): ask for "
+                "format=jpeg or webp, return_crop=true, or fewer images", code="response_too_large")
+    except RequestError as exc:
+        log.info("%s %d %s: %s", model.role, exc.status, exc.code, exc.message)
+        return exc.status, json.dumps(exc.to_dict()).encode(), JSON
+    except Exception:
+        log.error("%s failed:\n%s", model.role, traceback.format_exc())
+        body = {"error": {"code": "internal_error", "message": "the model failed on this request; see the logs"}}
+        return 500, json.dumps(body).encode(), JSON
+    log.info("%s 200 %s", model.role, " ".join(f"{k}={v * 1e3:.1f}ms" for k, v in stages.items()))
+    return 200, out, JSON

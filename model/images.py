@@ -1,0 +1,159 @@
+"""The one place where bytes become pictures and pictures become bytes.
+
+Every decoder in restyle (HTTP handlers, the bot's Slack downloads, the terminal, training data) goes through
+``decode_image``/``decode_mask`` so odd-but-valid files are handled the same way everywhere:
+
+* EXIF orientation is applied (phones store portrait photos sideways);
+* CMYK, 16-bit, palette, LA/RGBA (flattened on white) become 8-bit RGB;
+* an animated GIF/WebP/APNG contributes its first frame;
+* 0 bytes, non-images, truncated files and decompression bombs are refused with a specific ``InvalidImage`` /
+  ``ImageTooLarge`` message.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import io
+import warnings
+
+import numpy as np
+from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
+
+from model.errors import ImageTooLarge, InvalidImage, RequestError
+
+#: Largest image we decode, in pixels (a 6000x6000 photo). Above this PIL's decompression-bomb guard trips too.
+MAX_PIXELS = 36_000_000
+#: Formats we return; the key is the request's ``format`` value.
+ENCODINGS = {"png": "PNG", "jpeg": "JPEG", "webp": "WEBP"}
+MIME = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp"}
+
+Image.MAX_IMAGE_PIXELS = MAX_PIXELS
+ImageFile.LOAD_TRUNCATED_IMAGES = False
+
+
+def b64decode(data: str, *, field: str) -> bytes:
+    """Strict base64 (standard or URL-safe alphabet; a ``data:...;base64,`` prefix is accepted)."""
+    if not isinstance(data, str):
+        raise RequestError(f"`{field}` must be a base64 string, got {type(data).__name__}", code="invalid_base64")
+    if data.startswith("data:") and "," in data:
+        data = data.split(",", 1)[1]
+    data = "".join(data.split())
+    try:
+        if "-" in data or "_" in data:
+            return base64.urlsafe_b64decode(data)
+        return base64.b64decode(data, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise RequestError(f"`{field}` is not valid base64 ({exc})", code="invalid_base64") from None
+
+
+def b64encode(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def _open(data: bytes, field: str) -> Image.Image:
+    if not data:
+        raise InvalidImage(f"`{field}` is empty (0 bytes)")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            img = Image.open(io.BytesIO(data))
+            w, h = img.size
+            if w * h > MAX_PIXELS:
+                raise ImageTooLarge(f"`{field}` is {w}x{h} = {w * h:,} pixels; the limit is {MAX_PIXELS:,}")
+            img.seek(0)  # animated GIF/WebP/APNG: the first frame
+            img.load()
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise ImageTooLarge(f"`{field}` is larger than {MAX_PIXELS:,} pixels") from None
+    except UnidentifiedImageError:
+        raise InvalidImage(f"`{field}` is not an image PIL can read (PNG, JPEG, WebP, GIF, BMP, TIFF …)") from None
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        raise InvalidImage(f"`{field}` could not be decoded, the file looks truncated or corrupt ({exc})") from None
+    if img.width < 1 or img.height < 1:
+        raise InvalidImage(f"`{field}` has no pixels")
+    return img
+
+
+def _to_8bit(img: Image.Image) -> Image.Image:
+    """16/32-bit integer and float modes scaled down to 8 bits (PIL's convert clips them instead)."""
+    if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
+        arr = np.asarray(img, dtype=np.float64)
+        top = 65535.0 if img.mode.startswith("I;16") or arr.max() > 255 else 255.0
+        return Image.fromarray(np.clip(arr / top * 255.0 + 0.5, 0, 255).astype(np.uint8), "L")
+    if img.mode == "F":
+        arr = np.asarray(img, dtype=np.float64)
+        top = 1.0 if arr.max() <= 1.0 else 255.0
+        return Image.fromarray(np.clip(arr / top * 255.0 + 0.5, 0, 255).astype(np.uint8), "L")
+    return img
+
+
+def decode_image(data: bytes, *, field: str = "image") -> Image.Image:
+    """Bytes → an upright 8-bit RGB ``PIL.Image``; raises ``InvalidImage``/``ImageTooLarge`` with a clear message."""
+    img = _open(data, field)
+    try:
+        img = ImageOps.exif_transpose(img)
+    except Exception:  # a broken EXIF block must not cost the picture
+        pass
+    img = _to_8bit(img)
+    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+        rgba = img.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(white, rgba).convert("RGB")
+    if img.mode == "CMYK":  # Adobe CMYK JPEGs are stored inverted; PIL handles the flag
+        return img.convert("RGB")
+    return img.convert("RGB")
+
+
+def decode_mask(data: bytes, *, size: tuple[int, int] | None = None, field: str = "mask") -> np.ndarray:
+    """Bytes → a boolean HxW mask (white = edit). RGBA masks use alpha when the colour is flat."""
+    img = _open(data, field)
+    try:
+        img = ImageOps.exif_transpose(img)
+    except Exception:
+        pass
+    img = _to_8bit(img)
+    if img.mode in ("RGBA", "LA"):
+        alpha = np.asarray(img.getchannel("A"))
+        gray = np.asarray(img.convert("L"))
+        arr = alpha if gray.min() == gray.max() else gray
+    else:
+        arr = np.asarray(img.convert("L"))
+    mask = arr >= 128
+    if size is not None and (mask.shape[1], mask.shape[0]) != tuple(size):
+        raise RequestError(
+            f"`{field}` is {mask.shape[1]}x{mask.shape[0]} but the image is {size[0]}x{size[1]}; they must match",
+            code="mask_size_mismatch",
+        )
+    return mask
+
+
+def load_image_b64(data: str, *, field: str = "image") -> Image.Image:
+    return decode_image(b64decode(data, field=field), field=field)
+
+
+def load_mask_b64(data: str, *, size: tuple[int, int] | None = None, field: str = "mask") -> np.ndarray:
+    return decode_mask(b64decode(data, field=field), size=size, field=field)
+
+
+def encode_image(img: Image.Image | np.ndarray, fmt: str = "png", *, quality: int = 92) -> bytes:
+    """PIL image or uint8/bool array → PNG/JPEG/WebP bytes. Masks (bool arrays) become 1-channel PNGs."""
+    if isinstance(img, np.ndarray):
+        arr = img.astype(np.uint8) * 255 if img.dtype == bool else img
+        img = Image.fromarray(arr)
+    key = fmt.lower()
+    if key == "jpg":
+        key = "jpeg"
+    if key not in ENCODINGS:
+        raise RequestError(f"`format` must be one of {sorted(ENCODINGS)}, got {fmt!r}", code="invalid_format")
+    buf = io.BytesIO()
+    if key == "png":
+        img.save(buf, "PNG", compress_level=1)
+    elif key == "jpeg":
+        img.convert("RGB").save(buf, "JPEG", quality=quality, subsampling=0 if quality >= 90 else 2)
+    else:
+        img.save(buf, "WEBP", quality=quality, method=4)
+    return buf.getvalue()
+
+
+def encode_b64(img: Image.Image | np.ndarray, fmt: str = "png", *, quality: int = 92) -> str:
+    return b64encode(encode_image(img, fmt, quality=quality))

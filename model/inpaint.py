@@ -1,0 +1,198 @@
+"""N inpainting candidates for one garment, generated on a crop around the mask and pasted back.
+
+``Inpainter`` receives a loaded diffusers inpainting pipeline (SD 1.5, SD 2 or SDXL inpainting — whatever
+``AutoPipelineForInpainting`` returns) and never downloads anything.  ``__call__`` reads top to bottom:
+
+1. check inputs  2. plan the crop  3. crop and resize  4. encode the prompt (cached)  5. one generator per seed
+6. one batched pipeline call (candidates and CFG in one batch)  7. reject NaN/black/safety-checker outputs
+8. paste each candidate back with a feathered edge.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from PIL import Image
+
+from model import compose
+from model.masks import BBox
+
+#: Request name → diffusers scheduler class (built from the checkpoint's own scheduler config).
+SCHEDULER_CLASSES = {
+    "ddim": "DDIMScheduler",
+    "pndm": "PNDMScheduler",
+    "euler": "EulerDiscreteScheduler",
+    "euler_a": "EulerAncestralDiscreteScheduler",
+    "dpm++": "DPMSolverMultistepScheduler",
+    "unipc": "UniPCMultistepScheduler",
+    "lms": "LMSDiscreteScheduler",
+}
+#: A candidate whose brightest pixel is below this (0..1) is "black" (fp16 VAE overflow or a safety-checker hit).
+BLACK_LEVEL = 2.0 / 255.0
+
+Progress = Callable[[int, int], None]
+
+
+@dataclass
+class Candidate:
+    seed: int
+    image: Image.Image  # full photo size (the crop pasted back)
+    crop: Image.Image  # the generated region at crop-box size, already blended
+
+
+@dataclass
+class InpaintResult:
+    candidates: list[Candidate]
+    rejected: list[tuple[int, str]]  # (seed, "nan" | "black" | "safety_checker")
+    crop_box: BBox
+    generation_size: tuple[int, int]
+    timings_ms: dict[str, float] = field(default_factory=dict)
+
+
+class Inpainter:
+    def __init__(self, pipe, *, prompt_cache_size: int = 64) -> None:
+        self.pipe = pipe
+        pipe.set_progress_bar_config(disable=True)
+        self.native = int(pipe.unet.config.sample_size) * int(pipe.vae_scale_factor)
+        self.multiple = int(pipe.vae_scale_factor) * 2 ** (len(pipe.unet.config.block_out_channels) - 1)
+        self._default_scheduler = pipe.scheduler
+        self._schedulers: dict[str, object] = {}
+        self._prompt_cache: OrderedDict[tuple, dict] = OrderedDict()
+        self._prompt_cache_size = prompt_cache_size
+        self._lock = threading.Lock()  # a pipeline holds per-call state: one call at a time
+
+    @property
+    def device(self) -> torch.device:
+        return self.pipe.unet.device
+
+    # 1. ------------------------------------------------------------------------------------------------------
+    @staticmethod
+    def check_inputs(image: Image.Image, mask: np.ndarray, prompt: str, seeds: list[int], steps: int,
+                     strength: float) -> None:
+        if mask.shape != (image.height, image.width):
+            raise ValueError(f"`mask` must be {image.width}x{image.height} like `image`, "
+                             f"got {mask.shape[1]}x{mask.shape[0]}")
+        if not mask.any():
+            raise ValueError("`mask` is empty (no white pixels): there is nothing to repaint")
+        if not prompt.strip():
+            raise ValueError("`prompt` must not be empty")
+        if not seeds:
+            raise ValueError("`seeds` must name at least one candidate")
+        if steps < 1:
+            raise ValueError(f"`steps` must be >= 1, got {steps}")
+        if not 0 < strength <= 1:
+            raise ValueError(f"`strength` must be in (0, 1], got {strength}")
+
+    def _scheduler(self, name: str):
+        if name in ("default", None):
+            return self._default_scheduler
+        if name not in self._schedulers:
+            import diffusers
+
+            cls = getattr(diffusers, SCHEDULER_CLASSES[name])
+            self._schedulers[name] = cls.from_config(self._default_scheduler.config)
+        return self._schedulers[name]
+
+    # 4. ------------------------------------------------------------------------------------------------------
+    def _prompt_kwargs(self, prompt: str, negative_prompt: str, cfg: bool) -> dict:
+        """Prompt embeddings for the pipeline, cached per (prompt, negative, cfg)."""
+        if not hasattr(self.pipe, "encode_prompt"):
+            return {"prompt": prompt, "negative_prompt": negative_prompt}
+        key = (prompt, negative_prompt, cfg)
+        hit = self._prompt_cache.get(key)
+        if hit is None:
+            with torch.inference_mode():
+                out = self.pipe.encode_prompt(prompt=prompt, device=self.device, num_images_per_prompt=1,
+                                              do_classifier_free_guidance=cfg, negative_prompt=negative_prompt)
+            names = ("prompt_embeds", "negative_prompt_embeds", "pooled_prompt_embeds",
+                     "negative_pooled_prompt_embeds")
+            hit = {k: v for k, v in zip(names, out, strict=False) if v is not None}
+            self._prompt_cache[key] = hit
+            while len(self._prompt_cache) > self._prompt_cache_size:
+                self._prompt_cache.popitem(last=False)
+        self._prompt_cache.move_to_end(key)
+        return dict(hit)
+
+    def __call__(
+        self,
+        image: Image.Image,
+        mask: np.ndarray,
+        prompt: str,
+        negative_prompt: str = "",
+        *,
+        seeds: list[int],
+        steps: int = 30,
+        guidance_scale: float = 7.5,
+        strength: float = 1.0,
+        scheduler: str = "default",
+        crop: bool = True,
+        padding: int = 32,
+        feather: int = 8,
+        progress: Progress | None = None,
+    ) -> InpaintResult:
+        t0 = time.perf_counter()
+        # 1. Check inputs
+        self.check_inputs(image, mask, prompt, seeds, steps, strength)
+        # 2. Plan the crop: where to generate and at what size
+        box, (gw, gh) = compose.plan_crop(mask, self.native, self.multiple, padding, feather, whole=not crop)
+        # 3. Crop and resize image and mask to the generation size
+        region = image.crop(box).resize((gw, gh), Image.LANCZOS)
+        mask_img = Image.fromarray(mask[box[1]:box[3], box[0]:box[2]].astype(np.uint8) * 255)
+        mask_img = mask_img.resize((gw, gh), Image.NEAREST)
+        cfg = guidance_scale > 1.0
+        with self._lock:
+            # 4. Encode the prompt (cached)
+            kwargs = self._prompt_kwargs(prompt, negative_prompt, cfg)
+            # 5. One generator per candidate, on the CPU so a seed means the same noise on any device
+            generators = [torch.Generator("cpu").manual_seed(int(s)) for s in seeds]
+            total = max(1, int(steps * strength))
+
+            def on_step(pipe, i, t, cb_kwargs):
+                if progress is not None:
+                    progress(min(i + 1, total), total)
+                return cb_kwargs
+
+            # 6. One batched call: candidates x (cond, uncond)
+            self.pipe.scheduler = self._scheduler(scheduler)
+            t1 = time.perf_counter()
+            try:
+                out = self.pipe(image=region, mask_image=mask_img, height=gh, width=gw,
+                                num_inference_steps=steps, guidance_scale=guidance_scale, strength=strength,
+                                num_images_per_prompt=len(seeds), generator=generators, output_type="np",
+                                callback_on_step_end=on_step, **kwargs)
+            finally:
+                self.pipe.scheduler = self._default_scheduler
+        t2 = time.perf_counter()
+        # 7. Reject what is not a picture
+        arrays = out.images
+        nsfw = getattr(out, "nsfw_content_detected", None) or [False] * len(seeds)
+        candidates, rejected = [], []
+        for seed, arr, flagged in zip(seeds, arrays, nsfw, strict=True):
+            reason = _reject_reason(arr, bool(flagged))
+            if reason:
+                rejected.append((int(seed), reason))
+                continue
+            gen = Image.fromarray((np.clip(arr, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8))
+            # 8. Paste back with a feathered edge; far pixels stay bit-identical
+            full = compose.paste(image, gen, mask, box, feather)
+            candidates.append(Candidate(seed=int(seed), image=full, crop=full.crop(box)))
+        t3 = time.perf_counter()
+        timings = {"prepare": (t1 - t0) * 1e3, "generate": (t2 - t1) * 1e3, "paste": (t3 - t2) * 1e3}
+        return InpaintResult(candidates=candidates, rejected=rejected, crop_box=box, generation_size=(gw, gh),
+                             timings_ms=timings)
+
+
+def _reject_reason(arr: np.ndarray, flagged: bool) -> str | None:
+    if flagged:
+        return "safety_checker"
+    if not np.isfinite(arr).all():
+        return "nan"
+    if float(arr.max()) < BLACK_LEVEL:
+        return "black"
+    return None

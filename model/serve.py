@@ -1,0 +1,259 @@
+"""A SageMaker-compatible model server for restyle's endpoints, on the standard library's HTTP server.
+
+``python -m model.serve --clipseg PATH_OR_ID --inpaint PATH_OR_ID --port N`` serves
+
+* the container contract: ``GET /ping`` (200 once the models are loaded, 503 while loading) and
+  ``POST /invocations`` (the only loaded model, or the one named by ``?model=clipseg|inpaint`` or the
+  ``X-Amzn-SageMaker-Custom-Attributes: model=...`` header when both are loaded);
+* the SageMaker Runtime API path ``POST /endpoints/{name}/invocations``, so
+  ``boto3.client("sagemaker-runtime", endpoint_url=...).invoke_endpoint(...)`` works unchanged.  Errors there are
+  shaped like SageMaker's: a model's own error is a ``ModelError`` (424) carrying ``OriginalStatusCode`` and
+  ``OriginalMessage`` (our ``{"error": {"code", "message"}}`` JSON), an unknown endpoint a ``ValidationError``.
+
+Models load once, in a background thread, when the server starts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import re
+import threading
+import traceback
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, urlsplit
+
+from model.handlers import JSON, MAX_PAYLOAD, LoadedModel, handle, load_model
+
+log = logging.getLogger("restyle.serve")
+
+RUNTIME_PATH = re.compile(r"^/endpoints/([^/]+)/invocations$")
+#: Bodies larger than this are refused without being read.
+HARD_LIMIT = 4 * MAX_PAYLOAD
+
+
+def default_endpoint_names(prefix: str = "restyle") -> dict[str, str]:
+    return {f"{prefix}-clipseg": "clipseg", f"{prefix}-inpaint": "inpaint", "clipseg": "clipseg",
+            "inpaint": "inpaint"}
+
+
+def _error(code: str, message: str) -> dict:
+    return {"error": {"code": code, "message": message}}
+
+
+class ModelServer:
+    """Routing and model lifecycle; ``route`` is plain data in, plain data out (tested without sockets)."""
+
+    def __init__(self, refs: dict[str, str], *, lora: str | None = None, endpoint_names: dict[str, str] | None = None,
+                 device: str | None = None) -> None:
+        if not refs:
+            raise ValueError("give at least one of --clipseg / --inpaint")
+        self.refs = refs
+        self.lora = lora
+        self.device = device
+        self.endpoint_names = endpoint_names or default_endpoint_names()
+        self.models: dict[str, LoadedModel] = {}
+        self.ready = threading.Event()
+        self.load_error: str | None = None
+
+    def load(self) -> None:
+        try:
+            for role, ref in self.refs.items():
+                log.info("loading %s from %s", role, ref)
+                self.models[role] = load_model(role, ref, lora=self.lora if role == "inpaint" else None,
+                                               device=self.device)
+            self.ready.set()
+            log.info("ready: %s", ", ".join(self.models))
+        except Exception as exc:
+            self.load_error = f"{type(exc).__name__}: {exc}"
+            log.error("loading failed:\n%s", traceback.format_exc())
+
+    def load_in_background(self) -> threading.Thread:
+        t = threading.Thread(target=self.load, name="model-loader", daemon=True)
+        t.start()
+        return t
+
+    # -- routing -----------------------------------------------------------------------------------------------
+    def route(self, method: str, path: str, headers: dict[str, str], body: bytes) -> tuple[int, bytes, dict]:
+        url = urlsplit(path)
+        if url.path == "/ping" and method in ("GET", "HEAD"):
+            if self.ready.is_set():
+                return self._json(200, {"status": "ok", "models": sorted(self.models)})
+            if self.load_error:
+                return self._json(500, {"status": "failed", **_error("load_failed", self.load_error)})
+            return self._json(503, {"status": "loading"})
+        if url.path == "/invocations":
+            if method != "POST":
+                return self._json(405, _error("method_not_allowed", "use POST /invocations"))
+            return self._invoke(self._container_role(url.query, headers), headers, body, runtime=False)
+        m = RUNTIME_PATH.match(url.path)
+        if m:
+            if method != "POST":
+                return self._json(405, _error("method_not_allowed", "use POST"))
+            name = m.group(1)
+            role = self.endpoint_names.get(name)
+            if role is None or role not in self.refs:
+                known = sorted(n for n, r in self.endpoint_names.items() if r in self.refs)
+                return self._sm_error(400, "ValidationError", "unknown_endpoint",
+                                      f"Endpoint {name} not found. Known endpoints: {known}")
+            return self._invoke(role, headers, body, runtime=True)
+        return self._json(404, _error("not_found", f"no route for {method} {url.path}; try GET /ping, "
+                                                   "POST /invocations or POST /endpoints/NAME/invocations"))
+
+    def _container_role(self, query: str, headers: dict[str, str]) -> str | None:
+        wanted = parse_qs(query).get("model", [None])[0]
+        attrs = headers.get("x-amzn-sagemaker-custom-attributes", "")
+        for part in attrs.split(","):
+            key, _, value = part.strip().partition("=")
+            if key.strip() == "model" and value:
+                wanted = value.strip()
+        if wanted:
+            return wanted
+        return next(iter(self.refs)) if len(self.refs) == 1 else None
+
+    def _invoke(self, role: str | None, headers: dict[str, str], body: bytes, *, runtime: bool):
+        if role is None:
+            return self._json(400, _error("ambiguous_model",
+                                          "both models are loaded: add ?model=clipseg|inpaint or the header "
+                                          "X-Amzn-SageMaker-Custom-Attributes: model=clipseg|inpaint"))
+        if role not in self.refs:
+            return self._json(404, _error("unknown_model", f"model {role!r} is not served here; "
+                                                           f"loaded: {sorted(self.refs)}"))
+        if not self.ready.is_set():
+            msg = self.load_error or "the models are still loading; retry when GET /ping answers 200"
+            if runtime:
+                return self._sm_error(503, "ServiceUnavailable", "not_ready", msg)
+            return self._json(503, _error("not_ready", msg))
+        if len(body) > MAX_PAYLOAD:
+            msg = f"the request is {len(body):,} bytes; the limit is {MAX_PAYLOAD:,} bytes (6 MB)"
+            if runtime:
+                return self._sm_error(413, "ValidationError", "payload_too_large", msg)
+            return self._json(413, _error("payload_too_large", msg))
+        status, out, ctype = handle(self.models[role], body, headers.get("content-type"), headers.get("accept"))
+        if runtime and status != 200:
+            return self._model_error(status, out)
+        extra = {"x-Amzn-Invoked-Production-Variant": "AllTraffic"} if runtime else {}
+        return status, out, {"Content-Type": ctype, **extra}
+
+    @staticmethod
+    def _json(status: int, payload: dict) -> tuple[int, bytes, dict]:
+        return status, json.dumps(payload).encode(), {"Content-Type": JSON}
+
+    def _sm_error(self, status: int, error_type: str, code: str, message: str):
+        body = {"message": message, **_error(code, message)}
+        return status, json.dumps(body).encode(), {"Content-Type": JSON, "x-amzn-ErrorType": error_type}
+
+    def _model_error(self, status: int, out: bytes):
+        """What SageMaker Runtime answers when the container does not return 200."""
+        original = out.decode("utf-8", "replace")
+        try:
+            inner = json.loads(original)["error"]
+        except (ValueError, KeyError, TypeError):
+            inner = {"code": "model_error", "message": original[:500]}
+        kind = "client" if status < 500 else "server"
+        body = {"message": f"Received {kind} error ({status}) from primary with message \"{original}\".",
+                "OriginalStatusCode": status, "OriginalMessage": original,
+                "LogStreamArn": "arn:aws:logs:local:000000000000:log-group:/aws/sagemaker/Endpoints/restyle",
+                "error": inner}
+        return 424, json.dumps(body).encode(), {"Content-Type": JSON, "x-amzn-ErrorType": "ModelError"}
+
+
+def make_handler(server: ModelServer) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+        server_version = "restyle-model/1"
+
+        def _serve(self, method: str) -> None:
+            try:
+                length = int(self.headers.get("Content-Length") or 0)
+            except ValueError:
+                length = -1
+            if length < 0 or length > HARD_LIMIT:
+                self.close_connection = True
+                status, out, hdrs = server._json(413, _error("payload_too_large",
+                                                             f"the request is over {MAX_PAYLOAD / 1e6:.1f} MB"))
+            else:
+                body = self.rfile.read(length) if length else b""
+                headers = {k.lower(): v for k, v in self.headers.items()}
+                try:
+                    status, out, hdrs = server.route(method, self.path, headers, body)
+                except Exception:
+                    log.error("unhandled:\n%s", traceback.format_exc())
+                    status, out, hdrs = server._json(500, _error("internal_error", "see the server log"))
+            self.send_response(status)
+            for k, v in hdrs.items():
+                self.send_header(k, v)
+            self.send_header("Content-Length", str(len(out)))
+            self.end_headers()
+            if method != "HEAD":
+                self.wfile.write(out)
+
+        def do_GET(self) -> None:  # noqa: N802
+            self._serve("GET")
+
+        def do_HEAD(self) -> None:  # noqa: N802
+            self._serve("HEAD")
+
+        def do_POST(self) -> None:  # noqa: N802
+            self._serve("POST")
+
+        def do_PUT(self) -> None:  # noqa: N802
+            self._serve("PUT")
+
+        def log_message(self, fmt: str, *args) -> None:
+            log.debug("%s " + fmt, self.address_string(), *args)
+
+    return Handler
+
+
+def start(server: ModelServer, host: str = "127.0.0.1", port: int = 8080) -> ThreadingHTTPServer:
+    """Bind, start serving in a daemon thread, load models in another; returns the HTTP server."""
+    httpd = ThreadingHTTPServer((host, port), make_handler(server))
+    httpd.daemon_threads = True
+    threading.Thread(target=httpd.serve_forever, name="model-http", daemon=True).start()
+    server.load_in_background()
+    return httpd
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m model.serve", description=__doc__.splitlines()[0])
+    ap.add_argument("--clipseg", help="CLIPSeg checkpoint: Hub id or folder")
+    ap.add_argument("--inpaint", help="diffusers inpainting checkpoint: Hub id or folder")
+    ap.add_argument("--lora", help="LoRA adapter for the inpainting model (folder or Hub id)")
+    ap.add_argument("--tiny", metavar="DIR", nargs="?", const=".cache/tiny",
+                    help="serve tiny random checkpoints from DIR (built there if missing)")
+    ap.add_argument("--host", default="127.0.0.1")
+    ap.add_argument("--port", type=int, default=8080, help="0 picks a free port (printed)")
+    ap.add_argument("--prefix", default="restyle", help="endpoint names are PREFIX-clipseg and PREFIX-inpaint")
+    ap.add_argument("--device", help="cpu, cuda, cuda:1 … (default: cuda when available)")
+    ap.add_argument("--log-level", default="INFO")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    refs = {}
+    if args.tiny:
+        from model.tiny import build_tiny
+
+        root = build_tiny(args.tiny)
+        refs = {"clipseg": str(root / "clipseg"), "inpaint": str(root / "inpaint")}
+    if args.clipseg:
+        refs["clipseg"] = args.clipseg
+    if args.inpaint:
+        refs["inpaint"] = args.inpaint
+    if not refs:
+        ap.error("give --clipseg and/or --inpaint (or --tiny)")
+    server = ModelServer(refs, lora=args.lora, endpoint_names=default_endpoint_names(args.prefix),
+                         device=args.device)
+    httpd = start(server, args.host, args.port)
+    print(f"serving on http://{httpd.server_address[0]}:{httpd.server_address[1]}", flush=True)
+    try:
+        threading.Event().wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        httpd.shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,172 @@
+"""Tiny, seeded, random checkpoints in Hugging Face layout — for tests, examples and CPU benchmarks.
+
+``python -m model.tiny OUTDIR`` writes
+
+* ``OUTDIR/clipseg`` — ``CLIPSegForImageSegmentation`` + ``CLIPSegProcessor`` (ViT image processor and a real CLIP
+  BPE tokenizer), loadable exactly like ``CIDAS/clipseg-rd64-refined``;
+* ``OUTDIR/inpaint`` — a diffusers ``StableDiffusionInpaintPipeline`` folder (UNet with 9 input channels, VAE, CLIP
+  text encoder + tokenizer, DDIM scheduler), loadable like an SD inpainting Hub id through
+  ``AutoPipelineForInpainting.from_pretrained``.
+
+The weights are random (a fixed seed), so the pixels mean nothing; the shapes, file layout, tokenizer and code paths
+are the real ones.  The tokenizer's vocabulary covers the fashion words restyle sends, so ordinary words become
+real tokens rather than ``<|endoftext|>``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import torch
+
+#: Words the tiny BPE vocabulary builds whole-word merges for (everything else splits into characters).
+WORDS = """
+a an the of and with in on to for photo picture person model wearing woman man fashion photography detailed
+fabric texture high quality studio lighting catalog product shot skirt dress jacket coat jeans pants shorts
+t-shirt shirt blouse top sweater hoodie cardigan blazer vest suit jumpsuit shoes boots sneakers heels hat scarf
+bag belt tie leggings face hands hair skin background red blue green yellow black white pink purple orange brown
+grey gray beige navy pastel gold silver cream floral striped plaid checked polka dot leopard print denim leather
+silk satin velvet linen cotton wool lace sequined knit suede maxi midi mini long short cropped fitted loose
+oversized pleated wrap vintage elegant casual formal sks blurry lowres bad anatomy deformed watermark text
+""".split()
+
+CLIP_MEAN = [0.48145466, 0.4578275, 0.40821073]
+CLIP_STD = [0.26862954, 0.26130258, 0.27577711]
+
+
+def _bytes_to_unicode() -> dict[int, str]:
+    """GPT-2/CLIP's reversible byte → printable-unicode table."""
+    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    cs = bs[:]
+    n = 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + n)
+            n += 1
+    return dict(zip(bs, [chr(c) for c in cs], strict=True))
+
+
+def write_clip_tokenizer_files(outdir: Path, words: list[str] = WORDS) -> int:
+    """Write ``vocab.json`` + ``merges.txt`` in CLIP's format; return the vocabulary size."""
+    symbols = list(_bytes_to_unicode().values())
+    vocab: dict[str, int] = {}
+    for s in symbols + [s + "</w>" for s in symbols]:
+        vocab.setdefault(s, len(vocab))
+    merges: list[str] = []
+    for word in words:
+        pieces = list(word[:-1]) + [word[-1] + "</w>"]
+        cur = pieces[0]
+        for nxt in pieces[1:]:
+            rule = f"{cur} {nxt}"
+            if rule not in merges:
+                merges.append(rule)
+            cur = cur + nxt
+            vocab.setdefault(cur, len(vocab))
+    for special in ("<|startoftext|>", "<|endoftext|>"):
+        vocab.setdefault(special, len(vocab))
+    outdir.mkdir(parents=True, exist_ok=True)
+    (outdir / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False))
+    (outdir / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n", encoding="utf-8")
+    return len(vocab)
+
+
+def _tokenizer(tmp: Path, max_length: int = 77):
+    from transformers import CLIPTokenizer
+
+    write_clip_tokenizer_files(tmp)
+    # from_pretrained on the folder reads vocab.json + merges.txt the same way in transformers 4.x and 5.x
+    return CLIPTokenizer.from_pretrained(str(tmp), pad_token="<|endoftext|>", model_max_length=max_length)
+
+
+def build_clipseg(outdir: Path, seed: int = 0) -> Path:
+    from transformers import (
+        CLIPSegConfig,
+        CLIPSegForImageSegmentation,
+        CLIPSegProcessor,
+        CLIPSegTextConfig,
+        CLIPSegVisionConfig,
+        ViTImageProcessor,
+    )
+
+    outdir = Path(outdir)
+    tok = _tokenizer(outdir / "_tok")
+    text = CLIPSegTextConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=37, num_hidden_layers=2,
+                             num_attention_heads=4, max_position_embeddings=77,
+                             bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
+    vision = CLIPSegVisionConfig(hidden_size=32, intermediate_size=37, num_hidden_layers=3, num_attention_heads=4,
+                                 image_size=64, patch_size=8)
+    config = CLIPSegConfig(text_config=text.to_dict(), vision_config=vision.to_dict(), projection_dim=32,
+                           extract_layers=[1, 2], reduce_dim=16, decoder_num_attention_heads=4,
+                           decoder_intermediate_size=32)
+    torch.manual_seed(seed)
+    model = CLIPSegForImageSegmentation(config).eval()
+    image_processor = ViTImageProcessor(do_resize=True, size={"height": 64, "width": 64}, resample=2,
+                                        do_normalize=True, image_mean=CLIP_MEAN, image_std=CLIP_STD)
+    processor = CLIPSegProcessor(image_processor=image_processor, tokenizer=tok)
+    model.save_pretrained(outdir)
+    processor.save_pretrained(outdir)
+    return outdir
+
+
+def build_inpaint(outdir: Path, seed: int = 0) -> Path:
+    from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionInpaintPipeline, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    outdir = Path(outdir)
+    tok = _tokenizer(outdir / "_tok")
+    torch.manual_seed(seed)
+    unet = UNet2DConditionModel(block_out_channels=(32, 64), layers_per_block=1, sample_size=32, in_channels=9,
+                                out_channels=4, cross_attention_dim=32, attention_head_dim=8,
+                                down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+                                up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), norm_num_groups=8)
+    torch.manual_seed(seed)
+    vae = AutoencoderKL(block_out_channels=(32, 64), in_channels=3, out_channels=3, latent_channels=4,
+                        down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
+                        norm_num_groups=8, sample_size=64)
+    torch.manual_seed(seed)
+    text_encoder = CLIPTextModel(CLIPTextConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=37,
+                                                num_hidden_layers=2, num_attention_heads=4,
+                                                max_position_embeddings=77, bos_token_id=tok.bos_token_id,
+                                                eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id))
+    scheduler = DDIMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
+                              clip_sample=False, set_alpha_to_one=False, steps_offset=1)
+    pipe = StableDiffusionInpaintPipeline(vae=vae, text_encoder=text_encoder, tokenizer=tok, unet=unet,
+                                          scheduler=scheduler, safety_checker=None, feature_extractor=None,
+                                          requires_safety_checker=False)
+    pipe.save_pretrained(outdir, safe_serialization=True)
+    return outdir
+
+
+def build_tiny(outdir: str | Path, seed: int = 0) -> Path:
+    """Write both checkpoints under ``outdir`` (idempotent: an existing complete set is kept)."""
+    import shutil
+
+    outdir = Path(outdir)
+    done = outdir / ".complete"
+    if done.exists():
+        return outdir
+    for name, build in (("clipseg", build_clipseg), ("inpaint", build_inpaint)):
+        target = outdir / name
+        if target.exists():
+            shutil.rmtree(target)
+        build(target, seed=seed)
+        shutil.rmtree(target / "_tok", ignore_errors=True)
+    done.write_text("ok\n")
+    return outdir
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m model.tiny", description=__doc__.splitlines()[0])
+    ap.add_argument("outdir", help="folder to write clipseg/ and inpaint/ into")
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args(argv)
+    out = build_tiny(args.outdir, seed=args.seed)
+    print(f"tiny checkpoints in {out}/clipseg and {out}/inpaint")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
