@@ -1,0 +1,76 @@
+"""``restyle`` / ``python -m bot``: ``chat PHOTO`` (terminal) or ``slack`` (Socket Mode / HTTP)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from bot.settings import Settings
+
+
+def _common(ap: argparse.ArgumentParser) -> None:
+    ap.add_argument("--tiny", action="store_true", default=None,
+                    help="use tiny random checkpoints (walks the whole flow offline; pixels are noise)")
+    ap.add_argument("--backend", choices=["local", "sagemaker"], help="env RESTYLE_BACKEND (default local)")
+    ap.add_argument("--data-dir", type=Path, help="env RESTYLE_DATA_DIR: sessions + images")
+    ap.add_argument("--clipseg", dest="clipseg_model", help="env RESTYLE_CLIPSEG_MODEL: Hub id or folder")
+    ap.add_argument("--inpaint", dest="inpaint_model", help="env RESTYLE_INPAINT_MODEL: Hub id or folder")
+    ap.add_argument("--lora", help="env RESTYLE_LORA: LoRA adapter folder or Hub id")
+    ap.add_argument("--device", help="env RESTYLE_DEVICE: cpu, cuda …")
+    ap.add_argument("--steps", type=int, help="env RESTYLE_STEPS (default 30)")
+    ap.add_argument("--count", dest="num_images", type=int, help="env RESTYLE_NUM_IMAGES: variations per prompt")
+    ap.add_argument("--log-level", default="WARNING")
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    ap = argparse.ArgumentParser(prog="restyle", description="restyle: garment variations from a photo")
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    chat = sub.add_parser("chat", help="talk to restyle in the terminal about one photo")
+    chat.add_argument("photo", type=Path)
+    chat.add_argument("--out", type=Path, help="folder for variations and contact sheets (default ./restyle-out/STEM)")
+    _common(chat)
+    slack = sub.add_parser("slack", help="run the Slack bot (Socket Mode; --http for the Events API)")
+    slack.add_argument("--http", action="store_true", help="serve the Events API over HTTP instead of Socket Mode")
+    slack.add_argument("--port", type=int, default=3000)
+    _common(slack)
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    overrides = {k: getattr(args, k) for k in ("tiny", "backend", "data_dir", "clipseg_model", "inpaint_model",
+                                               "lora", "device", "steps", "num_images")}
+    try:
+        settings = Settings.from_env(**overrides)
+    except ValueError as exc:
+        print(f"restyle: {exc}", file=sys.stderr)
+        return 2
+    if args.cmd == "chat":
+        return _chat(args, settings)
+    from bot import slack_app
+
+    return slack_app.main(["--http", "--port", str(args.port)] if args.http else [], settings)
+
+
+def _chat(args, settings: Settings) -> int:
+    from bot.engine import build_engine
+    from bot.terminal import TerminalChat
+    from model.loading import ModelUnavailable
+
+    if not args.photo.is_file():
+        print(f"restyle: no such photo: {args.photo}", file=sys.stderr)
+        return 2
+    engine = build_engine(settings)
+    if settings.backend == "local":
+        print("loading models…" + (" (tiny random checkpoints)" if settings.tiny else ""), file=sys.stderr)
+        try:
+            engine.backend.warm()
+        except ModelUnavailable as exc:
+            print(f"restyle: {exc}", file=sys.stderr)
+            return 2
+    out = args.out or Path("restyle-out") / args.photo.stem
+    return TerminalChat(engine, out).start(args.photo)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,419 @@
+"""The conversation engine: events in, replies out.  Imports nothing from Slack or the terminal.
+
+``Engine.handle(event, progress)`` runs one event to completion (generation included) and returns the replies;
+adapters decide *where* that runs (``needs_generation`` tells them to ack first and use the job queue) and *how*
+replies look.  All state lives in ``Store``; the engine keeps none between calls, so any worker can run any event.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import logging
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from bot import messages as T
+from bot.backends import Backend, BackendError, BackendUnavailable, build_backend
+from bot.events import (
+    Command,
+    Event,
+    Favorite,
+    FavoritesList,
+    Message,
+    MoreLike,
+    Photo,
+    Reply,
+    Text,
+    Use,
+    VariationOut,
+    Variations,
+)
+from bot.intent import Context, Intent, parse
+from bot.render import contact_sheet
+from bot.settings import Settings
+from bot.store import Store, Variation, save_png
+from model import compose
+from model.errors import ImageTooLarge, InvalidImage
+from model.images import b64encode, decode_image, decode_mask, encode_image
+from model.masks import bbox, grow
+from model.schemas import MAX_IMAGES, InpaintRequest, SegmentRequest
+
+log = logging.getLogger("restyle.engine")
+Progress = Callable[[int, int, str], None]
+GENERATING_ACTIONS = {"restyle", "vary", "batch"}
+#: Segmentation runs on a copy no larger than this (the mask is scaled back up): small payload, same garment.
+SEGMENT_MAX_SIDE = 1024
+#: Above this many crop pixels x candidates, ask the endpoint for JPEG so the response stays under 6 MB.
+PNG_PIXEL_BUDGET = 1_200_000
+SETTING_RANGES = {"steps": (1, 150, int), "guidance": (0.0, 30.0, float), "seed": (0, 2**31 - 1, int),
+                  "count": (1, MAX_IMAGES, int), "strength": (0.05, 1.0, float)}
+
+
+@dataclass
+class Job:
+    """One generation, fully resolved before any pixel is made."""
+
+    thread: str
+    user: str
+    text: str
+    intent: Intent
+    garments: list[str]
+    target: str | None
+    attributes: list[str]
+    prompt: str
+    negative_prompt: str
+    base_path: Path
+    strength: float
+    count: int
+    batch: bool = False
+
+
+class Engine:
+    def __init__(self, store: Store, backend: Backend, settings: Settings) -> None:
+        self.store = store
+        self.backend = backend
+        self.settings = settings
+        interrupted = store.mark_interrupted()
+        if interrupted:
+            log.warning("%d turn(s) were interrupted by a restart; they will be reported in their threads",
+                        interrupted)
+
+    # -- adapter API -----------------------------------------------------------------------------------------------
+    def needs_generation(self, event: Event) -> bool:
+        if isinstance(event, MoreLike):
+            return True
+        if isinstance(event, Command):
+            return event.text.strip().lower().startswith("batch")
+        if isinstance(event, Photo):
+            return bool(event.text.strip()) and parse(event.text).action in GENERATING_ACTIONS
+        if isinstance(event, Message):
+            return parse(event.text, self._context(event.thread)).action in GENERATING_ACTIONS
+        return False
+
+    def pending_notices(self) -> list[tuple[str, Text]]:
+        """Interrupted turns not yet reported, for adapters to post at start-up."""
+        out = []
+        for turn in self.store.unreported_interruptions():
+            out.append((turn.thread, Text(T.INTERRUPTED.format(text=turn.text), kind="error")))
+            self.store.mark_reported(turn.id)
+        return out
+
+    def handle(self, event: Event, progress: Progress | None = None) -> list[Reply]:
+        thread = getattr(event, "thread", None)
+        notices: list[Reply] = []
+        if thread and self.store.has_thread(thread):
+            for turn in self.store.unreported_interruptions(thread):
+                notices.append(Text(T.INTERRUPTED.format(text=turn.text), kind="error"))
+                self.store.mark_reported(turn.id)
+        try:
+            return notices + self._dispatch(event, progress)
+        except BackendError as exc:
+            return notices + [Text(T.MODEL_REFUSED.format(why=exc.message), kind="error")]
+        except BackendUnavailable as exc:
+            return notices + [Text(T.MODEL_DOWN.format(why=exc), kind="error")]
+        except Exception as exc:
+            from model.loading import ModelUnavailable
+
+            if isinstance(exc, ModelUnavailable):
+                return notices + [Text(T.MODEL_MISSING.format(why=exc), kind="error")]
+            log.exception("engine failed on %s", type(event).__name__)
+            return notices + [Text(T.FAILED, kind="error")]
+
+    # -- dispatch --------------------------------------------------------------------------------------------------
+    def _dispatch(self, event: Event, progress: Progress | None) -> list[Reply]:
+        if isinstance(event, Photo):
+            return self._photo(event, progress)
+        if event.thread is None or not self.store.has_thread(event.thread):
+            if isinstance(event, Command) and event.text.strip().lower() in ("help", ""):
+                return [Text(T.HELP, kind="help")]
+            return [Text(T.NO_THREAD, kind="error")]
+        if isinstance(event, Favorite):
+            return self._favorite_id(event.thread, event.user, event.variation_id, event.added)
+        if isinstance(event, Use):
+            v = self.store.variation(event.variation_id)
+            return self._use(event.thread, v.number if v else -1)
+        if isinstance(event, MoreLike):
+            v = self.store.variation(event.variation_id)
+            if v is None:
+                return [Text(T.NO_VARIATION.format(number="?"), kind="error")]
+            text = f"{event.count or ''} more like #{v.number}".strip()
+            return self._text(event.thread, event.user, text, progress)
+        if isinstance(event, Command):
+            text = event.text.strip()
+            if text.lower() in ("favorites", "favourites", "favs"):
+                return [self._favorites(event.thread)]
+            return self._text(event.thread, event.user, text, progress, batch=text.lower().startswith("batch"))
+        if isinstance(event, Message):
+            return self._text(event.thread, event.user, event.text, progress)
+        raise TypeError(f"unknown event {event!r}")
+
+    def _photo(self, event: Photo, progress: Progress | None) -> list[Reply]:
+        try:
+            image = decode_image(event.image, field=event.filename or "photo")
+        except ImageTooLarge as exc:
+            return [Text(T.TOO_LARGE.format(why=exc.message), kind="error")]
+        except InvalidImage as exc:
+            return [Text(T.BAD_IMAGE.format(why=exc.message), kind="error")]
+        self.store.create_thread(event.thread, event.user, image)
+        if event.text.strip() and parse(event.text).action not in ("unknown", "help"):
+            return self._text(event.thread, event.user, event.text, progress)
+        return [Text(T.GOT_PHOTO)]
+
+    def _context(self, thread: str) -> Context:
+        if not self.store.has_thread(thread):
+            return Context()
+        ctx = self.store.context(thread)
+        return Context(garment=ctx.get("garment"), target=ctx.get("target"),
+                       attributes=tuple(ctx.get("attributes", ())))
+
+    def _text(self, thread: str, user: str, text: str, progress: Progress | None, *, batch: bool = False):
+        intent = parse(text, self._context(thread))
+        action = "batch" if batch and intent.action in GENERATING_ACTIONS else intent.action
+        if action == "help":
+            return [Text(T.HELP, kind="help")]
+        if action == "favorite":
+            if intent.variation is None:
+                return [self._favorites(thread)]
+            v = self.store.variation_by_number(thread, intent.variation)
+            if v is None:
+                return [Text(T.NO_VARIATION.format(number=intent.variation), kind="error")]
+            return self._favorite_id(thread, user, v.id, True)
+        if action == "use":
+            return self._use(thread, intent.variation if intent.variation is not None else -1)
+        if action == "undo":
+            return self._undo(thread)
+        if action == "settings":
+            return self._settings(thread, intent.settings)
+        if action in GENERATING_ACTIONS:
+            job = self._plan(thread, user, text, intent, action)
+            if isinstance(job, Text):
+                return [job]
+            return self._generate(job, progress)
+        return [Text(T.UNKNOWN)]
+
+    # -- small actions ---------------------------------------------------------------------------------------------
+    def _favorite_id(self, thread: str, user: str, variation_id: str, on: bool) -> list[Reply]:
+        v = self.store.variation(variation_id)
+        if v is None or v.thread != thread:
+            return [Text(T.NO_VARIATION.format(number="?"), kind="error")]
+        self.store.set_favorite(v.id, user, on)
+        return [Text((T.FAVORITED if on else T.UNFAVORITED).format(number=v.number))]
+
+    def _favorites(self, thread: str) -> FavoritesList:
+        favs = self.store.favorites(thread)
+        if not favs:
+            return FavoritesList(T.NO_FAVORITES)
+        items = [self._out(v, "") for v in favs]
+        sheet = self._sheet(thread, "favorites", favs, "Favourites")
+        return FavoritesList(T.FAVORITES.format(numbers=", ".join(f"#{v.number}" for v in favs)), items, sheet)
+
+    def _use(self, thread: str, number: int) -> list[Reply]:
+        v = self.store.variation_by_number(thread, number)
+        if v is None:
+            return [Text(T.NO_VARIATION.format(number=number if number > 0 else "?"), kind="error")]
+        self.store.push_base(thread, v.id)
+        return [Text(T.USING.format(number=v.number))]
+
+    def _undo(self, thread: str) -> list[Reply]:
+        if self.store.pop_base(thread) is None:
+            return [Text(T.NOTHING_TO_UNDO)]
+        _, base = self.store.base(thread)
+        return [Text(T.UNDONE.format(what=f"#{base.number}" if base else "the original photo"))]
+
+    def _settings(self, thread: str, values: dict) -> list[Reply]:
+        clean = {}
+        for key, value in values.items():
+            if key == "model":
+                if str(value) not in ("default",):
+                    return [Text(T.BAD_SETTING.format(key=key, value=value,
+                                                      why="this deployment serves one inpainting model "
+                                                          "(RESTYLE_INPAINT_MODEL); only `model=default` is known"),
+                                 kind="error")]
+                continue
+            if key not in SETTING_RANGES:
+                return [Text(T.BAD_SETTING.format(key=key, value=value,
+                                                  why=f"known settings are {', '.join(SETTING_RANGES)}"),
+                             kind="error")]
+            lo, hi, typ = SETTING_RANGES[key]
+            try:
+                v = typ(value)
+            except (TypeError, ValueError):
+                return [Text(T.BAD_SETTING.format(key=key, value=value, why=f"it must be a {typ.__name__}"),
+                             kind="error")]
+            if not lo <= v <= hi:
+                return [Text(T.BAD_SETTING.format(key=key, value=value, why=f"it must be in [{lo}, {hi}]"),
+                             kind="error")]
+            clean[key] = v
+        merged = self.store.update_settings(thread, clean) if clean else self.store.settings(thread)
+        summary = self._effective(merged)
+        return [Text(T.SETTINGS.format(summary=", ".join(f"{k}={v}" for k, v in summary.items())))]
+
+    def _effective(self, thread_settings: dict) -> dict:
+        s = self.settings
+        return {"steps": thread_settings.get("steps", s.steps), "guidance": thread_settings.get("guidance", s.guidance),
+                "count": thread_settings.get("count", s.num_images),
+                "strength": thread_settings.get("strength", s.vary_strength),
+                "seed": thread_settings.get("seed", "random")}
+
+    # -- planning a generation -------------------------------------------------------------------------------------
+    def _plan(self, thread: str, user: str, text: str, intent: Intent, action: str) -> Job | Text:
+        eff = self._effective(self.store.settings(thread))
+        base_path, _ = self.store.base(thread)
+        strength = 1.0
+        source = None
+        if intent.variation is not None:
+            source = self.store.variation_by_number(thread, intent.variation)
+            if source is None:
+                return Text(T.NO_VARIATION.format(number=intent.variation), kind="error")
+            turn = self.store.turn(source.turn)
+            ctx = Context(garment=(turn.garments or [None])[0], target=turn.intent.get("target"),
+                          attributes=tuple(turn.intent.get("attributes", ())))
+            intent = parse(text, ctx)  # "#2 but longer": #2's own garment and attributes, plus "long"
+            base_path, strength = source.path, float(eff["strength"])
+            if not (intent.attributes or intent.negatives) and action == "vary":
+                intent = _with_prompt(intent, turn.prompt, turn.negative_prompt)
+        elif action == "vary":  # "8 more like that": the last turn again, new seeds
+            last = self.store.last_turn(thread)
+            if last is None:
+                return Text(T.NO_PREVIOUS)
+            if not intent.attributes:
+                intent = _with_prompt(intent, last.prompt, last.negative_prompt)
+                base_path, strength = Path(last.base), last.strength
+        garments = list(intent.garments) or ([intent.garment] if intent.garment else [])
+        if not garments:
+            return Text(T.NO_GARMENT)
+        if not intent.prompt:
+            return Text(T.NO_GARMENT)
+        cap = self.settings.max_batch if action == "batch" else MAX_IMAGES
+        count = min(intent.count or int(eff["count"]), cap)
+        return Job(thread=thread, user=user, text=text, intent=intent, garments=garments, target=intent.target,
+                   attributes=list(intent.attributes), prompt=intent.prompt,
+                   negative_prompt=intent.negative_prompt, base_path=base_path, strength=strength, count=count,
+                   batch=action == "batch")
+
+    # -- generation ------------------------------------------------------------------------------------------------
+    def _generate(self, job: Job, progress: Progress | None) -> list[Reply]:
+        what = " and ".join(job.garments)
+        say = progress or (lambda done, total, text: None)
+        eff = self._effective(self.store.settings(job.thread))
+        steps = int(eff["steps"])
+        base = Image.open(job.base_path).convert("RGB")
+        say(0, steps, T.FINDING.format(what=what))
+        mask, missing = self._mask(job.thread, base, job.base_path, job.garments)
+        if mask is None:
+            return [Text(T.NOT_FOUND.format(what=f"a {what}"), kind="error")]
+        turn = self.store.start_turn(job.thread, job.user, job.text, "batch" if job.batch else job.intent.action,
+                                     job.intent.to_dict(), job.prompt, job.negative_prompt, job.base_path,
+                                     job.strength, job.garments)
+        try:
+            images, rejected = self._inpaint(job, base, mask, eff, steps, what, say)
+            context = {"garment": job.garments[0], "target": job.target, "attributes": job.attributes,
+                       "garments": job.garments}
+            variations = self.store.finish_turn(turn, job.thread, images, context)
+        except BaseException as exc:
+            self.store.fail_turn(turn, f"{type(exc).__name__}: {exc}"[:500])
+            raise
+        if not variations:
+            return [Text(T.ALL_REJECTED, kind="error")]
+        numbers = ", ".join(f"#{v.number}" for v in variations)
+        plural = "s" if len(variations) != 1 else ""
+        text = T.DONE.format(n=len(variations), s=plural, what=what, numbers=numbers)
+        if missing:
+            text += f" (I couldn't find: {', '.join(missing)}.)"
+        if rejected:
+            text += T.SOME_REJECTED.format(k=rejected, s="s" if rejected != 1 else "")
+        items = [self._out(v, job.prompt) for v in variations]
+        sheet = self._sheet(job.thread, turn, variations, job.prompt)
+        preview = save_png(compose.overlay(base, mask), self.store.thread_dir(job.thread) / f"mask-{turn}.png")
+        say(steps, steps, text)
+        return [Variations(turn_id=turn, text=text, items=items, sheet=sheet, mask_preview=preview)]
+
+    def _mask(self, thread: str, base: Image.Image, base_path: Path, garments: list[str]):
+        """Union of the garments' masks at full resolution (cached per base image and garment list)."""
+        key = hashlib.sha1(f"{base_path}|{'|'.join(garments)}".encode()).hexdigest()[:16]
+        cache = self.store.thread_dir(thread) / "masks" / f"{key}.png"
+        if cache.exists():
+            return decode_mask(cache.read_bytes()), []
+        small = base.copy()
+        small.thumbnail((SEGMENT_MAX_SIDE, SEGMENT_MAX_SIDE), Image.LANCZOS)
+        fmt = "png" if small.width * small.height <= 600_000 else "jpeg"
+        res = self.backend.segment(SegmentRequest(image=b64encode(encode_image(small, fmt, quality=92)),
+                                                  prompts=garments, include_union=True))
+        missing = [g for g, found in zip(garments, res.found, strict=True) if not found]
+        if not res.union or len(missing) == len(garments):
+            return None, missing
+        union = Image.open(io.BytesIO(_b64(res.union))).convert("L")
+        if union.size != base.size:
+            union = union.resize(base.size, Image.BILINEAR)
+        mask = np.asarray(union) >= 128
+        if not mask.any():
+            return None, missing
+        save_png(Image.fromarray(mask.astype(np.uint8) * 255), cache)
+        return mask, missing
+
+    def _inpaint(self, job: Job, base: Image.Image, mask: np.ndarray, eff: dict, steps: int, what: str, say):
+        """Send only a padded crop around the mask; paste the returned crops into the full photo."""
+        mb = bbox(mask)
+        assert mb is not None
+        pad = max(32, int(0.15 * max(mb[2] - mb[0], mb[3] - mb[1])))
+        box = compose.crop_box(mb, base.size, pad)
+        crop, crop_mask = base.crop(box), mask[box[1]:box[3], box[0]:box[2]]
+        area = crop.width * crop.height
+        fmt = "png" if area * min(job.count, 4) <= PNG_PIXEL_BUDGET else "jpeg"
+        send_fmt = "png" if area <= 1_500_000 else "jpeg"
+        seed = eff["seed"] if isinstance(eff["seed"], int) else random.SystemRandom().randrange(0, 2**31 - 64)
+        req = InpaintRequest(image=b64encode(encode_image(crop, send_fmt, quality=95)),
+                             mask=b64encode(encode_image(crop_mask)), prompt=job.prompt,
+                             negative_prompt=job.negative_prompt or None, num_images=min(job.count, MAX_IMAGES),
+                             seeds=[seed + i for i in range(job.count)] if job.count <= MAX_IMAGES else None,
+                             seed=seed, steps=steps, guidance_scale=float(eff["guidance"]), strength=job.strength,
+                             format=fmt, quality=95)
+        if job.count > MAX_IMAGES:
+            req = req.model_copy(update={"seeds": [seed + i for i in range(job.count)]})
+        n = job.count
+        say(0, steps, T.GENERATING.format(n=n, s="s" if n != 1 else "", what=what))
+
+        def on_step(done: int, total: int) -> None:
+            say(done, total, T.WORKING.format(done=done, total=total))
+
+        res = self.backend.inpaint_many(req, on_step, batch=job.batch)
+        # the endpoint already feathered its edge against this crop: copy its pixels where that edge is non-zero
+        hard = grow(mask, 8)
+        images = []
+        for seed_i, data in zip(res.seeds, res.images, strict=True):
+            out = decode_image(_b64(data), field="variation")
+            images.append((seed_i, compose.paste(base, out, hard, box, feather=0)))
+        return images, len(res.rejected)
+
+    # -- presentation ----------------------------------------------------------------------------------------------
+    def _out(self, v: Variation, prompt: str) -> VariationOut:
+        return VariationOut(id=v.id, number=v.number, path=v.path, seed=v.seed,
+                            caption=f"#{v.number} · seed {v.seed}" + (f" · {prompt}" if prompt else ""))
+
+    def _sheet(self, thread: str, name: str, variations: list[Variation], title: str) -> Path:
+        imgs = [Image.open(v.path) for v in variations]
+        sheet = contact_sheet(imgs, [f"#{v.number}" + (" ⭐" if v.favorite else "") for v in variations],
+                              title=title)
+        return save_png(sheet, self.store.thread_dir(thread) / f"sheet-{name}.png")
+
+
+def _b64(data: str) -> bytes:
+    import base64
+
+    return base64.b64decode(data)
+
+
+def _with_prompt(intent: Intent, prompt: str, negative: str) -> Intent:
+    from dataclasses import replace
+
+    return replace(intent, prompt=prompt, negative_prompt=negative or "")
+
+
+def build_engine(settings: Settings, backend: Backend | None = None) -> Engine:
+    return Engine(Store(settings.data_dir), backend or build_backend(settings), settings)

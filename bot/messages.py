@@ -1,0 +1,47 @@
+"""Every text restyle says to people, in one place (Slack mrkdwn; the terminal prints it as is)."""
+
+HELP = """*restyle* — drop a photo of a model, then tell me what to change, in the photo's thread:
+• `make the skirt a red floral maxi` — new looks for a garment (4 variations)
+• `try #2 in denim`, `#3 but longer` — iterate on a variation
+• `8 more like that` — more candidates with the same prompt
+• `the top white and the skirt black` — several garments at once
+• `fav 2` (or react ⭐ ❤️ 👍) — mark a favourite · `use 2` — edit from #2 from now on · `undo` — back to the previous base
+• `settings steps=40 guidance=8 seed=7 count=4 strength=0.65` — this thread's settings
+• `/restyle batch 8 <prompt>` · `/restyle favorites` · `/restyle settings …` · `/restyle help`"""
+
+GOT_PHOTO = "Got the photo! Tell me what to change — e.g. _make the skirt a red floral maxi_."
+UNKNOWN = "Sorry, I didn't catch that. Try _make the skirt red_, _try #2 in denim_, _fav 2_ — or say _help_."
+NO_GARMENT = ("Which garment should I change? Name it, e.g. _make the *skirt* red_ or "
+              "_turn her pants into a pleated skirt_.")
+NOT_FOUND = ("I couldn't find {what} in this photo. Try another word (dress, top, pants …) or a photo where it "
+             "is clearly visible.")
+NO_THREAD = "Share a photo first (or reply in a photo's thread), then tell me what to change."
+NO_VARIATION = "There is no #{number} in this thread yet."
+NO_PREVIOUS = "There is nothing to repeat yet — describe a change first, e.g. _make the skirt red_."
+FAVORITED = "⭐ #{number} saved to favourites."
+UNFAVORITED = "#{number} removed from favourites."
+NO_FAVORITES = "No favourites in this thread yet — react ⭐ ❤️ 👍 on a variation or say _fav 2_."
+FAVORITES = "Favourites in this thread: {numbers}"
+USING = "Now editing from #{number}. Say _undo_ to go back."
+UNDONE = "Back to {what}."
+NOTHING_TO_UNDO = "Nothing to undo: edits already start from the original photo."
+SETTINGS = "Settings for this thread: {summary}"
+BAD_SETTING = "I can't use `{key}={value}`: {why}"
+WORKING = "Working on it… {done}/{total}"
+FINDING = "Finding the {what}…"
+GENERATING = "Generating {n} variation{s} of the {what}…"
+DONE = "Here are {n} variation{s} of the {what}: {numbers}. React ⭐ to keep one, or say _use 2_, _try #2 in denim_."
+SOME_REJECTED = " ({k} candidate{s} came out blank and were dropped.)"
+ALL_REJECTED = "All candidates came out blank (the model's output was black or invalid). Try again or rephrase."
+BAD_IMAGE = "I couldn't read that file as a photo: {why}"
+NOT_AN_IMAGE = "That file isn't an image I can use ({what}). Share a JPEG, PNG or WebP photo."
+TOO_LARGE = "That photo is too large: {why}"
+MODEL_DOWN = ("The styling model is not reachable right now ({why}). Nothing was lost — try again in a minute.")
+MODEL_REFUSED = "The model refused the request: {why}"
+MODEL_MISSING = "The model weights are not available: {why}"
+INTERRUPTED = ("My last job in this thread (_{text}_) was interrupted by a restart before it finished. "
+               "Say it again to retry.")
+BUSY = "I'm busy with other requests right now — please try again in a minute."
+BATCH_STARTED = "Starting a batch of {n} for _{prompt}_ — I'll post here when it's done."
+BATCH_CAPPED = " (capped at {cap})"
+FAILED = "Something went wrong on my side while generating; nothing was saved. Please try again."

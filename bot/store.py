@@ -1,0 +1,290 @@
+"""Thread sessions on disk: SQLite for state, image files for pictures, nothing half-written.
+
+Pictures are written to a temporary name and renamed into place before the row that names them is committed, so
+a crash (even ``kill -9``) leaves either the old state or the new one.  A turn is recorded as ``running`` before
+generation starts; on the next start any ``running`` turn becomes ``interrupted`` and is reported to its thread.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import sqlite3
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+from PIL import Image
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS threads (
+    id TEXT PRIMARY KEY, created REAL, user TEXT, original TEXT NOT NULL,
+    base_stack TEXT NOT NULL DEFAULT '[]', context TEXT NOT NULL DEFAULT '{}', settings TEXT NOT NULL DEFAULT '{}',
+    next_number INTEGER NOT NULL DEFAULT 1);
+CREATE TABLE IF NOT EXISTS turns (
+    id TEXT PRIMARY KEY, thread TEXT NOT NULL, created REAL, user TEXT, text TEXT, action TEXT, intent TEXT,
+    prompt TEXT, negative_prompt TEXT, base TEXT, strength REAL, garments TEXT, status TEXT NOT NULL,
+    error TEXT, reported INTEGER NOT NULL DEFAULT 0);
+CREATE TABLE IF NOT EXISTS variations (
+    id TEXT PRIMARY KEY, thread TEXT NOT NULL, turn TEXT NOT NULL, number INTEGER NOT NULL, seed INTEGER,
+    path TEXT NOT NULL, created REAL, UNIQUE(thread, number));
+CREATE TABLE IF NOT EXISTS favorites (variation TEXT NOT NULL, user TEXT NOT NULL, created REAL,
+    PRIMARY KEY (variation, user));
+CREATE TABLE IF NOT EXISTS messages (key TEXT PRIMARY KEY, variation TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS events (id TEXT PRIMARY KEY, at REAL NOT NULL);
+CREATE INDEX IF NOT EXISTS turns_thread ON turns(thread, created);
+CREATE INDEX IF NOT EXISTS variations_thread ON variations(thread, number);
+"""
+
+#: Event ids are remembered this long for de-duplication (Slack retries for up to ~1 hour; we keep 2).
+EVENT_TTL_S = 2 * 3600
+
+
+@dataclass
+class Variation:
+    id: str
+    thread: str
+    turn: str
+    number: int
+    seed: int
+    path: Path
+    favorite: bool = False
+
+
+@dataclass
+class Turn:
+    id: str
+    thread: str
+    text: str
+    action: str
+    intent: dict
+    prompt: str
+    negative_prompt: str
+    base: str
+    strength: float
+    garments: list[str]
+    status: str
+    error: str | None
+
+
+def _slug(thread: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", thread)[:120]
+
+
+def save_png(img: Image.Image, path: Path) -> Path:
+    """Atomic write: a temp file in the same folder, fsync, rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    with open(tmp, "wb") as fh:
+        img.save(fh, "PNG", compress_level=3)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+    return path
+
+
+class Store:
+    def __init__(self, data_dir: Path) -> None:
+        self.root = Path(data_dir)
+        self.root.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.RLock()
+        self._db = sqlite3.connect(self.root / "restyle.sqlite3", check_same_thread=False, isolation_level=None)
+        self._db.row_factory = sqlite3.Row
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.executescript(SCHEMA)
+
+    # -- plumbing ------------------------------------------------------------------------------------------------
+    def _tx(self, statements: list[tuple[str, tuple]]) -> None:
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                for sql, args in statements:
+                    self._db.execute(sql, args)
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+
+    def _one(self, sql: str, args: tuple = ()) -> sqlite3.Row | None:
+        with self._lock:
+            return self._db.execute(sql, args).fetchone()
+
+    def _all(self, sql: str, args: tuple = ()) -> list[sqlite3.Row]:
+        with self._lock:
+            return self._db.execute(sql, args).fetchall()
+
+    def thread_dir(self, thread: str) -> Path:
+        return self.root / "threads" / _slug(thread)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    # -- threads -------------------------------------------------------------------------------------------------
+    def create_thread(self, thread: str, user: str, image: Image.Image) -> Path:
+        path = save_png(image, self.thread_dir(thread) / "original.png")
+        self._tx([("INSERT OR REPLACE INTO threads (id, created, user, original) VALUES (?, ?, ?, ?)",
+                   (thread, time.time(), user, str(path)))])
+        return path
+
+    def has_thread(self, thread: str) -> bool:
+        return self._one("SELECT 1 FROM threads WHERE id = ?", (thread,)) is not None
+
+    def latest_thread(self, prefix: str) -> str | None:
+        row = self._one("SELECT id FROM threads WHERE substr(id, 1, ?) = ? ORDER BY created DESC LIMIT 1",
+                        (len(prefix), prefix))
+        return row["id"] if row else None
+
+    def original(self, thread: str) -> Path:
+        return Path(self._one("SELECT original FROM threads WHERE id = ?", (thread,))["original"])
+
+    def base(self, thread: str) -> tuple[Path, Variation | None]:
+        """The image edits start from: the last 'use'd variation, else the original photo."""
+        stack = json.loads(self._one("SELECT base_stack FROM threads WHERE id = ?", (thread,))["base_stack"])
+        if stack:
+            v = self.variation(stack[-1])
+            if v is not None:
+                return v.path, v
+        return self.original(thread), None
+
+    def push_base(self, thread: str, variation_id: str) -> None:
+        with self._lock:
+            stack = json.loads(self._one("SELECT base_stack FROM threads WHERE id = ?", (thread,))["base_stack"])
+            stack.append(variation_id)
+            self._tx([("UPDATE threads SET base_stack = ? WHERE id = ?", (json.dumps(stack), thread))])
+
+    def pop_base(self, thread: str) -> str | None:
+        with self._lock:
+            stack = json.loads(self._one("SELECT base_stack FROM threads WHERE id = ?", (thread,))["base_stack"])
+            if not stack:
+                return None
+            popped = stack.pop()
+            self._tx([("UPDATE threads SET base_stack = ? WHERE id = ?", (json.dumps(stack), thread))])
+            return popped
+
+    def context(self, thread: str) -> dict:
+        return json.loads(self._one("SELECT context FROM threads WHERE id = ?", (thread,))["context"])
+
+    def settings(self, thread: str) -> dict:
+        return json.loads(self._one("SELECT settings FROM threads WHERE id = ?", (thread,))["settings"])
+
+    def update_settings(self, thread: str, values: dict) -> dict:
+        with self._lock:
+            merged = {**self.settings(thread), **values}
+            self._tx([("UPDATE threads SET settings = ? WHERE id = ?", (json.dumps(merged), thread))])
+            return merged
+
+    # -- turns ---------------------------------------------------------------------------------------------------
+    def start_turn(self, thread: str, user: str, text: str, action: str, intent: dict, prompt: str,
+                   negative_prompt: str, base: Path, strength: float, garments: list[str]) -> str:
+        turn = uuid.uuid4().hex[:12]
+        self._tx([("INSERT INTO turns (id, thread, created, user, text, action, intent, prompt, negative_prompt, "
+                   "base, strength, garments, status) VALUES (?,?,?,?,?,?,?,?,?,?,?,?, 'running')",
+                   (turn, thread, time.time(), user, text, action, json.dumps(intent), prompt, negative_prompt,
+                    str(base), strength, json.dumps(garments)))])
+        return turn
+
+    def finish_turn(self, turn: str, thread: str, images: list[tuple[int, Image.Image]], context: dict) -> list[Variation]:
+        """Write the pictures, then in ONE transaction: number them, add their rows, mark the turn done."""
+        folder = self.thread_dir(thread) / "variations"
+        staged = []
+        for seed, img in images:
+            vid = uuid.uuid4().hex[:12]
+            staged.append((vid, seed, save_png(img, folder / f"{turn}-{vid}.png")))
+        with self._lock:
+            first = self._one("SELECT next_number FROM threads WHERE id = ?", (thread,))["next_number"]
+            stmts: list[tuple[str, tuple]] = []
+            out = []
+            for i, (vid, seed, path) in enumerate(staged):
+                stmts.append(("INSERT INTO variations (id, thread, turn, number, seed, path, created) "
+                              "VALUES (?,?,?,?,?,?,?)", (vid, thread, turn, first + i, seed, str(path), time.time())))
+                out.append(Variation(vid, thread, turn, first + i, seed, path))
+            stmts.append(("UPDATE threads SET next_number = ?, context = ? WHERE id = ?",
+                          (first + len(staged), json.dumps(context), thread)))
+            stmts.append(("UPDATE turns SET status = 'done' WHERE id = ?", (turn,)))
+            self._tx(stmts)
+        return out
+
+    def fail_turn(self, turn: str, error: str) -> None:
+        self._tx([("UPDATE turns SET status = 'failed', error = ?, reported = 1 WHERE id = ?", (error, turn))])
+
+    def turn(self, turn: str) -> Turn | None:
+        row = self._one("SELECT * FROM turns WHERE id = ?", (turn,))
+        if row is None:
+            return None
+        return Turn(row["id"], row["thread"], row["text"], row["action"], json.loads(row["intent"] or "{}"),
+                    row["prompt"], row["negative_prompt"], row["base"], row["strength"],
+                    json.loads(row["garments"] or "[]"), row["status"], row["error"])
+
+    def last_turn(self, thread: str, status: str = "done") -> Turn | None:
+        row = self._one("SELECT id FROM turns WHERE thread = ? AND status = ? ORDER BY created DESC LIMIT 1",
+                        (thread, status))
+        return self.turn(row["id"]) if row else None
+
+    def mark_interrupted(self) -> int:
+        """At start-up: turns left 'running' by a crash become 'interrupted' (reported later, not dropped)."""
+        with self._lock:
+            n = self._db.execute("UPDATE turns SET status = 'interrupted' WHERE status = 'running'").rowcount
+        return n
+
+    def unreported_interruptions(self, thread: str | None = None) -> list[Turn]:
+        sql = "SELECT id FROM turns WHERE status = 'interrupted' AND reported = 0"
+        args: tuple = ()
+        if thread is not None:
+            sql += " AND thread = ?"
+            args = (thread,)
+        return [t for r in self._all(sql + " ORDER BY created", args) if (t := self.turn(r["id"])) is not None]
+
+    def mark_reported(self, turn: str) -> None:
+        self._tx([("UPDATE turns SET reported = 1 WHERE id = ?", (turn,))])
+
+    # -- variations and favourites -------------------------------------------------------------------------------
+    def _variation(self, row: sqlite3.Row | None) -> Variation | None:
+        if row is None:
+            return None
+        fav = self._one("SELECT 1 FROM favorites WHERE variation = ?", (row["id"],)) is not None
+        return Variation(row["id"], row["thread"], row["turn"], row["number"], row["seed"], Path(row["path"]), fav)
+
+    def variation(self, variation_id: str) -> Variation | None:
+        return self._variation(self._one("SELECT * FROM variations WHERE id = ?", (variation_id,)))
+
+    def variation_by_number(self, thread: str, number: int) -> Variation | None:
+        return self._variation(self._one("SELECT * FROM variations WHERE thread = ? AND number = ?", (thread, number)))
+
+    def variations(self, thread: str, turn: str | None = None) -> list[Variation]:
+        sql, args = "SELECT * FROM variations WHERE thread = ?", (thread,)
+        if turn:
+            sql, args = sql + " AND turn = ?", (thread, turn)
+        return [v for r in self._all(sql + " ORDER BY number", args) if (v := self._variation(r))]
+
+    def set_favorite(self, variation_id: str, user: str, on: bool) -> None:
+        if on:
+            self._tx([("INSERT OR IGNORE INTO favorites (variation, user, created) VALUES (?,?,?)",
+                       (variation_id, user, time.time()))])
+        else:
+            self._tx([("DELETE FROM favorites WHERE variation = ? AND user = ?", (variation_id, user))])
+
+    def favorites(self, thread: str) -> list[Variation]:
+        rows = self._all("SELECT DISTINCT v.* FROM variations v JOIN favorites f ON f.variation = v.id "
+                         "WHERE v.thread = ? ORDER BY v.number", (thread,))
+        return [v for r in rows if (v := self._variation(r))]
+
+    # -- adapter helpers -----------------------------------------------------------------------------------------
+    def link_message(self, key: str, variation_id: str) -> None:
+        self._tx([("INSERT OR REPLACE INTO messages (key, variation) VALUES (?, ?)", (key, variation_id))])
+
+    def variation_for_message(self, key: str) -> str | None:
+        row = self._one("SELECT variation FROM messages WHERE key = ?", (key,))
+        return row["variation"] if row else None
+
+    def claim_event(self, event_id: str) -> bool:
+        """True the first time ``event_id`` is seen (within EVENT_TTL_S); False for a retry/re-delivery."""
+        now = time.time()
+        with self._lock:
+            self._db.execute("DELETE FROM events WHERE at < ?", (now - EVENT_TTL_S,))
+            cur = self._db.execute("INSERT OR IGNORE INTO events (id, at) VALUES (?, ?)", (event_id, now))
+            return cur.rowcount == 1
