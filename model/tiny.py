@@ -11,6 +11,11 @@
 The weights are random (a fixed seed), so the pixels mean nothing; the shapes, file layout, tokenizer and code paths
 are the real ones.  The tokenizer's vocabulary covers the fashion words restyle sends, so ordinary words become
 real tokens rather than ``<|endoftext|>``.
+
+One exception, so that offline flows can find a garment at all: the tiny CLIPSeg is fitted for a few
+seconds (seeded, on the CPU, all of its tiny weights) to ``synthetic_photo`` images — a smooth gradient with one darker rectangle, the
+"garment".  Garment words (``GARMENT_WORDS``) learn the rectangle, the protected regions (face, hands, hair) learn
+nothing.  It knows nothing about real clothes: on a real photo its masks are arbitrary.
 """
 
 from __future__ import annotations
@@ -31,6 +36,10 @@ grey gray beige navy pastel gold silver cream floral striped plaid checked polka
 silk satin velvet linen cotton wool lace sequined knit suede maxi midi mini long short cropped fitted loose
 oversized pleated wrap vintage elegant casual formal sks blurry lowres bad anatomy deformed watermark text
 """.split()
+
+GARMENT_WORDS = ["skirt", "dress", "pants", "jeans", "top", "jacket", "shirt", "coat", "t-shirt", "sweater",
+                 "shorts", "blouse", "hoodie", "suit", "jumpsuit", "cardigan", "blazer", "vest", "leggings"]
+PROTECTED_WORDS = ["face", "hands", "hair"]
 
 CLIP_MEAN = [0.48145466, 0.4578275, 0.40821073]
 CLIP_STD = [0.26862954, 0.26130258, 0.27577711]
@@ -81,6 +90,57 @@ def _tokenizer(tmp: Path, max_length: int = 77):
     return CLIPTokenizer.from_pretrained(str(tmp), pad_token="<|endoftext|>", model_max_length=max_length)
 
 
+def synthetic_photo(width: int, height: int, box: tuple[int, int, int, int] | None = None, seed: int = 0):
+    """A smooth gradient 'photo' with an optional darker rectangle ``box`` = (x0, y0, x1, y1): the garment."""
+    import numpy as np
+    from PIL import Image
+
+    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
+    img = np.stack([xx / width * 200 + 30, yy / height * 180 + 40, (xx + yy) / (width + height) * 220 + 20], -1)
+    if box is not None:
+        x0, y0, x1, y1 = box
+        img[y0:y1, x0:x1] *= 0.45
+    img += np.random.RandomState(seed).normal(0, 2, img.shape)
+    return Image.fromarray(np.clip(img, 0, 255).astype(np.uint8))
+
+
+def _fit_clipseg(model, processor, seed: int, steps: int = 500) -> None:
+    """A few seconds of seeded decoder fitting on synthetic photos (see the module docstring)."""
+    import numpy as np
+
+    rng = np.random.RandomState(seed)
+    torch.manual_seed(seed)
+    words = GARMENT_WORDS + PROTECTED_WORDS
+    tok = processor.tokenizer(words, padding=True, return_tensors="pt")
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    side = 64
+    model.train()
+    for _ in range(steps):
+        images, targets, idx = [], [], []
+        for _ in range(8):
+            w, h = rng.randint(24, 56), rng.randint(24, 56)
+            x0, y0 = rng.randint(0, side - w), rng.randint(0, side - h)
+            has_box = rng.rand() > 0.15
+            box = (x0, y0, x0 + w, y0 + h) if has_box else None
+            images.append(synthetic_photo(side, side, box, seed=int(rng.randint(1 << 30))))
+            # half the samples teach the protected words to stay empty, half teach garments the rectangle
+            k = int(rng.randint(len(GARMENT_WORDS))) if rng.rand() < 0.5 else len(GARMENT_WORDS) + int(
+                rng.randint(len(PROTECTED_WORDS)))
+            target = np.zeros((side, side), np.float32)
+            if has_box and words[k] in GARMENT_WORDS:
+                target[y0:y0 + h, x0:x0 + w] = 1.0
+            targets.append(target)
+            idx.append(k)
+        pixels = processor.image_processor(images=images, return_tensors="pt")["pixel_values"]
+        out = model(input_ids=tok["input_ids"][idx], attention_mask=tok["attention_mask"][idx], pixel_values=pixels)
+        logits = out.logits.reshape(len(idx), side, side)
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, torch.from_numpy(np.stack(targets)))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    model.eval()
+
+
 def build_clipseg(outdir: Path, seed: int = 0) -> Path:
     from transformers import (
         CLIPSegConfig,
@@ -106,6 +166,7 @@ def build_clipseg(outdir: Path, seed: int = 0) -> Path:
     image_processor = ViTImageProcessor(do_resize=True, size={"height": 64, "width": 64}, resample=2,
                                         do_normalize=True, image_mean=CLIP_MEAN, image_std=CLIP_STD)
     processor = CLIPSegProcessor(image_processor=image_processor, tokenizer=tok)
+    _fit_clipseg(model, processor, seed)
     model.save_pretrained(outdir)
     processor.save_pretrained(outdir)
     return outdir

@@ -24,19 +24,22 @@ def tiny_dir(tmp_path_factory) -> Path:
     return build_tiny(tmp_path_factory.mktemp("tiny"))
 
 
-def make_photo(width: int = 96, height: int = 128, seed: int = 0) -> Image.Image:
-    """A smooth synthetic 'photo' (gradients + a darker garment-shaped block) that compresses like a real one."""
-    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
-    rng = np.random.RandomState(seed)
-    img = np.stack([xx / width * 200 + 30, yy / height * 180 + 40, (xx + yy) / (width + height) * 220 + 20], -1)
-    img[height // 2: height * 7 // 8, width // 4: width * 3 // 4] *= 0.5  # the "skirt"
-    img += rng.normal(0, 2, img.shape)
-    return Image.fromarray(np.clip(img, 0, 255).astype(np.uint8))
+def garment_box(width: int, height: int) -> tuple[int, int, int, int]:
+    """Where ``make_photo`` puts its garment (x0, y0, x1, y1): lower middle, about a quarter of the photo."""
+    return width // 4, height // 2, width * 3 // 4, height * 7 // 8
+
+
+def make_photo(width: int = 96, height: int = 128, seed: int = 0, garment: bool = True) -> Image.Image:
+    """A smooth synthetic 'photo' with a darker garment rectangle (what the tiny CLIPSeg learned to find)."""
+    from model.tiny import synthetic_photo
+
+    return synthetic_photo(width, height, garment_box(width, height) if garment else None, seed=seed)
 
 
 def garment_mask(width: int = 96, height: int = 128) -> np.ndarray:
     m = np.zeros((height, width), dtype=bool)
-    m[height // 2: height * 7 // 8, width // 4: width * 3 // 4] = True
+    x0, y0, x1, y1 = garment_box(width, height)
+    m[y0:y1, x0:x1] = True
     return m
 
 
