@@ -1,0 +1,295 @@
+"""``python -m deploy up | status | down | train`` — the restyle endpoints on SageMaker.  See docs/deploy.md.
+
+Exit codes: 0 done, 1 an AWS call failed (one line naming the resource and the AWS error code), 2 bad usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import sys
+from dataclasses import fields
+
+import boto3
+
+from deploy import package
+from deploy.aws import Deployer, DeployError, account_and_partition, changes_as_dicts, resolve_image
+from deploy.plan import (
+    DEFAULT_CLIPSEG_MODEL,
+    DEFAULT_INPAINT_MODEL,
+    DEFAULT_INSTANCE_TYPE,
+    DEFAULT_PREFIX,
+    DEFAULT_TRAIN_INSTANCE_TYPE,
+    TRAINING_PROGRAMS,
+    PlanError,
+    Settings,
+    TrainSettings,
+    build_plan,
+    build_training_jobs,
+    instance_types,
+    names_for,
+    render_plan,
+    sourcedir_key,
+)
+
+
+class UsageError(ValueError):
+    """Exit 2."""
+
+
+def _key_value(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise argparse.ArgumentTypeError(f"expected key=value, got {text!r}")
+    return key.strip(), value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    g = common.add_argument_group("common")
+    g.add_argument("--region", help="AWS region (default: the AWS config / AWS_REGION / AWS_DEFAULT_REGION)")
+    g.add_argument("--prefix", default=DEFAULT_PREFIX,
+                   help="names every resource (<prefix>-clipseg, ...) and the S3 key prefix (default: %(default)s)")
+    g.add_argument("--bucket", default=os.environ.get("RESTYLE_BUCKET"),
+                   help="S3 bucket for artifacts, async results and training output (env RESTYLE_BUCKET)")
+    g.add_argument("--role-arn", default=os.environ.get("RESTYLE_ROLE_ARN"),
+                   help="SageMaker execution role (env RESTYLE_ROLE_ARN)")
+    g.add_argument("--dry-run", action="store_true", help="print the plan; make no AWS call at all")
+    g.add_argument("--json", action="store_true", help="machine-readable output")
+
+    ep = argparse.ArgumentParser(add_help=False)
+    e = ep.add_argument_group("endpoints")
+    e.add_argument("--clipseg-endpoint", help="endpoint name (default: <prefix>-clipseg)")
+    e.add_argument("--inpaint-endpoint", help="endpoint name (default: <prefix>-inpaint)")
+    e.add_argument("--async-endpoint", help="endpoint name (default: <prefix>-inpaint-async)")
+    e.add_argument("--instance-type", default=DEFAULT_INSTANCE_TYPE,
+                   help="instance type of all three endpoints (default: %(default)s)")
+    e.add_argument("--clipseg-instance-type", help="override --instance-type for the clipseg endpoint")
+    e.add_argument("--inpaint-instance-type", help="override --instance-type for the inpaint endpoint")
+    e.add_argument("--async-instance-type", help="override --instance-type for the async endpoint")
+    e.add_argument("--clipseg-model", default=DEFAULT_CLIPSEG_MODEL,
+                   help="Hub id, or s3:// URI of a fine-tuned model (default: %(default)s)")
+    e.add_argument("--inpaint-model", default=DEFAULT_INPAINT_MODEL,
+                   help="Hub id, or s3:// URI of a fine-tuned model (default: %(default)s)")
+    e.add_argument("--lora", help="LoRA weights for the inpaint endpoints: Hub id or s3:// URI")
+    e.add_argument("--min-instances", type=int, default=1,
+                   help="real-time endpoints: minimum instances, >= 1 (default: %(default)s)")
+    e.add_argument("--max-instances", type=int, default=4,
+                   help="real-time endpoints: maximum instances (default: %(default)s)")
+    e.add_argument("--async-max-instances", type=int, default=2,
+                   help="async endpoint: maximum instances; its minimum is 0 (default: %(default)s)")
+    e.add_argument("--clipseg-target-invocations", type=float, default=300.0,
+                   help="scale-out target, invocations per instance per minute (default: %(default)s)")
+    e.add_argument("--inpaint-target-invocations", type=float, default=10.0,
+                   help="scale-out target, invocations per instance per minute (default: %(default)s)")
+    e.add_argument("--async-target-backlog", type=float, default=4.0,
+                   help="async scale-out target, queued requests per instance (default: %(default)s)")
+    e.add_argument("--async-max-concurrency", type=int, default=2,
+                   help="async: MaxConcurrentInvocationsPerInstance (default: %(default)s)")
+    e.add_argument("--image-uri", help="inference image (default: the Hugging Face PyTorch DLC from the "
+                                       "sagemaker SDK)")
+
+    parser = argparse.ArgumentParser(prog="python -m deploy", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("up", parents=[common, ep], help="create or update everything (idempotent)")
+    sub.add_parser("status", parents=[common, ep], help="what exists for each planned resource")
+    down = sub.add_parser("down", parents=[common, ep], help="delete everything `up` made (idempotent)")
+    down.add_argument("--purge-s3", action="store_true",
+                      help="also delete s3://BUCKET/<prefix>/ (except <prefix>/training/)")
+    train = sub.add_parser("train", parents=[common], help="launch the LoRA and CLIPSeg training jobs")
+    t = train.add_argument_group("training")
+    t.add_argument("--lora-data", help=f"s3:// training data for {TRAINING_PROGRAMS['lora']}")
+    t.add_argument("--clipseg-data", help=f"s3:// training data for {TRAINING_PROGRAMS['clipseg']}")
+    t.add_argument("--train-instance-type", default=DEFAULT_TRAIN_INSTANCE_TYPE, help="(default: %(default)s)")
+    t.add_argument("--train-image-uri", help="training image (default: the Hugging Face PyTorch training DLC)")
+    t.add_argument("--hp", type=_key_value, action="append", default=[], metavar="KEY=VALUE",
+                   help="hyperparameter for both jobs (repeatable)")
+    t.add_argument("--lora-hp", type=_key_value, action="append", default=[], metavar="KEY=VALUE",
+                   help="hyperparameter for the LoRA job only (repeatable)")
+    t.add_argument("--clipseg-hp", type=_key_value, action="append", default=[], metavar="KEY=VALUE",
+                   help="hyperparameter for the CLIPSeg job only (repeatable)")
+    t.add_argument("--max-runtime", type=int, default=24 * 3600, help="seconds (default: %(default)s)")
+    t.add_argument("--volume-size", type=int, default=100, help="GB of training disk (default: %(default)s)")
+    return parser
+
+
+def _region(args: argparse.Namespace, session: boto3.Session) -> str:
+    region = args.region or session.region_name
+    if not region:
+        if args.dry_run:
+            return "us-east-1"
+        raise UsageError("no AWS region: pass --region or set AWS_REGION / AWS_DEFAULT_REGION")
+    return region
+
+
+def _require(args: argparse.Namespace, *flags: str) -> None:
+    missing = [f for f in flags if not getattr(args, f.lstrip("-").replace("-", "_"))]
+    if missing and not args.dry_run:
+        raise UsageError(f"{args.command} needs {' and '.join(missing)} "
+                         "(or env RESTYLE_BUCKET / RESTYLE_ROLE_ARN); --dry-run works without them")
+
+
+def _identity(args: argparse.Namespace, session: boto3.Session, region: str) -> tuple[str, str]:
+    """(account id, partition): from STS, or — for --dry-run, which calls nothing — from the role ARN."""
+    if not args.dry_run:
+        return account_and_partition(session, region)
+    parts = (args.role_arn or "").split(":")
+    account = parts[4] if len(parts) > 4 and parts[4] else "<account-id>"
+    return account, session.get_partition_for_region(region)
+
+
+def _settings(args: argparse.Namespace, region: str, account: str, partition: str) -> Settings:
+    values = {f.name: getattr(args, f.name) for f in fields(Settings) if hasattr(args, f.name)}
+    values.update(region=region, account_id=account, partition=partition,
+                  bucket=args.bucket or "<bucket>", role_arn=args.role_arn or "<role-arn>")
+    return Settings(**values)
+
+
+def _emit(args: argparse.Namespace, data: object, text: str) -> None:
+    print(json.dumps(data, indent=2, default=str) if args.json else text)
+
+
+def _log(args: argparse.Namespace):
+    return (lambda line: print(line, file=sys.stderr)) if args.json else print
+
+
+def _plan(args, session, region):
+    account, partition = _identity(args, session, region)
+    settings = _settings(args, region, account, partition)
+    names_for(settings)  # name errors before the slow parts
+    bundle = package.model_tarball()
+    images = {}
+    for itype in sorted(set(instance_types(settings).values())):
+        image = args.image_uri or resolve_image(region, itype, "inference")
+        if image is None:
+            raise UsageError(f"the installed sagemaker SDK knows no Hugging Face inference image for {itype} in "
+                             f"{region}; pass --image-uri")
+        images[itype] = image
+    return build_plan(settings, artifact_sha256=bundle.sha256, images=images), bundle
+
+
+def _report(args, command: str, changes) -> int:
+    counts: dict[str, int] = {}
+    for c in changes:
+        counts[c.action] = counts.get(c.action, 0) + 1
+    quiet = {"unchanged", "absent"}
+    nothing = all(c.action in quiet for c in changes)
+    summary = ", ".join(f"{n} {a}" for a, n in sorted(counts.items()))
+    verdict = "unchanged — everything already matches the plan" if command == "up" else "nothing to delete"
+    text = f"{command}: {verdict} ({summary})" if nothing else f"{command}: {summary}"
+    _emit(args, {"command": command, "unchanged": nothing, "counts": counts, "changes": changes_as_dicts(changes)},
+          text)
+    return 0
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    _require(args, "--bucket", "--role-arn")
+    session = boto3.Session(region_name=args.region)
+    region = _region(args, session)
+    plan, bundle = _plan(args, session, region)
+    if args.dry_run:
+        _emit(args, {"dry_run": True, "plan": plan.to_dict()}, render_plan(plan) + "\n(dry run: nothing created)")
+        return 0
+    log = _log(args)
+    log(f"up: {len(plan.endpoints)} endpoints in {region} (prefix {args.prefix})")
+    changes = Deployer(session, region, log).up(plan, bundle)
+    return _report(args, "up", changes)
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    _require(args, "--bucket", "--role-arn")
+    session = boto3.Session(region_name=args.region)
+    region = _region(args, session)
+    plan, _ = _plan(args, session, region)
+    if args.dry_run:
+        _emit(args, {"dry_run": True, "plan": plan.to_dict()}, render_plan(plan))
+        return 0
+    rows = Deployer(session, region, _log(args)).status(plan)
+    text = "\n".join(f"  {r['state']:<18} {r['kind']:<16} {r['name']}" + (f"  ({r['detail']})" if r["detail"]
+                                                                          else "") for r in rows)
+    _emit(args, {"region": region, "resources": rows}, f"status ({region}):\n{text}")
+    return 0
+
+
+def cmd_down(args: argparse.Namespace) -> int:
+    if args.purge_s3:
+        _require(args, "--bucket")
+    session = boto3.Session(region_name=args.region)
+    region = _region(args, session)
+    account, partition = _identity(args, session, region)
+    names = names_for(_settings(args, region, account, partition))
+    topics = {t: f"arn:{partition}:sns:{region}:{account}:{t}" for t in (names.success_topic, names.error_topic)}
+    if args.dry_run:
+        targets = {
+            "alarm": names.alarm,
+            "scaling": [f"endpoint/{e}/variant/AllTraffic" for e in names.endpoints.values()],
+            "endpoints": list(names.endpoints.values()),
+            "endpoint_configs_and_models": [f"{e}-<8 hex>" for e in names.endpoints.values()],
+            "sns_topics": list(topics.values()),
+            "s3": f"s3://{args.bucket}/{names.s3_prefix}/ (not {names.s3_prefix}/training/)" if args.purge_s3
+            else None,
+        }
+        text = "down would delete (if present):\n" + "\n".join(f"  {k}: {v}" for k, v in targets.items() if v)
+        _emit(args, {"dry_run": True, "would_delete": targets}, text + "\n(dry run: nothing deleted)")
+        return 0
+    changes = Deployer(session, region, _log(args)).down(names, topics, args.bucket, args.purge_s3)
+    return _report(args, "down", changes)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    _require(args, "--bucket", "--role-arn")
+    session = boto3.Session(region_name=args.region)
+    region = _region(args, session)
+    settings = TrainSettings(
+        region=region, bucket=args.bucket or "<bucket>", role_arn=args.role_arn or "<role-arn>",
+        prefix=args.prefix, lora_data=args.lora_data, clipseg_data=args.clipseg_data,
+        train_instance_type=args.train_instance_type, train_image_uri=args.train_image_uri,
+        hyperparameters=dict(args.hp), lora_hyperparameters=dict(args.lora_hp),
+        clipseg_hyperparameters=dict(args.clipseg_hp), max_runtime=args.max_runtime, volume_size=args.volume_size)
+    if not (args.lora_data or args.clipseg_data):
+        raise UsageError("train needs --lora-data s3://... and/or --clipseg-data s3://...")
+    image = args.train_image_uri or resolve_image(region, args.train_instance_type, "training")
+    if image is None:
+        raise UsageError(f"the installed sagemaker SDK knows no Hugging Face training image for "
+                         f"{args.train_instance_type} in {region}; pass --train-image-uri")
+    bundle = package.sourcedir_tarball()
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%d-%H%M%S-%f")[:-3]
+    jobs = build_training_jobs(settings, sourcedir_sha256=bundle.sha256, image=image, timestamp=stamp)
+    if args.dry_run:
+        text = "\n".join(
+            f"  {j['TrainingJobName']}  {json.loads(j['HyperParameters']['sagemaker_program'])}  "
+            f"data {j['InputDataConfig'][0]['DataSource']['S3DataSource']['S3Uri']}  "
+            f"{j['ResourceConfig']['InstanceType']}" for j in jobs)
+        _emit(args, {"dry_run": True, "jobs": jobs},
+              f"train would launch:\n{text}\n  image {image}\n(dry run: nothing created)")
+        return 0
+    deployer = Deployer(session, region, _log(args))
+    deployer.put_object(args.bucket, sourcedir_key(args.prefix, bundle.sha256), bundle, "sourcedir")
+    changes = deployer.train(jobs)
+    _emit(args, {"command": "train", "jobs": [j["TrainingJobName"] for j in jobs],
+                 "changes": changes_as_dicts(changes)},
+          "train: launched " + ", ".join(j["TrainingJobName"] for j in jobs)
+          + f"\n  follow: aws sagemaker describe-training-job --training-job-name {jobs[0]['TrainingJobName']}")
+    return 0
+
+
+COMMANDS = {"up": cmd_up, "status": cmd_status, "down": cmd_down, "train": cmd_train}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except (UsageError, PlanError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except DeployError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,432 @@
+"""What should exist on AWS, as plain data.  Pure: no boto3, no clock, no network — tested without AWS.
+
+``build_plan`` turns ``Settings`` (the CLI flags) into a ``Plan``: per endpoint a SageMaker Model, an endpoint config,
+the endpoint, its Application Auto Scaling target and policies, and (async only) the wake-from-zero alarm.  Models
+and endpoint configs are immutable on SageMaker, so their names end in a hash of their content
+(``<endpoint>-<8 hex>``): a new tarball, image, instance type or setting gives a new name, which ``up`` creates and
+then points the endpoint at — nothing is ever edited in place.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+
+DEFAULT_PREFIX = "restyle"
+DEFAULT_CLIPSEG_MODEL = "CIDAS/clipseg-rd64-refined"
+DEFAULT_INPAINT_MODEL = "stable-diffusion-v1-5/stable-diffusion-inpainting"
+DEFAULT_INSTANCE_TYPE = "ml.g5.xlarge"
+DEFAULT_TRAIN_INSTANCE_TYPE = "ml.g5.2xlarge"
+
+VARIANT = "AllTraffic"
+NAMESPACE = "sagemaker"
+DIMENSION = "sagemaker:variant:DesiredInstanceCount"
+TRAINING_PROGRAMS = {"lora": "model/train/lora_inpaint.py", "clipseg": "model/train/clipseg.py"}
+MAX_NAME = 63  # SageMaker names: [a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}
+_NAME_RE = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9])*$")
+
+
+class PlanError(ValueError):
+    """The flags cannot make a valid plan (a usage error: exit 2)."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything ``up``/``status``/``down`` need; the defaults are the CLI's."""
+
+    region: str
+    bucket: str
+    role_arn: str
+    account_id: str
+    partition: str = "aws"
+    prefix: str = DEFAULT_PREFIX
+    clipseg_endpoint: str | None = None
+    inpaint_endpoint: str | None = None
+    async_endpoint: str | None = None
+    instance_type: str = DEFAULT_INSTANCE_TYPE
+    clipseg_instance_type: str | None = None
+    inpaint_instance_type: str | None = None
+    async_instance_type: str | None = None
+    clipseg_model: str = DEFAULT_CLIPSEG_MODEL
+    inpaint_model: str = DEFAULT_INPAINT_MODEL
+    lora: str | None = None
+    min_instances: int = 1
+    max_instances: int = 4
+    async_max_instances: int = 2
+    clipseg_target_invocations: float = 300.0
+    inpaint_target_invocations: float = 10.0
+    async_target_backlog: float = 4.0
+    async_max_concurrency: int = 2
+    image_uri: str | None = None
+
+
+@dataclass(frozen=True)
+class Names:
+    """Resource names derived from the prefix (and per-endpoint overrides)."""
+
+    prefix: str
+    endpoints: dict[str, str]  # key (clipseg | inpaint | async) -> endpoint name
+    success_topic: str
+    error_topic: str
+    alarm: str
+    s3_prefix: str  # key prefix in the bucket, no trailing slash
+
+    def versions(self, endpoint: str) -> re.Pattern[str]:
+        """Matches the hashed model / endpoint-config names of ``endpoint`` (and no other endpoint's)."""
+        return re.compile(rf"^{re.escape(endpoint)}-[0-9a-f]{{8}}$")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    image: str
+    model_data_url: str
+    environment: dict[str, str]
+    execution_role_arn: str
+
+
+@dataclass(frozen=True)
+class EndpointConfigSpec:
+    name: str
+    production_variant: dict
+    async_inference_config: dict | None = None
+
+
+@dataclass(frozen=True)
+class PolicySpec:
+    name: str
+    policy_type: str  # TargetTrackingScaling | StepScaling
+    configuration: dict  # the *ScalingPolicyConfiguration body
+
+    @property
+    def config_key(self) -> str:
+        return f"{self.policy_type}PolicyConfiguration"
+
+
+@dataclass(frozen=True)
+class ScalingSpec:
+    resource_id: str
+    min_capacity: int
+    max_capacity: int
+    policies: tuple[PolicySpec, ...]
+
+
+@dataclass(frozen=True)
+class AlarmSpec:
+    """A CloudWatch alarm whose action is the step-scaling policy ``policy_name`` (its ARN is known only later)."""
+
+    name: str
+    policy_name: str
+    request: dict  # put_metric_alarm arguments, except AlarmName and AlarmActions
+
+
+@dataclass(frozen=True)
+class EndpointPlan:
+    key: str  # clipseg | inpaint | async
+    name: str
+    mode: str  # real-time | async
+    model: ModelSpec
+    config: EndpointConfigSpec
+    scaling: ScalingSpec
+    alarm: AlarmSpec | None = None
+
+
+@dataclass(frozen=True)
+class Plan:
+    region: str
+    account_id: str
+    bucket: str
+    artifact_key: str
+    artifact_sha256: str
+    topics: dict[str, str]  # topic name -> ARN
+    endpoints: tuple[EndpointPlan, ...]
+    names: Names = field(repr=False)
+
+    @property
+    def artifact_url(self) -> str:
+        return f"s3://{self.bucket}/{self.artifact_key}"
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        data.pop("names")
+        data["artifact_url"] = self.artifact_url
+        return data
+
+
+def digest(obj: object, length: int = 8) -> str:
+    """Short sha256 of ``obj`` as canonical JSON: the version suffix of models and endpoint configs."""
+    blob = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:length]
+
+
+def _check_name(name: str, what: str, room: int = 0) -> str:
+    if len(name) > MAX_NAME - room or not _NAME_RE.match(name):
+        raise PlanError(
+            f"{what} {name!r} must be letters, digits and hyphens, at most {MAX_NAME - room} characters")
+    return name
+
+
+def names_for(s: Settings) -> Names:
+    _check_name(s.prefix, "--prefix", room=len("-inpaint-async-12345678"))
+    endpoints = {
+        "clipseg": s.clipseg_endpoint or f"{s.prefix}-clipseg",
+        "inpaint": s.inpaint_endpoint or f"{s.prefix}-inpaint",
+        "async": s.async_endpoint or f"{s.prefix}-inpaint-async",
+    }
+    for key, name in endpoints.items():
+        _check_name(name, f"endpoint name ({key})", room=9)  # room for "-<8 hex>" version suffixes
+    if len(set(endpoints.values())) != 3:
+        raise PlanError(f"the three endpoint names must differ, got {sorted(endpoints.values())}")
+    return Names(
+        prefix=s.prefix,
+        endpoints=endpoints,
+        success_topic=f"{s.prefix}-async-success",
+        error_topic=f"{s.prefix}-async-error",
+        alarm=f"{endpoints['async']}-backlog-without-capacity",
+        s3_prefix=s.prefix,
+    )
+
+
+def _environment(role: str, model: str, lora: str | None, *, is_async: bool) -> dict[str, str]:
+    env = {"SAGEMAKER_PROGRAM": "inference.py", "SAGEMAKER_MODEL_SERVER_WORKERS": "1", "RESTYLE_ROLE": role}
+    if model.startswith("s3://"):
+        env["RESTYLE_ARTIFACT_S3"] = model  # code/inference.py downloads it; RESTYLE_MODEL_ID stays unset
+    else:
+        env["RESTYLE_MODEL_ID"] = model
+    if lora and role == "inpaint":
+        env["RESTYLE_LORA"] = lora
+    if is_async:
+        env["SAGEMAKER_MODEL_SERVER_TIMEOUT"] = "900"
+    return env
+
+
+def _validate(s: Settings) -> None:
+    if s.min_instances < 1:
+        raise PlanError("--min-instances must be >= 1: the real-time endpoints never scale to zero")
+    if s.max_instances < s.min_instances:
+        raise PlanError("--max-instances must be >= --min-instances")
+    if s.async_max_instances < 1:
+        raise PlanError("--async-max-instances must be >= 1")
+    if s.async_max_concurrency < 1:
+        raise PlanError("--async-max-concurrency must be >= 1")
+    for flag, value in [("--clipseg-target-invocations", s.clipseg_target_invocations),
+                        ("--inpaint-target-invocations", s.inpaint_target_invocations),
+                        ("--async-target-backlog", s.async_target_backlog)]:
+        if value <= 0:
+            raise PlanError(f"{flag} must be > 0")
+    for flag, value in [("--clipseg-model", s.clipseg_model), ("--inpaint-model", s.inpaint_model),
+                        ("--lora", s.lora)]:
+        if value is not None and not value.strip():
+            raise PlanError(f"{flag} must be a Hub id or an s3:// URI, got {value!r}")
+
+
+def instance_types(s: Settings) -> dict[str, str]:
+    return {
+        "clipseg": s.clipseg_instance_type or s.instance_type,
+        "inpaint": s.inpaint_instance_type or s.instance_type,
+        "async": s.async_instance_type or s.instance_type,
+    }
+
+
+def artifact_key(s3_prefix: str, sha256: str) -> str:
+    return f"{s3_prefix}/model-{sha256[:12]}.tar.gz"
+
+
+def build_plan(s: Settings, *, artifact_sha256: str, images: Mapping[str, str]) -> Plan:
+    """The desired state.  ``images`` maps each instance type to its inference image URI."""
+    _validate(s)
+    names = names_for(s)
+    types = instance_types(s)
+    key = artifact_key(names.s3_prefix, artifact_sha256)
+    data_url = f"s3://{s.bucket}/{key}"
+    topics = {t: f"arn:{s.partition}:sns:{s.region}:{s.account_id}:{t}" for t in (names.success_topic,
+                                                                                   names.error_topic)}
+    roles = {"clipseg": ("clipseg", s.clipseg_model), "inpaint": ("inpaint", s.inpaint_model),
+             "async": ("inpaint", s.inpaint_model)}
+    endpoints = []
+    for ep_key, endpoint in names.endpoints.items():
+        is_async = ep_key == "async"
+        role, model_id = roles[ep_key]
+        content = {
+            "image": s.image_uri or images[types[ep_key]],
+            "model_data_url": data_url,
+            "environment": _environment(role, model_id, s.lora, is_async=is_async),
+            "execution_role_arn": s.role_arn,
+        }
+        model = ModelSpec(name=f"{endpoint}-{digest(content)}", **content)
+
+        variant = {
+            "VariantName": VARIANT,
+            "ModelName": model.name,
+            "InstanceType": types[ep_key],
+            "InitialInstanceCount": 1 if is_async else s.min_instances,
+            "ContainerStartupHealthCheckTimeoutInSeconds": 900,  # SD weights download at start
+        }
+        async_config = None
+        if is_async:
+            async_config = {
+                "OutputConfig": {
+                    "S3OutputPath": f"s3://{s.bucket}/{names.s3_prefix}/async-out/",
+                    "S3FailurePath": f"s3://{s.bucket}/{names.s3_prefix}/async-failures/",
+                    "NotificationConfig": {"SuccessTopic": topics[names.success_topic],
+                                           "ErrorTopic": topics[names.error_topic]},
+                },
+                "ClientConfig": {"MaxConcurrentInvocationsPerInstance": s.async_max_concurrency},
+            }
+        config_content = {"production_variant": variant, "async_inference_config": async_config}
+        config = EndpointConfigSpec(name=f"{endpoint}-{digest(config_content)}", **config_content)
+
+        resource_id = f"endpoint/{endpoint}/variant/{VARIANT}"
+        alarm = None
+        if is_async:
+            policies = (
+                PolicySpec(f"{endpoint}-backlog", "TargetTrackingScaling", {
+                    "TargetValue": float(s.async_target_backlog),
+                    "CustomizedMetricSpecification": {
+                        "MetricName": "ApproximateBacklogSizePerInstance",
+                        "Namespace": "AWS/SageMaker",
+                        "Dimensions": [{"Name": "EndpointName", "Value": endpoint}],
+                        "Statistic": "Average",
+                    },
+                    "ScaleInCooldown": 600,
+                    "ScaleOutCooldown": 300,
+                }),
+                PolicySpec(f"{endpoint}-wake-from-zero", "StepScaling", {
+                    "AdjustmentType": "ChangeInCapacity",
+                    "MetricAggregationType": "Average",
+                    "Cooldown": 300,
+                    "StepAdjustments": [{"MetricIntervalLowerBound": 0.0, "ScalingAdjustment": 1}],
+                }),
+            )
+            scaling = ScalingSpec(resource_id, 0, s.async_max_instances, policies)
+            alarm = AlarmSpec(name=names.alarm, policy_name=policies[1].name, request={
+                "AlarmDescription": f"{endpoint} has queued requests but no instance: scale out from zero",
+                "MetricName": "HasBacklogWithoutCapacity",
+                "Namespace": "AWS/SageMaker",
+                "Dimensions": [{"Name": "EndpointName", "Value": endpoint}],
+                "Statistic": "Average",
+                "Period": 60,
+                "EvaluationPeriods": 2,
+                "DatapointsToAlarm": 2,
+                "Threshold": 1.0,
+                "ComparisonOperator": "GreaterThanOrEqualToThreshold",
+                "TreatMissingData": "missing",
+            })
+        else:
+            target = s.clipseg_target_invocations if ep_key == "clipseg" else s.inpaint_target_invocations
+            policies = (
+                PolicySpec(f"{endpoint}-invocations", "TargetTrackingScaling", {
+                    "TargetValue": float(target),
+                    "PredefinedMetricSpecification": {
+                        "PredefinedMetricType": "SageMakerVariantInvocationsPerInstance"},
+                    "ScaleInCooldown": 300,
+                    "ScaleOutCooldown": 60,
+                }),
+            )
+            scaling = ScalingSpec(resource_id, s.min_instances, s.max_instances, policies)
+        endpoints.append(EndpointPlan(key=ep_key, name=endpoint, mode="async" if is_async else "real-time",
+                                      model=model, config=config, scaling=scaling, alarm=alarm))
+    return Plan(region=s.region, account_id=s.account_id, bucket=s.bucket, artifact_key=key,
+                artifact_sha256=artifact_sha256, topics=topics, endpoints=tuple(endpoints), names=names)
+
+
+def render_plan(plan: Plan) -> str:
+    """The plan as readable text (``--dry-run`` without ``--json``)."""
+    lines = [f"plan: region {plan.region}, account {plan.account_id}",
+             f"  artifact  {plan.artifact_url}  (sha256 {plan.artifact_sha256[:12]})",
+             f"  topics    {', '.join(plan.topics)}"]
+    for ep in plan.endpoints:
+        v = ep.config.production_variant
+        lines.append(f"  endpoint  {ep.name}  [{ep.mode}, {v['InstanceType']}, "
+                     f"{ep.scaling.min_capacity}..{ep.scaling.max_capacity} instances]")
+        env = " ".join(f"{k}={val}" for k, val in sorted(ep.model.environment.items()) if k.startswith("RESTYLE"))
+        lines.append(f"    model    {ep.model.name}  {env}")
+        lines.append(f"    config   {ep.config.name}")
+        if ep.config.async_inference_config:
+            out = ep.config.async_inference_config["OutputConfig"]
+            lines.append(f"    async    output {out['S3OutputPath']}  failures {out['S3FailurePath']}")
+        for p in ep.scaling.policies:
+            c = p.configuration
+            what = ((c.get("PredefinedMetricSpecification") or {}).get("PredefinedMetricType")
+                    or (c.get("CustomizedMetricSpecification") or {}).get("MetricName"))
+            detail = f"target {c['TargetValue']:g} {what}" if what else "+1 instance when the alarm fires"
+            lines.append(f"    policy   {p.name}  {p.policy_type}: {detail}")
+        if ep.alarm:
+            lines.append(f"    alarm    {ep.alarm.name}  {ep.alarm.request['MetricName']} >= 1 -> "
+                         f"{ep.alarm.policy_name}")
+    lines.append(f"  image     {plan.endpoints[0].model.image}")
+    return "\n".join(lines)
+
+
+# --- training ---------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    region: str
+    bucket: str
+    role_arn: str
+    prefix: str = DEFAULT_PREFIX
+    lora_data: str | None = None
+    clipseg_data: str | None = None
+    train_instance_type: str = DEFAULT_TRAIN_INSTANCE_TYPE
+    train_image_uri: str | None = None
+    hyperparameters: dict[str, str] = field(default_factory=dict)
+    lora_hyperparameters: dict[str, str] = field(default_factory=dict)
+    clipseg_hyperparameters: dict[str, str] = field(default_factory=dict)
+    max_runtime: int = 24 * 3600
+    volume_size: int = 100
+
+
+def sourcedir_key(s3_prefix: str, sha256: str) -> str:
+    return f"{s3_prefix}/training/code/sourcedir-{sha256[:12]}.tar.gz"
+
+
+def build_training_jobs(s: TrainSettings, *, sourcedir_sha256: str, image: str, timestamp: str) -> list[dict]:
+    """``create_training_job`` requests, one per data set given.  ``timestamp`` (e.g. 20250101-120000) makes the
+    job names unique."""
+    data = {"lora": s.lora_data, "clipseg": s.clipseg_data}
+    if not any(data.values()):
+        raise PlanError("train needs --lora-data s3://... and/or --clipseg-data s3://...")
+    for kind, uri in data.items():
+        if uri is not None and not uri.startswith("s3://"):
+            raise PlanError(f"--{kind}-data must be an s3:// URI, got {uri!r}")
+    code_url = f"s3://{s.bucket}/{sourcedir_key(s.prefix, sourcedir_sha256)}"
+    jobs = []
+    for kind, uri in data.items():
+        if uri is None:
+            continue
+        name = _check_name(f"{s.prefix}-{kind}-{timestamp}", "training job name")
+        extra = s.lora_hyperparameters if kind == "lora" else s.clipseg_hyperparameters
+        hps = {
+            "sagemaker_program": TRAINING_PROGRAMS[kind],
+            "sagemaker_submit_directory": code_url,
+            "sagemaker_region": s.region,
+            "sagemaker_container_log_level": "20",
+            "sagemaker_job_name": name,
+            **s.hyperparameters,
+            **extra,
+        }
+        jobs.append({
+            "TrainingJobName": name,
+            # The SageMaker SDK's convention, which the training toolkit decodes: every value JSON-encoded.
+            "HyperParameters": {k: json.dumps(v) for k, v in hps.items()},
+            "AlgorithmSpecification": {"TrainingImage": image, "TrainingInputMode": "File"},
+            "RoleArn": s.role_arn,
+            "InputDataConfig": [{
+                "ChannelName": "train",
+                "DataSource": {"S3DataSource": {"S3DataType": "S3Prefix", "S3Uri": uri,
+                                                "S3DataDistributionType": "FullyReplicated"}},
+            }],
+            "OutputDataConfig": {"S3OutputPath": f"s3://{s.bucket}/{s.prefix}/training/"},
+            "ResourceConfig": {"InstanceType": s.train_instance_type, "InstanceCount": 1,
+                               "VolumeSizeInGB": s.volume_size},
+            "StoppingCondition": {"MaxRuntimeInSeconds": s.max_runtime},
+            # The entry point is model/train/<x>.py; put the code root on the path so `import model` works.
+            "Environment": {"PYTHONPATH": "/opt/ml/code"},
+            "Tags": [{"Key": "restyle:prefix", "Value": s.prefix}, {"Key": "restyle:job", "Value": kind}],
+        })
+    return jobs

@@ -1,0 +1,494 @@
+"""``python -m deploy``: the pure plan, and up/status/down/train against moto's server with the real boto3 client.
+
+One ``ThreadedMotoServer`` per module on a free loopback port; every test resets its state and points boto3 at it
+through ``AWS_ENDPOINT_URL`` (set with monkeypatch, so nothing leaks).  Moto has no ``UpdateEndpoint``: the update
+path is checked up to that call (see ``test_changed_config_creates_a_new_version``).
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import os
+import subprocess
+import sys
+import tarfile
+import urllib.request
+from pathlib import Path
+
+import boto3
+import pytest
+
+from deploy import package
+from deploy.__main__ import main
+from deploy.aws import subset
+from deploy.plan import PlanError, Settings, TrainSettings, build_plan, build_training_jobs, render_plan
+
+moto_server = pytest.importorskip("moto.server")
+
+REGION = "us-east-1"
+BUCKET = "restyle-artifacts-bkt"
+ROLE = "arn:aws:iam::123456789012:role/restyle-sagemaker"
+ITYPE = "ml.g4dn.xlarge"  # moto's instance type list predates ml.g5
+BASE = ["--bucket", BUCKET, "--role-arn", ROLE, "--instance-type", ITYPE]
+SECRET = "testing"
+
+
+@pytest.fixture(scope="module")
+def moto_url():
+    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
+
+
+@pytest.fixture
+def aws(moto_url, monkeypatch):
+    """Clean moto state, env pointing boto3 at it; returns a dict of clients."""
+    urllib.request.urlopen(urllib.request.Request(f"{moto_url}/moto-api/reset", method="POST")).read()
+    for var in ("AWS_PROFILE", "AWS_REGION", "AWS_SESSION_TOKEN", "RESTYLE_BUCKET", "RESTYLE_ROLE_ARN"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", moto_url)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", SECRET)
+    monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
+    monkeypatch.setenv("AWS_CONFIG_FILE", os.devnull)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", os.devnull)
+    clients = {name: boto3.client(name, region_name=REGION)
+               for name in ("sagemaker", "application-autoscaling", "cloudwatch", "sns", "s3")}
+    clients["s3"].create_bucket(Bucket=BUCKET)
+    return clients
+
+
+def run(capsys, *argv: str) -> tuple[int, str, str]:
+    rc = main(list(argv))
+    out, err = capsys.readouterr()
+    assert SECRET not in out + err  # never print credentials
+    return rc, out, err
+
+
+def up_json(capsys, *extra: str) -> dict:
+    rc, out, err = run(capsys, "up", *BASE, "--json", *extra)
+    assert rc == 0, err
+    return json.loads(out)
+
+
+def snapshot(c: dict) -> dict:
+    """Everything `up` manages, as described by AWS."""
+    sm, aas = c["sagemaker"], c["application-autoscaling"]
+    targets = aas.describe_scalable_targets(ServiceNamespace="sagemaker")["ScalableTargets"]
+    return {
+        "models": sorted((m["ModelName"], str(m["CreationTime"])) for m in sm.list_models()["Models"]),
+        "configs": sorted((e["EndpointConfigName"], str(e["CreationTime"]))
+                          for e in sm.list_endpoint_configs()["EndpointConfigs"]),
+        "endpoints": sorted((e["EndpointName"], sm.describe_endpoint(EndpointName=e["EndpointName"])
+                             ["EndpointConfigName"], str(e["CreationTime"])) for e in sm.list_endpoints()["Endpoints"]),
+        "targets": sorted((t["ResourceId"], t["MinCapacity"], t["MaxCapacity"]) for t in targets),
+        "policies": sorted((p["PolicyName"], p["PolicyARN"]) for p in aas.describe_scaling_policies(
+            ServiceNamespace="sagemaker")["ScalingPolicies"]),
+        "alarms": sorted((a["AlarmName"], tuple(a["AlarmActions"]), str(a["AlarmConfigurationUpdatedTimestamp"]))
+                         for a in c["cloudwatch"].describe_alarms()["MetricAlarms"]),
+        "topics": sorted(t["TopicArn"] for t in c["sns"].list_topics()["Topics"]),
+        "objects": sorted((o["Key"], o["ETag"], str(o["LastModified"]))
+                          for o in c["s3"].list_objects_v2(Bucket=BUCKET).get("Contents", [])),
+    }
+
+
+def empty(snap: dict, keep_objects: bool = False) -> bool:
+    return all(not v for k, v in snap.items() if not (keep_objects and k == "objects"))
+
+
+# --- 1. the plan, without AWS ------------------------------------------------------------------------------------
+
+
+def settings(**kw) -> Settings:
+    base = dict(region=REGION, bucket=BUCKET, role_arn=ROLE, account_id="123456789012")
+    return Settings(**{**base, **kw})
+
+
+def test_plan_is_pure_and_complete():
+    images = {ITYPE: "img-gpu", "ml.m5.xlarge": "img-cpu"}
+    s = settings(prefix="shop", instance_type=ITYPE, clipseg_instance_type="ml.m5.xlarge", lora="s3://b/lora/",
+                 inpaint_model="s3://b/ft/model.tar.gz", min_instances=2, max_instances=5)
+    plan = build_plan(s, artifact_sha256="ab" * 32, images=images)
+    assert plan == build_plan(s, artifact_sha256="ab" * 32, images=images)  # deterministic
+    eps = {e.key: e for e in plan.endpoints}
+    assert [e.name for e in plan.endpoints] == ["shop-clipseg", "shop-inpaint", "shop-inpaint-async"]
+    assert plan.artifact_url == f"s3://{BUCKET}/shop/model-{'ab' * 6}.tar.gz"
+    for e in plan.endpoints:
+        assert e.model.name.startswith(e.name + "-") and e.config.name.startswith(e.name + "-")
+        assert e.model.model_data_url == plan.artifact_url
+        assert e.model.environment["SAGEMAKER_PROGRAM"] == "inference.py"
+        assert e.config.production_variant["ModelName"] == e.model.name
+        assert e.scaling.resource_id == f"endpoint/{e.name}/variant/AllTraffic"
+    # per-endpoint instance type and image, roles and model sources
+    assert eps["clipseg"].config.production_variant["InstanceType"] == "ml.m5.xlarge"
+    assert eps["clipseg"].model.image == "img-cpu" and eps["inpaint"].model.image == "img-gpu"
+    assert eps["clipseg"].model.environment["RESTYLE_MODEL_ID"] == "CIDAS/clipseg-rd64-refined"
+    assert "RESTYLE_LORA" not in eps["clipseg"].model.environment
+    inp = eps["inpaint"].model.environment
+    assert inp["RESTYLE_ROLE"] == "inpaint" and "RESTYLE_MODEL_ID" not in inp
+    assert inp["RESTYLE_ARTIFACT_S3"] == "s3://b/ft/model.tar.gz" and inp["RESTYLE_LORA"] == "s3://b/lora/"
+    # capacities: chat endpoints never below 1, async scales to zero
+    assert (eps["clipseg"].scaling.min_capacity, eps["clipseg"].scaling.max_capacity) == (2, 5)
+    assert eps["inpaint"].scaling.min_capacity == 2
+    assert eps["async"].scaling.min_capacity == 0
+    assert eps["clipseg"].config.production_variant["InitialInstanceCount"] == 2
+    # only the async config is async, and it notifies the two topics
+    assert eps["clipseg"].config.async_inference_config is None
+    assert eps["inpaint"].config.async_inference_config is None
+    out = eps["async"].config.async_inference_config["OutputConfig"]
+    assert out["S3OutputPath"] == f"s3://{BUCKET}/shop/async-out/" and out["S3FailurePath"].startswith("s3://")
+    assert out["NotificationConfig"] == {"SuccessTopic": "arn:aws:sns:us-east-1:123456789012:shop-async-success",
+                                         "ErrorTopic": "arn:aws:sns:us-east-1:123456789012:shop-async-error"}
+    assert list(plan.topics.values()) == list(out["NotificationConfig"].values())
+    # scaling policies
+    rt = eps["inpaint"].scaling.policies
+    assert [(p.policy_type, p.configuration["PredefinedMetricSpecification"]["PredefinedMetricType"]) for p in rt] \
+        == [("TargetTrackingScaling", "SageMakerVariantInvocationsPerInstance")]
+    backlog, wake = eps["async"].scaling.policies
+    metric = backlog.configuration["CustomizedMetricSpecification"]
+    assert (metric["MetricName"], metric["Namespace"]) == ("ApproximateBacklogSizePerInstance", "AWS/SageMaker")
+    assert metric["Dimensions"] == [{"Name": "EndpointName", "Value": "shop-inpaint-async"}]
+    assert wake.policy_type == "StepScaling" and wake.configuration["StepAdjustments"][0]["ScalingAdjustment"] == 1
+    assert eps["async"].alarm.policy_name == wake.name
+    assert eps["async"].alarm.request["MetricName"] == "HasBacklogWithoutCapacity"
+    assert "shop-inpaint-async" in render_plan(plan)
+    json.dumps(plan.to_dict())
+
+
+def test_plan_versions_change_only_with_content():
+    images = {ITYPE: "img", "ml.g4dn.2xlarge": "img"}
+    a = build_plan(settings(instance_type=ITYPE), artifact_sha256="a" * 64, images=images)
+    b = build_plan(settings(instance_type=ITYPE, inpaint_instance_type="ml.g4dn.2xlarge"),
+                   artifact_sha256="a" * 64, images=images)
+    c = build_plan(settings(instance_type=ITYPE), artifact_sha256="b" * 64, images=images)
+    name = lambda p, k, what: getattr(next(e for e in p.endpoints if e.key == k), what).name  # noqa: E731
+    assert name(a, "clipseg", "config") == name(b, "clipseg", "config")
+    assert name(a, "inpaint", "model") == name(b, "inpaint", "model")
+    assert name(a, "inpaint", "config") != name(b, "inpaint", "config")  # new instance type -> new config
+    assert all(name(a, k, "model") != name(c, k, "model") for k in ("clipseg", "inpaint", "async"))  # new tarball
+    assert all(name(a, k, "config") != name(c, k, "config") for k in ("clipseg", "inpaint", "async"))
+
+
+@pytest.mark.parametrize("kw", [{"min_instances": 0}, {"max_instances": 0}, {"prefix": "bad_prefix"},
+                                {"clipseg_endpoint": "x" * 60}, {"async_endpoint": "restyle-clipseg"}])
+def test_plan_rejects_bad_settings(kw):
+    with pytest.raises(PlanError):
+        build_plan(settings(**kw), artifact_sha256="a" * 64, images={"ml.g5.xlarge": "img"})
+
+
+def test_training_jobs_plan():
+    s = TrainSettings(region=REGION, bucket=BUCKET, role_arn=ROLE, lora_data="s3://d/lora/",
+                      hyperparameters={"steps": "10"}, clipseg_hyperparameters={"lr": "1e-4"})
+    (job,) = build_training_jobs(s, sourcedir_sha256="c" * 64, image="img", timestamp="20250101-000000-000")
+    assert job["TrainingJobName"] == "restyle-lora-20250101-000000-000"
+    assert json.loads(job["HyperParameters"]["sagemaker_program"]) == "model/train/lora_inpaint.py"
+    assert json.loads(job["HyperParameters"]["steps"]) == "10" and "lr" not in job["HyperParameters"]
+    with pytest.raises(PlanError):
+        build_training_jobs(TrainSettings(region=REGION, bucket=BUCKET, role_arn=ROLE), sourcedir_sha256="c",
+                            image="img", timestamp="t")
+
+
+# --- 8. the tarball -----------------------------------------------------------------------------------------------
+
+
+def test_model_tarball_is_deterministic_and_complete(tmp_path):
+    a, b = package.model_tarball(), package.model_tarball()
+    assert a.sha256 == b.sha256 and a.data == b.data
+    names = a.names()
+    assert names == sorted(names)
+    assert {"code/inference.py", "code/requirements.txt", "code/model/handlers.py", "code/model/__init__.py"} \
+        <= set(names)
+    assert not [n for n in names if "__pycache__" in n or n.startswith("code/model/train/") or
+                not n.endswith((".py", ".txt"))]
+    with tarfile.open(fileobj=io.BytesIO(a.data)) as tar:
+        assert {m.mtime for m in tar.getmembers()} == {package.FIXED_MTIME}
+        shim = tar.extractfile("code/inference.py").read().decode()
+        reqs = tar.extractfile("code/requirements.txt").read().decode().split()
+    assert "from model.handlers import input_fn, output_fn, predict_fn" in shim and "def model_fn" in shim
+    assert {r.split(">")[0] for r in reqs} >= {"diffusers", "transformers", "peft", "accelerate", "safetensors",
+                                              "pydantic", "Pillow", "scipy"}
+    assert not [r for r in reqs if r.startswith("torch")]
+    # mtimes and caches in the source tree do not change the bytes
+    copy = tmp_path / "repo"
+    (copy / "model").mkdir(parents=True)
+    for src in (package.REPO_ROOT / "model").rglob("*.py"):
+        dst = copy / src.relative_to(package.REPO_ROOT)
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        dst.write_bytes(src.read_bytes())
+        os.utime(dst, (1e9, 1e9))
+    (copy / "model" / "__pycache__").mkdir(exist_ok=True)
+    (copy / "model" / "__pycache__" / "x.cpython-311.pyc").write_bytes(b"junk")
+    assert package.model_tarball(copy).sha256 == a.sha256
+    src = package.sourcedir_tarball(copy)
+    assert "requirements.txt" in src.names() and "model/__init__.py" in src.names()
+
+
+# --- 5. --dry-run ---------------------------------------------------------------------------------------------------
+
+
+def test_dry_run_creates_nothing_and_calls_nothing(aws, capsys, monkeypatch):
+    before = snapshot(aws)
+    rc, out, _ = run(capsys, "up", *BASE, "--dry-run", "--json")
+    assert rc == 0
+    plan = json.loads(out)["plan"]
+    assert [e["name"] for e in plan["endpoints"]] == ["restyle-clipseg", "restyle-inpaint", "restyle-inpaint-async"]
+    assert run(capsys, "down", "--dry-run", "--purge-s3", "--bucket", BUCKET)[0] == 0
+    assert run(capsys, "train", "--bucket", BUCKET, "--role-arn", ROLE, "--dry-run", "--lora-data", "s3://d/l", "--clipseg-data", "s3://d/c")[0] == 0
+    assert snapshot(aws) == before
+    assert aws["sagemaker"].list_training_jobs()["TrainingJobSummaries"] == []
+    assert empty(before, keep_objects=True) and before["objects"] == []
+    # no AWS call at all: with no credentials and a dead endpoint, dry runs still work (no bucket/role needed)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")
+    monkeypatch.delenv("AWS_ACCESS_KEY_ID")
+    monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")
+    rc, out, _ = run(capsys, "up", "--dry-run")
+    assert rc == 0 and "restyle-inpaint-async" in out and "dry run" in out
+
+
+def test_usage_errors_exit_2(aws, capsys):
+    rc, _, err = run(capsys, "up", "--instance-type", ITYPE)
+    assert rc == 2 and "--bucket" in err and "--role-arn" in err
+    rc, _, err = run(capsys, "train", "--bucket", BUCKET, "--lora-data", "s3://d/l")
+    assert rc == 2 and "--role-arn" in err
+    rc, _, err = run(capsys, "up", *BASE, "--min-instances", "0")
+    assert rc == 2 and "never scale to zero" in err
+    assert snapshot(aws)["models"] == []
+
+
+# --- 2, 3. up creates everything; a second up changes nothing --------------------------------------------------------
+
+
+def test_up_creates_everything_then_is_unchanged(aws, capsys):
+    report = up_json(capsys)
+    assert not report["unchanged"] and report["counts"]["created"] > 0
+    sm, aas = aws["sagemaker"], aws["application-autoscaling"]
+
+    models = sm.list_models()["Models"]
+    assert len(models) == 3
+    for m in models:
+        container = sm.describe_model(ModelName=m["ModelName"])["PrimaryContainer"]
+        assert "huggingface-pytorch-inference" in container["Image"]  # from the sagemaker SDK
+        assert container["ModelDataUrl"].startswith(f"s3://{BUCKET}/restyle/model-")
+        assert container["Environment"]["SAGEMAKER_PROGRAM"] == "inference.py"
+        assert container["Environment"]["RESTYLE_ROLE"] in ("clipseg", "inpaint")
+
+    configs = [sm.describe_endpoint_config(EndpointConfigName=c["EndpointConfigName"])
+               for c in sm.list_endpoint_configs()["EndpointConfigs"]]
+    assert len(configs) == 3
+    asyncs = [c for c in configs if c.get("AsyncInferenceConfig")]
+    assert len(asyncs) == 1 and asyncs[0]["EndpointConfigName"].startswith("restyle-inpaint-async-")
+    notify = asyncs[0]["AsyncInferenceConfig"]["OutputConfig"]["NotificationConfig"]
+    topics = sorted(t["TopicArn"] for t in aws["sns"].list_topics()["Topics"])
+    assert sorted(notify.values()) == topics and len(topics) == 2
+    assert {t.rsplit(":", 1)[1] for t in topics} == {"restyle-async-success", "restyle-async-error"}
+    assert asyncs[0]["AsyncInferenceConfig"]["ClientConfig"]["MaxConcurrentInvocationsPerInstance"] == 2
+
+    endpoints = {e["EndpointName"]: sm.describe_endpoint(EndpointName=e["EndpointName"])
+                 for e in sm.list_endpoints()["Endpoints"]}
+    assert set(endpoints) == {"restyle-clipseg", "restyle-inpaint", "restyle-inpaint-async"}
+    assert all(e["EndpointStatus"] == "InService" for e in endpoints.values())
+
+    targets = {t["ResourceId"]: t for t in aas.describe_scalable_targets(ServiceNamespace="sagemaker")
+               ["ScalableTargets"]}
+    assert {k: (t["MinCapacity"], t["MaxCapacity"]) for k, t in targets.items()} == {
+        "endpoint/restyle-clipseg/variant/AllTraffic": (1, 4),
+        "endpoint/restyle-inpaint/variant/AllTraffic": (1, 4),
+        "endpoint/restyle-inpaint-async/variant/AllTraffic": (0, 2)}
+    policies = {p["PolicyName"]: p for p in aas.describe_scaling_policies(ServiceNamespace="sagemaker")
+                ["ScalingPolicies"]}
+    assert {k: p["PolicyType"] for k, p in policies.items()} == {
+        "restyle-clipseg-invocations": "TargetTrackingScaling",
+        "restyle-inpaint-invocations": "TargetTrackingScaling",
+        "restyle-inpaint-async-backlog": "TargetTrackingScaling",
+        "restyle-inpaint-async-wake-from-zero": "StepScaling"}
+    custom = policies["restyle-inpaint-async-backlog"]["TargetTrackingScalingPolicyConfiguration"]
+    assert custom["CustomizedMetricSpecification"]["MetricName"] == "ApproximateBacklogSizePerInstance"
+    (alarm,) = aws["cloudwatch"].describe_alarms()["MetricAlarms"]
+    assert alarm["MetricName"] == "HasBacklogWithoutCapacity"
+    assert alarm["AlarmActions"] == [policies["restyle-inpaint-async-wake-from-zero"]["PolicyARN"]]
+    assert alarm["Dimensions"] == [{"Name": "EndpointName", "Value": "restyle-inpaint-async"}]
+
+    sha12 = package.model_tarball().sha12
+    obj = aws["s3"].get_object(Bucket=BUCKET, Key=f"restyle/model-{sha12}.tar.gz")["Body"].read()
+    assert obj == package.model_tarball().data
+
+    # 3. a second up changes nothing, and says so
+    before = snapshot(aws)
+    again = up_json(capsys)
+    assert again["unchanged"] is True and set(again["counts"]) == {"unchanged"}
+    assert snapshot(aws) == before
+    rc, out, _ = run(capsys, "up", *BASE)
+    assert rc == 0 and "up: unchanged" in out
+    assert snapshot(aws) == before
+
+
+# --- 4. resumable ---------------------------------------------------------------------------------------------------
+
+
+def test_up_resumes_and_recreates_only_what_is_missing(aws, capsys):
+    up_json(capsys)
+    sm = aws["sagemaker"]
+    config = sm.describe_endpoint(EndpointName="restyle-inpaint")["EndpointConfigName"]
+    sm.delete_endpoint_config(EndpointConfigName=config)
+    sm.delete_endpoint(EndpointName="restyle-clipseg")
+    aws["cloudwatch"].delete_alarms(AlarmNames=["restyle-inpaint-async-backlog-without-capacity"])
+
+    rc, out, _ = run(capsys, "status", *BASE, "--json")
+    rows = {(r["kind"], r["name"]): r["state"] for r in json.loads(out)["resources"]}
+    assert rc == 0 and rows[("endpoint", "restyle-clipseg")] == "missing"
+    assert rows[("endpoint config", config)] == "missing" and rows[("endpoint", "restyle-inpaint")] == "InService"
+    assert rows[("alarm", "restyle-inpaint-async-backlog-without-capacity")] == "missing"
+
+    before = snapshot(aws)
+    report = up_json(capsys)
+    created = {(c["kind"], c["name"]) for c in report["changes"] if c["action"] != "unchanged"}
+    assert created == {("endpoint config", config), ("endpoint", "restyle-clipseg"),
+                       ("alarm", "restyle-inpaint-async-backlog-without-capacity")}
+    after = snapshot(aws)
+    for key in ("models", "targets", "policies", "topics", "objects"):
+        assert after[key] == before[key], key
+    rc, out, _ = run(capsys, "status", *BASE, "--json")
+    assert {r["state"] for r in json.loads(out)["resources"]} <= {"exists", "InService", "INSUFFICIENT_DATA", "OK"}
+
+
+def test_changed_config_creates_a_new_version(aws, capsys, monkeypatch):
+    """A new instance type -> a new hashed endpoint config next to the old one, then UpdateEndpoint.
+
+    Moto does not implement UpdateEndpoint (HTTP 500), so this also shows how an AWS failure is reported."""
+    up_json(capsys)
+    sm = aws["sagemaker"]
+    old = sm.describe_endpoint(EndpointName="restyle-inpaint")["EndpointConfigName"]
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")
+    rc, out, err = run(capsys, "up", *BASE, "--inpaint-instance-type", "ml.g4dn.2xlarge")
+    configs = {c["EndpointConfigName"] for c in sm.list_endpoint_configs()["EndpointConfigs"]}
+    new = {c for c in configs if c.startswith("restyle-inpaint-") and not c.startswith("restyle-inpaint-async")}
+    assert old in new and len(new) == 2  # the old version is untouched
+    (created,) = new - {old}
+    assert sm.describe_endpoint_config(EndpointConfigName=created)["ProductionVariants"][0]["InstanceType"] \
+        == "ml.g4dn.2xlarge"
+    assert f"created    endpoint config  {created}" in out
+    if rc == 0:  # a moto that implements UpdateEndpoint
+        assert sm.describe_endpoint(EndpointName="restyle-inpaint")["EndpointConfigName"] == created
+    else:
+        assert rc == 1 and err.startswith("error: endpoint restyle-inpaint: ") and err.count("\n") == 1
+
+
+def test_aws_errors_are_one_line_exit_1(aws, capsys):
+    rc, out, err = run(capsys, "up", "--bucket", "no-such-bucket-here", "--role-arn", ROLE, "--instance-type", ITYPE)
+    assert rc == 1
+    assert err.startswith("error: artifact s3://no-such-bucket-here/restyle/model-") and "NoSuchBucket" in err
+    assert err.count("\n") == 1 and SECRET not in err
+
+
+# --- 6. train ------------------------------------------------------------------------------------------------------
+
+
+def test_train_launches_two_jobs(aws, capsys):
+    rc, out, err = run(capsys, "train", "--bucket", BUCKET, "--role-arn", ROLE, "--json",
+                       "--lora-data", f"s3://{BUCKET}/data/lora/", "--clipseg-data", f"s3://{BUCKET}/data/clipseg/",
+                       "--hp", "epochs=3", "--lora-hp", "rank=8", "--clipseg-hp", "lr=0.0001")
+    assert rc == 0, err
+    sm = aws["sagemaker"]
+    names = {j["TrainingJobName"] for j in sm.list_training_jobs()["TrainingJobSummaries"]}
+    assert names == set(json.loads(out)["jobs"]) and len(names) == 2
+    jobs = {n.split("-")[1]: sm.describe_training_job(TrainingJobName=n) for n in names}
+    assert set(jobs) == {"lora", "clipseg"}
+    for kind, program, data, own, other in [("lora", "model/train/lora_inpaint.py", "lora", "rank", "lr"),
+                                            ("clipseg", "model/train/clipseg.py", "clipseg", "lr", "rank")]:
+        job = jobs[kind]
+        hps = {k: json.loads(v) for k, v in job["HyperParameters"].items()}
+        assert hps["sagemaker_program"] == program and hps["epochs"] == "3" and own in hps and other not in hps
+        assert hps["sagemaker_submit_directory"].startswith(f"s3://{BUCKET}/restyle/training/code/sourcedir-")
+        (channel,) = job["InputDataConfig"]
+        assert channel["ChannelName"] == "train"
+        assert channel["DataSource"]["S3DataSource"]["S3Uri"] == f"s3://{BUCKET}/data/{data}/"
+        assert job["OutputDataConfig"]["S3OutputPath"] == f"s3://{BUCKET}/restyle/training/"
+        assert job["ResourceConfig"]["InstanceType"] == "ml.g5.2xlarge"
+        assert "huggingface-pytorch-training" in job["AlgorithmSpecification"]["TrainingImage"]
+    key = json.loads(jobs["lora"]["HyperParameters"]["sagemaker_submit_directory"]).split(f"{BUCKET}/", 1)[1]
+    body = aws["s3"].get_object(Bucket=BUCKET, Key=key)["Body"].read()
+    with tarfile.open(fileobj=io.BytesIO(body)) as tar:
+        assert {"requirements.txt", "model/__init__.py"} <= set(tar.getnames())
+
+
+# --- 7. down --------------------------------------------------------------------------------------------------------
+
+
+def test_down_leaves_nothing_and_is_idempotent(aws, capsys):
+    up_json(capsys)
+    sm = aws["sagemaker"]
+    # an older version of a config (as left by an update) and an unrelated model that must survive
+    image = sm.describe_model(ModelName=sm.list_models()["Models"][0]["ModelName"])["PrimaryContainer"]["Image"]
+    for name in ("restyle-clipseg-00000000", "restyle-clipseg-keepme"):
+        sm.create_model(ModelName=name, ExecutionRoleArn=ROLE, PrimaryContainer={"Image": image})
+    sm.create_endpoint_config(EndpointConfigName="restyle-clipseg-11111111", ProductionVariants=[
+        {"VariantName": "AllTraffic", "ModelName": "restyle-clipseg-00000000", "InstanceType": ITYPE,
+         "InitialInstanceCount": 1}])
+
+    rc, out, err = run(capsys, "down", "--json")
+    assert rc == 0, err
+    snap = snapshot(aws)
+    assert snap["models"] == [("restyle-clipseg-keepme", snap["models"][0][1])]
+    snap["models"] = []
+    assert empty(snap, keep_objects=True) and snap["objects"]  # the tarball stays without --purge-s3
+    assert aws["application-autoscaling"].describe_scaling_policies(ServiceNamespace="sagemaker")[
+        "ScalingPolicies"] == []
+
+    rc, out, _ = run(capsys, "down", "--purge-s3", "--bucket", BUCKET)
+    assert rc == 0 and "s3 objects" in out
+    assert aws["s3"].list_objects_v2(Bucket=BUCKET, Prefix="restyle/").get("Contents", []) == []
+    rc, out, _ = run(capsys, "down", "--purge-s3", "--bucket", BUCKET)
+    assert rc == 0 and "down: nothing to delete" in out
+
+
+def test_subset_ignores_aws_defaults():
+    assert subset({"a": 1, "b": [{"c": 0}]}, {"a": 1.0, "b": [{"c": 0.0, "d": 2}], "e": 3})
+    assert not subset({"a": 1}, {"a": 2}) and not subset({"b": [1]}, {"b": [1, 2]})
+
+
+# --- 9. the packed code serves requests with the tiny checkpoints ----------------------------------------------------
+
+SERVE = r"""
+import base64, io, json, os, sys
+import inference, model
+assert os.path.realpath(model.__file__).startswith(os.path.realpath(sys.argv[1])), model.__file__
+request = json.loads(sys.stdin.read())
+loaded = inference.model_fn(sys.argv[1])
+data = inference.input_fn(json.dumps(request).encode(), "application/json")
+out = inference.output_fn(inference.predict_fn(data, loaded), "application/json")
+sys.stdout.write(out.decode() if isinstance(out, bytes) else out[0].decode())
+"""
+
+
+def _png_b64(img) -> str:
+    buf = io.BytesIO()
+    img.save(buf, "PNG")
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+@pytest.mark.slow
+def test_packed_inference_serves_tiny_checkpoints(tiny_dir, tmp_path):
+    from PIL import Image
+
+    with tarfile.open(fileobj=io.BytesIO(package.model_tarball().data)) as tar:
+        tar.extractall(tmp_path, filter="data")
+    code = tmp_path / "code"
+    photo = Image.new("RGB", (64, 64), (200, 60, 60))
+    mask = Image.new("L", (64, 64), 0)
+    mask.paste(255, (16, 32, 48, 60))
+    cases = [("clipseg", {"image": _png_b64(photo), "prompts": ["skirt"]}, "masks"),
+             ("inpaint", {"image": _png_b64(photo), "mask": _png_b64(mask), "prompt": "a red skirt",
+                          "num_images": 1, "steps": 2}, "images")]
+    for role, request, field in cases:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("RESTYLE_", "PYTHON"))}
+        env.update(PYTHONPATH=str(code), RESTYLE_ROLE=role, RESTYLE_MODEL_ID=str(Path(tiny_dir) / role),
+                   HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
+        proc = subprocess.run([sys.executable, "-c", SERVE, str(tmp_path)], input=json.dumps(request), env=env,
+                              cwd=tmp_path, capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        response = json.loads(proc.stdout)
+        assert len(response[field]) == 1, response
