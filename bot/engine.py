@@ -276,15 +276,15 @@ class Engine:
                           attributes=tuple(turn.intent.get("attributes", ())))
             intent = parse(text, ctx)  # "#2 but longer": #2's own garment and attributes, plus "long"
             base_path, strength = source.path, float(eff["strength"])
-            if not (intent.attributes or intent.negatives) and action == "vary":
+            if _adds_nothing(intent, turn.intent):
                 intent = _with_prompt(intent, turn.prompt, turn.negative_prompt)
         elif action == "vary":  # "8 more like that": the last turn again, new seeds
             last = self.store.last_turn(thread)
             if last is None:
                 return Text(T.NO_PREVIOUS)
-            if not intent.attributes:
+            base_path, strength = Path(last.base), last.strength
+            if _adds_nothing(intent, last.intent):
                 intent = _with_prompt(intent, last.prompt, last.negative_prompt)
-                base_path, strength = Path(last.base), last.strength
         garments = list(intent.garments) or ([intent.garment] if intent.garment else [])
         if not garments:
             return Text(T.NO_GARMENT)
@@ -407,6 +407,11 @@ def _b64(data: str) -> bytes:
     import base64
 
     return base64.b64decode(data)
+
+
+def _adds_nothing(intent: Intent, previous: dict) -> bool:
+    """True when a follow-up names no style the previous turn didn't already have ("more like #3")."""
+    return set(intent.attributes) <= set(previous.get("attributes", ())) and not intent.negatives
 
 
 def _with_prompt(intent: Intent, prompt: str, negative: str) -> Intent:

@@ -21,7 +21,8 @@ def tiny_dir(tmp_path_factory) -> Path:
     """``clipseg/`` and ``inpaint/`` tiny random checkpoints in Hugging Face layout (python -m model.tiny)."""
     from model.tiny import build_tiny
 
-    return build_tiny(tmp_path_factory.mktemp("tiny"))
+    cache = os.environ.get("RESTYLE_TINY_CACHE")  # reuse across runs (rebuilt when model/tiny.py changes)
+    return build_tiny(Path(cache) if cache else tmp_path_factory.mktemp("tiny"))
 
 
 def garment_box(width: int, height: int) -> tuple[int, int, int, int]:

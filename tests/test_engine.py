@@ -1,0 +1,281 @@
+"""The conversation engine end to end on tiny checkpoints: in-process and through model.serve over boto3."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from bot import messages as T
+from bot.backends import BackendError, BackendUnavailable, LocalBackend, SageMakerBackend
+from bot.engine import Engine
+from bot.events import Command, Favorite, FavoritesList, Message, MoreLike, Photo, Text, Use, Variations
+from bot.jobs import JobQueue
+from bot.settings import Settings
+from bot.store import Store
+from model.images import decode_mask
+from model.masks import grow
+from model.serve import ModelServer, start
+from tests.conftest import garment_box, make_photo, to_bytes
+
+
+@pytest.fixture(scope="module")
+def local_backend(tiny_dir) -> LocalBackend:
+    return LocalBackend(str(tiny_dir / "clipseg"), str(tiny_dir / "inpaint"))
+
+
+def make_engine(tmp_path: Path, model_backend, **overrides) -> Engine:
+    settings = Settings.from_env({}, data_dir=tmp_path, steps=2, num_images=2, **overrides)
+    return Engine(Store(settings.data_dir), model_backend, settings)
+
+
+def texts(replies) -> str:
+    return " | ".join(r.text for r in replies)
+
+
+def only(replies, kind):
+    found = [r for r in replies if isinstance(r, kind)]
+    assert found, f"expected a {kind.__name__} in {replies}"
+    return found[-1]
+
+
+PHOTO = make_photo(160, 240)
+
+
+def assert_far_pixels_untouched(eng: Engine, thread: str, variation: Path) -> np.ndarray:
+    """Pixels farther than the feather from the garment mask are the original's bytes; inside, new ones."""
+    original = np.asarray(Image.open(eng.store.original(thread)))
+    var = np.asarray(Image.open(variation))
+    (mask_file,) = (eng.store.thread_dir(thread) / "masks").glob("*.png")
+    mask = decode_mask(mask_file.read_bytes())
+    far = ~grow(mask, 9)
+    assert var.shape == original.shape
+    assert far.any() and (var[far] == original[far]).all()
+    assert (var[mask] != original[mask]).any()
+    return mask
+
+
+def test_scenario_restyle_favorite_vary_batch(tmp_path, local_backend):
+    eng = make_engine(tmp_path, local_backend)
+    th = "test:1"
+    replies = eng.handle(Photo(thread=th, user="ana", image=to_bytes(PHOTO, "JPEG", quality=95)))
+    assert texts(replies) == T.GOT_PHOTO
+
+    steps_seen = []
+    assert eng.needs_generation(Message(th, "ana", "make the skirt red floral"))
+    out = only(eng.handle(Message(th, "ana", "make the skirt red floral"),
+                          lambda d, t, s: steps_seen.append((d, t))), Variations)
+    assert [v.number for v in out.items] == [1, 2]
+    assert steps_seen and steps_seen[-1][0] == steps_seen[-1][1]
+    for item in out.items:
+        img = Image.open(item.path)
+        assert img.size == PHOTO.size
+    assert Image.open(out.sheet).format == "PNG"
+    assert out.mask_preview.exists()
+    # the bot's composite keeps far pixels from the stored original bit-identical
+    mask = assert_far_pixels_untouched(eng, th, out.items[0].path)
+    x0, y0, x1, y1 = garment_box(*PHOTO.size)
+    assert mask[(y0 + y1) // 2, (x0 + x1) // 2]  # the tiny CLIPSeg found the synthetic garment
+
+    second = out.items[1]
+    assert "⭐ #2" in texts(eng.handle(Favorite(th, "ana", second.id, True)))
+    vary = only(eng.handle(Message(th, "ana", "#2 but longer")), Variations)
+    assert [v.number for v in vary.items] == [3, 4]
+    turn = eng.store.turn(vary.turn_id)
+    assert turn.base == str(second.path) and turn.strength == pytest.approx(eng.settings.vary_strength)
+    assert "long" in turn.prompt
+
+    more = only(eng.handle(Message(th, "ana", "3 more like that")), Variations)
+    assert len(more.items) == 3
+    batch = only(eng.handle(Command(th, "ana", "batch 5 pastel")), Variations)
+    assert len(batch.items) == 5 and "pastel" in eng.store.turn(batch.turn_id).prompt
+
+    favs = only(eng.handle(Command(th, "ana", "favorites")), FavoritesList)
+    assert [v.number for v in favs.items] == [2] and favs.sheet.exists()
+    assert "removed" in texts(eng.handle(Favorite(th, "ana", second.id, False)))
+    assert eng.store.favorites(th) == []
+
+    assert "#2" in texts(eng.handle(Use(th, "ana", second.id)))
+    assert eng.store.base(th)[0] == second.path
+    assert "original" in texts(eng.handle(Message(th, "ana", "undo")))
+    assert "Nothing to undo" in texts(eng.handle(Message(th, "ana", "undo")))
+
+    mlt = only(eng.handle(MoreLike(th, "ana", second.id)), Variations)
+    assert eng.store.turn(mlt.turn_id).base == str(second.path)
+
+
+def test_same_seed_same_pixels_and_settings(tmp_path, local_backend):
+    eng = make_engine(tmp_path, local_backend)
+    eng.handle(Photo("t", "u", to_bytes(PHOTO)))
+    assert "seed=11" in texts(eng.handle(Message("t", "u", "steps=3 guidance=5 seed=11")))
+    a = only(eng.handle(Message("t", "u", "make the skirt black")), Variations)
+    b = only(eng.handle(Message("t", "u", "make the skirt black")), Variations)
+    assert [i.seed for i in a.items] == [11, 12] == [i.seed for i in b.items]
+    assert np.array_equal(np.asarray(Image.open(a.items[0].path)), np.asarray(Image.open(b.items[0].path)))
+    bad = texts(eng.handle(Message("t", "u", "steps=900")))
+    assert "steps=900" in bad and "[1, 150]" in bad
+
+
+@pytest.mark.parametrize("payload, expected", [
+    (b"", "0 bytes"),
+    (b"%PDF-1.7 not a photo", "not an image"),
+    (to_bytes(make_photo(64, 64))[:60], "truncated"),
+])
+def test_bad_photo_gets_a_friendly_reply_and_no_thread(tmp_path, local_backend, payload, expected):
+    eng = make_engine(tmp_path, local_backend)
+    replies = eng.handle(Photo("bad", "u", payload, filename="x.png"))
+    assert len(replies) == 1 and replies[0].kind == "error" and expected in replies[0].text
+    assert not eng.store.has_thread("bad")
+
+
+def test_garment_not_found_and_unknown_thread(tmp_path, local_backend):
+    eng = make_engine(tmp_path, local_backend)
+    eng.handle(Photo("plain", "u", to_bytes(make_photo(96, 128, garment=False))))
+    assert "couldn't find a skirt" in texts(eng.handle(Message("plain", "u", "make the skirt red")))
+    assert eng.store.variations("plain") == []
+    assert texts(eng.handle(Message("nowhere", "u", "make the skirt red"))) == T.NO_THREAD
+    assert "#7" in texts(eng.handle(Message("plain", "u", "fav 7")))
+    assert T.NO_GARMENT == texts(eng.handle(Message("plain", "u", "make it red")))
+
+
+def test_job_queue_is_bounded():
+    q = JobQueue(workers=1, max_pending=2)
+    gate = threading.Event()
+    assert q.submit(gate.wait, 5) and q.submit(gate.wait, 5)
+    assert not q.submit(gate.wait, 5)  # full: the adapter answers "busy" instead of queueing forever
+    gate.set()
+    assert q.join(timeout=5)
+    assert q.submit(lambda: None)
+    q.shutdown()
+
+
+# -- SageMaker backend: real boto3 client → loopback model.serve --------------------------------------------------
+class FlakyServer(ModelServer):
+    """model.serve whose first ``fail`` inpaint invocations answer like a crashed container (500)."""
+
+    def __init__(self, *a, fail: int = 0, **kw) -> None:
+        super().__init__(*a, **kw)
+        self.fail = fail
+        self.calls: dict[str, int] = {}
+
+    def route(self, method, path, headers, body):
+        self.calls[path] = self.calls.get(path, 0) + 1
+        if "inpaint" in path and self.fail > 0:
+            self.fail -= 1
+            return self._model_error(500, b'{"error": {"code": "internal_error", "message": "boom"}}')
+        return super().route(method, path, headers, body)
+
+
+@pytest.fixture(scope="module")
+def model_server(tiny_dir):
+    server = FlakyServer({"clipseg": str(tiny_dir / "clipseg"), "inpaint": str(tiny_dir / "inpaint")})
+    httpd = start(server, port=0)
+    assert server.ready.wait(120), server.load_error
+    yield server, f"http://127.0.0.1:{httpd.server_address[1]}"
+    httpd.shutdown()
+
+
+def sm_backend(url: str, **kw) -> SageMakerBackend:
+    import boto3
+
+    client = boto3.client("sagemaker-runtime", endpoint_url=url, region_name="us-east-1",
+                          aws_access_key_id="testing", aws_secret_access_key="testing")
+    return SageMakerBackend(clipseg_endpoint="restyle-clipseg", inpaint_endpoint="restyle-inpaint", client=client,
+                            retries=kw.pop("retries", 2), **kw)
+
+
+def test_conversation_through_model_serve_over_boto3(tmp_path, model_server):
+    server, url = model_server
+    eng = make_engine(tmp_path, sm_backend(url), backend="sagemaker")
+    eng.handle(Photo("sm", "u", to_bytes(make_photo(1024, 1536), "JPEG", quality=92)))
+    before = dict(server.calls)
+    out = only(eng.handle(Message("sm", "u", "make the skirt a red floral maxi")), Variations)
+    assert len(out.items) == 2
+    assert server.calls["/endpoints/restyle-clipseg/invocations"] > before.get("/endpoints/restyle-clipseg/invocations", 0)
+    assert server.calls["/endpoints/restyle-inpaint/invocations"] > before.get("/endpoints/restyle-inpaint/invocations", 0)
+    assert Image.open(out.items[0].path).size == (1024, 1536)
+    assert_far_pixels_untouched(eng, "sm", out.items[0].path)  # despite JPEG transport of the crop
+
+
+def test_sagemaker_retries_5xx_not_4xx(model_server, tiny_dir):
+    from model.schemas import InpaintRequest
+    from tests.conftest import b64, garment_mask
+
+    server, url = model_server
+    backend = sm_backend(url, retries=2)
+    req = InpaintRequest(image=b64(make_photo()), mask=b64(garment_mask()), prompt="a red skirt", num_images=1,
+                         seed=1, steps=2)
+    path = "/endpoints/restyle-inpaint/invocations"
+    server.fail, n0 = 2, server.calls.get(path, 0)
+    assert len(backend.inpaint(req).images) == 1  # two crashes, then success
+    assert server.calls[path] - n0 == 3
+    server.fail, n0 = 5, server.calls[path]
+    with pytest.raises(BackendUnavailable):
+        backend.inpaint(req)
+    assert server.calls[path] - n0 == 3  # gave up after retries
+    server.fail = 0
+    n0 = server.calls[path]
+    bad = req.model_copy(update={"mask": b64(np.zeros((128, 96), bool))})
+    with pytest.raises(BackendError) as err:
+        backend.inpaint(bad)
+    assert err.value.code == "empty_mask" and server.calls[path] - n0 == 1  # a 4xx is never retried
+
+
+def test_endpoint_down_is_a_clear_thread_message(tmp_path):
+    eng = make_engine(tmp_path, sm_backend("http://127.0.0.1:9", retries=0), backend="sagemaker")
+    eng.handle(Photo("down", "u", to_bytes(make_photo())))
+    replies = eng.handle(Message("down", "u", "make the skirt red"))
+    assert replies[-1].kind == "error" and "not reachable" in replies[-1].text
+
+
+# -- the terminal twin ----------------------------------------------------------------------------------------------
+def test_terminal_chat_walks_the_flow(tmp_path, tiny_dir):
+    import os
+    import subprocess
+    import sys
+
+    data = tmp_path / "data"
+    shutil.copytree(tiny_dir, data / "tiny")  # `--tiny` finds the checkpoints already built
+    photo = tmp_path / "model.png"
+    make_photo(96, 128).save(photo)
+    env = {**os.environ, "RESTYLE_DATA_DIR": str(data), "RESTYLE_STEPS": "2", "RESTYLE_NUM_IMAGES": "2"}
+    script = "make the skirt red floral\nfav 2\n2 more like that\nfavorites\nhelp\nquit\n"
+    proc = subprocess.run([sys.executable, "-m", "bot", "chat", str(photo), "--tiny", "--out", str(tmp_path / "out")],
+                          input=script, capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert "contact sheet:" in proc.stdout and "#2 saved to favourites" in proc.stdout
+    assert (tmp_path / "out" / "variation-002.png").exists()
+    assert (tmp_path / "out" / "variation-004.png").exists()
+    assert "generating" in proc.stderr  # the tqdm bar
+
+
+def test_terminal_says_plainly_when_weights_are_missing(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    photo = tmp_path / "p.png"
+    make_photo().save(photo)
+    env = {**os.environ, "RESTYLE_DATA_DIR": str(tmp_path), "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.run([sys.executable, "-m", "bot", "chat", str(photo), "--inpaint", str(tmp_path / "nope"),
+                           "--clipseg", str(tmp_path / "nope2")], input="", capture_output=True, text=True,
+                          timeout=120, env=env)
+    assert proc.returncode == 2
+    assert "RESTYLE_CLIPSEG_MODEL" in proc.stderr and "--tiny" in proc.stderr
+
+
+def test_settings_from_env_are_typed_and_checked(tmp_path):
+    s = Settings.from_env({"RESTYLE_STEPS": "12", "RESTYLE_TINY": "yes", "SLACK_BOT_TOKEN": "xoxb-secret",
+                           "RESTYLE_DATA_DIR": str(tmp_path)})
+    assert s.steps == 12 and s.tiny and s.data_dir == tmp_path
+    assert "xoxb-secret" not in json.dumps(s.redacted())
+    with pytest.raises(ValueError, match="RESTYLE_STEPS"):
+        Settings.from_env({"RESTYLE_STEPS": "many"})
+    with pytest.raises(ValueError, match="RESTYLE_BACKEND"):
+        Settings.from_env({"RESTYLE_BACKEND": "cloud"})
+    assert isinstance(Text("x"), Text)

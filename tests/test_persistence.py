@@ -1,0 +1,76 @@
+"""A restart — even kill -9 in the middle of a generation — loses no session and no favourite."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import textwrap
+
+from bot.backends import LocalBackend
+from bot.engine import Engine
+from bot.events import Message, Variations
+from bot.settings import Settings
+from bot.store import Store
+from tests.conftest import make_photo
+
+CHILD = textwrap.dedent("""
+    import sys, time
+    from bot.backends import LocalBackend
+    from bot.engine import Engine
+    from bot.events import Favorite, Message, Photo, Variations
+    from bot.settings import Settings
+    from bot.store import Store
+
+    data, tiny, photo = sys.argv[1:4]
+    settings = Settings.from_env({}, data_dir=data, steps=2, num_images=2)
+    eng = Engine(Store(settings.data_dir), LocalBackend(tiny + "/clipseg", tiny + "/inpaint"), settings)
+    eng.handle(Photo("k", "ana", open(photo, "rb").read()))
+    first = [r for r in eng.handle(Message("k", "ana", "make the skirt red")) if isinstance(r, Variations)][0]
+    eng.handle(Favorite("k", "ana", first.items[0].id, True))
+    print("READY", flush=True)
+
+    def progress(done, total, text):
+        if done >= 1:
+            print("GENERATING", flush=True)
+            time.sleep(120)  # the parent kills us here, mid-generation
+
+    eng.handle(Message("k", "ana", "make the skirt blue"), progress)
+""")
+
+
+def test_kill_9_mid_generation_loses_nothing(tmp_path, tiny_dir):
+    photo = tmp_path / "photo.png"
+    make_photo(96, 128).save(photo)
+    data = tmp_path / "data"
+    proc = subprocess.Popen([sys.executable, "-c", CHILD, str(data), str(tiny_dir), str(photo)],
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        lines = []
+        for line in proc.stdout:
+            lines.append(line.strip())
+            if line.strip() == "GENERATING":
+                break
+        assert lines[-2:] == ["READY", "GENERATING"], lines
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+    with sqlite3.connect(data / "restyle.sqlite3") as db:
+        assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+
+    settings = Settings.from_env({}, data_dir=data, steps=2, num_images=2)
+    eng = Engine(Store(data), LocalBackend(str(tiny_dir / "clipseg"), str(tiny_dir / "inpaint")), settings)
+    assert eng.store.has_thread("k")
+    kept = eng.store.variations("k")
+    assert [v.number for v in kept] == [1, 2] and all(v.path.exists() for v in kept)
+    assert [v.number for v in eng.store.favorites("k")] == [1]
+    # the half-finished turn is reported in its thread, once
+    replies = eng.handle(Message("k", "ana", "make the skirt green"))
+    assert "interrupted" in replies[0].text and "make the skirt blue" in replies[0].text
+    assert isinstance(replies[-1], Variations) and [v.number for v in replies[-1].items] == [3, 4]
+    assert "interrupted" not in " ".join(getattr(r, "text", "") for r in eng.handle(Message("k", "ana", "help")))
