@@ -114,10 +114,8 @@ def _local_call(fn, req, engine, **kw):
 
     try:
         return fn(req, engine, **kw)
-    except RequestError as exc:
+    except RequestError as exc:  # the caller's fault (check_inputs included); anything else is ours and propagates
         raise BackendError(exc.code, exc.message) from None
-    except ValueError as exc:  # check_inputs' messages
-        raise BackendError("invalid_request", str(exc)) from None
 
 
 class SageMakerBackend(Backend):

@@ -189,13 +189,10 @@ PREDICTORS = {"clipseg": predict_segment, "inpaint": predict_inpaint}
 
 
 def predict_fn(data: dict, model: LoadedModel, context: Any = None) -> BaseModel:
-    try:
-        return PREDICTORS[model.role](data, model.engine)
-    except ValueError as exc:
-        if isinstance(exc, RequestError):
-            raise
-        # check_inputs' argument/rule/value messages are the caller's to fix
-        raise RequestError(str(exc), code="invalid_request") from None
+    # The caller's mistakes arrive as ``RequestError`` (schemas, images, ``Inpainter.check_inputs``).  Any other
+    # exception, a bare ``ValueError`` from numpy/torch/diffusers included, is our bug: a 500 with the traceback
+    # logged, not a 400 that blames the caller and hides the traceback.
+    return PREDICTORS[model.role](data, model.engine)
 
 
 # -- the whole chain, as the container runs it -----------------------------------------------------------------

@@ -40,8 +40,10 @@ def b64decode(data: str, *, field: str) -> bytes:
         data = data.split(",", 1)[1]
     data = "".join(data.split())
     try:
-        if "-" in data or "_" in data:
-            return base64.urlsafe_b64decode(data)
+        if "-" in data or "_" in data:  # URL-safe alphabet, validated like the standard one
+            if "+" in data or "/" in data:
+                raise binascii.Error("mixes the standard (+/) and URL-safe (-_) alphabets")
+            data = data.translate(str.maketrans("-_", "+/"))
         return base64.b64decode(data, validate=True)
     except (binascii.Error, ValueError) as exc:
         raise RequestError(f"`{field}` is not valid base64 ({exc})", code="invalid_base64") from None
@@ -63,12 +65,15 @@ def _open(data: bytes, field: str) -> Image.Image:
                 raise ImageTooLarge(f"`{field}` is {w}x{h} = {w * h:,} pixels; the limit is {MAX_PIXELS:,}")
             img.seek(0)  # animated GIF/WebP/APNG: the first frame
             img.load()
+    except RequestError:  # our own ImageTooLarge is a ValueError: it must not become "corrupt" below
+        raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise ImageTooLarge(f"`{field}` is larger than {MAX_PIXELS:,} pixels") from None
     except UnidentifiedImageError:
         raise InvalidImage(f"`{field}` is not an image PIL can read (PNG, JPEG, WebP, GIF, BMP, TIFF …)") from None
-    except (OSError, SyntaxError, ValueError, EOFError) as exc:
-        raise InvalidImage(f"`{field}` could not be decoded, the file looks truncated or corrupt ({exc})") from None
+    except Exception as exc:  # noqa: BLE001 - untrusted bytes: whatever a decoder raises, the file is bad
+        raise InvalidImage(f"`{field}` could not be decoded, the file looks truncated or corrupt "
+                           f"({type(exc).__name__}: {exc})") from None
     if img.width < 1 or img.height < 1:
         raise InvalidImage(f"`{field}` has no pixels")
     return img

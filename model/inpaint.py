@@ -13,7 +13,8 @@ from __future__ import annotations
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -21,6 +22,7 @@ import torch
 from PIL import Image
 
 from model import compose
+from model.errors import RequestError
 from model.masks import BBox
 
 #: Request name → diffusers scheduler class (built from the checkpoint's own scheduler config).
@@ -37,6 +39,54 @@ SCHEDULER_CLASSES = {
 BLACK_LEVEL = 2.0 / 255.0
 
 Progress = Callable[[int, int], None]
+
+
+class InvalidInput(RequestError):
+    """``check_inputs``' verdict: a ``ValueError`` (and a 400 ``RequestError`` for the handlers)."""
+
+    code = "invalid_request"
+
+
+class _MeanPosterior:
+    """A VAE posterior whose ``sample`` is its mean, so encoding the photo draws no random numbers."""
+
+    def __init__(self, dist) -> None:
+        self._dist = dist
+
+    def sample(self, generator=None):
+        return self._dist.mode()
+
+    def __getattr__(self, name: str):
+        return getattr(self._dist, name)
+
+
+@contextmanager
+def _deterministic_vae_encode(vae) -> Iterator[None]:
+    """Make the pipeline's VAE encodes use the posterior mean for the duration of one call.
+
+    diffusers' inpainting pipelines sample the (masked) photo's latents with ``generator[0]`` only.  That draw
+    shifts candidate 0's random stream and makes every candidate depend on candidate 0's seed, so seed ``s``
+    would give different pixels alone and inside a batch.  With the mean, candidate ``i`` depends on
+    ``seeds[i]`` alone (the posterior's std is tiny on real VAEs: the pictures are unaffected).
+    """
+    had = "encode" in vars(vae)
+    original = vae.encode
+
+    def encode(*args, **kwargs):
+        out = original(*args, **kwargs)
+        dist = getattr(out, "latent_dist", None)
+        if dist is not None:
+            out.latent_dist = _MeanPosterior(dist)
+        return out
+
+    vae.encode = encode
+    try:
+        yield
+    finally:
+        if had:
+            vae.encode = original
+        else:
+            del vae.encode
 
 
 @dataclass
@@ -76,18 +126,18 @@ class Inpainter:
     def check_inputs(image: Image.Image, mask: np.ndarray, prompt: str, seeds: list[int], steps: int,
                      strength: float) -> None:
         if mask.shape != (image.height, image.width):
-            raise ValueError(f"`mask` must be {image.width}x{image.height} like `image`, "
-                             f"got {mask.shape[1]}x{mask.shape[0]}")
+            raise InvalidInput(f"`mask` must be {image.width}x{image.height} like `image`, "
+                               f"got {mask.shape[1]}x{mask.shape[0]}")
         if not mask.any():
-            raise ValueError("`mask` is empty (no white pixels): there is nothing to repaint")
+            raise InvalidInput("`mask` is empty (no white pixels): there is nothing to repaint")
         if not prompt.strip():
-            raise ValueError("`prompt` must not be empty")
+            raise InvalidInput("`prompt` must not be empty")
         if not seeds:
-            raise ValueError("`seeds` must name at least one candidate")
+            raise InvalidInput("`seeds` must name at least one candidate")
         if steps < 1:
-            raise ValueError(f"`steps` must be >= 1, got {steps}")
+            raise InvalidInput(f"`steps` must be >= 1, got {steps}")
         if not 0 < strength <= 1:
-            raise ValueError(f"`strength` must be in (0, 1], got {strength}")
+            raise InvalidInput(f"`strength` must be in (0, 1], got {strength}")
 
     def _scheduler(self, name: str):
         if name in ("default", None):
@@ -162,10 +212,11 @@ class Inpainter:
             self.pipe.scheduler = self._scheduler(scheduler)
             t1 = time.perf_counter()
             try:
-                out = self.pipe(image=region, mask_image=mask_img, height=gh, width=gw,
-                                num_inference_steps=steps, guidance_scale=guidance_scale, strength=strength,
-                                num_images_per_prompt=len(seeds), generator=generators, output_type="np",
-                                callback_on_step_end=on_step, **kwargs)
+                with _deterministic_vae_encode(self.pipe.vae):
+                    out = self.pipe(image=region, mask_image=mask_img, height=gh, width=gw,
+                                    num_inference_steps=steps, guidance_scale=guidance_scale, strength=strength,
+                                    num_images_per_prompt=len(seeds), generator=generators, output_type="np",
+                                    callback_on_step_end=on_step, **kwargs)
             finally:
                 self.pipe.scheduler = self._default_scheduler
         t2 = time.perf_counter()

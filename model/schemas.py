@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -90,8 +90,9 @@ class InpaintRequest(_Body):
     num_images: int = Field(default=4, ge=1, le=MAX_IMAGES)
     seed: int | None = Field(default=None, ge=0, lt=2**31,
                              description="candidate i uses seed+i; random when omitted (returned in `seeds`)")
-    seeds: list[int] | None = Field(default=None, min_length=1, max_length=MAX_IMAGES,
-                                    description="explicit seed per candidate; overrides seed/num_images")
+    seeds: list[Annotated[int, Field(ge=0, lt=2**31)]] | None = Field(
+        default=None, min_length=1, max_length=MAX_IMAGES,
+        description="explicit seed per candidate (each in [0, 2**31)); overrides seed/num_images")
     steps: int = Field(default=30, ge=1, le=MAX_STEPS)
     guidance_scale: float = Field(default=7.5, ge=0.0, le=30.0)
     strength: float = Field(default=1.0, gt=0.0, le=1.0)
@@ -107,13 +108,6 @@ class InpaintRequest(_Body):
     @classmethod
     def _prompt(cls, value: str) -> str:
         return _clean_prompt(value, "prompt")
-
-    @field_validator("seeds")
-    @classmethod
-    def _seeds(cls, value: list[int] | None) -> list[int] | None:
-        if value is not None and any(not 0 <= s < 2**31 for s in value):
-            raise ValueError("every seed must be in [0, 2**31)")
-        return value
 
 
 class Rejected(_Body):

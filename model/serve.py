@@ -171,8 +171,11 @@ def make_handler(server: ModelServer) -> type[BaseHTTPRequestHandler]:
                 length = -1
             if length < 0 or length > HARD_LIMIT:
                 self.close_connection = True
-                status, out, hdrs = server._json(413, _error("payload_too_large",
-                                                             f"the request is over {MAX_PAYLOAD / 1e6:.1f} MB"))
+                msg = f"the request is over {MAX_PAYLOAD / 1e6:.1f} MB"
+                if RUNTIME_PATH.match(urlsplit(self.path).path):  # shaped like SageMaker's answer
+                    status, out, hdrs = server._sm_error(413, "ValidationError", "payload_too_large", msg)
+                else:
+                    status, out, hdrs = server._json(413, _error("payload_too_large", msg))
             else:
                 body = self.rfile.read(length) if length else b""
                 headers = {k.lower(): v for k, v in self.headers.items()}

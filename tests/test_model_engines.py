@@ -1,0 +1,185 @@
+"""model.inpaint.Inpainter and model.segment.Segmenter on the tiny checkpoints: geometry, seeds, parity."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from scipy import ndimage
+
+from model import compose
+from model.loading import load_clipseg, load_inpaint
+from tests.conftest import garment_mask, make_photo
+
+
+@pytest.fixture(scope="module")
+def inpainter(tiny_dir):
+    return load_inpaint(str(tiny_dir / "inpaint"), device="cpu")
+
+
+@pytest.fixture(scope="module")
+def segmenter(tiny_dir):
+    return load_clipseg(str(tiny_dir / "clipseg"), device="cpu")
+
+
+def arr(img) -> np.ndarray:
+    return np.asarray(img).astype(np.int16)
+
+
+# -- Inpainter -----------------------------------------------------------------------------------------------
+def test_large_photo_geometry_and_bit_identity(inpainter):
+    """1024x1536 photo, a garment covering ~a quarter of it: far pixels untouched, the mask repainted."""
+    w, h = 1024, 1536
+    photo = make_photo(w, h)
+    yy, xx = np.mgrid[0:h, 0:w]
+    mask = ((xx - 520) / 256.0) ** 2 + ((yy - 900) / 489.0) ** 2 <= 1.0  # an ellipse, ~25% of the photo
+    assert 0.23 < mask.mean() < 0.27
+    feather, padding = 8, 32
+    result = inpainter(photo, mask, "red floral skirt", seeds=[5], steps=2, padding=padding, feather=feather)
+    assert not result.rejected and len(result.candidates) == 1
+    out = result.candidates[0].image
+    assert out.size == (w, h) and out.mode == "RGB"
+    src, got = np.asarray(photo), np.asarray(out)
+    far = ndimage.distance_transform_edt(~mask) > feather
+    assert (got[far] == src[far]).all()  # bit-identical
+    changed = (got != src).any(axis=-1)
+    assert changed[mask].mean() > 0.95
+    # the crop holds the mask's bbox plus padding, inside the photo
+    x0, y0, x1, y1 = result.crop_box
+    mx0, my0, mx1, my1 = (int(v) for v in (xx[mask].min(), yy[mask].min(), xx[mask].max() + 1, yy[mask].max() + 1))
+    assert 0 <= x0 <= mx0 - padding and 0 <= y0 <= my0 - padding
+    assert mx1 + padding <= x1 <= w and my1 + padding <= y1 <= h
+    assert not changed[:y0].any() and not changed[y1:].any()
+    assert not changed[:, :x0].any() and not changed[:, x1:].any()
+    gw, gh = result.generation_size
+    assert gw % inpainter.multiple == 0 and gh % inpainter.multiple == 0
+    assert (arr(result.candidates[0].crop) == arr(out.crop(result.crop_box))).all()
+
+
+def test_empty_mask_is_refused_before_any_crop(inpainter, monkeypatch):
+    def no_crop(*a, **k):
+        raise AssertionError("plan_crop must not be reached with an empty mask")
+
+    monkeypatch.setattr(compose, "plan_crop", no_crop)
+    photo = make_photo(64, 48)
+    with pytest.raises(ValueError, match="`mask` is empty"):
+        inpainter(photo, np.zeros((48, 64), bool), "skirt", seeds=[1], steps=2)
+
+
+@pytest.mark.parametrize(
+    "kwargs, fragment",
+    [
+        ({"mask": np.ones((10, 10), bool)}, "must be 64x48"),
+        ({"prompt": "  "}, "`prompt`"),
+        ({"seeds": []}, "`seeds`"),
+        ({"steps": 0}, "`steps`"),
+        ({"strength": 0.0}, "`strength`"),
+    ],
+)
+def test_check_inputs(inpainter, kwargs, fragment):
+    call = {"image": make_photo(64, 48), "mask": garment_mask(64, 48), "prompt": "skirt", "seeds": [1], "steps": 2}
+    with pytest.raises(ValueError, match=fragment):
+        inpainter(**{**call, **kwargs})
+
+
+def test_whole_photo_mode_and_progress(inpainter):
+    photo, mask = make_photo(64, 48), garment_mask(64, 48)
+    seen = []
+    result = inpainter(photo, mask, "skirt", seeds=[1], steps=3, crop=False,
+                       progress=lambda i, n: seen.append((i, n)))
+    assert result.crop_box == (0, 0, 64, 48)
+    assert seen and seen[-1] == (3, 3) and [i for i, _ in seen] == sorted(i for i, _ in seen)
+
+
+@pytest.mark.parametrize("scheduler, strength", [("default", 1.0), ("euler_a", 0.7)])
+def test_seed_is_independent_of_the_batch(inpainter, scheduler, strength):
+    """Candidate with seed s in a 3-candidate call == a 1-candidate call with [s]; the same call twice is equal."""
+    photo, mask = make_photo(64, 48, seed=2), garment_mask(64, 48)
+
+    def run(seeds):
+        res = inpainter(photo, mask, "blue denim skirt", seeds=seeds, steps=2, scheduler=scheduler,
+                        strength=strength)
+        assert [c.seed for c in res.candidates] == seeds
+        return [arr(c.image) for c in res.candidates]
+
+    batch = run([11, 12, 13])
+    assert all((a == b).all() for a, b in zip(batch, run([11, 12, 13]), strict=True))
+    for i, s in enumerate([11, 12, 13]):
+        alone = run([s])[0]
+        assert np.abs(batch[i] - alone).max() <= 2, f"seed {s} at position {i}"
+    assert np.abs(batch[0] - batch[1]).max() > 10
+    assert inpainter.pipe.scheduler is inpainter._default_scheduler  # restored after the call
+
+
+# -- Segmenter -----------------------------------------------------------------------------------------------
+def test_shared_vision_forward_equals_transformers(segmenter):
+    img = make_photo(96, 128, seed=4)
+    prompts = ["skirt", "red floral maxi dress", "hands", "t-shirt"]
+    ours = segmenter.probabilities(img, prompts)
+    inputs = segmenter.processor(text=prompts, images=[img] * len(prompts), padding=True, return_tensors="pt")
+    with torch.no_grad():
+        logits = segmenter.model(**inputs).logits
+    plain = torch.sigmoid(logits.reshape(len(prompts), *logits.shape[-2:]))
+    assert ours.shape == plain.shape
+    torch.testing.assert_close(ours, plain, atol=1e-5, rtol=0)
+    # the text-embedding cache gives the same answer the second time, in any order
+    again = segmenter.probabilities(img, prompts[::-1])
+    torch.testing.assert_close(again, plain.flip(0), atol=1e-5, rtol=0)
+
+
+def test_segmentation_shapes(segmenter):
+    img = make_photo(80, 60)
+    seg = segmenter(img, ["skirt", "dress"], threshold=0.3, min_coverage=0.0)
+    assert (seg.width, seg.height) == (80, 60) and len(seg.garments) == 2
+    for g in seg.garments:
+        assert g.mask.shape == (60, 80) and g.mask.dtype == bool
+        assert g.coverage == pytest.approx(g.mask.mean())
+        assert g.bbox == (compose.bbox(g.mask) if g.found else None)
+        assert 0.0 <= g.score <= 1.0
+    assert (seg.union == (seg.garments[0].mask | seg.garments[1].mask)).all()
+    assert "forward" in seg.timings_ms and all(v >= 0 for v in seg.timings_ms.values())
+
+
+def test_negative_prompts_remove_pixels(segmenter):
+    img = make_photo(64, 64, seed=1)
+    probs = segmenter.probabilities(img, ["skirt", "face"])
+    full = F.interpolate(probs[None], size=(64, 64), mode="bilinear", align_corners=False)[0].numpy()
+    thr = float(np.quantile(full[0], 0.4))  # the "skirt" covers ~60% of the photo
+    common = dict(threshold=thr, dilate=0, min_area=0.0, min_coverage=0.0)
+    base = segmenter(img, ["skirt"], [], **common).garments[0].mask
+    neg_thr = float(np.median(full[1][base]))  # "face" claims about half of it
+    face = full[1] > neg_thr
+    assert 0 < (base & face).sum() < base.sum()
+    cut = segmenter(img, ["skirt"], ["face"], negative_threshold=neg_thr, **common).garments[0].mask
+    face_sure = full[1] > neg_thr + 1e-4  # (float rounding may differ right at the threshold)
+    assert not (cut & face_sure).any()
+    assert (cut <= base).all() and cut.sum() < base.sum()
+    # still respected after growing the mask
+    grown = segmenter(img, ["skirt"], ["face"], negative_threshold=neg_thr,
+                      **{**common, "dilate": 6}).garments[0].mask
+    assert not (grown & face_sure).any()
+    assert grown.sum() > cut.sum()
+
+
+def test_not_found_below_min_coverage(segmenter):
+    img = make_photo(64, 48)
+    seg = segmenter(img, ["skirt", "dress"], [], threshold=0.05, min_coverage=0.99, dilate=0)
+    for g in seg.garments:
+        assert g.found is False and g.bbox is None
+        assert not g.mask.any() and g.mask.shape == (48, 64)
+        assert g.coverage == 0.0 and g.score == 0.0
+    assert not seg.union.any()
+
+
+@pytest.mark.parametrize("size", [(96, 128), (160, 90)])
+def test_finds_the_synthetic_garment(segmenter, size):
+    """The tiny CLIPSeg is fitted to make_photo's garment: the mask lands on it (catches w/h mix-ups)."""
+    w, h = size
+    truth = garment_mask(w, h)
+    seg = segmenter(make_photo(w, h), ["skirt"], dilate=0)
+    g = seg.garments[0]
+    assert g.found and g.mask.shape == (h, w)
+    assert (g.mask & truth).sum() / (g.mask | truth).sum() > 0.75
+    grown = segmenter(make_photo(w, h), ["skirt"], dilate=4).garments[0]
+    assert grown.mask.sum() > g.mask.sum() and (grown.mask >= g.mask).all()

@@ -1,0 +1,394 @@
+"""model.serve + model.handlers end to end: the real boto3 SageMaker Runtime client → loopback server → tiny models.
+
+One server per module (both endpoints loaded).  Every bad input is sent on both server paths:
+
+* the container contract, ``POST /invocations?model=...`` → 4xx ``{"error": {"code", "message"}}``;
+* the SageMaker Runtime path through boto3 → ``ClientError``: ``ModelError`` carrying ``OriginalStatusCode`` and
+  ``OriginalMessage``, or ``ValidationError`` for an unknown endpoint / an oversized payload.
+"""
+
+from __future__ import annotations
+
+import base64
+import http.client
+import io
+import json
+import logging
+import socket
+from dataclasses import dataclass, field
+from typing import Any
+
+import boto3
+import numpy as np
+import pytest
+from botocore.config import Config
+from botocore.exceptions import ClientError
+from PIL import Image
+
+from model.handlers import MAX_PAYLOAD, LoadedModel, handle
+from model.serve import ModelServer, start
+from tests.conftest import b64, garment_mask, make_photo, to_bytes
+from tests.test_model_images import png_claiming
+
+W, H = 64, 48  # small: every good request runs the tiny models at 2 steps
+
+
+# -- fixtures and helpers --------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def server(tiny_dir):
+    srv = ModelServer({"clipseg": str(tiny_dir / "clipseg"), "inpaint": str(tiny_dir / "inpaint")}, device="cpu")
+    httpd = start(srv, port=0)
+    assert srv.ready.wait(300), srv.load_error
+    yield httpd.server_address[1]
+    httpd.shutdown()
+    httpd.server_close()
+
+
+@pytest.fixture(scope="module")
+def runtime(server):
+    return boto3.client("sagemaker-runtime", endpoint_url=f"http://127.0.0.1:{server}", region_name="us-east-1",
+                        aws_access_key_id="x", aws_secret_access_key="y",
+                        config=Config(retries={"total_max_attempts": 1}, read_timeout=120))
+
+
+def post(port: int, path: str, body: bytes, headers: dict | None = None, method: str = "POST"):
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+    try:
+        conn.request(method, path, body=body, headers={"Content-Type": "application/json", **(headers or {})})
+        resp = conn.getresponse()
+        return resp.status, resp.read(), {k.lower(): v for k, v in resp.getheaders()}
+    finally:
+        conn.close()
+
+
+def invoke(runtime, endpoint: str, payload: dict | bytes, **kw) -> dict:
+    body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+    resp = runtime.invoke_endpoint(EndpointName=endpoint, Body=body, **{"ContentType": "application/json", **kw})
+    assert resp["ResponseMetadata"]["HTTPStatusCode"] == 200
+    assert resp["ContentType"] == "application/json"
+    return json.loads(resp["Body"].read())
+
+
+def decode(b64text: str) -> Image.Image:
+    img = Image.open(io.BytesIO(base64.b64decode(b64text)))
+    img.load()
+    return img
+
+
+def segment_body(**kw) -> dict:
+    return {"image": b64(make_photo(W, H)), "prompts": ["skirt", "dress"], **kw}
+
+
+def inpaint_body(**kw) -> dict:
+    return {"image": b64(make_photo(W, H)), "mask": b64(garment_mask(W, H)), "prompt": "red floral skirt",
+            "num_images": 1, "seed": 3, "steps": 2, **kw}
+
+
+# -- the container contract ------------------------------------------------------------------------------------
+def test_ping_200_once_loaded(server):
+    status, body, headers = post(server, "/ping", b"", method="GET")
+    assert status == 200 and headers["content-type"] == "application/json"
+    assert json.loads(body) == {"status": "ok", "models": ["clipseg", "inpaint"]}
+    status, body, _ = post(server, "/ping", b"", method="HEAD")
+    assert status == 200 and body == b""
+
+
+def test_ping_503_before_loading_and_not_ready_invocations():
+    srv = ModelServer({"clipseg": "/nonexistent/clipseg"})  # load() never called
+    status, body, _ = srv.route("GET", "/ping", {}, b"")
+    assert status == 503 and json.loads(body)["status"] == "loading"
+    status, body, _ = srv.route("POST", "/invocations", {"content-type": "application/json"}, b"{}")
+    assert status == 503 and json.loads(body)["error"]["code"] == "not_ready"
+    status, body, hdrs = srv.route("POST", "/endpoints/restyle-clipseg/invocations", {}, b"{}")
+    assert status == 503 and hdrs["x-amzn-ErrorType"] == "ServiceUnavailable"
+
+
+def test_ping_500_when_loading_failed(caplog):
+    srv = ModelServer({"clipseg": "/nonexistent/clipseg"})
+    with caplog.at_level(logging.ERROR, logger="restyle.serve"):
+        srv.load()
+    status, body, _ = srv.route("GET", "/ping", {}, b"")
+    assert status == 500 and json.loads(body)["error"]["code"] == "load_failed"
+    assert "ModelUnavailable" in json.loads(body)["error"]["message"]
+
+
+def test_invocations_by_query_and_by_custom_attributes(server):
+    status, body, _ = post(server, "/invocations?model=clipseg", json.dumps(segment_body()).encode())
+    assert status == 200 and json.loads(body)["prompts"] == ["skirt", "dress"]
+    status, body, _ = post(server, "/invocations", json.dumps(inpaint_body()).encode(),
+                           {"X-Amzn-SageMaker-Custom-Attributes": "trace=1, model=inpaint"})
+    assert status == 200 and json.loads(body)["seeds"] == [3]
+
+
+def test_invocations_routing_errors(server):
+    status, body, _ = post(server, "/invocations", json.dumps(segment_body()).encode())
+    assert status == 400 and json.loads(body)["error"]["code"] == "ambiguous_model"
+    status, body, _ = post(server, "/invocations?model=sdxl", b"{}")
+    assert status == 404 and json.loads(body)["error"]["code"] == "unknown_model"
+    status, body, _ = post(server, "/invocations?model=clipseg", b"", method="GET")
+    assert status == 405 and json.loads(body)["error"]["code"] == "method_not_allowed"
+    status, body, _ = post(server, "/nowhere", b"", method="GET")
+    assert status == 404 and json.loads(body)["error"]["code"] == "not_found"
+
+
+def test_body_over_hard_limit_is_refused_unread(server):
+    """A Content-Length far over the limit is answered at once (SageMaker-shaped on the runtime path)."""
+    with socket.create_connection(("127.0.0.1", server), timeout=30) as sock:
+        sock.sendall(b"POST /endpoints/restyle-clipseg/invocations HTTP/1.1\r\nHost: x\r\n"
+                     b"Content-Type: application/json\r\nContent-Length: 100000000\r\n\r\n")
+        data = b""
+        while b"\r\n\r\n" not in data or not data.rstrip().endswith(b"}"):
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 413")
+    assert b"x-amzn-ErrorType: ValidationError" in head
+    assert json.loads(body)["error"]["code"] == "payload_too_large"
+
+
+# -- boto3 end to end ------------------------------------------------------------------------------------------
+def test_boto3_clipseg(runtime):
+    out = invoke(runtime, "restyle-clipseg", segment_body(prompts=["skirt", "dress", "jacket"], min_coverage=0.0,
+                                                          threshold=0.3))
+    assert out["prompts"] == ["skirt", "dress", "jacket"]
+    assert (out["width"], out["height"]) == (W, H)
+    for key in ("masks", "scores", "coverage", "bboxes", "found"):
+        assert len(out[key]) == 3, key
+    union = np.zeros((H, W), bool)
+    for m64, cov, box, found, score in zip(out["masks"], out["coverage"], out["bboxes"], out["found"],
+                                           out["scores"], strict=True):
+        img = decode(m64)
+        assert img.format == "PNG" and img.size == (W, H)
+        mask = np.asarray(img.convert("L"))
+        assert set(np.unique(mask)) <= {0, 255}
+        mask = mask > 0
+        assert cov == pytest.approx(mask.mean(), abs=1e-6)
+        assert found == bool(mask.any())
+        assert 0.0 <= score <= 1.0
+        if found:
+            ys, xs = np.nonzero(mask)
+            assert box == [xs.min(), ys.min(), xs.max() + 1, ys.max() + 1]
+            union |= mask
+        else:
+            assert box is None
+    assert (np.asarray(decode(out["union"]).convert("L")) > 0).tolist() == union.tolist()
+    assert "forward" in out["timings_ms"]
+    # the tiny CLIPSeg is fitted to make_photo's garment: the "skirt" mask lands on it
+    skirt = np.asarray(decode(out["masks"][0]).convert("L")) > 0
+    truth = garment_mask(W, H)
+    assert out["found"][0] and (skirt & truth).sum() / truth.sum() > 0.9
+    assert invoke(runtime, "restyle-clipseg", segment_body(include_union=False))["union"] is None
+
+
+def test_boto3_inpaint(runtime):
+    out = invoke(runtime, "restyle-inpaint", inpaint_body(num_images=2, seed=7))
+    assert out["seeds"] == [7, 8] and len(out["images"]) == 2 and out["rejected"] == []
+    assert (out["width"], out["height"], out["format"], out["offset"]) == (W, H, "png", None)
+    x0, y0, x1, y1 = out["crop_box"]
+    assert 0 <= x0 < x1 <= W and 0 <= y0 < y1 <= H
+    for img in map(decode, out["images"]):
+        assert img.format == "PNG" and img.size == (W, H) and img.mode == "RGB"
+    # a random seed is chosen and returned when none is given
+    assert len(invoke(runtime, "inpaint", inpaint_body(seed=None) | {"num_images": 1})["seeds"]) == 1
+
+
+@pytest.mark.parametrize("fmt, pil", [("png", "PNG"), ("jpeg", "JPEG"), ("webp", "WEBP")])
+def test_boto3_inpaint_formats(runtime, fmt, pil):
+    out = invoke(runtime, "restyle-inpaint", inpaint_body(format=fmt, quality=80))
+    img = decode(out["images"][0])
+    assert out["format"] == fmt and img.format == pil and img.size == (W, H)
+
+
+def test_boto3_return_crop(runtime):
+    w, h = 160, 120
+    photo, mask = make_photo(w, h), np.zeros((h, w), bool)
+    mask[40:70, 60:100] = True
+    body = {"image": b64(photo), "mask": b64(mask), "prompt": "skirt", "seeds": [4], "steps": 2, "padding": 8}
+    full = invoke(runtime, "restyle-inpaint", body)
+    crop = invoke(runtime, "restyle-inpaint", {**body, "return_crop": True})
+    x0, y0, x1, y1 = crop["crop_box"]
+    assert crop["crop_box"] == full["crop_box"] and crop["offset"] == [x0, y0]
+    assert (crop["width"], crop["height"]) == (x1 - x0, y1 - y0)
+    assert (x1 - x0, y1 - y0) != (w, h)  # really a crop
+    assert x0 <= 60 - 8 and y0 <= 40 - 8 and x1 >= 100 + 8 and y1 >= 70 + 8
+    piece = decode(crop["images"][0])
+    assert piece.size == (x1 - x0, y1 - y0)
+    # the crop is exactly that region of the full answer
+    assert (np.asarray(piece) == np.asarray(decode(full["images"][0]).crop((x0, y0, x1, y1)))).all()
+
+
+# -- seeds -----------------------------------------------------------------------------------------------------
+def test_same_request_same_pixels(runtime):
+    body = inpaint_body(num_images=2, seed=21)
+    assert invoke(runtime, "restyle-inpaint", body)["images"] == invoke(runtime, "restyle-inpaint", body)["images"]
+
+
+def test_candidate_equals_single_seed_request(runtime):
+    many = invoke(runtime, "restyle-inpaint", inpaint_body(seeds=[30, 31, 32]))
+    assert many["seeds"] == [30, 31, 32]
+    by_seed = invoke(runtime, "restyle-inpaint", inpaint_body(seed=30, num_images=3))
+    assert by_seed["seeds"] == [30, 31, 32]
+    pixels = [np.asarray(decode(i)).astype(int) for i in many["images"]]
+    for i in range(3):
+        assert np.abs(pixels[i] - np.asarray(decode(by_seed["images"][i])).astype(int)).max() <= 2
+    # the last candidate alone (every position is checked on the Inpainter in test_model_engines.py)
+    alone = np.asarray(decode(invoke(runtime, "restyle-inpaint", inpaint_body(seeds=[32]))["images"][0]))
+    assert np.abs(pixels[2] - alone.astype(int)).max() <= 2
+    assert np.abs(pixels[0] - pixels[1]).max() > 10  # different seeds, different pixels
+    assert np.abs(pixels[1] - pixels[2]).max() > 10
+
+
+# -- the bad input table ---------------------------------------------------------------------------------------
+PNG = to_bytes(make_photo(W, H), "PNG")
+JPEG = to_bytes(make_photo(W, H), "JPEG")
+OVERSIZE = b'{"image": "' + b"A" * (MAX_PAYLOAD + 10) + b'"}'
+
+
+@dataclass
+class Bad:
+    id: str
+    role: str
+    body: Any  # dict (JSON-encoded) or raw bytes
+    status: int
+    code: str
+    fragment: str  # the message must say this
+    headers: dict = field(default_factory=dict)
+    runtime_error: str = "ModelError"  # the boto3 error code on the SageMaker Runtime path
+    endpoint: str | None = None
+
+
+BAD = [
+    Bad("not-base64", "clipseg", segment_body(image="this is not base64!"), 400, "invalid_base64",
+        "`image` is not valid base64"),
+    Bad("not-an-image", "clipseg", segment_body(image=b64(b"just some text, no picture here")), 400,
+        "invalid_image", "not an image"),
+    Bad("zero-bytes", "clipseg", segment_body(image=""), 400, "invalid_image", "`image` is empty (0 bytes)"),
+    Bad("truncated-png", "clipseg", segment_body(image=b64(PNG[: len(PNG) // 2])), 400, "invalid_image",
+        "truncated"),
+    Bad("truncated-jpeg", "inpaint", inpaint_body(image=b64(JPEG[: len(JPEG) // 2])), 400, "invalid_image",
+        "truncated"),
+    Bad("bomb", "clipseg", segment_body(image=b64(png_claiming(20_000, 20_000))), 413, "image_too_large",
+        "pixels"),
+    Bad("bomb-mask", "inpaint", inpaint_body(mask=b64(png_claiming(20_000, 20_000))), 413, "image_too_large",
+        "`mask`"),
+    Bad("missing-image", "clipseg", {"prompts": ["skirt"]}, 400, "invalid_request", "`image` is required"),
+    Bad("missing-mask-prompt", "inpaint", {"image": b64(PNG)}, 400, "invalid_request", "`mask` is required"),
+    Bad("num-images-str", "inpaint", inpaint_body(num_images="4"), 400, "invalid_request", "`num_images`"),
+    Bad("prompts-str", "clipseg", segment_body(prompts="skirt"), 400, "invalid_request", "`prompts`"),
+    Bad("prompts-empty", "clipseg", segment_body(prompts=[]), 400, "invalid_request", "at least 1"),
+    Bad("prompt-blank", "inpaint", inpaint_body(prompt="   "), 400, "invalid_request", "must not be empty"),
+    Bad("prompts-blank-item", "clipseg", segment_body(prompts=["skirt", " "]), 400, "invalid_request",
+        "`prompts[1]`"),
+    Bad("num-images-0", "inpaint", inpaint_body(num_images=0), 400, "invalid_request", "`num_images`"),
+    Bad("num-images-17", "inpaint", inpaint_body(num_images=17), 400, "invalid_request", "less than or equal"),
+    Bad("steps-0", "inpaint", inpaint_body(steps=0), 400, "invalid_request", "`steps`"),
+    Bad("steps-151", "inpaint", inpaint_body(steps=151), 400, "invalid_request", "`steps`"),
+    Bad("threshold-1", "clipseg", segment_body(threshold=1.0), 400, "invalid_request", "`threshold`"),
+    Bad("bad-format", "inpaint", inpaint_body(format="gif"), 400, "invalid_request", "`format`"),
+    Bad("unknown-field", "inpaint", inpaint_body(colour="red"), 400, "invalid_request",
+        "`colour` is not a known field"),
+    Bad("malformed-json", "clipseg", b'{"image": "abc", "prompts": [', 400, "malformed_json", "not valid JSON"),
+    Bad("json-array", "clipseg", b'[{"image": "abc"}]', 400, "malformed_json", "must be a JSON object"),
+    Bad("not-utf8", "inpaint", b"\xff\xfe\x00garbage", 400, "malformed_json", "not valid JSON"),
+    Bad("empty-body", "clipseg", b"", 400, "malformed_json", "empty"),
+    Bad("content-type", "clipseg", segment_body(), 415, "unsupported_media_type", "text/plain",
+        headers={"Content-Type": "text/plain"}),
+    Bad("accept", "inpaint", inpaint_body(), 406, "not_acceptable", "image/png", headers={"Accept": "image/png"}),
+    Bad("mask-size", "inpaint", inpaint_body(mask=b64(garment_mask(W + 1, H))), 400, "mask_size_mismatch",
+        "must match"),
+    Bad("mask-empty", "inpaint", inpaint_body(mask=b64(np.zeros((H, W), bool))), 400, "empty_mask",
+        "nothing to repaint"),
+    Bad("oversize", "clipseg", OVERSIZE, 413, "payload_too_large", "6 MB", runtime_error="ValidationError"),
+    Bad("unknown-endpoint", "sdxl", segment_body(), 404, "unknown_model", "sdxl",
+        runtime_error="ValidationError", endpoint="restyle-sdxl"),
+]
+
+
+def _raw(case: Bad) -> bytes:
+    return case.body if isinstance(case.body, bytes) else json.dumps(case.body).encode()
+
+
+def _check_error(status: int, body: bytes | str, case: Bad) -> None:
+    text = body.decode() if isinstance(body, bytes) else body
+    assert "Traceback" not in text and 'File "' not in text
+    err = json.loads(text)["error"]
+    assert set(err) == {"code", "message"}
+    assert (status, err["code"]) == (case.status, case.code), err["message"]
+    assert case.fragment in err["message"]
+
+
+@pytest.mark.parametrize("case", BAD, ids=[c.id for c in BAD])
+def test_bad_input_container_path(server, case):
+    status, body, headers = post(server, f"/invocations?model={case.role}", _raw(case), case.headers)
+    assert 400 <= status < 500
+    assert headers["content-type"] == "application/json"
+    _check_error(status, body, case)
+
+
+@pytest.mark.parametrize("case", BAD, ids=[c.id for c in BAD])
+def test_bad_input_runtime_path(runtime, case):
+    kw = {"ContentType": case.headers.get("Content-Type", "application/json")}
+    if "Accept" in case.headers:
+        kw["Accept"] = case.headers["Accept"]
+    with pytest.raises(ClientError) as info:
+        runtime.invoke_endpoint(EndpointName=case.endpoint or f"restyle-{case.role}", Body=_raw(case), **kw)
+    resp = info.value.response
+    assert 400 <= resp["ResponseMetadata"]["HTTPStatusCode"] < 500
+    assert resp["Error"]["Code"] == case.runtime_error
+    if case.runtime_error == "ModelError":
+        assert resp["ResponseMetadata"]["HTTPStatusCode"] == 424
+        assert resp["OriginalStatusCode"] == case.status
+        _check_error(resp["OriginalStatusCode"], resp["OriginalMessage"], case)
+        assert case.code in resp["Error"]["Message"]
+    elif case.id == "oversize":
+        assert resp["ResponseMetadata"]["HTTPStatusCode"] == 413
+        assert "6 MB" in resp["Error"]["Message"]
+    else:
+        assert resp["ResponseMetadata"]["HTTPStatusCode"] == 400
+        assert "restyle-sdxl" in resp["Error"]["Message"] and "restyle-inpaint" in resp["Error"]["Message"]
+
+
+def test_server_still_healthy_after_the_table(server, runtime):
+    status, body, _ = post(server, "/ping", b"", method="GET")
+    assert status == 200 and json.loads(body)["status"] == "ok"
+    assert len(invoke(runtime, "restyle-inpaint", inpaint_body())["images"]) == 1
+    assert len(invoke(runtime, "restyle-clipseg", segment_body())["masks"]) == 2
+
+
+# -- our failures: 500, generic message, traceback in the log ----------------------------------------------------
+class Broken:
+    def __init__(self, exc: Exception) -> None:
+        self.exc = exc
+
+    def __call__(self, *args, **kwargs):
+        raise self.exc
+
+
+@pytest.mark.parametrize("exc", [RuntimeError("CUDA error: device-side assert"), ValueError("operands could not "
+                                                                                             "be broadcast")])
+def test_broken_model_is_a_500_with_the_traceback_in_the_log(caplog, exc):
+    model = LoadedModel("clipseg", Broken(exc), "broken")
+    body = json.dumps(segment_body()).encode()
+    with caplog.at_level(logging.ERROR, logger="restyle.model"):
+        status, out, ctype = handle(model, body, "application/json", None)
+    assert status == 500 and ctype == "application/json"
+    err = json.loads(out)["error"]
+    assert err == {"code": "internal_error", "message": "the model failed on this request; see the logs"}
+    assert "Traceback" not in out.decode() and str(exc) not in out.decode()
+    logged = "\n".join(r.getMessage() for r in caplog.records)
+    assert "Traceback (most recent call last)" in logged and f"{type(exc).__name__}: {exc}" in logged
+
+    # the same through the router, on both paths
+    srv = ModelServer({"clipseg": "broken"})
+    srv.models["clipseg"] = model
+    srv.ready.set()
+    status, out, _ = srv.route("POST", "/invocations", {"content-type": "application/json"}, body)
+    assert status == 500 and json.loads(out)["error"]["code"] == "internal_error"
+    status, out, hdrs = srv.route("POST", "/endpoints/restyle-clipseg/invocations",
+                                  {"content-type": "application/json"}, body)
+    assert status == 424 and hdrs["x-amzn-ErrorType"] == "ModelError"
+    sm = json.loads(out)
+    assert sm["OriginalStatusCode"] == 500 and json.loads(sm["OriginalMessage"])["error"]["code"] == "internal_error"
+    assert "Traceback" not in out.decode()
