@@ -26,14 +26,16 @@ FIXED_MTIME = 315532800  # 1980-01-01T00:00:00Z, the zip epoch; some tools rejec
 
 #: Installed on top of the container's torch.  Lower bounds match pyproject.toml.
 REQUIREMENTS = [
-    "diffusers>=0.31",
-    "transformers>=4.46",
+    "diffusers>=0.40",
+    "transformers>=4.56",
     "peft>=0.13",
     "accelerate>=1.0",
     "safetensors>=0.4",
     "pydantic>=2.7",
     "Pillow>=10.0",
     "scipy>=1.11",
+    "tqdm>=4.66",
+    "matplotlib>=3.8",  # training's loss curve PNG
 ]
 
 #: ``code/inference.py``: what the SageMaker inference toolkit imports.  Besides re-exporting the handlers, it
