@@ -51,6 +51,13 @@ JSON = "application/json"
 MAX_PAYLOAD = 6 * 1024 * 1024
 
 
+GENERIC_FAILURE = "the model failed on this request; see the logs"
+
+
+class ModelFailure(RuntimeError):
+    """Our own failure while predicting; the traceback is in the log, never in the response."""
+
+
 @dataclass
 class LoadedModel:
     role: str
@@ -190,9 +197,16 @@ PREDICTORS = {"clipseg": predict_segment, "inpaint": predict_inpaint}
 
 def predict_fn(data: dict, model: LoadedModel, context: Any = None) -> BaseModel:
     # The caller's mistakes arrive as ``RequestError`` (schemas, images, ``Inpainter.check_inputs``).  Any other
-    # exception, a bare ``ValueError`` from numpy/torch/diffusers included, is our bug: a 500 with the traceback
-    # logged, not a 400 that blames the caller and hides the traceback.
-    return PREDICTORS[model.role](data, model.engine)
+    # exception, a bare ``ValueError`` from numpy/torch/diffusers included, is our bug: logged here with its
+    # traceback and replaced by a generic ``ModelFailure`` (a 500 from ``handle``), so no internal text reaches a
+    # caller — not even in the Hugging Face container, which answers every exception with 400 and ``str(exc)``.
+    try:
+        return PREDICTORS[model.role](data, model.engine)
+    except RequestError:
+        raise
+    except Exception as exc:
+        log.error("%s failed:\n%s", model.role, traceback.format_exc())
+        raise ModelFailure(GENERIC_FAILURE) from exc
 
 
 # -- the whole chain, as the container runs it -----------------------------------------------------------------
@@ -217,9 +231,10 @@ def handle(model: LoadedModel, body: bytes, content_type: str | None, accept: st
     except RequestError as exc:
         log.info("%s %d %s: %s", model.role, exc.status, exc.code, exc.message)
         return exc.status, json.dumps(exc.to_dict()).encode(), JSON
-    except Exception:
-        log.error("%s failed:\n%s", model.role, traceback.format_exc())
-        body = {"error": {"code": "internal_error", "message": "the model failed on this request; see the logs"}}
+    except Exception as exc:
+        if not isinstance(exc, ModelFailure):  # predict_fn already logged its own
+            log.error("%s failed:\n%s", model.role, traceback.format_exc())
+        body = {"error": {"code": "internal_error", "message": GENERIC_FAILURE}}
         return 500, json.dumps(body).encode(), JSON
     log.info("%s 200 %s", model.role, " ".join(f"{k}={v * 1e3:.1f}ms" for k, v in stages.items()))
     return 200, out, JSON
