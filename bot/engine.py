@@ -96,10 +96,13 @@ class Engine:
             return parse(event.text, self._context(event.thread)).action in GENERATING_ACTIONS
         return False
 
-    def pending_notices(self) -> list[tuple[str, Text]]:
-        """Interrupted turns not yet reported, for adapters to post at start-up."""
+    def pending_notices(self, prefix: str = "") -> list[tuple[str, Text]]:
+        """Interrupted turns not yet reported in threads whose id starts with ``prefix``, for adapters to post
+        at start-up (each adapter asks for its own threads; the others stay for their next message)."""
         out = []
         for turn in self.store.unreported_interruptions():
+            if not turn.thread.startswith(prefix):
+                continue
             out.append((turn.thread, Text(T.INTERRUPTED.format(text=turn.text), kind="error")))
             self.store.mark_reported(turn.id)
         return out

@@ -45,3 +45,14 @@ BUSY = "I'm busy with other requests right now — please try again in a minute.
 BATCH_STARTED = "Starting a batch of {n} for _{prompt}_ — I'll post here when it's done."
 BATCH_CAPPED = " (capped at {cap})"
 FAILED = "Something went wrong on my side while generating; nothing was saved. Please try again."
+
+# Slack-specific
+DOWNLOAD_FAILED = "I couldn't download that photo from Slack ({why}). Please share it again."
+LOGIN_PAGE = ("Slack answered with a sign-in page instead of the photo — the app probably lacks the `files:read` "
+              "scope. Ask a workspace admin to reinstall restyle, then share the photo again.")
+PHOTO_IN_THREAD = ("Each photo gets its own thread: post the new photo as a new message in the channel "
+                   "(not as a reply here) and I'll start a thread for it.")
+UNKNOWN_COMMAND = "I don't know `/restyle {sub}`. Here is what I can do:\n\n"
+BATCH_USAGE = "Usage: `/restyle batch 8 pastel floral skirt` — run it in a channel that has a photo thread."
+VARIATION_HINT = "React ⭐ ❤️ 👍 on this message to keep it."
+DONE_STATUS = "Done."

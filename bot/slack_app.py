@@ -1,0 +1,655 @@
+"""The Slack adapter: a Bolt app that turns Slack events into engine events and renders the replies in threads.
+
+``python -m bot slack`` runs it over Socket Mode (``SLACK_BOT_TOKEN`` + ``SLACK_APP_TOKEN``); ``--http --port N``
+serves the Events API at ``/slack/events`` instead (``SLACK_SIGNING_SECRET``; Bolt verifies every request).
+
+Listeners stay small; the cross-cutting work is shared:
+
+* a global middleware drops re-delivered events by ``event_id`` (``Store.claim_event``), so a Slack retry or a
+  Socket Mode re-delivery never generates twice; message-level work is additionally claimed by ``channel:ts``,
+  because one @mention arrives twice (``message`` *and* ``app_mention``);
+* everything that may generate is acked at once and run on the ``JobQueue``: a status message in the thread is
+  updated in place from the engine's progress callback (at most once a second);
+* ``Variations`` become a contact-sheet upload plus, per variation, an image upload and a message with
+  Favourite / Use as base / More like this buttons.  That message's ``channel:ts`` is linked to the variation, so
+  a ⭐ ❤️ 👍 reaction on it points at exactly one variation.
+
+Nothing here logs request bodies, headers or tokens.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import re
+import sys
+import threading
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+from slack_bolt import App, BoltRequest, BoltResponse
+from slack_sdk import WebClient
+from slack_sdk.errors import SlackApiError, SlackClientError
+from slack_sdk.http_retry.builtin_handlers import RateLimitErrorRetryHandler
+
+from bot import messages as T
+from bot.events import (
+    Command,
+    Event,
+    Favorite,
+    FavoritesList,
+    Message,
+    MoreLike,
+    Photo,
+    Reply,
+    Text,
+    Use,
+    VariationOut,
+    Variations,
+)
+from bot.jobs import JobQueue
+from bot.settings import Settings
+
+log = logging.getLogger("restyle.slack")
+
+
+# -- knobs ---------------------------------------------------------------------------------------------------------
+FAV_REACTIONS = frozenset({"star", "heart", "+1", "thumbsup"})
+ACTION_FAV, ACTION_USE, ACTION_MORE = "restyle_fav", "restyle_use", "restyle_more"
+ACTIONS = (ACTION_FAV, ACTION_USE, ACTION_MORE)
+#: Socket Mode: ping Slack this often (s); a connection with no pong for 4 intervals is dropped and reconnected.
+PING_INTERVAL_S = 10.0
+#: The status message is edited at most this often (s) — chat.update is rate-limited (~50/min per workspace).
+UPDATE_EVERY_S = 1.0
+MAX_DOWNLOAD_BYTES = 50 * 1024 * 1024
+DOWNLOAD_TIMEOUT_S = 30.0
+EVENTS_PATH = "/slack/events"
+MESSAGE_SUBTYPES = {None, "file_share", "thread_broadcast"}
+IMAGE_MAGIC = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"GIF87a", b"GIF89a", b"BM", b"II*\x00", b"MM\x00*")
+
+
+# -- small helpers -------------------------------------------------------------------------------------------------
+def thread_id(channel: str, root_ts: str) -> str:
+    return f"slack:{channel}:{root_ts}"
+
+
+def parse_thread(thread: str) -> Place | None:
+    """``"slack:C1:17.01"`` → Place("C1", "17.01"); None for other adapters' threads."""
+    parts = thread.split(":", 2)
+    if len(parts) != 3 or parts[0] != "slack":
+        return None
+    return Place(parts[1], parts[2])
+
+
+def escape(text: str) -> str:
+    """Slack mrkdwn escaping for text we did not write (prompts)."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def looks_like_image(data: bytes) -> bool:
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return True
+    return any(data.startswith(m) for m in IMAGE_MAGIC)
+
+
+def looks_like_html(data: bytes) -> bool:
+    head = data[:512].lstrip().lower()
+    return head.startswith((b"<!doctype html", b"<html", b"<head", b"<body"))
+
+
+@dataclass(frozen=True)
+class Place:
+    """Where replies go: a channel and the ROOT ts of the photo's thread."""
+
+    channel: str
+    root: str
+
+    @property
+    def thread(self) -> str:
+        return thread_id(self.channel, self.root)
+
+
+class DownloadError(Exception):
+    """A user-facing reason the photo could not be fetched (the message is the thread reply)."""
+
+
+class Status:
+    """The "Working on it… 3/30" message, edited in place (throttled) until the job finishes."""
+
+    def __init__(self, client: WebClient, channel: str, ts: str, text: str) -> None:
+        self.client, self.channel, self.ts = client, channel, ts
+        self._lock = threading.Lock()
+        self._last_text = text
+        self._last_at = time.monotonic()
+        self.closed = False
+
+    def progress(self, done: int, total: int, text: str) -> None:
+        with self._lock:
+            now = time.monotonic()
+            if self.closed or text == self._last_text or now - self._last_at < UPDATE_EVERY_S:
+                return
+            self._last_text, self._last_at = text, now
+            self._update(text)
+
+    def finish(self, text: str) -> None:
+        with self._lock:
+            if self.closed:
+                return
+            self.closed = True
+            if text != self._last_text:
+                self._update(text)
+
+    def _update(self, text: str) -> None:
+        try:
+            self.client.chat_update(channel=self.channel, ts=self.ts, text=text)
+        except (SlackApiError, SlackClientError, OSError) as exc:
+            log.warning("could not update the status message: %s", _why(exc))
+
+
+def _why(exc: BaseException) -> str:
+    if isinstance(exc, SlackApiError):
+        return f"Slack error {exc.response.get('error', '?')}"
+    return type(exc).__name__
+
+
+# -- the adapter ---------------------------------------------------------------------------------------------------
+class SlackBot:
+    """State shared by the listeners: the engine, the Web API client, the job queue and the bot's identity."""
+
+    def __init__(self, engine, settings: Settings, client: WebClient, jobs: JobQueue) -> None:
+        self.engine = engine
+        self.store = engine.store
+        self.settings = settings
+        self.client = client
+        self.jobs = jobs
+        self.bot_user_id: str | None = None
+        self._allowed_hosts = {"files.slack.com"}
+        api_host = urllib.parse.urlsplit(settings.slack_api_url).hostname
+        if api_host:
+            self._allowed_hosts.add(api_host)
+
+    # -- middleware ------------------------------------------------------------------------------------------------
+    def dedupe(self, body: dict, context, next: Callable[[], BoltResponse]):  # noqa: A002 - Bolt's argument name
+        """Global middleware: an ``event_id`` is processed once (Slack retries, Socket Mode re-deliveries)."""
+        if context.get("bot_user_id") and not self.bot_user_id:
+            self.bot_user_id = context["bot_user_id"]
+        event_id = body.get("event_id") if body.get("type") == "event_callback" else None
+        if event_id and not self.store.claim_event(str(event_id)):
+            log.info("event %s was already handled; acking the re-delivery", event_id)
+            return BoltResponse(status=200, body="")
+        return next()
+
+    # -- listeners -------------------------------------------------------------------------------------------------
+    def on_message(self, event: dict) -> None:
+        if event.get("subtype") not in MESSAGE_SUBTYPES:
+            return  # message_changed, message_deleted, channel_join, bot_message …
+        self._user_message(event, mentioned=False)
+
+    def on_mention(self, event: dict) -> None:
+        self._user_message(event, mentioned=True)
+
+    def on_file_shared(self) -> None:
+        """``file_shared`` only needs an ack (else Slack retries); the ``message``/``file_share`` event does the work."""
+
+    def on_reaction(self, event: dict) -> None:
+        name = str(event.get("reaction", "")).split("::", 1)[0]  # "+1::skin-tone-2" → "+1"
+        item = event.get("item") or {}
+        user = event.get("user")
+        if name not in FAV_REACTIONS or item.get("type") != "message" or not user or user == self.bot_user_id:
+            return
+        vid = self.store.variation_for_message(f"{item.get('channel')}:{item.get('ts')}")
+        variation = self.store.variation(vid) if vid else None
+        place = parse_thread(variation.thread) if variation else None
+        if variation is None or place is None:
+            return
+        added = event.get("type") == "reaction_added"
+        self._run(place, Favorite(variation.thread, user, variation.id, added=added), ephemeral_to=user)
+
+    def on_action(self, ack, body: dict, action: dict) -> None:
+        ack()
+        user = (body.get("user") or {}).get("id", "")
+        channel = (body.get("channel") or {}).get("id") or (body.get("container") or {}).get("channel_id")
+        vid = str(action.get("value", ""))
+        variation = self.store.variation(vid)
+        place = parse_thread(variation.thread) if variation else None
+        if variation is None or place is None:
+            if channel:
+                self._ephemeral(channel, user, None, T.NO_VARIATION.format(number="?"))
+            return
+        aid = action.get("action_id")
+        if aid == ACTION_FAV:
+            self._run(place, Favorite(variation.thread, user, vid, added=True), ephemeral_to=user)
+        elif aid == ACTION_USE:
+            self._run(place, Use(variation.thread, user, vid))
+        elif aid == ACTION_MORE:
+            self._run(place, MoreLike(variation.thread, user, vid))
+
+    def on_command(self, ack, command: dict) -> None:
+        text = " ".join(str(command.get("text", "")).split())
+        channel, user = command.get("channel_id", ""), command.get("user_id", "")
+        sub = text.split(" ", 1)[0].lower()
+        if sub in ("", "help"):
+            ack(text=T.HELP)
+            return
+        if sub not in ("batch", "favorites", "favourites", "favs", "settings"):
+            ack(text=T.UNKNOWN_COMMAND.format(sub=escape(sub)) + T.HELP)
+            return
+        thread = self.store.latest_thread(f"slack:{channel}:")
+        place = parse_thread(thread) if thread else None
+        if place is None:
+            ack(text=T.NO_THREAD)
+            return
+        event = Command(thread, user, text)
+        if sub == "batch":
+            m = re.match(r"batch\s+(?:(\d+)\s+)?(\S.*)$", text, re.IGNORECASE)
+            if not m:
+                ack(text=T.BATCH_USAGE)
+                return
+            wanted = int(m.group(1)) if m.group(1) else int(self.store.settings(thread).get(
+                "count", self.settings.num_images))
+            n = max(1, min(wanted, self.settings.max_batch))
+            capped = T.BATCH_CAPPED.format(cap=self.settings.max_batch) if wanted > n else ""
+            ack(text=T.BATCH_STARTED.format(n=n, prompt=escape(m.group(2))) + capped)
+        else:
+            ack()
+        self._run(place, event)
+
+    # -- messages and photos ---------------------------------------------------------------------------------------
+    def _user_message(self, event: dict, *, mentioned: bool) -> None:
+        user, channel, ts = event.get("user"), event.get("channel"), event.get("ts")
+        if event.get("bot_id") or not user or user == self.bot_user_id or not channel or not ts:
+            return
+        raw = str(event.get("text") or "")
+        if self.bot_user_id and f"<@{self.bot_user_id}>" in raw:
+            mentioned = True
+        text = re.sub(r"<@[A-Z0-9]+(?:\|[^>]*)?>", " ", raw).strip() if mentioned else raw.strip()
+        parent = event.get("thread_ts") if event.get("thread_ts") not in (None, ts) else None
+        is_dm = event.get("channel_type") == "im"
+        files = event.get("files") or []
+        if files:
+            if self._claim(channel, ts):
+                self._photo(channel, ts, parent, user, files, text)
+            return
+        if parent is not None:
+            place = Place(channel, parent)
+            if self.store.has_thread(place.thread):
+                if self._claim(channel, ts):
+                    self._run(place, Message(place.thread, user, text), quiet_unknown=not (mentioned or is_dm))
+            elif mentioned and self._claim(channel, ts):
+                self._post(place, T.NO_THREAD)
+            return
+        if not (mentioned or is_dm):
+            return  # channel chatter
+        latest = self.store.latest_thread(f"slack:{channel}:") if is_dm else None
+        place = parse_thread(latest) if latest else None
+        if place is not None and text.lower() not in ("", "help"):
+            if self._claim(channel, ts):  # a DM needs no threads: top-level text continues the latest photo
+                self._run(place, Message(place.thread, user, text))
+        elif self._claim(channel, ts):
+            self._post(Place(channel, ts), T.HELP if text.lower() in ("", "help") else T.NO_THREAD)
+
+    def _claim(self, channel: str, ts: str) -> bool:
+        """One message, one reaction — even when it arrives as both ``message`` and ``app_mention``."""
+        return self.store.claim_event(f"msg:{channel}:{ts}")
+
+    def _photo(self, channel: str, ts: str, parent: str | None, user: str, files: list[dict], text: str) -> None:
+        if parent is not None and self.store.has_thread(thread_id(channel, parent)):
+            self._post(Place(channel, parent), T.PHOTO_IN_THREAD)
+            return
+        place = Place(channel, parent or ts)
+        image = next((f for f in files if str(f.get("mimetype", "")).startswith("image/")), None)
+        if image is None:
+            f = files[0]
+            what = f.get("pretty_type") or f.get("filetype") or f.get("mimetype") or "unknown type"
+            self._post(place, T.NOT_AN_IMAGE.format(what=f"{f.get('name') or 'file'}: {what}"))
+            return
+        filename = str(image.get("name") or "photo")
+        probe = Photo(place.thread, user, b"", filename, text)
+
+        def make() -> Event | Text:
+            try:
+                data = self._download(image)
+            except DownloadError as exc:
+                return Text(str(exc), kind="error")
+            return Photo(place.thread, user, data, filename, text)
+
+        self._run(place, probe, make=make)
+
+    def _download(self, file: dict) -> bytes:
+        """``url_private`` with the bot token; a sign-in page (no ``files:read``) or a non-image is a DownloadError."""
+        if file.get("size") and int(file["size"]) > MAX_DOWNLOAD_BYTES:
+            raise DownloadError(T.TOO_LARGE.format(
+                why=f"the file is {int(file['size']) / 1e6:.0f} MB; the limit is {MAX_DOWNLOAD_BYTES / 1e6:.0f} MB"))
+        url = file.get("url_private") or file.get("url_private_download")
+        if not url and file.get("id"):  # e.g. file_access: "check_file_info"
+            try:
+                info = self.client.files_info(file=file["id"])["file"]
+            except SlackApiError as exc:
+                raise DownloadError(T.DOWNLOAD_FAILED.format(why=_why(exc))) from None
+            url = info.get("url_private") or info.get("url_private_download")
+        if not url:
+            raise DownloadError(T.DOWNLOAD_FAILED.format(why="the event carried no file URL"))
+        host = urllib.parse.urlsplit(url).hostname or ""
+        if host not in self._allowed_hosts and not host.endswith(".slack.com"):
+            # never send the bot token anywhere but Slack
+            raise DownloadError(T.DOWNLOAD_FAILED.format(why=f"unexpected file host {host}"))
+        req = urllib.request.Request(url, headers={"Authorization": f"Bearer {self.settings.slack_bot_token}"})
+        try:
+            with urllib.request.urlopen(req, timeout=DOWNLOAD_TIMEOUT_S) as resp:  # noqa: S310 - Slack URL
+                ctype = resp.headers.get_content_type()
+                data = resp.read(MAX_DOWNLOAD_BYTES + 1)
+        except urllib.error.HTTPError as exc:
+            raise DownloadError(T.DOWNLOAD_FAILED.format(why=f"HTTP {exc.code}")) from None
+        except (urllib.error.URLError, OSError) as exc:
+            raise DownloadError(T.DOWNLOAD_FAILED.format(why=type(exc).__name__)) from None
+        if len(data) > MAX_DOWNLOAD_BYTES:
+            raise DownloadError(T.TOO_LARGE.format(why=f"the limit is {MAX_DOWNLOAD_BYTES / 1e6:.0f} MB"))
+        if ctype == "text/html" or looks_like_html(data):
+            log.warning("url_private answered an HTML page (missing files:read scope or a wrong token?)")
+            raise DownloadError(T.LOGIN_PAGE)
+        if not looks_like_image(data) and not ctype.startswith("image/"):
+            raise DownloadError(T.NOT_AN_IMAGE.format(what=ctype or "unknown type"))
+        return data
+
+    # -- running engine events -------------------------------------------------------------------------------------
+    def _run(self, place: Place, event: Event, *, make: Callable[[], Event | Text] | None = None,
+             ephemeral_to: str | None = None, quiet_unknown: bool = False) -> None:
+        """Quick events run here (Bolt already acked); generation is queued behind a status message."""
+        make = make or (lambda: event)
+        if not self.engine.needs_generation(event):
+            self._execute(place, make, None, ephemeral_to, quiet_unknown)
+            return
+        status = self._start_status(place)
+        if not self.jobs.submit(self._execute, place, make, status, ephemeral_to, quiet_unknown):
+            if status is not None:
+                status.finish(T.BUSY)
+            else:
+                self._post(place, T.BUSY)
+
+    def _start_status(self, place: Place) -> Status | None:
+        steps = self.settings.steps
+        if self.store.has_thread(place.thread):
+            steps = int(self.store.settings(place.thread).get("steps", steps))
+        text = T.WORKING.format(done=0, total=steps)
+        ts = self._post(place, text)
+        return Status(self.client, place.channel, ts, text) if ts else None
+
+    def _execute(self, place: Place, make: Callable[[], Event | Text], status: Status | None,
+                 ephemeral_to: str | None, quiet_unknown: bool) -> None:
+        try:
+            event = make()
+            replies = [event] if isinstance(event, Text) else self.engine.handle(
+                event, status.progress if status else None)
+        except Exception:  # the engine turns its own failures into Text; this is a last resort
+            log.exception("handling a Slack event failed")
+            replies = [Text(T.FAILED, kind="error")]
+        if quiet_unknown:
+            replies = [r for r in replies if not (isinstance(r, Text) and r.text == T.UNKNOWN)]
+        self.deliver(place, replies, status=status, ephemeral_to=ephemeral_to)
+
+    # -- rendering -------------------------------------------------------------------------------------------------
+    def deliver(self, place: Place, replies: list[Reply], *, status: Status | None = None,
+                ephemeral_to: str | None = None) -> None:
+        for reply in replies:
+            try:
+                if isinstance(reply, Variations):
+                    self._say(place, reply.text, status)
+                    numbers = f"#{reply.items[0].number}–#{reply.items[-1].number}" if reply.items else ""
+                    sheets = [(reply.sheet, f"Contact sheet {numbers}"), (reply.mask_preview, "Mask")]
+                    self._upload_many(place, [(p, title) for p, title in sheets if p is not None])
+                    for item in reply.items:
+                        self._post_variation(place, item)
+                elif isinstance(reply, FavoritesList):
+                    self._say(place, reply.text, status)
+                    if reply.sheet is not None:
+                        self._upload_many(place, [(reply.sheet, "Favourites")])
+                elif ephemeral_to and (status is None or status.closed):
+                    self._ephemeral(place.channel, ephemeral_to, place.root, reply.text)
+                else:
+                    self._say(place, reply.text, status)
+            except (SlackApiError, SlackClientError, OSError) as exc:
+                log.warning("could not deliver a %s reply to %s: %s", type(reply).__name__, place.channel,
+                            _why(exc))
+        if status is not None:
+            status.finish(T.DONE_STATUS)
+
+    def _say(self, place: Place, text: str, status: Status | None) -> None:
+        """The first reply of a job replaces its status message; later ones are new thread messages."""
+        if status is not None and not status.closed:
+            status.finish(text)
+        else:
+            self._post(place, text)
+
+    def _post(self, place: Place, text: str, **kw) -> str | None:
+        try:
+            resp = self.client.chat_postMessage(channel=place.channel, thread_ts=place.root, text=text,
+                                                unfurl_links=False, unfurl_media=False, **kw)
+        except (SlackApiError, SlackClientError, OSError) as exc:
+            log.warning("chat.postMessage to %s failed: %s", place.channel, _why(exc))
+            return None
+        return resp.get("ts")
+
+    def _ephemeral(self, channel: str, user: str, root: str | None, text: str) -> None:
+        try:
+            self.client.chat_postEphemeral(channel=channel, user=user, text=text, thread_ts=root)
+        except (SlackApiError, SlackClientError, OSError) as exc:
+            log.warning("chat.postEphemeral to %s failed: %s", channel, _why(exc))
+
+    def _upload_many(self, place: Place, files: list[tuple[Path, str]]) -> list[dict]:
+        """One upload (one thread message) for several files.  Thread with the ROOT ts: a file's own
+        timestamps are not message timestamps."""
+        if not files:
+            return []
+        resp = self.client.files_upload_v2(
+            channel=place.channel, thread_ts=place.root,
+            file_uploads=[{"file": str(p), "filename": Path(p).name, "title": title[:250]} for p, title in files])
+        return list(resp.get("files") or [])
+
+    def _post_variation(self, place: Place, item: VariationOut) -> None:
+        uploaded = self._upload_many(place, [(item.path, item.caption)])
+        permalink = uploaded[0].get("permalink") if uploaded else None
+        ts = self._post(place, item.caption[:3000], blocks=variation_blocks(item, permalink))
+        if ts:
+            self.store.link_message(f"{place.channel}:{ts}", item.id)
+
+    def post_pending_notices(self) -> int:
+        """At start-up: tell threads whose job a restart interrupted (other adapters' threads are skipped)."""
+        n = 0
+        for thread, text in self.engine.pending_notices(prefix="slack:"):
+            place = parse_thread(thread)
+            if place is not None:
+                self._post(place, text.text)
+                n += 1
+        return n
+
+
+def variation_blocks(item: VariationOut, permalink: str | None) -> list[dict]:
+    caption = escape(item.caption)[:2500]
+    if permalink:
+        caption += f" · <{permalink}|full size>"
+
+    def button(text: str, action_id: str, **extra) -> dict:
+        return {"type": "button", "action_id": action_id, "value": item.id,
+                "text": {"type": "plain_text", "text": text, "emoji": True}, **extra}
+
+    return [
+        {"type": "section", "text": {"type": "mrkdwn", "text": caption}},
+        {"type": "actions", "block_id": f"restyle_{item.id}"[:255], "elements": [
+            button("⭐ Favourite", ACTION_FAV, style="primary"),
+            button("Use as base", ACTION_USE),
+            button("More like this", ACTION_MORE),
+        ]},
+        {"type": "context", "elements": [{"type": "mrkdwn", "text": T.VARIATION_HINT}]},
+    ]
+
+
+# -- wiring --------------------------------------------------------------------------------------------------------
+class _QuietBolt(logging.Filter):
+    """Bolt reads SLACK_BOT_TOKEN itself and warns that our (configured) client wins — which is intended."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("As you gave `client` as well")
+
+
+def build_client(settings: Settings) -> WebClient:
+    client = WebClient(token=settings.slack_bot_token, base_url=settings.slack_api_url,
+                       logger=logging.getLogger("restyle.slack.web"))
+    client.retry_handlers.append(RateLimitErrorRetryHandler(max_retry_count=2))
+    return client
+
+
+def build_app(engine, settings: Settings, *, client: WebClient | None = None, jobs: JobQueue | None = None) -> App:
+    """The Bolt app.  Calls ``auth.test`` once (the bot's own user id).  ``app.restyle`` is the ``SlackBot``."""
+    client = client or build_client(settings)
+    if not any(isinstance(h, RateLimitErrorRetryHandler) for h in client.retry_handlers):
+        client.retry_handlers.append(RateLimitErrorRetryHandler(max_retry_count=2))
+    jobs = jobs or JobQueue(settings.workers, settings.queue_size)
+    bot = SlackBot(engine, settings, client, jobs)
+    bolt_log = logging.getLogger("restyle.slack.bolt")
+    if not any(isinstance(f, _QuietBolt) for f in bolt_log.filters):
+        bolt_log.addFilter(_QuietBolt())
+    app = App(client=client, signing_secret=settings.slack_signing_secret or "", logger=bolt_log, name="restyle")
+    try:
+        bot.bot_user_id = client.auth_test().get("user_id")
+    except (SlackApiError, SlackClientError, OSError) as exc:
+        log.warning("auth.test failed (%s); the bot's user id comes from the first event", _why(exc))
+    app.use(bot.dedupe)
+    app.event("message")(bot.on_message)
+    app.event("app_mention")(bot.on_mention)
+    app.event("reaction_added")(bot.on_reaction)
+    app.event("reaction_removed")(bot.on_reaction)
+    app.event("file_shared")(bot.on_file_shared)
+    app.action(re.compile("^(" + "|".join(ACTIONS) + ")$"))(bot.on_action)
+    app.command("/restyle")(bot.on_command)
+    app.restyle = bot  # type: ignore[attr-defined]
+    return app
+
+
+def serve_http(app: App, host: str = "0.0.0.0", port: int = 3000, path: str = EVENTS_PATH) -> ThreadingHTTPServer:
+    """A threaded stdlib server for the Events API: POST ``path`` → ``app.dispatch``; GET /healthz → ok.
+    Returns the (not yet serving) server; call ``serve_forever()`` on it (or in a thread)."""
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, format, *args):  # noqa: A002 - http.server's name; no request lines in logs
+            pass
+
+        def _send(self, status: int, body: bytes, headers: dict[str, list[str]] | None = None) -> None:
+            self.send_response(status)
+            has_type = False
+            for k, values in (headers or {}).items():
+                if k.lower() == "content-length":
+                    continue
+                has_type |= k.lower() == "content-type"
+                for v in values if isinstance(values, list | tuple) else [values]:
+                    self.send_header(k, str(v))
+            if not has_type:
+                self.send_header("Content-Type", "text/plain; charset=utf-8")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def do_GET(self):
+            if urllib.parse.urlsplit(self.path).path == "/healthz":
+                return self._send(200, b"ok")
+            return self._send(404, b"not found")
+
+        def do_POST(self):
+            parsed = urllib.parse.urlsplit(self.path)
+            if parsed.path != path:
+                return self._send(404, b"not found")
+            length = int(self.headers.get("Content-Length") or 0)
+            body = self.rfile.read(length).decode("utf-8", errors="replace")
+            headers: dict[str, list[str]] = {}
+            for k, v in self.headers.items():
+                headers.setdefault(k.lower(), []).append(v)
+            resp = app.dispatch(BoltRequest(body=body, query=parsed.query, headers=headers))
+            body_out = resp.body.encode() if isinstance(resp.body, str) else (resp.body or b"")
+            self._send(resp.status, body_out, resp.headers)
+
+    server = ThreadingHTTPServer((host, port), Handler)
+    server.daemon_threads = True
+    return server
+
+
+def socket_mode_handler(app: App, app_token: str, *, ping_interval: float = PING_INTERVAL_S):
+    """Bolt's built-in Socket Mode handler (no extra dependency): pings every ``ping_interval`` s and reconnects
+    by itself when the connection goes quiet (no pong for 4 intervals) or drops."""
+    from slack_bolt.adapter.socket_mode import SocketModeHandler
+
+    return SocketModeHandler(app, app_token, auto_reconnect_enabled=True, ping_interval=ping_interval)
+
+
+def run_socket_mode(app: App, app_token: str, *, ping_interval: float = PING_INTERVAL_S) -> None:
+    socket_mode_handler(app, app_token, ping_interval=ping_interval).start()  # blocks
+
+
+def run_http(app: App, port: int, host: str = "0.0.0.0") -> None:
+    server = serve_http(app, host, port)
+    print(f"restyle: serving the Slack Events API on http://{host}:{server.server_address[1]}{EVENTS_PATH}",
+          file=sys.stderr)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+
+
+def main(argv: list[str], settings: Settings) -> int:
+    ap = argparse.ArgumentParser(prog="restyle slack")
+    ap.add_argument("--http", action="store_true", help="serve the Events API over HTTP instead of Socket Mode")
+    ap.add_argument("--port", type=int, default=3000)
+    ap.add_argument("--host", default="0.0.0.0")
+    ap.add_argument("--ping-interval", type=float,
+                    default=float(os.environ.get("RESTYLE_SLACK_PING_INTERVAL") or PING_INTERVAL_S))
+    args = ap.parse_args(argv)
+    missing = [name for name, value in (("SLACK_BOT_TOKEN", settings.slack_bot_token),
+                                        ("SLACK_SIGNING_SECRET" if args.http else "SLACK_APP_TOKEN",
+                                         settings.slack_signing_secret if args.http else settings.slack_app_token))
+               if not value]
+    if missing:
+        print(f"restyle: set {' and '.join(missing)} (see docs/slack.md)", file=sys.stderr)
+        return 2
+    if not args.http and not str(settings.slack_app_token).startswith("xapp-"):
+        print("restyle: SLACK_APP_TOKEN must be an app-level token (xapp-…) with connections:write",
+              file=sys.stderr)
+        return 2
+
+    from bot.engine import build_engine
+
+    engine = build_engine(settings)
+    if settings.backend == "local":
+        from model.loading import ModelUnavailable
+
+        print("loading models…" + (" (tiny random checkpoints)" if settings.tiny else ""), file=sys.stderr)
+        try:
+            engine.backend.warm()
+        except ModelUnavailable as exc:
+            print(f"restyle: {exc}", file=sys.stderr)
+            return 2
+    client = build_client(settings)
+    try:
+        client.auth_test()
+    except SlackApiError as exc:
+        print(f"restyle: SLACK_BOT_TOKEN was rejected by Slack ({exc.response.get('error')})", file=sys.stderr)
+        return 2
+    except (SlackClientError, OSError) as exc:
+        print(f"restyle: cannot reach Slack at {settings.slack_api_url} ({type(exc).__name__})", file=sys.stderr)
+        return 1
+    app = build_app(engine, settings, client=client)
+    app.restyle.post_pending_notices()  # type: ignore[attr-defined]
+    if args.http:
+        run_http(app, args.port, args.host)
+    else:
+        print(f"restyle: connecting to Slack over Socket Mode (ping every {args.ping_interval:g}s)", file=sys.stderr)
+        run_socket_mode(app, settings.slack_app_token, ping_interval=args.ping_interval)
+    return 0
