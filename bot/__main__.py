@@ -53,21 +53,15 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _chat(args, settings: Settings) -> int:
-    from bot.engine import build_engine
+    from bot.engine import start_engine
     from bot.terminal import TerminalChat
-    from model.loading import ModelUnavailable
 
     if not args.photo.is_file():
         print(f"restyle: no such photo: {args.photo}", file=sys.stderr)
         return 2
-    engine = build_engine(settings)
-    if settings.backend == "local":
-        print("loading models…" + (" (tiny random checkpoints)" if settings.tiny else ""), file=sys.stderr)
-        try:
-            engine.backend.warm()
-        except ModelUnavailable as exc:
-            print(f"restyle: {exc}", file=sys.stderr)
-            return 2
+    engine = start_engine(settings)
+    if engine is None:
+        return 2
     out = args.out or Path("restyle-out") / args.photo.stem
     return TerminalChat(engine, out).start(args.photo)
 

@@ -178,38 +178,58 @@ class SageMakerBackend(Backend):
         return super().inpaint_many(req, progress, batch=batch)
 
     # -- async inference: input and output on S3 --------------------------------------------------------------
-    def _inpaint_async(self, req: InpaintRequest, progress: Progress | None, poll_s: float = 2.0,
+    def _inpaint_async(self, req: InpaintRequest, progress: Progress | None, poll_s: float = 1.0,
                        deadline_s: float = 3600.0) -> InpaintResponse:
+        """Each chunk of ≤ MAX_IMAGES candidates: request JSON to S3 → InvokeEndpointAsync → poll the output
+        (or failure) object; one merged response."""
         import boto3
         from botocore.exceptions import ClientError
 
+        from model.schemas import MAX_IMAGES
+
         s3 = self._s3 or boto3.client("s3")
-        key = f"restyle/async-in/{uuid.uuid4().hex}.json"
-        s3.put_object(Bucket=self.async_bucket, Key=key, Body=req.model_dump_json().encode(),
-                      ContentType="application/json")
-        resp = self.client.invoke_endpoint_async(EndpointName=self.async_endpoint,
-                                                 InputLocation=f"s3://{self.async_bucket}/{key}",
-                                                 ContentType="application/json", Accept="application/json")
-        out_bucket, out_key = _split_s3(resp["OutputLocation"])
-        fail_loc = resp.get("FailureLocation")
+        seeds = req.seeds or [req.seed + i for i in range(req.num_images)]
+        pending = []
+        for i in range(0, len(seeds), MAX_IMAGES):
+            chunk = req.model_copy(update={"seeds": seeds[i:i + MAX_IMAGES], "num_images": len(seeds[i:i + MAX_IMAGES])})
+            key = f"restyle/async-in/{uuid.uuid4().hex}.json"
+            s3.put_object(Bucket=self.async_bucket, Key=key, Body=chunk.model_dump_json().encode(),
+                          ContentType="application/json")
+            resp = self.client.invoke_endpoint_async(EndpointName=self.async_endpoint,
+                                                     InputLocation=f"s3://{self.async_bucket}/{key}",
+                                                     ContentType="application/json", Accept="application/json")
+            pending.append((resp["OutputLocation"], resp.get("FailureLocation")))
+        results: list[InpaintResponse] = []
         start = time.monotonic()
-        while time.monotonic() - start < deadline_s:
-            try:
-                body = s3.get_object(Bucket=out_bucket, Key=out_key)["Body"].read()
+        while pending:
+            if time.monotonic() - start > deadline_s:
+                raise BackendUnavailable(f"{self.async_endpoint}: no result after {deadline_s:.0f} s")
+            output, failure = pending[0]
+            body = _s3_read(s3, output, ClientError)
+            if body is not None:
+                results.append(InpaintResponse.model_validate(json.loads(body)))
+                pending.pop(0)
                 if progress:
-                    progress(1, 1)
-                return InpaintResponse.model_validate(json.loads(body))
-            except ClientError:
-                pass
-            if fail_loc:
-                fb, fk = _split_s3(fail_loc)
-                try:
-                    err = s3.get_object(Bucket=fb, Key=fk)["Body"].read().decode("utf-8", "replace")
-                    raise BackendError("async_failed", err[:500])
-                except ClientError:
-                    pass
+                    progress(len(results), len(results) + len(pending))
+                continue
+            err = _s3_read(s3, failure, ClientError) if failure else None
+            if err is not None:
+                code, message = _model_error({"OriginalMessage": err.decode("utf-8", "replace")})
+                raise BackendError(code, message)
             time.sleep(poll_s)
-        raise BackendUnavailable(f"{self.async_endpoint}: no result after {deadline_s:.0f} s")
+        merged = results[0]
+        for part in results[1:]:
+            merged = merged.model_copy(update={"images": merged.images + part.images, "seeds": merged.seeds + part.seeds,
+                                               "rejected": merged.rejected + part.rejected})
+        return merged
+
+
+def _s3_read(s3, uri: str, missing: type[Exception]) -> bytes | None:
+    bucket, key = _split_s3(uri)
+    try:
+        return s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+    except missing:
+        return None
 
 
 def _split_s3(uri: str) -> tuple[str, str]:

@@ -425,3 +425,21 @@ def _with_prompt(intent: Intent, prompt: str, negative: str) -> Intent:
 
 def build_engine(settings: Settings, backend: Backend | None = None) -> Engine:
     return Engine(Store(settings.data_dir), backend or build_backend(settings), settings)
+
+
+def start_engine(settings: Settings) -> Engine | None:
+    """``build_engine`` plus, for the local backend, loading the models now; on missing weights it prints what
+    to set (or ``--tiny``) to stderr and returns None (the command then exits 2)."""
+    import sys
+
+    from model.loading import ModelUnavailable
+
+    engine = build_engine(settings)
+    if settings.backend == "local":
+        print("loading models…" + (" (tiny random checkpoints)" if settings.tiny else ""), file=sys.stderr)
+        try:
+            engine.backend.warm()
+        except ModelUnavailable as exc:
+            print(f"restyle: {exc}", file=sys.stderr)
+            return None
+    return engine

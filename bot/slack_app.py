@@ -624,18 +624,11 @@ def main(argv: list[str], settings: Settings) -> int:
               file=sys.stderr)
         return 2
 
-    from bot.engine import build_engine
+    from bot.engine import start_engine
 
-    engine = build_engine(settings)
-    if settings.backend == "local":
-        from model.loading import ModelUnavailable
-
-        print("loading models…" + (" (tiny random checkpoints)" if settings.tiny else ""), file=sys.stderr)
-        try:
-            engine.backend.warm()
-        except ModelUnavailable as exc:
-            print(f"restyle: {exc}", file=sys.stderr)
-            return 2
+    engine = start_engine(settings)
+    if engine is None:
+        return 2
     client = build_client(settings)
     try:
         client.auth_test()

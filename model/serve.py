@@ -18,9 +18,11 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import queue
 import re
 import threading
 import traceback
+import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
@@ -29,13 +31,14 @@ from model.handlers import JSON, MAX_PAYLOAD, LoadedModel, handle, load_model
 log = logging.getLogger("restyle.serve")
 
 RUNTIME_PATH = re.compile(r"^/endpoints/([^/]+)/invocations$")
+ASYNC_PATH = re.compile(r"^/endpoints/([^/]+)/async-invocations$")
 #: Bodies larger than this are refused without being read.
 HARD_LIMIT = 4 * MAX_PAYLOAD
 
 
 def default_endpoint_names(prefix: str = "restyle") -> dict[str, str]:
-    return {f"{prefix}-clipseg": "clipseg", f"{prefix}-inpaint": "inpaint", "clipseg": "clipseg",
-            "inpaint": "inpaint"}
+    return {f"{prefix}-clipseg": "clipseg", f"{prefix}-inpaint": "inpaint", f"{prefix}-inpaint-async": "inpaint",
+            "clipseg": "clipseg", "inpaint": "inpaint"}
 
 
 def _error(code: str, message: str) -> dict:
@@ -46,7 +49,7 @@ class ModelServer:
     """Routing and model lifecycle; ``route`` is plain data in, plain data out (tested without sockets)."""
 
     def __init__(self, refs: dict[str, str], *, lora: str | None = None, endpoint_names: dict[str, str] | None = None,
-                 device: str | None = None) -> None:
+                 device: str | None = None, async_output: str | None = None, s3=None) -> None:
         if not refs:
             raise ValueError("give at least one of --clipseg / --inpaint")
         self.refs = refs
@@ -56,6 +59,11 @@ class ModelServer:
         self.models: dict[str, LoadedModel] = {}
         self.ready = threading.Event()
         self.load_error: str | None = None
+        # async inference: s3://bucket/prefix/ for results; one worker runs the queued requests in order
+        self.async_output = async_output.rstrip("/") + "/" if async_output else None
+        self._s3 = s3
+        self._async_jobs: queue.Queue = queue.Queue()
+        self._async_worker: threading.Thread | None = None
 
     def load(self) -> None:
         try:
@@ -87,6 +95,9 @@ class ModelServer:
             if method != "POST":
                 return self._json(405, _error("method_not_allowed", "use POST /invocations"))
             return self._invoke(self._container_role(url.query, headers), headers, body, runtime=False)
+        m = ASYNC_PATH.match(url.path)
+        if m and method == "POST":
+            return self._invoke_async(m.group(1), headers)
         m = RUNTIME_PATH.match(url.path)
         if m:
             if method != "POST":
@@ -100,6 +111,52 @@ class ModelServer:
             return self._invoke(role, headers, body, runtime=True)
         return self._json(404, _error("not_found", f"no route for {method} {url.path}; try GET /ping, "
                                                    "POST /invocations or POST /endpoints/NAME/invocations"))
+
+    # -- async inference (InvokeEndpointAsync): input and output on S3 ------------------------------------------
+    def _invoke_async(self, name: str, headers: dict[str, str]):
+        role = self.endpoint_names.get(name)
+        if role is None or role not in self.refs:
+            return self._sm_error(400, "ValidationError", "unknown_endpoint", f"Endpoint {name} not found.")
+        if self.async_output is None:
+            return self._sm_error(400, "ValidationError", "async_not_configured",
+                                  f"Endpoint {name} is not an async endpoint here: start model.serve with "
+                                  "--async-output s3://BUCKET/PREFIX/")
+        location = headers.get("x-amzn-sagemaker-inputlocation", "")
+        if not location.startswith("s3://") or "/" not in location[5:]:
+            return self._sm_error(400, "ValidationError", "invalid_input_location",
+                                  f"InputLocation must be s3://bucket/key, got {location!r}")
+        inference_id = headers.get("x-amzn-sagemaker-inference-id") or uuid.uuid4().hex
+        output = f"{self.async_output}{inference_id}.out"
+        failure = f"{self.async_output}failures/{inference_id}-error.out"
+        self._async_jobs.put((role, location, output, failure, headers.get("x-amzn-sagemaker-content-type"),
+                              headers.get("x-amzn-sagemaker-accept")))
+        if self._async_worker is None or not self._async_worker.is_alive():
+            self._async_worker = threading.Thread(target=self._async_loop, name="model-async", daemon=True)
+            self._async_worker.start()
+        return 202, json.dumps({"InferenceId": inference_id}).encode(), {
+            "Content-Type": JSON, "X-Amzn-SageMaker-OutputLocation": output,
+            "X-Amzn-SageMaker-FailureLocation": failure}
+
+    def _async_loop(self) -> None:
+        import boto3
+
+        s3 = self._s3 or boto3.client("s3")
+        while True:
+            role, location, output, failure, ctype, accept = self._async_jobs.get()
+            try:
+                bucket, _, key = location[5:].partition("/")
+                body = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+                self.ready.wait()
+                status, out, out_type = handle(self.models[role], body, ctype, accept)
+            except Exception:
+                log.error("async job failed:\n%s", traceback.format_exc())
+                status, out, out_type = 500, json.dumps(_error("internal_error", "see the server log")).encode(), JSON
+            target = output if status == 200 else failure
+            bucket, _, key = target[5:].partition("/")
+            try:
+                s3.put_object(Bucket=bucket, Key=key, Body=out, ContentType=out_type)
+            except Exception:
+                log.error("could not write %s:\n%s", target, traceback.format_exc())
 
     def _container_role(self, query: str, headers: dict[str, str]) -> str | None:
         wanted = parse_qs(query).get("model", [None])[0]
@@ -230,6 +287,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--port", type=int, default=8080, help="0 picks a free port (printed)")
     ap.add_argument("--prefix", default="restyle", help="endpoint names are PREFIX-clipseg and PREFIX-inpaint")
     ap.add_argument("--device", help="cpu, cuda, cuda:1 … (default: cuda when available)")
+    ap.add_argument("--async-output", metavar="S3_URI",
+                    help="serve InvokeEndpointAsync on PREFIX-inpaint-async: read inputs from S3, write results "
+                         "under this s3:// prefix (S3 via the standard AWS chain / AWS_ENDPOINT_URL)")
     ap.add_argument("--log-level", default="INFO")
     args = ap.parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
@@ -246,6 +306,7 @@ def main(argv: list[str] | None = None) -> int:
     if not refs:
         ap.error("give --clipseg and/or --inpaint (or --tiny)")
     server = ModelServer(refs, lora=args.lora, endpoint_names=default_endpoint_names(args.prefix),
+                         async_output=args.async_output,
                          device=args.device)
     httpd = start(server, args.host, args.port)
     print(f"serving on http://{httpd.server_address[0]}:{httpd.server_address[1]}", flush=True)

@@ -1,0 +1,76 @@
+"""Batches on the async endpoint: bot → boto3 InvokeEndpointAsync → model.serve, input and output on S3 (moto)."""
+
+from __future__ import annotations
+
+import json
+
+import boto3
+import pytest
+from moto.server import ThreadedMotoServer
+
+from bot.backends import BackendError, SageMakerBackend
+from bot.engine import Engine
+from bot.events import Command, Photo, Variations
+from bot.settings import Settings
+from bot.store import Store
+from model.schemas import InpaintRequest
+from model.serve import ModelServer, start
+from tests.conftest import b64, garment_mask, make_photo, to_bytes
+
+BUCKET = "restyle-test"
+CREDS = {"region_name": "us-east-1", "aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
+
+
+@pytest.fixture(scope="module")
+def s3_url():
+    moto = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    moto.start()
+    host, port = moto.get_host_and_port()
+    url = f"http://{host}:{port}"
+    boto3.client("s3", endpoint_url=url, **CREDS).create_bucket(Bucket=BUCKET)
+    yield url
+    moto.stop()
+
+
+@pytest.fixture(scope="module")
+def async_server(tiny_dir, s3_url):
+    s3 = boto3.client("s3", endpoint_url=s3_url, **CREDS)
+    server = ModelServer({"clipseg": str(tiny_dir / "clipseg"), "inpaint": str(tiny_dir / "inpaint")},
+                         async_output=f"s3://{BUCKET}/async-out", s3=s3)
+    httpd = start(server, port=0)
+    assert server.ready.wait(120), server.load_error
+    yield server, f"http://127.0.0.1:{httpd.server_address[1]}"
+    httpd.shutdown()
+
+
+def backend(url: str, s3_url: str) -> SageMakerBackend:
+    runtime = boto3.client("sagemaker-runtime", endpoint_url=url, **CREDS)
+    return SageMakerBackend(clipseg_endpoint="restyle-clipseg", inpaint_endpoint="restyle-inpaint",
+                            async_endpoint="restyle-inpaint-async", async_bucket=BUCKET, client=runtime,
+                            s3=boto3.client("s3", endpoint_url=s3_url, **CREDS))
+
+
+def test_batch_runs_on_the_async_endpoint(tmp_path, async_server, s3_url):
+    _, url = async_server
+    settings = Settings.from_env({}, data_dir=tmp_path, steps=2, num_images=2, backend="sagemaker",
+                                 async_bucket=BUCKET)
+    eng = Engine(Store(tmp_path), backend(url, s3_url), settings)
+    eng.handle(Photo("b", "u", to_bytes(make_photo(160, 240))))
+    eng.handle(Command("b", "u", "settings seed=5"))
+    out = [r for r in eng.handle(Command("b", "u", "batch 5 pastel skirt")) if isinstance(r, Variations)]
+    assert out and [v.seed for v in out[0].items] == [5, 6, 7, 8, 9]
+    s3 = boto3.client("s3", endpoint_url=s3_url, **CREDS)
+    keys = [o["Key"] for o in s3.list_objects_v2(Bucket=BUCKET)["Contents"]]
+    assert any(k.startswith("restyle/async-in/") for k in keys)
+    outputs = [k for k in keys if k.startswith("async-out/") and k.endswith(".out") and "failures" not in k]
+    assert outputs
+    assert len(json.loads(s3.get_object(Bucket=BUCKET, Key=outputs[0])["Body"].read())["images"]) == 5
+
+
+def test_async_failure_is_reported_not_retried(async_server, s3_url):
+    _, url = async_server
+    bad = InpaintRequest(image=b64(make_photo()), mask=b64(garment_mask(64, 64)), prompt="a red skirt",
+                         num_images=1, seed=1, steps=2)  # mask size != image size: the model refuses it
+    with pytest.raises(BackendError) as err:
+        backend(url, s3_url).inpaint_many(bad, batch=True)
+    assert err.value.code == "mask_size_mismatch"
