@@ -149,7 +149,13 @@ def predict_segment(data: dict | SegmentRequest, segmenter) -> SegmentResponse:
                     min_coverage=req.min_coverage)
     t2 = time.perf_counter()
     masks = [encode_b64(g.mask) for g in seg.garments]
-    union = encode_b64(seg.union) if req.include_union else None
+    found = [i for i, g in enumerate(seg.garments) if g.found]
+    if not req.include_union:
+        union = None
+    elif len(found) == 1:  # the union of one mask is that mask: reuse its encoding
+        union = masks[found[0]]
+    else:
+        union = encode_b64(seg.union)
     timings = {"decode": (t1 - t0) * 1e3, **seg.timings_ms, "encode": (time.perf_counter() - t2) * 1e3}
     return SegmentResponse(
         masks=masks, scores=[round(g.score, 4) for g in seg.garments],

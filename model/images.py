@@ -141,10 +141,13 @@ def load_mask_b64(data: str, *, size: tuple[int, int] | None = None, field: str 
 
 
 def encode_image(img: Image.Image | np.ndarray, fmt: str = "png", *, quality: int = 92) -> bytes:
-    """PIL image or uint8/bool array → PNG/JPEG/WebP bytes. Masks (bool arrays) become 1-channel PNGs."""
+    """PIL image or uint8/bool array → PNG/JPEG/WebP bytes. Masks (bool arrays) become 1-bit PNGs (small, fast;
+    every decoder reads them as black/white)."""
     if isinstance(img, np.ndarray):
-        arr = img.astype(np.uint8) * 255 if img.dtype == bool else img
-        img = Image.fromarray(arr)
+        if img.dtype == bool and fmt.lower() == "png":
+            img = Image.fromarray(img)  # mode "1"
+        else:
+            img = Image.fromarray(img.astype(np.uint8) * 255 if img.dtype == bool else img)
     key = fmt.lower()
     if key == "jpg":
         key = "jpeg"

@@ -7,6 +7,8 @@ the new garment can be a different shape, and the protected regions (face, hands
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 from scipy import ndimage
 
@@ -24,10 +26,39 @@ def grow(mask: np.ndarray, pixels: int) -> np.ndarray:
     # Only the neighbourhood of the mask can change: work on that window (big photos, small garments).
     wx0, wy0 = max(0, x0 - pixels), max(0, y0 - pixels)
     wx1, wy1 = min(w, x1 + pixels), min(h, y1 + pixels)
-    window = mask[wy0:wy1, wx0:wx1]
-    dist = ndimage.distance_transform_edt(~window)
     out = mask.copy()
-    out[wy0:wy1, wx0:wx1] = dist <= pixels
+    out[wy0:wy1, wx0:wx1] = _disc_dilate(mask[wy0:wy1, wx0:wx1], pixels)
+    return out
+
+
+def _disc_dilate(mask: np.ndarray, r: int) -> np.ndarray:
+    """True where a True pixel lies within Euclidean distance ``r`` — ``distance_transform_edt(~mask) <= r``.
+
+    A pixel is within ``r`` of the mask iff for some row offset ``dy`` (|dy| <= r) row ``y + dy`` has a True pixel
+    at most ``isqrt(r² - dy²)`` columns away.  So: widen the rows step by step (shifted ORs) and OR each widening
+    into the rows ``dy`` away that need it — exact, and ~10x faster than the distance transform for the usual
+    radii (memory-bound ORs; for very large radii the distance transform wins).
+    """
+    h, w = mask.shape
+    if r > 64:
+        return ndimage.distance_transform_edt(~mask) <= r
+    offsets: dict[int, list[int]] = {}
+    for dy in range(-min(r, h - 1), min(r, h - 1) + 1):
+        offsets.setdefault(math.isqrt(r * r - dy * dy), []).append(dy)
+    wide = mask.copy()  # rows widened by k columns on both sides
+    out = np.zeros_like(mask)
+    k = 0
+    for need in sorted(offsets):
+        while k < need:
+            k += 1
+            if k < w:
+                wide[:, k:] |= mask[:, :-k]
+                wide[:, :-k] |= mask[:, k:]
+        for dy in offsets[need]:
+            if dy >= 0:
+                out[: h - dy] |= wide[dy:]
+            else:
+                out[-dy:] |= wide[: h + dy]
     return out
 
 
@@ -40,10 +71,45 @@ def drop_specks(mask: np.ndarray, min_pixels: int) -> np.ndarray:
         return mask
     sizes = np.bincount(labels.ravel())
     sizes[0] = 0
-    keep = sizes >= min_pixels
-    keep[int(sizes.argmax())] = True
-    keep[0] = False
-    return keep[labels]
+    small = sizes < min_pixels
+    small[0] = False
+    small[int(sizes.argmax())] = False
+    return _set_components(mask, labels, np.flatnonzero(small), False)
+
+
+def _set_components(mask: np.ndarray, labels: np.ndarray, which: np.ndarray, value: bool) -> np.ndarray:
+    """``mask`` with the pixels of components ``which`` set to ``value``.
+
+    A few components: only their bounding boxes are touched; many: one lookup over the label image.
+    """
+    if which.size == 0:
+        return mask
+    if which.size > 8:
+        table = np.zeros(int(labels.max()) + 1, dtype=bool)
+        table[which] = True
+        return mask | table[labels] if value else mask & ~table[labels]
+    out = mask.copy()
+    slices = ndimage.find_objects(labels, max_label=int(which.max()))
+    for k in which:
+        sl = slices[k - 1]
+        out[sl][labels[sl] == k] = value
+    return out
+
+
+def fill_holes(mask: np.ndarray) -> np.ndarray:
+    """Fill the background regions not connected to the border — ``ndimage.binary_fill_holes``' result.
+
+    One labelling pass over the background (4-connected, like ``binary_fill_holes``' default structure) instead of
+    an iterated dilation: the same mask, several times faster on photo-sized masks.
+    """
+    if not mask.any():
+        return mask.copy()
+    labels, n = ndimage.label(~mask)
+    hole = np.ones(n + 1, dtype=bool)
+    for edge in (labels[0], labels[-1], labels[:, 0], labels[:, -1]):
+        hole[edge] = False
+    hole[0] = False
+    return _set_components(mask, labels, np.flatnonzero(hole), True) if hole.any() else mask.copy()
 
 
 def refine(
@@ -53,13 +119,18 @@ def refine(
     exclude: np.ndarray | None = None,
     dilate: int = 0,
     min_area: float = 0.0,
+    min_pixels: int | None = None,
 ) -> np.ndarray:
-    """Probability map (HxW float) → clean boolean mask: threshold, fill holes, drop specks, grow, exclude."""
+    """Probability map (HxW float) → clean boolean mask: threshold, fill holes, drop specks, grow, exclude.
+
+    Specks are components under ``min_area`` of ``prob``'s pixels, or under ``min_pixels`` when given (a caller
+    refining a window of a larger image passes the image's own count).
+    """
     mask = prob > threshold
     if exclude is not None:
         mask &= ~exclude
-    mask = ndimage.binary_fill_holes(mask)
-    mask = drop_specks(mask, int(min_area * mask.size))
+    mask = fill_holes(mask)
+    mask = drop_specks(mask, int(min_area * mask.size) if min_pixels is None else int(min_pixels))
     mask = grow(mask, dilate)
     if exclude is not None:
         mask &= ~exclude

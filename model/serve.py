@@ -219,6 +219,7 @@ class ModelServer:
 def make_handler(server: ModelServer) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
+        disable_nagle_algorithm = True  # small JSON answers must not wait for a delayed ACK
         server_version = "restyle-model/1"
 
         def _serve(self, method: str) -> None:

@@ -1,0 +1,70 @@
+"""Smoke test of ``python -m model.bench``: tiny models, every row present, the JSON shaped as documented.
+
+No timing assertions: speed is what the benchmark shows (docs/bench.md), not what a test on a shared CPU can prove.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from model import bench
+
+REQUIRED = ["segment_1", "segment_16", "segment_endpoint_overhead", "inpaint_512_4x", "inpaint_1024x1536_4x",
+            "inpaint_1024x1536_4x_crop"]
+
+
+def check_row(row: dict) -> None:
+    assert {"name", "baseline_s", "restyle_s", "speedup", "baseline", "restyle", "baseline_runs",
+            "restyle_runs"} <= set(row)
+    assert row["baseline_s"] > 0 and row["restyle_s"] > 0, row
+    assert row["speedup"] == pytest.approx(row["baseline_s"] / row["restyle_s"], rel=1e-2)
+    assert row["baseline_runs"] and all(t > 0 for t in row["baseline_runs"] + row["restyle_runs"])
+    assert row["baseline"].strip() and row["restyle"].strip()
+
+
+def test_tiny_run_writes_every_row(tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    result = bench.run(["--tiny", "--out", str(out)])
+    data = json.loads(out.read_text())
+    assert data["rows"] == json.loads(json.dumps(result["rows"]))
+    assert [r["name"] for r in data["rows"]] == REQUIRED
+    for row in data["rows"]:
+        check_row(row)
+    seg16 = next(r for r in data["rows"] if r["name"] == "segment_16")
+    assert set(seg16["baseline_variants"]) == {"loop_s", "batched_s"}
+    assert seg16["baseline_s"] == pytest.approx(min(seg16["baseline_variants"].values()), rel=1e-3)
+    endpoint = next(r for r in data["rows"] if r["name"] == "segment_endpoint_overhead")
+    assert endpoint["overhead"] == pytest.approx(endpoint["restyle_s"] / endpoint["baseline_s"], rel=1e-2)
+    assert {"decode", "forward", "postprocess", "encode"} <= set(endpoint["server_timings_ms"])
+    assert {"cpu", "cores"} <= set(data["machine"]) and data["machine"]["cores"] >= 1
+    assert {"torch", "diffusers", "transformers"} <= set(data["versions"])
+    assert {"steps", "reps", "dtype", "mode", "segment_photo", "inpaint_sizes"} <= set(data["settings"])
+    assert data["settings"]["mode"] == "tiny"
+    printed = capsys.readouterr().out
+    assert "| row | baseline (s) | restyle (s) | speedup |" in printed
+    assert all(f"`{name}`" in printed for name in REQUIRED)
+
+
+def test_full_tiny_adds_the_sdxl_row(tmp_path):
+    out = tmp_path / "full.json"
+    bench.run(["--tiny", "--full", "--rows", "inpaint_sdxl_4x", "--out", str(out)])
+    rows = json.loads(out.read_text())["rows"]
+    assert [r["name"] for r in rows] == ["inpaint_sdxl_4x"]
+    check_row(rows[0])
+
+
+def test_unknown_rows_are_refused():
+    with pytest.raises(SystemExit):
+        bench.run(["--tiny", "--rows", "segment_1,nope"])
+
+
+def test_garment_maps_are_garment_shaped():
+    """The hook's maps: one soft blob per garment, small ones for protected regions, different per prompt."""
+    import torch
+
+    skirt, face = torch.sigmoid(bench.garment_logits("skirt", 64)), torch.sigmoid(bench.garment_logits("face", 64))
+    assert 0.1 < (skirt > 0.4).float().mean() < 0.4
+    assert 0.0 < (face > 0.4).float().mean() < 0.05
+    assert not torch.equal(bench.garment_logits("dress", 64), bench.garment_logits("coat", 64))
