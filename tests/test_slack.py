@@ -3,6 +3,7 @@ Slack emulator, requests signed like Slack signs them, and the engine on tiny ch
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import struct
@@ -89,25 +90,34 @@ class Harness:
         return root
 
 
-@pytest.fixture
-def harness(tmp_path, backend):
+@contextlib.contextmanager
+def running_bot(tmp_path, model_backend, **overrides):
+    """The real Bolt app served over HTTP on loopback, its WebClient pointed at a fresh Slack emulator."""
     emu = SlackEmulator().start()
     settings = Settings.from_env({}, data_dir=tmp_path, steps=2, num_images=2, max_batch=8,
                                  slack_bot_token=BOT_TOKEN, slack_signing_secret=SIGNING_SECRET,
-                                 slack_api_url=emu.api_url)
-    engine = Engine(Store(settings.data_dir), backend, settings)
+                                 slack_api_url=emu.api_url, **overrides)
+    engine = Engine(Store(settings.data_dir), model_backend, settings)
     app = slack_app.build_app(engine, settings)
     server = slack_app.serve_http(app, "127.0.0.1", 0)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     url = f"http://127.0.0.1:{server.server_address[1]}{slack_app.EVENTS_PATH}"
     h = Harness(emu, SignedClient(url, SIGNING_SECRET), app, app.restyle, engine)
-    yield h
-    h.bot.jobs.join(timeout=60)
-    h.bot.jobs.shutdown()
-    server.shutdown()
-    server.server_close()
-    emu.stop()
-    engine.store.close()
+    try:
+        yield h
+    finally:
+        h.bot.jobs.join(timeout=60)
+        h.bot.jobs.shutdown()
+        server.shutdown()
+        server.server_close()
+        emu.stop()
+        engine.store.close()
+
+
+@pytest.fixture
+def harness(tmp_path, backend):
+    with running_bot(tmp_path, backend) as h:
+        yield h
 
 
 def png_header_only(width: int, height: int) -> bytes:
@@ -172,6 +182,31 @@ def test_scenario_photo_prompt_reaction_vary_batch_favorites(harness):
     emu.wait_until(lambda: any(c["files"] and "Favourites" in c["files"] for c in
                                emu.bodies("files.completeUploadExternal")), what="the favourites sheet")
     assert all(b["thread_ts"] == root for b in emu.bodies("chat.postMessage"))
+
+
+def test_scenario_through_model_serve_over_boto3(tmp_path, tiny_dir):
+    """The same Slack flow with the models behind SageMaker's Runtime API: boto3 → loopback model.serve."""
+    import boto3
+
+    from bot.backends import SageMakerBackend
+    from model.serve import ModelServer, start
+
+    server = ModelServer({"clipseg": str(tiny_dir / "clipseg"), "inpaint": str(tiny_dir / "inpaint")})
+    httpd = start(server, port=0)
+    assert server.ready.wait(120), server.load_error
+    runtime = boto3.client("sagemaker-runtime", endpoint_url=f"http://127.0.0.1:{httpd.server_address[1]}",
+                           region_name="us-east-1", aws_access_key_id="testing", aws_secret_access_key="testing")
+    backend = SageMakerBackend(clipseg_endpoint="restyle-clipseg", inpaint_endpoint="restyle-inpaint",
+                               client=runtime)
+    try:
+        with running_bot(tmp_path, backend, backend="sagemaker") as h:
+            root = h.share_photo(text="make the skirt a red floral maxi")
+            msgs = h.wait_variations(root, 2)
+            assert [m["text"].split(" ")[0] for m in msgs] == ["#1", "#2"]
+            assert h.slack.event(reaction(CH, msgs[0]["ts"], "heart")).status == 200
+            h.wait_ephemeral(T.FAVORITED.format(number=1))
+    finally:
+        httpd.shutdown()
 
 
 # -- 2. request verification -----------------------------------------------------------------------------------------
