@@ -70,19 +70,23 @@ class Segmenter:
 
     # -- model pieces -------------------------------------------------------------------------------------------
     def _text_embeddings(self, prompts: list[str]) -> torch.Tensor:
-        missing = [p for p in dict.fromkeys(prompts) if p not in self._text_cache]
+        """Conditional embeddings per prompt; cached (LRU), safe to call from several threads."""
+        with self._lock:
+            known = {p: self._text_cache[p] for p in dict.fromkeys(prompts) if p in self._text_cache}
+        missing = [p for p in dict.fromkeys(prompts) if p not in known]
         if missing:
             tok = self.processor.tokenizer(missing, padding=True, return_tensors="pt")
             emb = self.model.get_conditional_embeddings(
                 batch_size=len(missing), input_ids=tok["input_ids"].to(self.device),
                 attention_mask=tok["attention_mask"].to(self.device))
+            known.update(zip(missing, emb, strict=True))
             with self._lock:
-                for p, e in zip(missing, emb, strict=True):
-                    self._text_cache[p] = e
+                for p in missing:
+                    self._text_cache[p] = known[p]
                     self._text_cache.move_to_end(p)
                 while len(self._text_cache) > self._cache_size:
                     self._text_cache.popitem(last=False)
-        return torch.stack([self._text_cache[p] for p in prompts])
+        return torch.stack([known[p] for p in prompts])
 
     def pixels(self, image: Image.Image) -> torch.Tensor:
         """The processor's ``pixel_values`` (1, 3, h, w) for ``image``, on the model's device and dtype."""
