@@ -51,12 +51,40 @@ def _unavailable(what: str, ref: str, setting: str, exc: Exception) -> ModelUnav
         f"or run with --tiny to try the whole flow on tiny random checkpoints.")
 
 
+def check_reachable(ref: str, what: str, setting: str, timeout_s: float = 3.0) -> None:
+    """Fail in seconds, not minutes, when ``ref`` is a Hub id that is not cached and the Hub cannot be reached.
+
+    A local folder, a cached snapshot or ``HF_HUB_OFFLINE=1`` pass straight to ``from_pretrained``; otherwise one
+    TCP connection to the Hub endpoint (``HF_ENDPOINT`` honoured) decides, instead of huggingface_hub's retries.
+    """
+    import os
+    import socket
+    from pathlib import Path
+    from urllib.parse import urlsplit
+
+    if Path(ref).exists() or os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes"):
+        return
+    from huggingface_hub import constants, snapshot_download
+
+    try:
+        snapshot_download(ref, local_files_only=True)
+        return
+    except Exception:
+        pass
+    url = urlsplit(constants.ENDPOINT)
+    try:
+        socket.create_connection((url.hostname, url.port or 443), timeout=timeout_s).close()
+    except OSError as exc:
+        raise _unavailable(what, ref, setting, exc) from None
+
+
 def load_clipseg(ref: str = DEFAULT_CLIPSEG, *, device: str | None = None, dtype=None):
     """``CLIPSegForImageSegmentation`` + processor → ``model.segment.Segmenter``."""
     from transformers import AutoProcessor, CLIPSegForImageSegmentation
 
     dev = pick_device(device)
     dt = pick_dtype(dev, dtype)
+    check_reachable(ref, "segmentation", "RESTYLE_CLIPSEG_MODEL / --clipseg")
     try:
         processor = AutoProcessor.from_pretrained(ref)
         model = CLIPSegForImageSegmentation.from_pretrained(ref, dtype=dt)
@@ -81,6 +109,7 @@ def load_inpaint(ref: str = DEFAULT_INPAINT, *, device: str | None = None, dtype
 
     dev = pick_device(device)
     dt = pick_dtype(dev, dtype)
+    check_reachable(ref, "inpainting", "RESTYLE_INPAINT_MODEL / --inpaint")
     try:
         pipe = AutoPipelineForInpainting.from_pretrained(ref, dtype=dt)
     except (OSError, ValueError) as exc:

@@ -279,3 +279,19 @@ def test_settings_from_env_are_typed_and_checked(tmp_path):
     with pytest.raises(ValueError, match="RESTYLE_BACKEND"):
         Settings.from_env({"RESTYLE_BACKEND": "cloud"})
     assert isinstance(Text("x"), Text)
+
+
+def test_uncached_hub_id_without_network_fails_fast_and_says_what_to_set(monkeypatch):
+    import time
+
+    from huggingface_hub import constants
+
+    from model.loading import ModelUnavailable, load_inpaint
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(constants, "ENDPOINT", "http://127.0.0.1:9")  # nothing listens on the discard port
+    start = time.monotonic()
+    with pytest.raises(ModelUnavailable) as err:
+        load_inpaint("restyle-tests/never-cached-inpainting")
+    assert time.monotonic() - start < 10
+    assert "RESTYLE_INPAINT_MODEL" in str(err.value) and "--tiny" in str(err.value)
