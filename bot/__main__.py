@@ -45,6 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         print(f"restyle: {exc}", file=sys.stderr)
         return 2
+    logging.getLogger("restyle").info("settings: %s", settings.redacted())  # tokens and secrets masked
     if args.cmd == "chat":
         return _chat(args, settings)
     from bot import slack_app

@@ -19,7 +19,7 @@ import time
 import uuid
 from collections.abc import Callable
 
-from model.handlers import predict_inpaint, predict_segment
+from model.handlers import candidate_seeds, predict_inpaint, predict_segment
 from model.schemas import InpaintRequest, InpaintResponse, SegmentRequest, SegmentResponse
 
 log = logging.getLogger("restyle.backend")
@@ -50,28 +50,19 @@ class Backend:
     def inpaint(self, req: InpaintRequest, progress: Progress | None = None) -> InpaintResponse:
         raise NotImplementedError
 
-    def inpaint_many(self, req: InpaintRequest, progress: Progress | None = None, *,
-                     batch: bool = False) -> InpaintResponse:
-        """Any number of candidates: split into CHUNK-sized calls with consecutive seeds; one merged response."""
-        seeds = req.seeds or [req.seed + i for i in range(req.num_images)]
-        if len(seeds) <= CHUNK:
-            return self.inpaint(req.model_copy(update={"seeds": seeds}), progress)
-        merged: InpaintResponse | None = None
+    def inpaint_many(self, req: InpaintRequest, seeds: list[int] | None = None, progress: Progress | None = None,
+                     *, batch: bool = False) -> InpaintResponse:
+        """Any number of candidates (``seeds``, default: the request's own): CHUNK-sized calls, one response."""
+        seeds = seeds or candidate_seeds(req)
         chunks = [seeds[i:i + CHUNK] for i in range(0, len(seeds), CHUNK)]
+        parts = []
         for k, chunk in enumerate(chunks):
             def chunk_progress(done: int, total: int, k: int = k) -> None:
                 if progress:
                     progress(k * total + done, len(chunks) * total)
 
-            part = self.inpaint(req.model_copy(update={"seeds": chunk, "num_images": len(chunk)}), chunk_progress)
-            if merged is None:
-                merged = part
-            else:
-                merged = merged.model_copy(update={"images": merged.images + part.images,
-                                                   "seeds": merged.seeds + part.seeds,
-                                                   "rejected": merged.rejected + part.rejected})
-        assert merged is not None
-        return merged
+            parts.append(self.inpaint(_with_seeds(req, chunk), chunk_progress))
+        return _merge(parts)
 
     def warm(self) -> None:
         """Load/check models now (the terminal calls this before the first prompt)."""
@@ -171,14 +162,14 @@ class SageMakerBackend(Backend):
             progress(req.steps, req.steps)
         return out
 
-    def inpaint_many(self, req: InpaintRequest, progress: Progress | None = None, *,
-                     batch: bool = False) -> InpaintResponse:
+    def inpaint_many(self, req: InpaintRequest, seeds: list[int] | None = None, progress: Progress | None = None,
+                     *, batch: bool = False) -> InpaintResponse:
         if batch and self.async_endpoint and self.async_bucket:
-            return self._inpaint_async(req, progress)
-        return super().inpaint_many(req, progress, batch=batch)
+            return self._inpaint_async(req, seeds or candidate_seeds(req), progress)
+        return super().inpaint_many(req, seeds, progress, batch=batch)
 
     # -- async inference: input and output on S3 --------------------------------------------------------------
-    def _inpaint_async(self, req: InpaintRequest, progress: Progress | None, poll_s: float = 1.0,
+    def _inpaint_async(self, req: InpaintRequest, seeds: list[int], progress: Progress | None, poll_s: float = 1.0,
                        deadline_s: float = 3600.0) -> InpaintResponse:
         """Each chunk of ≤ MAX_IMAGES candidates: request JSON to S3 → InvokeEndpointAsync → poll the output
         (or failure) object; one merged response."""
@@ -188,10 +179,9 @@ class SageMakerBackend(Backend):
         from model.schemas import MAX_IMAGES
 
         s3 = self._s3 or boto3.client("s3")
-        seeds = req.seeds or [req.seed + i for i in range(req.num_images)]
         pending = []
         for i in range(0, len(seeds), MAX_IMAGES):
-            chunk = req.model_copy(update={"seeds": seeds[i:i + MAX_IMAGES], "num_images": len(seeds[i:i + MAX_IMAGES])})
+            chunk = _with_seeds(req, seeds[i:i + MAX_IMAGES])
             key = f"restyle/async-in/{uuid.uuid4().hex}.json"
             s3.put_object(Bucket=self.async_bucket, Key=key, Body=chunk.model_dump_json().encode(),
                           ContentType="application/json")
@@ -217,11 +207,7 @@ class SageMakerBackend(Backend):
                 code, message = _model_error({"OriginalMessage": err.decode("utf-8", "replace")})
                 raise BackendError(code, message)
             time.sleep(poll_s)
-        merged = results[0]
-        for part in results[1:]:
-            merged = merged.model_copy(update={"images": merged.images + part.images, "seeds": merged.seeds + part.seeds,
-                                               "rejected": merged.rejected + part.rejected})
-        return merged
+        return _merge(results)
 
 
 def _s3_read(s3, uri: str, missing: type[Exception]) -> bytes | None:
@@ -230,6 +216,17 @@ def _s3_read(s3, uri: str, missing: type[Exception]) -> bytes | None:
         return s3.get_object(Bucket=bucket, Key=key)["Body"].read()
     except missing:
         return None
+
+
+def _with_seeds(req: InpaintRequest, seeds: list[int]) -> InpaintRequest:
+    return req.model_copy(update={"seeds": list(seeds), "num_images": len(seeds)})
+
+
+def _merge(parts: list[InpaintResponse]) -> InpaintResponse:
+    """Several chunk responses → one, in order."""
+    return parts[0].model_copy(update={"images": [i for p in parts for i in p.images],
+                                       "seeds": [s for p in parts for s in p.seeds],
+                                       "rejected": [r for p in parts for r in p.rejected]})
 
 
 def _split_s3(uri: str) -> tuple[str, str]:

@@ -8,7 +8,6 @@ replies look.  All state lives in ``Store``; the engine keeps none between calls
 from __future__ import annotations
 
 import hashlib
-import io
 import logging
 import random
 from collections.abc import Callable
@@ -40,7 +39,7 @@ from bot.settings import Settings
 from bot.store import Store, Variation, save_png
 from model import compose
 from model.errors import ImageTooLarge, InvalidImage
-from model.images import b64encode, decode_image, decode_mask, encode_image
+from model.images import b64decode, b64encode, decode_image, decode_mask, encode_image
 from model.masks import bbox, grow
 from model.schemas import MAX_IMAGES, InpaintRequest, SegmentRequest
 
@@ -351,10 +350,9 @@ class Engine:
         missing = [g for g, found in zip(garments, res.found, strict=True) if not found]
         if not res.union or len(missing) == len(garments):
             return None, missing
-        union = Image.open(io.BytesIO(_b64(res.union))).convert("L")
-        if union.size != base.size:
-            union = union.resize(base.size, Image.BILINEAR)
-        mask = np.asarray(union) >= 128
+        mask = decode_mask(b64decode(res.union, field="union"))
+        if mask.shape != (base.height, base.width):  # segmented on a smaller copy: scale the mask back up
+            mask = np.asarray(Image.fromarray(mask).resize(base.size, Image.NEAREST))
         if not mask.any():
             return None, missing
         save_png(Image.fromarray(mask.astype(np.uint8) * 255), cache)
@@ -374,24 +372,19 @@ class Engine:
         req = InpaintRequest(image=b64encode(encode_image(crop, send_fmt, quality=95)),
                              mask=b64encode(encode_image(crop_mask)), prompt=job.prompt,
                              negative_prompt=job.negative_prompt or None, num_images=min(job.count, MAX_IMAGES),
-                             seeds=[seed + i for i in range(job.count)] if job.count <= MAX_IMAGES else None,
                              seed=seed, steps=steps, guidance_scale=float(eff["guidance"]), strength=job.strength,
                              format=fmt, quality=95)
-        if job.count > MAX_IMAGES:
-            req = req.model_copy(update={"seeds": [seed + i for i in range(job.count)]})
         n = job.count
         say(0, steps, T.GENERATING.format(n=n, s="s" if n != 1 else "", what=what))
 
         def on_step(done: int, total: int) -> None:
             say(done, total, T.WORKING.format(done=done, total=total))
 
-        res = self.backend.inpaint_many(req, on_step, batch=job.batch)
+        res = self.backend.inpaint_many(req, [seed + i for i in range(n)], on_step, batch=job.batch)
         # the endpoint already feathered its edge against this crop: copy its pixels where that edge is non-zero
-        hard = grow(mask, 8)
-        images = []
-        for seed_i, data in zip(res.seeds, res.images, strict=True):
-            out = decode_image(_b64(data), field="variation")
-            images.append((seed_i, compose.paste(base, out, hard, box, feather=0)))
+        hard = grow(mask, req.feather)
+        returned = [decode_image(b64decode(data, field="variation"), field="variation") for data in res.images]
+        images = list(zip(res.seeds, compose.paste_all(base, returned, hard, box, feather=0), strict=True))
         return images, len(res.rejected)
 
     # -- presentation ----------------------------------------------------------------------------------------------
@@ -404,12 +397,6 @@ class Engine:
         sheet = contact_sheet(imgs, [f"#{v.number}" + (" ⭐" if v.favorite else "") for v in variations],
                               title=title)
         return save_png(sheet, self.store.thread_dir(thread) / f"sheet-{name}.png")
-
-
-def _b64(data: str) -> bytes:
-    import base64
-
-    return base64.b64decode(data)
 
 
 def _adds_nothing(intent: Intent, previous: dict) -> bool:

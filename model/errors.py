@@ -48,13 +48,3 @@ class UnsupportedMediaType(RequestError):
 class NotAcceptable(RequestError):
     status = 406
     code = "not_acceptable"
-
-
-class NotFound(RequestError):
-    status = 404
-    code = "not_found"
-
-
-class NotReady(RequestError):
-    status = 503
-    code = "not_ready"

@@ -26,7 +26,6 @@ from model.errors import ImageTooLarge, InvalidImage, RequestError
 MAX_PIXELS = 36_000_000
 #: Formats we return; the key is the request's ``format`` value.
 ENCODINGS = {"png": "PNG", "jpeg": "JPEG", "webp": "WEBP"}
-MIME = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp"}
 
 Image.MAX_IMAGE_PIXELS = MAX_PIXELS
 ImageFile.LOAD_TRUNCATED_IMAGES = False

@@ -223,16 +223,17 @@ class Inpainter:
         # 7. Reject what is not a picture
         arrays = out.images
         nsfw = getattr(out, "nsfw_content_detected", None) or [False] * len(seeds)
-        candidates, rejected = [], []
+        kept, rejected = [], []
         for seed, arr, flagged in zip(seeds, arrays, nsfw, strict=True):
             reason = _reject_reason(arr, bool(flagged))
             if reason:
                 rejected.append((int(seed), reason))
-                continue
-            gen = Image.fromarray((np.clip(arr, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8))
-            # 8. Paste back with a feathered edge; far pixels stay bit-identical
-            full = compose.paste(image, gen, mask, box, feather)
-            candidates.append(Candidate(seed=int(seed), image=full, crop=full.crop(box)))
+            else:
+                kept.append((int(seed), Image.fromarray((np.clip(arr, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8))))
+        # 8. Paste back with a feathered edge (one blend plan for all); far pixels stay bit-identical
+        fulls = compose.paste_all(image, [g for _, g in kept], mask, box, feather)
+        candidates = [Candidate(seed=seed, image=full, crop=full.crop(box))
+                      for (seed, _), full in zip(kept, fulls, strict=True)]
         t3 = time.perf_counter()
         timings = {"prepare": (t1 - t0) * 1e3, "generate": (t2 - t1) * 1e3, "paste": (t3 - t2) * 1e3}
         return InpaintResult(candidates=candidates, rejected=rejected, crop_box=box, generation_size=(gw, gh),

@@ -15,6 +15,7 @@ fraction of the cost on a 1024x1536 photo.
 
 from __future__ import annotations
 
+import functools
 import inspect
 import threading
 import time
@@ -66,7 +67,6 @@ class Segmenter:
         self._lock = threading.Lock()
         self._input_size = _fixed_input_size(processor.image_processor)
         self._layers = _vision_layers_needed(model)
-        self._taps: dict[tuple[int, int], tuple[np.ndarray, ...]] = {}
 
     # -- model pieces -------------------------------------------------------------------------------------------
     def _text_embeddings(self, prompts: list[str]) -> torch.Tensor:
@@ -128,11 +128,9 @@ class Segmenter:
         return self.forward(self.pixels(image), prompts)
 
     # -- post-processing ----------------------------------------------------------------------------------------
-    def _interp(self, out_len: int, in_len: int) -> tuple[np.ndarray, ...]:
-        key = (out_len, in_len)
-        if key not in self._taps:
-            self._taps[key] = _bilinear_taps(out_len, in_len)
-        return self._taps[key]
+    @staticmethod
+    def _interp(out_len: int, in_len: int) -> tuple[np.ndarray, ...]:
+        return _bilinear_taps(out_len, in_len)
 
     def _upsample(self, prob: np.ndarray, size: tuple[int, int], box: M.BBox) -> np.ndarray:
         """``F.interpolate(prob, size=(h, w), mode="bilinear")[y0:y1, x0:x1]``, computing only that window."""
@@ -221,6 +219,7 @@ class Segmenter:
         return Segmentation(garments=garments, width=w, height=h, timings_ms=timings)
 
 
+@functools.lru_cache(maxsize=64)  # photo sizes repeat; bounded so a long-running server does not grow
 def _bilinear_taps(out_len: int, in_len: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Source indices and weights of ``F.interpolate(mode="bilinear", align_corners=False)`` along one axis."""
     scale = np.float32(in_len / out_len)

@@ -14,7 +14,7 @@ from PIL import Image
 from bot import messages as T
 from bot.backends import BackendError, BackendUnavailable, LocalBackend, SageMakerBackend
 from bot.engine import Engine
-from bot.events import Command, Favorite, FavoritesList, Message, MoreLike, Photo, Text, Use, Variations
+from bot.events import Command, Favorite, FavoritesList, Message, MoreLike, Photo, Use, Variations
 from bot.jobs import JobQueue
 from bot.settings import Settings
 from bot.store import Store
@@ -278,7 +278,6 @@ def test_settings_from_env_are_typed_and_checked(tmp_path):
         Settings.from_env({"RESTYLE_STEPS": "many"})
     with pytest.raises(ValueError, match="RESTYLE_BACKEND"):
         Settings.from_env({"RESTYLE_BACKEND": "cloud"})
-    assert isinstance(Text("x"), Text)
 
 
 def test_uncached_hub_id_without_network_fails_fast_and_says_what_to_set(monkeypatch):
