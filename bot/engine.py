@@ -33,7 +33,7 @@ from bot.events import (
     VariationOut,
     Variations,
 )
-from bot.intent import Context, Intent, parse
+from bot.intent import GENERATING_ACTIONS, Context, Intent, parse
 from bot.render import contact_sheet
 from bot.settings import Settings
 from bot.store import Store, Variation, save_png
@@ -45,7 +45,6 @@ from model.schemas import MAX_IMAGES, InpaintRequest, SegmentRequest
 
 log = logging.getLogger("restyle.engine")
 Progress = Callable[[int, int, str], None]
-GENERATING_ACTIONS = {"restyle", "vary", "batch"}
 #: Segmentation runs on a copy no larger than this (the mask is scaled back up): small payload, same garment.
 SEGMENT_MAX_SIDE = 1024
 #: Above this many crop pixels x candidates, ask the endpoint for JPEG so the response stays under 6 MB.

@@ -694,7 +694,6 @@ def _extract_numbers(text: str) -> tuple[int | None, int | None, str | None, str
 class _Tok:
     kind: str  # "garment" | "attr" | "neg" | "keep" | "word" | "num" | "punct"
     value: str
-    cat: str = ""
     negated: bool = False
     kept: bool = False
     emoji: bool = False
@@ -720,7 +719,7 @@ def _unit_tok(unit: _Unit) -> _Tok:
     if unit[0] == "g":
         return _Tok("garment", unit[1])
     if unit[0] == "a":
-        return _Tok("attr", unit[2], unit[1])
+        return _Tok("attr", unit[2])
     return _Tok("neg" if unit[0] == "n" else "keep", unit[1])
 
 
@@ -746,13 +745,13 @@ def _scan(words: list[str]) -> list[_Tok]:
         if word in _COLOUR_MODIFIERS and i + 1 < len(words):
             nxt = _match(words, i + 1)
             if nxt and len(nxt[1]) == 1 and nxt[1][0][:2] == ("a", "colour"):
-                out.append(_Tok("attr", f"{word} {nxt[1][0][2]}", "colour"))
+                out.append(_Tok("attr", f"{word} {nxt[1][0][2]}"))
                 i += 1 + nxt[0]
                 continue
         if word == "jean":  # "jean jacket" -> denim jacket; "jean" alone -> jeans
             nxt = _match(words, i + 1) if i + 1 < len(words) else None
             garment_next = bool(nxt) and nxt[1][-1][0] == "g"
-            out.append(_Tok("attr", "denim", "material") if garment_next else _Tok("garment", "jeans"))
+            out.append(_Tok("attr", "denim") if garment_next else _Tok("garment", "jeans"))
             i += 1
             continue
         m = _match(words, i)
@@ -901,7 +900,6 @@ class _Analysis:
     edits: list[_Edit]
     global_attrs: list[int]
     negatives: list[str]
-    toks: list[_Tok]
 
 
 def _analyse(toks: list[_Tok]) -> _Analysis:
@@ -960,7 +958,7 @@ def _analyse(toks: list[_Tok]) -> _Analysis:
         ordered = [e for e in ordered if e.attrs or e.source != e.target]
 
     negatives = _unique(t.value for t in toks if t.negated and t.kind in ("attr", "garment"))
-    return _Analysis(ordered, global_attrs, negatives, toks)
+    return _Analysis(ordered, global_attrs, negatives)
 
 
 def _unique(items) -> list[str]:
@@ -1105,7 +1103,7 @@ def parse(text: str, context: Context | None = None) -> Intent:
         return Intent(action=action, variation=variation if keep_var else None, settings=settings)
 
     negatives = analysis.negatives
-    names = [toks[i].value for i in range(len(toks))]
+    names = [t.value for t in toks]
 
     def attr_names(indices: list[int]) -> list[str]:
         return _unique(names[i] for i in sorted(indices) if names[i] not in negatives)

@@ -72,7 +72,6 @@ MAX_DOWNLOAD_BYTES = 50 * 1024 * 1024
 DOWNLOAD_TIMEOUT_S = 30.0
 EVENTS_PATH = "/slack/events"
 MESSAGE_SUBTYPES = {None, "file_share", "thread_broadcast"}
-IMAGE_MAGIC = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"GIF87a", b"GIF89a", b"BM", b"II*\x00", b"MM\x00*")
 
 
 # -- small helpers -------------------------------------------------------------------------------------------------
@@ -91,12 +90,6 @@ def parse_thread(thread: str) -> Place | None:
 def escape(text: str) -> str:
     """Slack mrkdwn escaping for text we did not write (prompts)."""
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-
-
-def looks_like_image(data: bytes) -> bool:
-    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
-        return True
-    return any(data.startswith(m) for m in IMAGE_MAGIC)
 
 
 def looks_like_html(data: bytes) -> bool:
@@ -241,7 +234,7 @@ class SlackBot:
         if sub not in ("batch", "favorites", "favourites", "favs", "settings"):
             ack(text=T.UNKNOWN_COMMAND.format(sub=escape(sub)) + T.HELP)
             return
-        thread = self.store.latest_thread(f"slack:{channel}:")
+        thread = self.store.latest_thread(thread_id(channel, ""))
         place = parse_thread(thread) if thread else None
         if place is None:
             ack(text=T.NO_THREAD)
@@ -287,7 +280,7 @@ class SlackBot:
             return
         if not (mentioned or is_dm):
             return  # channel chatter
-        latest = self.store.latest_thread(f"slack:{channel}:") if is_dm else None
+        latest = self.store.latest_thread(thread_id(channel, "")) if is_dm else None
         place = parse_thread(latest) if latest else None
         if place is not None and text.lower() not in ("", "help"):
             if self._claim(channel, ts):  # a DM needs no threads: top-level text continues the latest photo
@@ -323,7 +316,8 @@ class SlackBot:
         self._run(place, probe, make=make)
 
     def _download(self, file: dict) -> bytes:
-        """``url_private`` with the bot token; a sign-in page (no ``files:read``) or a non-image is a DownloadError."""
+        """``url_private`` with the bot token; a sign-in page (no ``files:read``) is a DownloadError.  Whether the
+        bytes are a usable picture is for the engine's ``decode_image`` to say (``BAD_IMAGE``/``TOO_LARGE``)."""
         if file.get("size") and int(file["size"]) > MAX_DOWNLOAD_BYTES:
             raise DownloadError(T.TOO_LARGE.format(
                 why=f"the file is {int(file['size']) / 1e6:.0f} MB; the limit is {MAX_DOWNLOAD_BYTES / 1e6:.0f} MB"))
@@ -354,8 +348,6 @@ class SlackBot:
         if ctype == "text/html" or looks_like_html(data):
             log.warning("url_private answered an HTML page (missing files:read scope or a wrong token?)")
             raise DownloadError(T.LOGIN_PAGE)
-        if not looks_like_image(data) and not ctype.startswith("image/"):
-            raise DownloadError(T.NOT_AN_IMAGE.format(what=ctype or "unknown type"))
         return data
 
     # -- running engine events -------------------------------------------------------------------------------------

@@ -4,7 +4,7 @@
 bolt-python's ``tests/mock_web_api_server``: point ``WebClient(base_url=emu.api_url)`` at it.  It records every
 request per path (thread-safe), answers the Web API methods restyle uses like real Slack does (including the
 parts that bite: file timestamps are not message ``ts`` values, ``url_private`` needs the bot token and otherwise
-answers an HTML login page with 200, 429 carries ``Retry-After``), and ``wait_for`` polls with a timeout.
+answers an HTML login page with 200, 429 carries ``Retry-After``), and ``wait_until`` polls with a timeout.
 
 ``SignedClient`` posts Events API JSON, slash commands and interactivity payloads to a Bolt app over HTTP, signed
 exactly like Slack signs them (``v0=HMAC_SHA256(secret, "v0:{ts}:{body}")``).
@@ -88,12 +88,6 @@ class SlackEmulator:
         self._server.shutdown()
         self._server.server_close()
 
-    def __enter__(self) -> SlackEmulator:
-        return self.start()
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
-
     # -- test helpers ----------------------------------------------------------------------------------------------
     def next_ts(self) -> str:
         """A message timestamp: unique, increasing, in Slack's "seconds.micros" form."""
@@ -144,18 +138,6 @@ class SlackEmulator:
     def bodies(self, path: str) -> list[dict[str, Any]]:
         with self._lock:
             return [c.args for c in self.calls.get(path, [])]
-
-    def wait_for(self, path: str, count: int = 1, timeout: float = 30.0) -> list[dict[str, Any]]:
-        """Block until ``path`` was called at least ``count`` times; return its bodies.  Fails with all counts."""
-        deadline = time.monotonic() + timeout
-        with self._lock:
-            while len(self.calls.get(path, [])) < count:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise AssertionError(f"timed out after {timeout}s waiting for {count} x {path}; "
-                                         f"calls so far: {self.counts()}")
-                self._lock.wait(left)
-            return [c.args for c in self.calls[path]]
 
     def wait_until(self, predicate, timeout: float = 30.0, what: str = "condition"):
         """Poll ``predicate()`` (re-checked after every request) until it returns something truthy."""
@@ -228,9 +210,6 @@ class SlackEmulator:
             return {"ok": False, "error": "invalid_arguments"}
         return {"ok": True, "message_ts": self.next_ts()}
 
-    def _api_reactions_add(self, args: dict) -> dict:
-        return {"ok": True}
-
     def _api_files_getUploadURLExternal(self, args: dict) -> dict:
         if not args.get("filename") or not str(args.get("length", "")).isdigit():
             return {"ok": False, "error": "invalid_arguments"}
@@ -261,15 +240,6 @@ class SlackEmulator:
             if args.get("file") not in self.files:
                 return {"ok": False, "error": "file_not_found"}
             return {"ok": True, "file": self.file_object(args["file"])}
-
-    def _api_conversations_replies(self, args: dict) -> dict:
-        msgs = self.thread_messages(args.get("channel", ""), args.get("ts", ""))
-        return {"ok": True, "messages": msgs, "has_more": False}
-
-    def _api_conversations_history(self, args: dict) -> dict:
-        with self._lock:
-            return {"ok": True, "messages": [m for m in self.messages if m["channel"] == args.get("channel")],
-                    "has_more": False}
 
     # -- HTTP ------------------------------------------------------------------------------------------------------
     def _handler(self):
@@ -367,9 +337,6 @@ class Response:
     body: str
     headers: dict[str, str]
 
-    def json(self) -> Any:
-        return json.loads(self.body) if self.body else None
-
 
 class SignedClient:
     """Posts to a Bolt app's ``/slack/events`` signed with ``signing_secret``, like Slack does."""
@@ -452,7 +419,7 @@ def file_share(channel: str, files: list[dict], *, text: str = "", user: str = "
                thread_ts: str | None = None, channel_type: str = "channel") -> dict:
     ev = {"type": "message", "subtype": "file_share", "channel": channel, "user": user, "text": text,
           "ts": ts or user_ts(), "files": files, "upload": False, "display_as_bot": False,
-          "channel_type": channel_type, "event_ts": ts}
+          "channel_type": channel_type}
     ev["event_ts"] = ev["ts"]
     if thread_ts:
         ev["thread_ts"] = thread_ts

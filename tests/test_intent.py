@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import re
 import subprocess
 import sys
@@ -226,6 +227,13 @@ def test_dataclasses_are_frozen_and_to_dict_copies():
     assert Context.from_intent(intent) == Context(garment="skirt", target="skirt", attributes=("red",))
 
 
-def test_deterministic():
+def test_deterministic_across_hash_seeds():
+    """Same output in fresh interpreters with different string-hash seeds (set/dict order must not leak)."""
+    code = ("import json, sys; from bot.intent import parse; "
+            "print(json.dumps([parse(t).to_dict() for t in json.load(sys.stdin)]))")
     texts = [c["text"] for c in CORPUS]
-    assert [parse(t).to_dict() for t in texts] == [parse(t).to_dict() for t in texts]
+    want = [parse(t).to_dict() for t in texts]
+    for seed in ("1", "2"):
+        out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, input=json.dumps(texts), capture_output=True,
+                             text=True, timeout=60, check=True, env={**os.environ, "PYTHONHASHSEED": seed})
+        assert json.loads(out.stdout) == want

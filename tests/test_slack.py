@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from slack_sdk.http_retry.builtin_handlers import RateLimitErrorRetryHandler
 
 from bot import messages as T
 from bot import slack_app
@@ -254,6 +255,8 @@ def test_non_image_login_page_and_too_large_get_friendly_replies(harness):
     h, emu = harness, harness.emu
     pdf = h.share_photo(b"%PDF-1.4 not a photo", name="brief.pdf", mimetype="application/pdf")
     h.wait_text(pdf, "isn't an image")
+    junk = h.share_photo(b"not really a jpeg", name="fake.jpg", mimetype="image/jpeg")  # decode_image refuses it
+    h.wait_text(junk, "couldn't read that file as a photo")
     login = emu.host_file(PHOTO, "look.jpg", "image/jpeg", login_page=True)  # e.g. no files:read scope
     root = user_ts()
     h.slack.event(file_share(CH, [login], ts=root))
@@ -378,7 +381,8 @@ def test_socket_mode_handler_and_main_checks(harness, tmp_path, capsys):
     handler = slack_app.socket_mode_handler(harness.app, "xapp-1-A0RESTYLE-offline", ping_interval=3)
     try:
         assert handler.client.ping_interval == 3 and handler.client.auto_reconnect_enabled
-        assert handler.client.web_client.retry_handlers  # the app's client, with its 429 retry handler
+        # the app's client, with its 429 retry handler (a bare WebClient already has a connection-error one)
+        assert any(isinstance(r, RateLimitErrorRetryHandler) for r in handler.client.web_client.retry_handlers)
     finally:
         handler.close()
     bare = Settings.from_env({}, data_dir=tmp_path)
