@@ -31,7 +31,9 @@ from deploy.plan import (
     instance_types,
     names_for,
     render_plan,
+    resource_id,
     sourcedir_key,
+    topic_arns,
 )
 
 
@@ -221,11 +223,11 @@ def cmd_down(args: argparse.Namespace) -> int:
     region = _region(args, session)
     account, partition = _identity(args, session, region)
     names = names_for(_settings(args, region, account, partition))
-    topics = {t: f"arn:{partition}:sns:{region}:{account}:{t}" for t in (names.success_topic, names.error_topic)}
+    topics = topic_arns(names, partition, region, account)
     if args.dry_run:
         targets = {
             "alarm": names.alarm,
-            "scaling": [f"endpoint/{e}/variant/AllTraffic" for e in names.endpoints.values()],
+            "scaling": [resource_id(e) for e in names.endpoints.values()],
             "endpoints": list(names.endpoints.values()),
             "endpoint_configs_and_models": [f"{e}-<8 hex>" for e in names.endpoints.values()],
             "sns_topics": list(topics.values()),
@@ -246,7 +248,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     settings = TrainSettings(
         region=region, bucket=args.bucket or "<bucket>", role_arn=args.role_arn or "<role-arn>",
         prefix=args.prefix, lora_data=args.lora_data, clipseg_data=args.clipseg_data,
-        train_instance_type=args.train_instance_type, train_image_uri=args.train_image_uri,
+        train_instance_type=args.train_instance_type,
         hyperparameters=dict(args.hp), lora_hyperparameters=dict(args.lora_hp),
         clipseg_hyperparameters=dict(args.clipseg_hp), max_runtime=args.max_runtime, volume_size=args.volume_size)
     if not (args.lora_data or args.clipseg_data):

@@ -21,7 +21,7 @@ from botocore.exceptions import (
 )
 
 from deploy.package import Bundle
-from deploy.plan import DIMENSION, NAMESPACE, VARIANT, EndpointPlan, Names, Plan, PolicySpec
+from deploy.plan import DIMENSION, NAMESPACE, EndpointPlan, Names, Plan, PolicySpec, resource_id
 
 #: ``image_uris.retrieve("huggingface", ...)`` combinations, newest first; the first one the installed SDK knows wins.
 INFERENCE_IMAGES = [("4.51.3", "pytorch2.6.0", "py312"), ("4.49.0", "pytorch2.6.0", "py312"),
@@ -30,7 +30,7 @@ TRAINING_IMAGES = [("4.56.2", "pytorch2.8.0", "py312"), ("4.49.0", "pytorch2.5.1
                    ("4.36.0", "pytorch2.1.0", "py310")]
 _ENDPOINT_BUSY = {"Creating", "Updating", "SystemUpdating", "RollingBack", "Deleting"}
 _NOT_FOUND = {"NotFound", "NoSuchKey", "404", "ResourceNotFound", "ResourceNotFoundException", "NoSuchEntity"}
-_WAIT = {"Delay": 30, "MaxAttempts": 120}  # up to an hour: SD endpoints take 5-15 minutes
+_WAIT = {"Delay": 30, "MaxAttempts": 120}  # up to an hour: endpoints that download SD weights take minutes
 
 
 class DeployError(RuntimeError):
@@ -56,7 +56,8 @@ def aws(kind: str, name: str) -> Iterator[None]:
         raise DeployError(f"{kind} {name}: NoCredentials: no AWS credentials found in the standard chain "
                           "(environment, ~/.aws, SSO, instance role)") from None
     except WaiterError as exc:
-        reason = (exc.last_response or {}).get("FailureReason") or exc.last_response.get("Error", {}).get("Code")
+        last = exc.last_response or {}
+        reason = last.get("FailureReason") or last.get("Error", {}).get("Code")
         raise DeployError(f"{kind} {name}: WaiterError: {_redact(str(reason or exc))}") from None
     except BotoCoreError as exc:
         raise DeployError(f"{kind} {name}: {type(exc).__name__}: {_redact(str(exc))}") from None
@@ -246,24 +247,32 @@ class Deployer:
                 if not tolerate_failure:
                     raise
 
-    def _release_scaling(self, resource_id: str) -> None:
-        for policy in self.aas.describe_scaling_policies(
-                ServiceNamespace=NAMESPACE, ResourceId=resource_id, ScalableDimension=DIMENSION)["ScalingPolicies"]:
-            if policy["ResourceId"] == resource_id:
-                self.aas.delete_scaling_policy(PolicyName=policy["PolicyName"], ServiceNamespace=NAMESPACE,
-                                               ResourceId=resource_id, ScalableDimension=DIMENSION)
-        if self.aas.describe_scalable_targets(ServiceNamespace=NAMESPACE, ResourceIds=[resource_id],
-                                              ScalableDimension=DIMENSION)["ScalableTargets"]:
-            self.aas.deregister_scalable_target(ServiceNamespace=NAMESPACE, ResourceId=resource_id,
-                                                ScalableDimension=DIMENSION)
+    def _targets(self, rid: str) -> list[dict]:
+        return self.aas.describe_scalable_targets(ServiceNamespace=NAMESPACE, ResourceIds=[rid],
+                                                  ScalableDimension=DIMENSION)["ScalableTargets"]
+
+    def _policies(self, rid: str) -> dict[str, dict]:
+        """The scaling policies of ``rid``, name -> description."""
+        return {p["PolicyName"]: p for p in self.aas.describe_scaling_policies(
+            ServiceNamespace=NAMESPACE, ResourceId=rid, ScalableDimension=DIMENSION)["ScalingPolicies"]
+            if p["ResourceId"] == rid}
+
+    def _release_scaling(self, rid: str) -> tuple[list[str], bool]:
+        """Delete ``rid``'s scaling policies and deregister its target; returns (policies deleted, target existed)."""
+        policies = list(self._policies(rid))
+        for name in policies:
+            self.aas.delete_scaling_policy(PolicyName=name, ServiceNamespace=NAMESPACE, ResourceId=rid,
+                                           ScalableDimension=DIMENSION)
+        target = bool(self._targets(rid))
+        if target:
+            self.aas.deregister_scalable_target(ServiceNamespace=NAMESPACE, ResourceId=rid, ScalableDimension=DIMENSION)
+        return policies, target
 
     def _scaling(self, ep: EndpointPlan) -> dict[str, str]:
         """Register the scalable target and put its policies; returns policy name -> ARN."""
         sc = ep.scaling
         with aws("scalable target", sc.resource_id):
-            targets = self.aas.describe_scalable_targets(
-                ServiceNamespace=NAMESPACE, ResourceIds=[sc.resource_id], ScalableDimension=DIMENSION,
-            )["ScalableTargets"]
+            targets = self._targets(sc.resource_id)
             if targets and (targets[0]["MinCapacity"], targets[0]["MaxCapacity"]) == (sc.min_capacity,
                                                                                       sc.max_capacity):
                 self._record("unchanged", "scalable target", sc.resource_id)
@@ -273,9 +282,7 @@ class Deployer:
                                                   MaxCapacity=sc.max_capacity)
                 self._record("updated" if targets else "created", "scalable target", sc.resource_id,
                              f"{sc.min_capacity}..{sc.max_capacity}")
-            existing = {p["PolicyName"]: p for p in self.aas.describe_scaling_policies(
-                ServiceNamespace=NAMESPACE, ResourceId=sc.resource_id, ScalableDimension=DIMENSION,
-            )["ScalingPolicies"] if p["ResourceId"] == sc.resource_id}
+            existing = self._policies(sc.resource_id)
         arns = {}
         for spec in sc.policies:
             arns[spec.name] = self._policy(sc.resource_id, spec, existing.get(spec.name))
@@ -341,11 +348,8 @@ class Deployer:
                 row("endpoint", ep.name, state, detail)
             rid = ep.scaling.resource_id
             with aws("scalable target", rid):
-                targets = self.aas.describe_scalable_targets(ServiceNamespace=NAMESPACE, ResourceIds=[rid],
-                                                             ScalableDimension=DIMENSION)["ScalableTargets"]
-                policies = {p["PolicyName"]: p for p in self.aas.describe_scaling_policies(
-                    ServiceNamespace=NAMESPACE, ResourceId=rid, ScalableDimension=DIMENSION)["ScalingPolicies"]
-                    if p["ResourceId"] == rid}
+                targets = self._targets(rid)
+                policies = self._policies(rid)
             if targets:
                 t = targets[0]
                 ok = (t["MinCapacity"], t["MaxCapacity"]) == (ep.scaling.min_capacity, ep.scaling.max_capacity)
@@ -374,22 +378,12 @@ class Deployer:
             else:
                 self._record("absent", "alarm", names.alarm)
         for endpoint in names.endpoints.values():
-            rid = f"endpoint/{endpoint}/variant/{VARIANT}"
+            rid = resource_id(endpoint)
             with aws("scalable target", rid):
-                policies = [p for p in self.aas.describe_scaling_policies(
-                    ServiceNamespace=NAMESPACE, ResourceId=rid, ScalableDimension=DIMENSION)["ScalingPolicies"]
-                    if p["ResourceId"] == rid]
-                for p in policies:
-                    self.aas.delete_scaling_policy(PolicyName=p["PolicyName"], ServiceNamespace=NAMESPACE,
-                                                   ResourceId=rid, ScalableDimension=DIMENSION)
-                    self._record("deleted", "scaling policy", p["PolicyName"])
-                if self.aas.describe_scalable_targets(ServiceNamespace=NAMESPACE, ResourceIds=[rid],
-                                                      ScalableDimension=DIMENSION)["ScalableTargets"]:
-                    self.aas.deregister_scalable_target(ServiceNamespace=NAMESPACE, ResourceId=rid,
-                                                        ScalableDimension=DIMENSION)
-                    self._record("deleted", "scalable target", rid)
-                else:
-                    self._record("absent", "scalable target", rid)
+                policies, target = self._release_scaling(rid)
+            for name in policies:
+                self._record("deleted", "scaling policy", name)
+            self._record("deleted" if target else "absent", "scalable target", rid)
         for endpoint in names.endpoints.values():
             with aws("endpoint", endpoint):
                 if _describe(self.sm.describe_endpoint, EndpointName=endpoint) is not None:

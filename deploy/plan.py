@@ -143,7 +143,6 @@ class Plan:
     artifact_sha256: str
     topics: dict[str, str]  # topic name -> ARN
     endpoints: tuple[EndpointPlan, ...]
-    names: Names = field(repr=False)
 
     @property
     def artifact_url(self) -> str:
@@ -151,7 +150,6 @@ class Plan:
 
     def to_dict(self) -> dict:
         data = asdict(self)
-        data.pop("names")
         data["artifact_url"] = self.artifact_url
         return data
 
@@ -188,6 +186,16 @@ def names_for(s: Settings) -> Names:
         alarm=f"{endpoints['async']}-backlog-without-capacity",
         s3_prefix=s.prefix,
     )
+
+
+def topic_arns(names: Names, partition: str, region: str, account_id: str) -> dict[str, str]:
+    """The two async SNS topics, name -> ARN."""
+    return {t: f"arn:{partition}:sns:{region}:{account_id}:{t}" for t in (names.success_topic, names.error_topic)}
+
+
+def resource_id(endpoint: str) -> str:
+    """The Application Auto Scaling resource id of ``endpoint``'s variant."""
+    return f"endpoint/{endpoint}/variant/{VARIANT}"
 
 
 def _environment(role: str, model: str, lora: str | None, *, is_async: bool) -> dict[str, str]:
@@ -242,8 +250,7 @@ def build_plan(s: Settings, *, artifact_sha256: str, images: Mapping[str, str]) 
     types = instance_types(s)
     key = artifact_key(names.s3_prefix, artifact_sha256)
     data_url = f"s3://{s.bucket}/{key}"
-    topics = {t: f"arn:{s.partition}:sns:{s.region}:{s.account_id}:{t}" for t in (names.success_topic,
-                                                                                   names.error_topic)}
+    topics = topic_arns(names, s.partition, s.region, s.account_id)
     roles = {"clipseg": ("clipseg", s.clipseg_model), "inpaint": ("inpaint", s.inpaint_model),
              "async": ("inpaint", s.inpaint_model)}
     endpoints = []
@@ -279,7 +286,7 @@ def build_plan(s: Settings, *, artifact_sha256: str, images: Mapping[str, str]) 
         config_content = {"production_variant": variant, "async_inference_config": async_config}
         config = EndpointConfigSpec(name=f"{endpoint}-{digest(config_content)}", **config_content)
 
-        resource_id = f"endpoint/{endpoint}/variant/{VARIANT}"
+        rid = resource_id(endpoint)
         alarm = None
         if is_async:
             policies = (
@@ -301,7 +308,7 @@ def build_plan(s: Settings, *, artifact_sha256: str, images: Mapping[str, str]) 
                     "StepAdjustments": [{"MetricIntervalLowerBound": 0.0, "ScalingAdjustment": 1}],
                 }),
             )
-            scaling = ScalingSpec(resource_id, 0, s.async_max_instances, policies)
+            scaling = ScalingSpec(rid, 0, s.async_max_instances, policies)
             alarm = AlarmSpec(name=names.alarm, policy_name=policies[1].name, request={
                 "AlarmDescription": f"{endpoint} has queued requests but no instance: scale out from zero",
                 "MetricName": "HasBacklogWithoutCapacity",
@@ -326,11 +333,11 @@ def build_plan(s: Settings, *, artifact_sha256: str, images: Mapping[str, str]) 
                     "ScaleOutCooldown": 60,
                 }),
             )
-            scaling = ScalingSpec(resource_id, s.min_instances, s.max_instances, policies)
+            scaling = ScalingSpec(rid, s.min_instances, s.max_instances, policies)
         endpoints.append(EndpointPlan(key=ep_key, name=endpoint, mode="async" if is_async else "real-time",
                                       model=model, config=config, scaling=scaling, alarm=alarm))
     return Plan(region=s.region, account_id=s.account_id, bucket=s.bucket, artifact_key=key,
-                artifact_sha256=artifact_sha256, topics=topics, endpoints=tuple(endpoints), names=names)
+                artifact_sha256=artifact_sha256, topics=topics, endpoints=tuple(endpoints))
 
 
 def render_plan(plan: Plan) -> str:
@@ -373,7 +380,6 @@ class TrainSettings:
     lora_data: str | None = None
     clipseg_data: str | None = None
     train_instance_type: str = DEFAULT_TRAIN_INSTANCE_TYPE
-    train_image_uri: str | None = None
     hyperparameters: dict[str, str] = field(default_factory=dict)
     lora_hyperparameters: dict[str, str] = field(default_factory=dict)
     clipseg_hyperparameters: dict[str, str] = field(default_factory=dict)

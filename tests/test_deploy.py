@@ -223,8 +223,8 @@ def test_model_tarball_is_deterministic_and_complete(tmp_path):
     (copy / "model" / "__pycache__").mkdir(exist_ok=True)
     (copy / "model" / "__pycache__" / "x.cpython-311.pyc").write_bytes(b"junk")
     assert package.model_tarball(copy).sha256 == a.sha256
-    src = package.sourcedir_tarball(copy)
-    assert "requirements.txt" in src.names() and "model/__init__.py" in src.names()
+    src = package.sourcedir_tarball(copy).names()
+    assert {"requirements.txt", "model/__init__.py"} <= set(src) and "code/inference.py" not in src
 
 
 # --- 5. --dry-run ---------------------------------------------------------------------------------------------------
@@ -247,6 +247,10 @@ def test_dry_run_creates_nothing_and_calls_nothing(aws, capsys, monkeypatch):
     monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")
     rc, out, _ = run(capsys, "up", "--dry-run")
     assert rc == 0 and "restyle-inpaint-async" in out and "dry run" in out
+    rc, out, _ = run(capsys, "down", "--dry-run", "--purge-s3", "--bucket", BUCKET)
+    assert rc == 0 and "restyle-inpaint-async" in out and "dry run" in out
+    rc, out, _ = run(capsys, "train", "--dry-run", "--lora-data", "s3://d/l")
+    assert rc == 0 and "restyle-lora-" in out and "dry run" in out
 
 
 def test_usage_errors_exit_2(aws, capsys):
@@ -312,9 +316,9 @@ def test_up_creates_everything_then_is_unchanged(aws, capsys):
     assert alarm["AlarmActions"] == [policies["restyle-inpaint-async-wake-from-zero"]["PolicyARN"]]
     assert alarm["Dimensions"] == [{"Name": "EndpointName", "Value": "restyle-inpaint-async"}]
 
-    sha12 = package.model_tarball().sha12
-    obj = aws["s3"].get_object(Bucket=BUCKET, Key=f"restyle/model-{sha12}.tar.gz")["Body"].read()
-    assert obj == package.model_tarball().data
+    bundle = package.model_tarball()
+    obj = aws["s3"].get_object(Bucket=BUCKET, Key=f"restyle/model-{bundle.sha12}.tar.gz")["Body"].read()
+    assert obj == bundle.data
 
     # 3. a second up changes nothing, and says so
     before = snapshot(aws)
