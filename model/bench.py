@@ -46,6 +46,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from model.images import decode_image
 from model.schemas import DEFAULT_NEGATIVE_PROMPT, DEFAULT_PROTECT
 
 GARMENTS_16 = ["skirt", "dress", "jacket", "coat", "jeans", "pants", "shorts", "t-shirt", "shirt", "blouse",
@@ -175,13 +176,10 @@ class GarmentMaps:
 # -- models ---------------------------------------------------------------------------------------------------------
 def tokenizer(max_length: int = 77):
     """The tiny CLIP BPE tokenizer of ``model.tiny`` (real CLIP format; restyle's words are whole tokens)."""
-    from transformers import CLIPTokenizer
-
-    from model.tiny import write_clip_tokenizer_files
+    from model.tiny import _tokenizer
 
     with tempfile.TemporaryDirectory(prefix="restyle-bench-tok-") as folder:
-        write_clip_tokenizer_files(Path(folder))
-        return CLIPTokenizer.from_pretrained(folder, pad_token="<|endoftext|>", model_max_length=max_length)
+        return _tokenizer(Path(folder), max_length)
 
 
 def build_clipseg(tiny: bool):
@@ -374,7 +372,7 @@ class Bench:
         w, h = self.seg_size
         jpeg = io.BytesIO()
         photo(w, h, garment_box(w, h)).save(jpeg, "JPEG", quality=90)
-        image = Image.open(io.BytesIO(jpeg.getvalue())).convert("RGB")
+        image = decode_image(jpeg.getvalue())  # what the endpoint decodes, decoded the way it does
         dev, dt = self.device, self.dtype
 
         def plain(prompts: list[str], batched: bool) -> np.ndarray:

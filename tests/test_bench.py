@@ -56,8 +56,9 @@ def test_full_tiny_adds_the_sdxl_row(tmp_path):
 
 
 def test_unknown_rows_are_refused():
-    with pytest.raises(SystemExit):
+    with pytest.raises(SystemExit) as exc:
         bench.run(["--tiny", "--rows", "segment_1,nope"])
+    assert exc.value.code == 2  # argparse's usage error, before any model is built
 
 
 def test_garment_maps_are_garment_shaped():

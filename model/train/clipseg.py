@@ -55,13 +55,16 @@ def iou(pred: np.ndarray, gt: np.ndarray) -> float | None:
     Empty vs empty (nothing predicted, nothing there) is ``None`` — undefined, "nothing to score" — rather than 1.0,
     so that it can neither inflate nor deflate a mean.  Something vs empty (either way) is 0.0.
     """
+    inter, union = overlap(pred, gt)
+    return inter / union if union else None
+
+
+def overlap(pred: np.ndarray, gt: np.ndarray, what: str = "") -> tuple[int, int]:
+    """(|pred ∧ gt|, |pred ∨ gt|) of two boolean masks of the same shape (``what`` prefixes the shape error)."""
     pred, gt = np.asarray(pred, dtype=bool), np.asarray(gt, dtype=bool)
     if pred.shape != gt.shape:
-        raise ValueError(f"prediction is {pred.shape}, ground truth {gt.shape}: they must match")
-    union = int(np.logical_or(pred, gt).sum())
-    if union == 0:
-        return None
-    return int(np.logical_and(pred, gt).sum()) / union
+        raise ValueError(f"{what}prediction is {pred.shape}, ground truth {gt.shape}: they must match")
+    return int(np.logical_and(pred, gt).sum()), int(np.logical_or(pred, gt).sum())
 
 
 class IoU:
@@ -79,12 +82,10 @@ class IoU:
             self.scored[c] += 0
 
     def add(self, category: str, pred: np.ndarray, gt: np.ndarray) -> None:
-        pred, gt = np.asarray(pred, dtype=bool), np.asarray(gt, dtype=bool)
-        if pred.shape != gt.shape:
-            raise ValueError(f"{category}: prediction is {pred.shape}, ground truth {gt.shape}: they must match")
-        self.intersection[category] += int(np.logical_and(pred, gt).sum())
-        self.union[category] += int(np.logical_or(pred, gt).sum())
-        self.gt_images[category] += int(gt.any())
+        inter, union = overlap(pred, gt, f"{category}: ")
+        self.intersection[category] += inter
+        self.union[category] += union
+        self.gt_images[category] += int(np.any(gt))
         self.scored[category] += 1
 
     def per_category(self) -> dict[str, float | None]:
@@ -263,8 +264,8 @@ def train(args: argparse.Namespace) -> dict:
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=args.lr)
     log.info("training the CLIPSeg decoder of %s (%d parameters, CLIP frozen) on %s: %d images, %d samples, "
-             "%d steps (%d per epoch), batch %d, lr %g, %s", args.base, sum(p.numel() for p in params), device,
-             len(dataset), n_samples, steps, per_epoch, args.batch_size, args.lr, device)
+             "%d steps (%d per epoch), batch %d, lr %g", args.base, sum(p.numel() for p in params), device,
+             len(dataset), n_samples, steps, per_epoch, args.batch_size, args.lr)
     losses: list[float] = []
     text_cache: dict = {}
     bar = common.progress(steps, "clipseg")

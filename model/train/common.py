@@ -480,10 +480,6 @@ def env(*names: str) -> str | None:
     return None
 
 
-def on_sagemaker() -> bool:
-    return bool(env("SM_CHANNEL_TRAIN", "SM_MODEL_DIR", "SM_TRAINING_ENV"))
-
-
 def str2bool(value) -> bool:
     if isinstance(value, bool):
         return value
