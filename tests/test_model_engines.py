@@ -183,3 +183,22 @@ def test_finds_the_synthetic_garment(segmenter, size):
     assert (g.mask & truth).sum() / (g.mask | truth).sum() > 0.75
     grown = segmenter(make_photo(w, h), ["skirt"], dilate=4).garments[0]
     assert grown.mask.sum() > g.mask.sum() and (grown.mask >= g.mask).all()
+
+
+@pytest.mark.parametrize("size", [(96, 128), (333, 517), (1024, 1536)])
+def test_windowed_postprocessing_equals_full_resolution(segmenter, size):
+    """Segmenter cleans masks only inside the window a garment can reach; the result must be the masks of doing
+    everything at full resolution: F.interpolate → threshold → exclude → masks.refine."""
+    from model import masks as M
+
+    w, h = size
+    photo = make_photo(w, h)
+    prompts, negatives, thr, dilate = ["skirt", "dress"], ["face", "hands", "hair"], 0.4, 8
+    got = segmenter(photo, prompts, negatives, threshold=thr, dilate=dilate, min_area=0.0005, min_coverage=0.0)
+    probs = segmenter.probabilities(photo, prompts + negatives)
+    full = F.interpolate(probs[None], size=(h, w), mode="bilinear", align_corners=False)[0].numpy()
+    exclude = (full[len(prompts):] > thr).any(axis=0)
+    for i, g in enumerate(got.garments):
+        want = M.refine(full[i], thr, exclude=exclude, dilate=dilate, min_pixels=int(0.0005 * w * h))
+        assert want.any()
+        assert np.array_equal(want, g.mask), (g.prompt, np.count_nonzero(want != g.mask))
