@@ -346,6 +346,7 @@ class Bench:
             "<= 1.2",
         ]
         self.wanted = set(args.rows.split(",")) if args.rows else None
+        self.started, self.load_before = time.perf_counter(), _loadavg()
 
     def want(self, name: str) -> bool:
         return self.wanted is None or name in self.wanted
@@ -357,8 +358,18 @@ class Bench:
         self.rows.append(r)
         self.log(f"{r['name']}: baseline {r['baseline_s']:.4f} s, restyle {r['restyle_s']:.4f} s, "
                  f"x{r['speedup']:.2f}")
+        self.save(complete=False)  # a run stopped by a time limit keeps the rows it finished
 
-    # -- segmentation ---------------------------------------------------------------------------------------------
+    def save(self, complete: bool) -> dict:
+        result = self.report(complete)
+        if self.args.out:
+            out = Path(self.args.out)
+            out.parent.mkdir(parents=True, exist_ok=True)
+            tmp = out.with_name(out.name + ".tmp")
+            tmp.write_text(json.dumps(result, indent=1) + "\n")
+            tmp.replace(out)
+        return result
+
     def segment(self) -> None:
         from model import loading
         from model.segment import mask_workers
@@ -392,11 +403,21 @@ class Bench:
                 out.append(probs[:, 0].cpu().numpy())
             return np.concatenate(out)
 
+        stages: dict[str, list[float]] = {}  # Segmenter's own forward / postprocess split, per prompt count
+
         def ours(prompts: list[str]) -> Callable[[], object]:
             def call():
                 maps.prompts = prompts
-                return segmenter(image, prompts, negative_prompts=[])
+                seg = segmenter(image, prompts, negative_prompts=[])
+                for k, v in seg.timings_ms.items():
+                    stages.setdefault(f"{len(prompts)}:{k}", []).append(v)
+                return seg
             return call
+
+        def split(n: int) -> dict[str, float]:
+            """Median milliseconds of each Segmenter stage over the calls with ``n`` prompts."""
+            return {k.split(":")[1]: round(float(np.median(v)), 2) for k, v in stages.items()
+                    if k.startswith(f"{n}:")}
 
         what_base = "transformers CLIPSeg the documented way: processor(text, images) + model(**inputs) + sigmoid " \
                     f"+ bilinear upsampling to the photo: probability maps at {w}x{h}"
@@ -407,7 +428,7 @@ class Bench:
             self.log("segment_1")
             t = interleaved({"base": lambda: plain(["skirt"], True), "ours": ours(["skirt"])}, self.reps)
             self.add(row("segment_1", t["base"], t["ours"], what_base + ", 1 prompt", what_ours + ", 1 prompt",
-                         photo=[w, h]))
+                         photo=[w, h], restyle_stages_ms=split(1)))
         if self.want("segment_16"):
             self.log("segment_16")
             t = interleaved({"loop": lambda: plain(GARMENTS_16, False), "batched": lambda: plain(GARMENTS_16, True),
@@ -417,6 +438,7 @@ class Bench:
                          what_base + f", 16 prompts; the better of one prompt at a time "
                          f"({t['loop']['median']:.4f} s) and the docs' batch with the photo repeated 16x "
                          f"({t['batched']['median']:.4f} s): {best}", what_ours + ", 16 prompts", photo=[w, h],
+                         restyle_stages_ms=split(len(GARMENTS_16)),
                          baseline_variants={"loop_s": round(t["loop"]["median"], 5),
                                             "batched_s": round(t["batched"]["median"], 5)}))
         if self.want("segment_endpoint_overhead"):
@@ -592,7 +614,7 @@ class Bench:
                      photo=[s, s], mask="centre square, a quarter of the photo"))
 
     # -- report ---------------------------------------------------------------------------------------------------
-    def report(self, started: float, load_before: tuple[float, ...] | None) -> dict:
+    def report(self, complete: bool = True) -> dict:
         import diffusers
         import transformers
 
@@ -602,7 +624,7 @@ class Bench:
             "machine": {
                 "cpu": _cpu_model(), "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
                 "gpu": torch.cuda.get_device_name(self.device) if cuda else None, "platform": platform.platform(),
-                "loadavg_before": load_before, "loadavg_after": _loadavg(),
+                "loadavg_before": self.load_before, "loadavg_after": _loadavg(),
             },
             "versions": {"python": platform.python_version(), "torch": torch.__version__,
                          "diffusers": diffusers.__version__, "transformers": transformers.__version__,
@@ -623,7 +645,8 @@ class Bench:
                 "timing": "median of reps after one warm-up; baseline and restyle runs interleaved",
             },
             "command": "python -m model.bench " + " ".join(sys.argv[1:]),
-            "wall_s": round(time.perf_counter() - started, 1),
+            "wall_s": round(time.perf_counter() - self.started, 1),
+            "complete": complete,
             "notes": self.notes,
         }
 
@@ -668,7 +691,6 @@ def run(argv: list[str] | None = None) -> dict:
     if args.rows and (unknown := set(args.rows.split(",")) - set(ROWS)):
         ap.error(f"unknown rows {sorted(unknown)}; choose from {ROWS}")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    started, load_before = time.perf_counter(), _loadavg()
     bench = Bench(args)
     if args.full and bench.device.type != "cuda" and not args.tiny:
         bench.log("warning: --full without CUDA runs full-size models on the CPU: expect hours")
@@ -677,11 +699,9 @@ def run(argv: list[str] | None = None) -> dict:
         gc.collect()
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
-    result = bench.report(started, load_before)
+    result = bench.save(complete=True)
     print(table(result["rows"]))
     if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
         bench.log(f"wrote {args.out}")
     return result
 

@@ -41,7 +41,10 @@ def test_tiny_run_writes_every_row(tmp_path, capsys):
     assert {"cpu", "cores"} <= set(data["machine"]) and data["machine"]["cores"] >= 1
     assert {"torch", "diffusers", "transformers"} <= set(data["versions"])
     assert {"steps", "reps", "dtype", "mode", "segment_photo", "inpaint_sizes"} <= set(data["settings"])
-    assert data["settings"]["mode"] == "tiny"
+    assert data["settings"]["mode"] == "tiny" and data["complete"] is True
+    for name in ("segment_1", "segment_16"):
+        stages = next(r for r in data["rows"] if r["name"] == name)["restyle_stages_ms"]
+        assert set(stages) == {"forward", "postprocess"} and all(v > 0 for v in stages.values())
     printed = capsys.readouterr().out
     assert "| row | baseline (s) | restyle (s) | speedup |" in printed
     assert all(f"`{name}`" in printed for name in REQUIRED)
@@ -69,3 +72,20 @@ def test_garment_maps_are_garment_shaped():
     assert 0.1 < (skirt > 0.4).float().mean() < 0.4
     assert 0.0 < (face > 0.4).float().mean() < 0.05
     assert not torch.equal(bench.garment_logits("dress", 64), bench.garment_logits("coat", 64))
+
+
+def test_a_stopped_run_keeps_the_rows_it_finished(tmp_path, monkeypatch):
+    """--out is rewritten after every row, so a run killed by a time limit (a GPU lease) still leaves its rows."""
+    out = tmp_path / "partial.json"
+
+    def killed(self):
+        raise KeyboardInterrupt  # as a timeout's signal would, after the segmentation rows
+
+    monkeypatch.setattr(bench.Bench, "inpaint", killed)
+    with pytest.raises(KeyboardInterrupt):
+        bench.run(["--tiny", "--rows", "segment_1,inpaint_512_4x", "--out", str(out)])
+    data = json.loads(out.read_text())
+    assert data["complete"] is False
+    assert [r["name"] for r in data["rows"]] == ["segment_1"]
+    check_row(data["rows"][0])
+    assert not list(tmp_path.glob("*.tmp"))
