@@ -6,9 +6,9 @@
 #       (git-ignored) for its Python 3.12.
 #   on the device (the library's `device` tool):    run(command="bash bench/gpu.sh run", carry=[".whl"], timeout_s=600)
 #       installs them into /tmp/site, then, each under its own time limit so one hang cannot eat the rest:
-#       1. pytest -m gpu tests/test_gpu.py          (fp16 CUDA paths against the CPU, tiny checkpoints)
-#       2. python -m model.bench --full             (SD 1.5 + SDXL full size, fp16, 30 steps)  -> $OUT/<gpu>_full.json
-#       3. python -m model.bench --full --compile   (512 and crop rows, torch.compile both sides) -> $OUT/<gpu>_full_compile.json
+#       1. python -m model.bench --full             (SD 1.5 + SDXL full size, fp16, 30 steps)  -> $OUT/<gpu>_full.json
+#       2. python -m model.bench --full --compile   (512 and crop rows, torch.compile both sides) -> $OUT/<gpu>_full_compile.json
+#       3. pytest -m gpu tests/test_gpu.py          (fp16 CUDA paths against the CPU, tiny checkpoints)
 #       and copies the logs to $OUT.  Commit the JSON files under bench/results/ and list them in its README.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -34,10 +34,11 @@ run)
     nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT/gpu.txt"
     gpu=$(python3 -c "import torch; n = torch.cuda.get_device_name(); print('h200' if 'H200' in n else 'h100' if 'H100' in n else 'gpu')")
     python3 -c "import torch, diffusers, transformers; print('torch', torch.__version__, 'diffusers', diffusers.__version__, 'transformers', transformers.__version__)" | tee -a "$OUT/gpu.txt"
-    timeout 150 python3 -m pytest -m gpu tests/test_gpu.py -p no:cacheprovider -q 2>&1 | tee "$OUT/pytest_gpu.log"
-    timeout 240 python3 -m model.bench --full --out "$OUT/${gpu}_full.json" 2>&1 | tee "$OUT/bench_full.log"
-    timeout 170 python3 -m model.bench --full --compile --rows inpaint_512_4x,inpaint_1024x1536_4x_crop \
+    # most important first; --out is rewritten after every row, so a run cut by its limit keeps what it finished
+    timeout 270 python3 -m model.bench --full --out "$OUT/${gpu}_full.json" 2>&1 | tee "$OUT/bench_full.log"
+    timeout 180 python3 -m model.bench --full --compile --rows inpaint_512_4x,inpaint_1024x1536_4x_crop \
         --out "$OUT/${gpu}_full_compile.json" 2>&1 | tee "$OUT/bench_full_compile.log"
+    timeout 100 python3 -m pytest -m gpu tests/test_gpu.py -p no:cacheprovider -q 2>&1 | tee "$OUT/pytest_gpu.log"
     ls -la "$OUT"
     ;;
 *)
