@@ -36,3 +36,32 @@ def test_fp16_segmenter_on_cuda_agrees_with_fp32_cpu(tiny_dir):
     gpu = load_clipseg(str(tiny_dir / "clipseg"), device="cuda")(photo, ["skirt"]).garments[0].mask
     iou = (cpu & gpu).sum() / max(1, (cpu | gpu).sum())
     assert iou > 0.9
+
+
+def test_peak_memory_not_above_plain_diffusers(tiny_dir):
+    """Crop-to-mask and VAE slicing keep the call's peak CUDA memory (above the resident weights) at or below the
+    plain pipeline's on the same photo, mask, prompt and candidate count."""
+    from diffusers import AutoPipelineForInpainting
+    from PIL import Image
+
+    from model.loading import load_inpaint
+
+    ours = load_inpaint(str(tiny_dir / "inpaint"), device="cuda")
+    plain = AutoPipelineForInpainting.from_pretrained(str(tiny_dir / "inpaint"), dtype=torch.float16).to("cuda")
+    plain.set_progress_bar_config(disable=True)
+    w, h = 512, 768
+    photo, mask = make_photo(w, h), garment_mask(w, h)
+
+    def peak(call) -> int:
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        before = torch.cuda.memory_allocated()
+        call()
+        torch.cuda.synchronize()
+        return torch.cuda.max_memory_allocated() - before
+
+    mask_img = Image.fromarray(mask.astype(np.uint8) * 255)
+    plain_peak = peak(lambda: plain(prompt="a red skirt", image=photo, mask_image=mask_img, width=w, height=h,
+                                    num_inference_steps=2, num_images_per_prompt=4))
+    ours_peak = peak(lambda: ours(photo, mask, "a red skirt", seeds=[1, 2, 3, 4], steps=2))
+    assert ours_peak <= plain_peak, (ours_peak, plain_peak)
