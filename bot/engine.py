@@ -304,8 +304,9 @@ class Engine:
         say = progress or (lambda done, total, text: None)
         eff = self._effective(self.store.settings(job.thread))
         steps = int(eff["steps"])
+        total = max(1, int(steps * job.strength))  # denoising steps actually run (an iteration starts part-way)
         base = Image.open(job.base_path).convert("RGB")
-        say(0, steps, T.FINDING.format(what=what))
+        say(0, total, T.FINDING.format(what=what))
         mask, missing = self._mask(job.thread, base, job.base_path, job.garments)
         if mask is None:
             return [Text(T.NOT_FOUND.format(what=f"a {what}"), kind="error")]
@@ -313,7 +314,7 @@ class Engine:
                                      job.intent.to_dict(), job.prompt, job.negative_prompt, job.base_path,
                                      job.strength, job.garments)
         try:
-            images, rejected = self._inpaint(job, base, mask, eff, steps, what, say)
+            images, rejected = self._inpaint(job, base, mask, eff, steps, total, what, say)
             context = {"garment": job.garments[0], "target": job.target, "attributes": job.attributes,
                        "garments": job.garments}
             variations = self.store.finish_turn(turn, job.thread, images, context)
@@ -332,7 +333,7 @@ class Engine:
         items = [self._out(v, job.prompt) for v in variations]
         sheet = self._sheet(job.thread, turn, variations, job.prompt)
         preview = save_png(compose.overlay(base, mask), self.store.thread_dir(job.thread) / f"mask-{turn}.png")
-        say(steps, steps, text)
+        say(total, total, text)
         return [Variations(turn_id=turn, text=text, items=items, sheet=sheet, mask_preview=preview)]
 
     def _mask(self, thread: str, base: Image.Image, base_path: Path, garments: list[str]):
@@ -357,7 +358,8 @@ class Engine:
         save_png(Image.fromarray(mask.astype(np.uint8) * 255), cache)
         return mask, missing
 
-    def _inpaint(self, job: Job, base: Image.Image, mask: np.ndarray, eff: dict, steps: int, what: str, say):
+    def _inpaint(self, job: Job, base: Image.Image, mask: np.ndarray, eff: dict, steps: int, total: int, what: str,
+                 say):
         """Send only a padded crop around the mask; paste the returned crops into the full photo."""
         mb = bbox(mask)
         assert mb is not None
@@ -374,7 +376,7 @@ class Engine:
                              seed=seed, steps=steps, guidance_scale=float(eff["guidance"]), strength=job.strength,
                              format=fmt, quality=95)
         n = job.count
-        say(0, steps, T.GENERATING.format(n=n, s="s" if n != 1 else "", what=what))
+        say(0, total, T.GENERATING.format(n=n, s="s" if n != 1 else "", what=what))
 
         def on_step(done: int, total: int) -> None:
             say(done, total, T.WORKING.format(done=done, total=total))

@@ -56,12 +56,12 @@ class TerminalChat:
             nonlocal bar
             if not self.show_progress:
                 return
-            if bar is None or bar.total != total:
-                if bar is not None:
-                    bar.close()
+            if bar is None:
                 bar = tqdm(total=total, desc="generating", unit="step", file=sys.stderr, leave=False)
-            bar.set_postfix_str(text[:40])
-            bar.n = done
+            elif bar.total != total:  # a batch in chunks, or async progress counted in candidates: one bar, resized
+                bar.total = total
+            bar.set_postfix_str(text[:40], refresh=False)
+            bar.n = min(done, total)
             bar.refresh()
 
         try:

@@ -72,6 +72,7 @@ def test_scenario_restyle_favorite_vary_batch(tmp_path, local_backend):
                           lambda d, t, s: steps_seen.append((d, t))), Variations)
     assert [v.number for v in out.items] == [1, 2]
     assert steps_seen and steps_seen[-1][0] == steps_seen[-1][1]
+    assert {t for _, t in steps_seen} == {2} and all(0 <= d <= t for d, t in steps_seen)  # one total: one bar
     for item in out.items:
         img = Image.open(item.path)
         assert img.size == PHOTO.size
@@ -84,8 +85,13 @@ def test_scenario_restyle_favorite_vary_batch(tmp_path, local_backend):
 
     second = out.items[1]
     assert "⭐ #2" in texts(eng.handle(Favorite(th, "ana", second.id, True)))
-    vary = only(eng.handle(Message(th, "ana", "#2 but longer")), Variations)
+    vary_seen = []
+    vary = only(eng.handle(Message(th, "ana", "#2 but longer"), lambda d, t, s: vary_seen.append((d, t))),
+                Variations)
     assert [v.number for v in vary.items] == [3, 4]
+    # an iteration starts part-way: progress counts the denoising steps it really runs, the same total throughout
+    assert {t for _, t in vary_seen} == {max(1, int(2 * eng.settings.vary_strength))}
+    assert vary_seen[-1][0] == vary_seen[-1][1]
     turn = eng.store.turn(vary.turn_id)
     assert turn.base == str(second.path) and turn.strength == pytest.approx(eng.settings.vary_strength)
     assert "long" in turn.prompt
