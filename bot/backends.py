@@ -61,8 +61,22 @@ class Backend:
                 if progress:
                     progress(k * total + done, len(chunks) * total)
 
-            parts.append(self.inpaint(_with_seeds(req, chunk), chunk_progress))
+            parts.extend(self._inpaint_fitting(req, chunk, chunk_progress))
         return _merge(parts)
+
+    def _inpaint_fitting(self, req: InpaintRequest, seeds: list[int], progress: Progress | None
+                         ) -> list[InpaintResponse]:
+        """One call for ``seeds``; when its answer would be over the endpoint's 6 MB, the seeds in halves (each
+        candidate depends on its own seed only, so the pictures are the same)."""
+        try:
+            return [self.inpaint(_with_seeds(req, seeds), progress)]
+        except BackendError as exc:
+            if exc.code != "response_too_large" or len(seeds) == 1:
+                raise
+            log.info("answer for %d candidates over the payload limit: asking in halves", len(seeds))
+            half = len(seeds) // 2
+            return self._inpaint_fitting(req, seeds[:half], progress) + self._inpaint_fitting(req, seeds[half:],
+                                                                                              progress)
 
     def warm(self) -> None:
         """Load/check models now (the terminal calls this before the first prompt)."""

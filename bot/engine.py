@@ -49,6 +49,12 @@ Progress = Callable[[int, int, str], None]
 SEGMENT_MAX_SIDE = 1024
 #: Above this many crop pixels x candidates, ask the endpoint for JPEG so the response stays under 6 MB.
 PNG_PIXEL_BUDGET = 1_200_000
+#: The crop sent for inpainting is scaled down to at most this many pixels (1.5x SDXL's native 1024², 6x SD 1.5's
+#: 512²): the endpoint generates at its native area anyway, so a larger crop adds bytes, not detail.  The bot scales
+#: the answers back up and pastes them into the full-resolution photo.
+SEND_MAX_PIXELS = 1_572_864
+#: Crops above this many pixels travel as JPEG (quality 95); only the garment and its feathered edge are kept.
+SEND_PNG_PIXELS = 1_000_000
 SETTING_RANGES = {"steps": (1, 150, int), "guidance": (0.0, 30.0, float), "seed": (0, 2**31 - 1, int),
                   "count": (1, MAX_IMAGES, int), "strength": (0.05, 1.0, float)}
 
@@ -360,15 +366,21 @@ class Engine:
 
     def _inpaint(self, job: Job, base: Image.Image, mask: np.ndarray, eff: dict, steps: int, total: int, what: str,
                  say):
-        """Send only a padded crop around the mask; paste the returned crops into the full photo."""
+        """Send only a padded crop around the mask (scaled down when huge); paste the answers into the photo."""
         mb = bbox(mask)
         assert mb is not None
         pad = max(32, int(0.15 * max(mb[2] - mb[0], mb[3] - mb[1])))
         box = compose.crop_box(mb, base.size, pad)
         crop, crop_mask = base.crop(box), mask[box[1]:box[3], box[0]:box[2]]
+        scale = min(1.0, (SEND_MAX_PIXELS / (crop.width * crop.height)) ** 0.5)
+        if scale < 1.0:  # a 24-megapixel photo: the request and the answers must stay under SageMaker's 6 MB
+            size = (max(8, round(crop.width * scale)), max(8, round(crop.height * scale)))
+            crop = crop.resize(size, Image.LANCZOS)
+            # any garment pixel inside a low-resolution pixel makes it garment: the mask is never cut short
+            crop_mask = np.asarray(Image.fromarray(crop_mask.astype(np.uint8) * 255).resize(size, Image.BOX)) > 0
         area = crop.width * crop.height
         fmt = "png" if area * min(job.count, 4) <= PNG_PIXEL_BUDGET else "jpeg"
-        send_fmt = "png" if area <= 1_500_000 else "jpeg"
+        send_fmt = "png" if area <= SEND_PNG_PIXELS else "jpeg"
         seed = eff["seed"] if isinstance(eff["seed"], int) else random.SystemRandom().randrange(0, 2**31 - 64)
         req = InpaintRequest(image=b64encode(encode_image(crop, send_fmt, quality=95)),
                              mask=b64encode(encode_image(crop_mask)), prompt=job.prompt,
@@ -383,8 +395,12 @@ class Engine:
 
         res = self.backend.inpaint_many(req, [seed + i for i in range(n)], on_step, batch=job.batch)
         # the endpoint already feathered its edge against this crop: copy its pixels where that edge is non-zero
-        hard = grow(mask, req.feather)
-        returned = [decode_image(b64decode(data, field="variation"), field="variation") for data in res.images]
+        hard = grow(mask, int(np.ceil(req.feather / scale)) + (scale < 1.0))
+        full = (box[2] - box[0], box[3] - box[1])
+        returned = []
+        for data in res.images:
+            img = decode_image(b64decode(data, field="variation"), field="variation")
+            returned.append(img if img.size == full else img.resize(full, Image.LANCZOS))
         images = list(zip(res.seeds, compose.paste_all(base, returned, hard, box, feather=0), strict=True))
         return images, len(res.rejected)
 

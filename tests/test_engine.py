@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import shutil
 import threading
@@ -18,7 +19,7 @@ from bot.events import Command, Favorite, FavoritesList, Message, MoreLike, Phot
 from bot.jobs import JobQueue
 from bot.settings import Settings
 from bot.store import Store
-from model.images import decode_mask
+from model.images import decode_mask, load_image_b64
 from model.masks import grow
 from model.serve import ModelServer, start
 from tests.conftest import garment_box, make_photo, to_bytes
@@ -300,3 +301,61 @@ def test_uncached_hub_id_without_network_fails_fast_and_says_what_to_set(monkeyp
         load_inpaint("restyle-tests/never-cached-inpainting")
     assert time.monotonic() - start < 10
     assert "RESTYLE_INPAINT_MODEL" in str(err.value) and "--tiny" in str(err.value)
+
+
+def test_a_huge_photo_travels_scaled_down_and_comes_back_full_size(tmp_path, model_server, monkeypatch):
+    """Crops over SEND_MAX_PIXELS are sent scaled down (a 24-megapixel photo would break SageMaker's 6 MB); the
+    answers are scaled back up and pasted into the full-resolution photo, far pixels untouched."""
+    from bot import engine as engine_mod
+
+    server, url = model_server
+    monkeypatch.setattr(engine_mod, "SEND_MAX_PIXELS", 60_000)
+    backend = sm_backend(url)
+    sent = []
+    real = backend.inpaint
+    monkeypatch.setattr(backend, "inpaint", lambda req, progress=None: sent.append(req) or real(req, progress))
+    eng = make_engine(tmp_path, backend, backend="sagemaker")
+    photo = make_photo(480, 720)
+    eng.handle(Photo("huge", "u", to_bytes(photo)))
+    out = only(eng.handle(Message("huge", "u", "make the skirt a red floral maxi")), Variations)
+    assert len(out.items) == 2 and sent
+    small = load_image_b64(sent[0].image)
+    assert small.width * small.height <= 60_000
+    assert decode_mask(base64.b64decode(sent[0].mask)).shape == (small.height, small.width)
+    original = np.asarray(Image.open(eng.store.original("huge")))
+    (mask_file,) = (eng.store.thread_dir("huge") / "masks").glob("*.png")
+    mask = decode_mask(mask_file.read_bytes())
+    for item in out.items:
+        var = np.asarray(Image.open(item.path))
+        assert var.shape == original.shape
+        far = ~grow(mask, 40)  # the feather is 8 px at the sent scale: wider at full resolution
+        assert (var[far] == original[far]).all()
+        assert (var[mask] != original[mask]).any()
+
+
+def test_an_answer_over_6_mb_is_asked_for_in_halves_with_the_same_pictures(tmp_path, model_server, monkeypatch):
+    from model import handlers
+
+    server, url = model_server
+    backend = sm_backend(url)
+    answers = []
+    real = backend.inpaint
+    monkeypatch.setattr(backend, "inpaint",
+                        lambda req, progress=None: answers.append(out := real(req, progress)) or out)
+
+    def turn(folder: str) -> list[np.ndarray]:
+        eng = make_engine(tmp_path / folder, backend, backend="sagemaker")
+        eng.handle(Photo("t", "u", to_bytes(PHOTO)))
+        assert "count=4" in texts(eng.handle(Message("t", "u", "seed=5 count=4")))
+        out = only(eng.handle(Message("t", "u", "make the skirt black")), Variations)
+        return [np.asarray(Image.open(i.path)) for i in out.items]
+
+    whole = turn("whole")
+    assert len(answers) == 1 and len(answers[0].images) == 4
+    monkeypatch.setattr(handlers, "MAX_PAYLOAD", int(len(answers[0].model_dump_json()) * 0.45))
+    answers.clear()
+    halves = turn("halves")
+    assert [len(a.images) for a in answers] == [1, 1, 1, 1]  # 4 refused, 2 + 2 refused, then one by one
+    # each candidate depends on its own seed only (batch numerics move a pixel by at most 2 levels)
+    assert len(halves) == 4
+    assert all(np.abs(a.astype(int) - b).max() <= 2 for a, b in zip(whole, halves, strict=True))
