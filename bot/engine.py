@@ -162,15 +162,19 @@ class Engine:
 
     def _photo(self, event: Photo, progress: Progress | None) -> list[Reply]:
         try:
-            image = decode_image(event.image, field=event.filename or "photo")
+            image = decode_image(event.image, field=event.filename or "photo", shrink=True)
         except ImageTooLarge as exc:
             return [Text(T.TOO_LARGE.format(why=exc.message), kind="error")]
         except InvalidImage as exc:
             return [Text(T.BAD_IMAGE.format(why=exc.message), kind="error")]
         self.store.create_thread(event.thread, event.user, image)
+        notes = []
+        if "source_size" in image.info:  # a 48 MP camera's JPEG: decoded at half size
+            (sw, sh), (w, h) = image.info["source_size"], image.size
+            notes = [Text(T.SCALED_PHOTO.format(size=f"{sw}x{sh}", mp=sw * sh / 1e6, working=f"{w}x{h}"))]
         if event.text.strip() and parse(event.text).action not in ("unknown", "help"):
-            return self._text(event.thread, event.user, event.text, progress)
-        return [Text(T.GOT_PHOTO)]
+            return notes + self._text(event.thread, event.user, event.text, progress)
+        return [Text(T.GOT_PHOTO)] + notes
 
     def _context(self, thread: str) -> Context:
         if not self.store.has_thread(thread):

@@ -9,6 +9,8 @@ HELP = """*restyle* — drop a photo of a model, then tell me what to change, in
 • `settings steps=40 guidance=8 seed=7 count=4 strength=0.65` — this thread's settings
 • `/restyle batch 8 <prompt>` · `/restyle favorites` · `/restyle settings …` · `/restyle help`"""
 
+SCALED_PHOTO = ("This photo is {size} ({mp:.0f} megapixels), more than I edit at full size: I'm working on a "
+                "{working} copy, and the variations will be that size.")
 GOT_PHOTO = "Got the photo! Tell me what to change — e.g. _make the skirt a red floral maxi_."
 UNKNOWN = "Sorry, I didn't catch that. Try _make the skirt red_, _try #2 in denim_, _fav 2_ — or say _help_."
 NO_GARMENT = ("Which garment should I change? Name it, e.g. _make the *skirt* red_ or "

@@ -7,7 +7,8 @@ Every decoder in restyle (HTTP handlers, the bot's Slack downloads, the terminal
 * CMYK, 16-bit, palette, LA/RGBA (flattened on white) become 8-bit RGB;
 * an animated GIF/WebP/APNG contributes its first frame;
 * 0 bytes, non-images, truncated files and decompression bombs are refused with a specific ``InvalidImage`` /
-  ``ImageTooLarge`` message.
+  ``ImageTooLarge`` message; a person's upload (``shrink=True``) that is a JPEG of up to twice the pixel limit is
+  decoded at reduced scale instead.
 """
 
 from __future__ import annotations
@@ -52,22 +53,31 @@ def b64encode(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii")
 
 
-def _open(data: bytes, field: str) -> Image.Image:
+def _open(data: bytes, field: str, *, shrink: bool = False) -> Image.Image:
+    """PIL's lazy open + load, guarded.  ``shrink``: a JPEG over ``MAX_PIXELS`` (up to twice that, PIL's own hard
+    limit) is decoded at 1/2, 1/4 or 1/8 scale by libjpeg's DCT scaling — never holding the full-size pixels."""
     if not data:
         raise InvalidImage(f"`{field}` is empty (0 bytes)")
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            warnings.simplefilter("ignore" if shrink else "error", Image.DecompressionBombWarning)
             img = Image.open(io.BytesIO(data))
             w, h = img.size
             if w * h > MAX_PIXELS:
-                raise ImageTooLarge(f"`{field}` is {w}x{h} = {w * h:,} pixels; the limit is {MAX_PIXELS:,}")
+                k = next((k for k in (2, 4, 8) if (w / k) * (h / k) <= MAX_PIXELS), None)
+                if shrink and img.format == "JPEG" and k is not None:
+                    img.draft(None, (-(-w // k), -(-h // k)))
+                    img.info["source_size"] = (w, h)
+                if img.width * img.height > MAX_PIXELS:
+                    raise ImageTooLarge(f"`{field}` is {w}x{h} = {w * h:,} pixels; the limit is {MAX_PIXELS:,}"
+                                        + (" (JPEG photos up to twice that are scaled down)" if shrink else ""))
             img.seek(0)  # animated GIF/WebP/APNG: the first frame
             img.load()
     except RequestError:  # our own ImageTooLarge is a ValueError: it must not become "corrupt" below
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise ImageTooLarge(f"`{field}` is larger than {MAX_PIXELS:,} pixels") from None
+        limit = 2 * MAX_PIXELS if shrink else MAX_PIXELS
+        raise ImageTooLarge(f"`{field}` is larger than {limit:,} pixels") from None
     except UnidentifiedImageError:
         raise InvalidImage(f"`{field}` is not an image PIL can read (PNG, JPEG, WebP, GIF, BMP, TIFF …)") from None
     except Exception as exc:  # noqa: BLE001 - untrusted bytes: whatever a decoder raises, the file is bad
@@ -91,9 +101,15 @@ def _to_8bit(img: Image.Image) -> Image.Image:
     return img
 
 
-def decode_image(data: bytes, *, field: str = "image") -> Image.Image:
-    """Bytes → an upright 8-bit RGB ``PIL.Image``; raises ``InvalidImage``/``ImageTooLarge`` with a clear message."""
-    img = _open(data, field)
+def decode_image(data: bytes, *, field: str = "image", shrink: bool = False) -> Image.Image:
+    """Bytes → an upright 8-bit RGB ``PIL.Image``; raises ``InvalidImage``/``ImageTooLarge`` with a clear message.
+
+    ``shrink=True`` (a person's upload, not a model request): a JPEG of up to ``2 * MAX_PIXELS`` — a 48 or 61
+    megapixel camera — comes back scaled down by 2, 4 or 8 to fit ``MAX_PIXELS`` instead of being refused;
+    ``image.info["source_size"]`` then holds the file's own (width, height).
+    """
+    img = _open(data, field, shrink=shrink)
+    source = img.info.get("source_size")
     try:
         img = ImageOps.exif_transpose(img)
     except Exception:  # a broken EXIF block must not cost the picture
@@ -102,10 +118,11 @@ def decode_image(data: bytes, *, field: str = "image") -> Image.Image:
     if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
         rgba = img.convert("RGBA")
         white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        return Image.alpha_composite(white, rgba).convert("RGB")
-    if img.mode == "CMYK":  # Adobe CMYK JPEGs are stored inverted; PIL handles the flag
-        return img.convert("RGB")
-    return img.convert("RGB")
+        img = Image.alpha_composite(white, rgba)
+    img = img.convert("RGB")  # CMYK too: Adobe CMYK JPEGs are stored inverted; PIL handles the flag
+    if source is not None:
+        img.info["source_size"] = source
+    return img
 
 
 def decode_mask(data: bytes, *, size: tuple[int, int] | None = None, field: str = "mask") -> np.ndarray:

@@ -19,6 +19,7 @@ from bot.events import Command, Favorite, FavoritesList, Message, MoreLike, Phot
 from bot.jobs import JobQueue
 from bot.settings import Settings
 from bot.store import Store
+from model.errors import ImageTooLarge
 from model.images import decode_mask, load_image_b64
 from model.masks import grow
 from model.serve import ModelServer, start
@@ -138,6 +139,22 @@ def test_bad_photo_gets_a_friendly_reply_and_no_thread(tmp_path, local_backend, 
     replies = eng.handle(Photo("bad", "u", payload, filename="x.png"))
     assert len(replies) == 1 and replies[0].kind == "error" and expected in replies[0].text
     assert not eng.store.has_thread("bad")
+
+
+def test_a_photo_over_the_pixel_limit_is_edited_at_half_size_and_said_so(tmp_path, local_backend, monkeypatch):
+    """A 48 MP camera JPEG is not refused: the thread works on a half-size copy and the reply says so."""
+    import model.images as images
+
+    monkeypatch.setattr(images, "MAX_PIXELS", 30_000)  # a 320x240 photo plays the 48 MP one
+    eng = make_engine(tmp_path, local_backend)
+    replies = eng.handle(Photo("cam", "u", to_bytes(make_photo(240, 320), "JPEG", quality=95), filename="a.jpg",
+                               text="make the skirt red"))
+    assert "240x320" in texts(replies) and "120x160 copy" in texts(replies)
+    out = only(replies, Variations)
+    assert Image.open(eng.store.original("cam")).size == (120, 160)
+    assert all(Image.open(i.path).size == (120, 160) for i in out.items)
+    with pytest.raises(ImageTooLarge):  # the model side keeps its strict limit for requests
+        images.decode_image(to_bytes(make_photo(240, 320), "JPEG"))
 
 
 def test_garment_not_found_and_unknown_thread(tmp_path, local_backend):

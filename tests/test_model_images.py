@@ -177,6 +177,37 @@ def test_bomb_mask_names_the_field():
     assert "`mask`" in exc.value.message
 
 
+def test_a_48_megapixel_jpeg_upload_is_decoded_at_half_size_and_a_request_is_refused():
+    """shrink=True (a person's upload): libjpeg's DCT scaling decodes an 8000x6000 JPEG at 4000x3000; the same
+    bytes in a model request are still refused (413)."""
+    photo = Image.new("RGB", (8000, 6000), (180, 60, 90))
+    photo.paste((20, 20, 200), (6000, 4000, 8000, 6000))  # the bottom-right corner
+    data = to_bytes(photo, "JPEG", quality=90)
+    img = decode_image(data, field="camera.jpg", shrink=True)
+    assert img.size == (4000, 3000) and img.mode == "RGB" and img.info["source_size"] == (8000, 6000)
+    px = img.load()
+    assert max(abs(a - b) for a, b in zip(px[100, 100], (180, 60, 90), strict=True)) <= 3
+    assert max(abs(a - b) for a, b in zip(px[3900, 2900], (20, 20, 200), strict=True)) <= 3  # same place, scaled
+    with pytest.raises(ImageTooLarge) as exc:
+        decode_image(data)
+    assert f"{MAX_PIXELS:,}" in exc.value.message and exc.value.status == 413
+    assert "source_size" not in decode_image(to_bytes(make_photo(64, 48), "JPEG")).info
+
+
+def test_shrink_has_limits(monkeypatch):
+    """Only JPEG has DCT scaling (a huge PNG is refused), and only up to twice the limit."""
+    import model.images as images
+
+    monkeypatch.setattr(images, "MAX_PIXELS", 100_000)
+    big = make_photo(500, 400)  # 200,000 pixels: twice the (patched) limit
+    assert decode_image(to_bytes(big, "JPEG"), shrink=True).size == (250, 200)
+    with pytest.raises(ImageTooLarge) as exc:
+        decode_image(to_bytes(big, "PNG"), field="scan.png", shrink=True)
+    assert "`scan.png` is 500x400" in exc.value.message and "JPEG photos up to twice" in exc.value.message
+    with pytest.raises(ImageTooLarge):
+        decode_image(png_claiming(20_000, 20_000), shrink=True)  # PIL's own hard limit still applies
+
+
 # -- base64 --------------------------------------------------------------------------------------------------
 def test_b64decode_accepts_data_urls_whitespace_and_urlsafe():
     raw = bytes(range(256)) * 3
