@@ -45,6 +45,8 @@ from model.schemas import MAX_IMAGES, InpaintRequest, SegmentRequest
 
 log = logging.getLogger("restyle.engine")
 Progress = Callable[[int, int, str], None]
+#: Mask previews (the tinted photo shown with each turn) are at most this many pixels a side.
+PREVIEW_MAX_SIDE = 1024
 #: Segmentation runs on a copy no larger than this (the mask is scaled back up): small payload, same garment.
 SEGMENT_MAX_SIDE = 1024
 #: Above this many crop pixels x candidates, ask the endpoint for JPEG so the response stays under 6 MB.
@@ -341,8 +343,8 @@ class Engine:
         if rejected:
             text += T.SOME_REJECTED.format(k=rejected, s="s" if rejected != 1 else "")
         items = [self._out(v, job.prompt) for v in variations]
-        sheet = self._sheet(job.thread, turn, variations, job.prompt)
-        preview = save_png(compose.overlay(base, mask), self.store.thread_dir(job.thread) / f"mask-{turn}.png")
+        sheet = self._sheet(job.thread, turn, variations, job.prompt, [img for _, img in images])
+        preview = save_png(mask_preview(base, mask), self.store.thread_dir(job.thread) / f"mask-{turn}.png")
         say(total, total, text)
         return [Variations(turn_id=turn, text=text, items=items, sheet=sheet, mask_preview=preview)]
 
@@ -413,11 +415,23 @@ class Engine:
         return VariationOut(id=v.id, number=v.number, path=v.path, seed=v.seed,
                             caption=f"#{v.number} · seed {v.seed}" + (f" · {prompt}" if prompt else ""))
 
-    def _sheet(self, thread: str, name: str, variations: list[Variation], title: str) -> Path:
-        imgs = [Image.open(v.path) for v in variations]
+    def _sheet(self, thread: str, name: str, variations: list[Variation], title: str,
+               images: list[Image.Image] | None = None) -> Path:
+        """Contact sheet of ``variations``; ``images``: their pictures already in memory (else read from disk)."""
+        imgs = images if images is not None else [Image.open(v.path) for v in variations]
         sheet = contact_sheet(imgs, [f"#{v.number}" + (" ⭐" if v.favorite else "") for v in variations],
                               title=title)
         return save_png(sheet, self.store.thread_dir(thread) / f"sheet-{name}.png")
+
+
+def mask_preview(base: Image.Image, mask: np.ndarray, max_side: int = PREVIEW_MAX_SIDE) -> Image.Image:
+    """The photo with the mask tinted, at most ``max_side`` a side: a picture for eyes, not a deliverable."""
+    scale = min(1.0, max_side / max(base.size))
+    if scale < 1.0:
+        size = (max(1, round(base.width * scale)), max(1, round(base.height * scale)))
+        base = base.resize(size, Image.BILINEAR)
+        mask = np.asarray(Image.fromarray(mask).resize(size, Image.NEAREST))
+    return compose.overlay(base, mask)
 
 
 def _adds_nothing(intent: Intent, previous: dict) -> bool:

@@ -14,6 +14,7 @@ import sqlite3
 import threading
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -79,7 +80,7 @@ def save_png(img: Image.Image, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
     with open(tmp, "wb") as fh:
-        img.save(fh, "PNG", compress_level=3)
+        img.save(fh, "PNG", compress_level=1)  # ~1.5x faster than 3 for ~10 % more bytes (24 MP: 1.0 s)
         fh.flush()
         os.fsync(fh.fileno())
     os.replace(tmp, path)
@@ -191,10 +192,11 @@ class Store:
     def finish_turn(self, turn: str, thread: str, images: list[tuple[int, Image.Image]], context: dict) -> list[Variation]:
         """Write the pictures, then in ONE transaction: number them, add their rows, mark the turn done."""
         folder = self.thread_dir(thread) / "variations"
-        staged = []
-        for seed, img in images:
-            vid = uuid.uuid4().hex[:12]
-            staged.append((vid, seed, save_png(img, folder / f"{turn}-{vid}.png")))
+        named = [(uuid.uuid4().hex[:12], seed, img) for seed, img in images]
+        # PNG encoding releases the GIL: a 24-megapixel photo's variations are written side by side
+        with ThreadPoolExecutor(max_workers=max(1, min(len(named), os.cpu_count() or 1))) as pool:
+            paths = list(pool.map(lambda n: save_png(n[2], folder / f"{turn}-{n[0]}.png"), named))
+        staged = [(vid, seed, path) for (vid, seed, _), path in zip(named, paths, strict=True)]
         with self._lock:
             first = self._one("SELECT next_number FROM threads WHERE id = ?", (thread,))["next_number"]
             stmts: list[tuple[str, tuple]] = []

@@ -376,3 +376,18 @@ def test_an_answer_over_6_mb_is_asked_for_in_halves_with_the_same_pictures(tmp_p
     # each candidate depends on its own seed only (batch numerics move a pixel by at most 2 levels)
     assert len(halves) == 4
     assert all(np.abs(a.astype(int) - b).max() <= 2 for a, b in zip(whole, halves, strict=True))
+
+
+def test_mask_preview_is_small_and_tints_the_mask():
+    from bot.engine import mask_preview
+
+    photo = make_photo(2048, 3072)
+    mask = np.zeros((3072, 2048), dtype=bool)
+    mask[1500:2500, 500:1500] = True
+    small = mask_preview(photo, mask)
+    assert small.size == (683, 1024)
+    arr, plain = np.asarray(small).astype(int), np.asarray(photo.resize(small.size)).astype(int)
+    inside, outside = (666, 333), (100, 100)  # (y, x) at preview scale
+    assert arr[inside][0] - plain[inside][0] > 30  # tinted towards (255, 0, 96)
+    assert np.abs(arr[outside] - plain[outside]).max() <= 3
+    assert mask_preview(make_photo(96, 128), np.ones((128, 96), dtype=bool)).size == (96, 128)
