@@ -372,7 +372,7 @@ class Bench:
 
     def segment(self) -> None:
         from model import loading
-        from model.segment import mask_workers
+        from model.parallel import workers
 
         names = ("segment_1", "segment_16", "segment_endpoint_overhead")
         if not any(self.want(n) for n in names):
@@ -423,7 +423,7 @@ class Bench:
                     f"+ bilinear upsampling to the photo: probability maps at {w}x{h}"
         what_ours = "Segmenter(image, prompts, negative_prompts=[]): shared ViT pass, cached text embeddings, " \
                     f"masks thresholded, hole-filled, de-specked, dilated 8 px at {w}x{h} (more work than the " \
-                    f"baseline's bare maps), several masks cleaned in parallel on {mask_workers()} threads"
+                    f"baseline's bare maps), several masks cleaned in parallel on {workers()} threads"
         if self.want("segment_1"):
             self.log("segment_1")
             t = interleaved({"base": lambda: plain(["skirt"], True), "ours": ours(["skirt"])}, self.reps)

@@ -14,6 +14,7 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage
 
+from model import parallel
 from model.masks import BBox, bbox
 
 
@@ -116,8 +117,8 @@ def paste_all(original: Image.Image, generated: list[Image.Image], mask: np.ndar
     where_inside = inside.reshape(inside.shape + (1,) * (region.ndim - 2))
     a = alpha.reshape(-1)[band][:, None]
     r = region.reshape(-1, channels)[band].astype(np.float32)
-    out = []
-    for generated_i in generated:
+
+    def one(generated_i: Image.Image) -> Image.Image:
         gen = generated_i if generated_i.size == (x1 - x0, y1 - y0) else \
             generated_i.resize((x1 - x0, y1 - y0), Image.LANCZOS)
         gen_arr = np.asarray(gen, dtype=np.uint8)
@@ -128,8 +129,9 @@ def paste_all(original: Image.Image, generated: list[Image.Image], mask: np.ndar
             out_region.reshape(-1, channels)[band] = np.clip(r * (1.0 - a) + g * a + 0.5, 0, 255).astype(np.uint8)
         full = original.copy()
         full.paste(Image.fromarray(out_region), (x0, y0))
-        out.append(full)
-    return out
+        return full
+
+    return parallel.map_all(one, generated)  # candidates side by side (PIL and numpy release the GIL)
 
 
 def paste(original: Image.Image, generated: Image.Image, mask: np.ndarray, box: BBox, feather: int) -> Image.Image:

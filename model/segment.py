@@ -17,11 +17,9 @@ from __future__ import annotations
 
 import functools
 import inspect
-import os
 import threading
 import time
 from collections import OrderedDict
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -29,6 +27,7 @@ import torch
 from PIL import Image
 
 from model import masks as M
+from model import parallel
 from model.schemas import DEFAULT_PROTECT
 
 
@@ -221,24 +220,10 @@ class Segmenter:
                 for i, prompt in enumerate(prompts)]
         # Masks are independent and numpy/scipy release the GIL on big arrays: several prompts are cleaned in
         # parallel (each result is the same as alone, order kept; 16 masks at 1024x1536 on 2 cores: 102 → 61 ms).
-        if len(jobs) > 1 and mask_workers() > 1:
-            garments = list(_mask_pool().map(lambda job: job(), jobs))
-        else:
-            garments = [job() for job in jobs]
+        garments = parallel.map_all(lambda job: job(), jobs)
         t2 = time.perf_counter()
         timings = {"forward": (t1 - t0) * 1e3, "postprocess": (t2 - t1) * 1e3}
         return Segmentation(garments=garments, width=w, height=h, timings_ms=timings)
-
-
-def mask_workers() -> int:
-    """Threads for mask post-processing: the CPUs this process may use, at most 8."""
-    return min(8, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1))
-
-
-@functools.cache
-def _mask_pool() -> ThreadPoolExecutor:
-    """Threads for mask post-processing, shared by all Segmenters of the process (created on first use)."""
-    return ThreadPoolExecutor(max_workers=mask_workers(), thread_name_prefix="restyle-masks")
 
 
 @functools.lru_cache(maxsize=64)  # photo sizes repeat; bounded so a long-running server does not grow

@@ -206,13 +206,13 @@ def test_windowed_postprocessing_equals_full_resolution(segmenter, size):
 
 def test_parallel_postprocessing_equals_serial(segmenter, monkeypatch):
     """Several garments are cleaned on a thread pool: same masks, scores, boxes and order as one at a time."""
-    from model import segment
+    from model import parallel
 
     photo = make_photo(333, 517)
     prompts = ["skirt", "dress", "coat", "shirt", "jeans", "scarf"]
     kw = {"threshold": 0.3, "min_coverage": 0.0}
     pooled = segmenter(photo, prompts, **kw).garments
-    monkeypatch.setattr(segment, "mask_workers", lambda: 1)
+    monkeypatch.setattr(parallel, "workers", lambda: 1)
     serial = segmenter(photo, prompts, **kw).garments
     assert [g.prompt for g in pooled] == prompts == [g.prompt for g in serial]
     assert sum(g.found for g in serial) >= 2  # the pool really had work to share

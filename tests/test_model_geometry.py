@@ -185,3 +185,29 @@ def test_overlay_tints_only_the_mask():
     out = np.asarray(compose.overlay(photo, mask))
     assert (out[~mask] == np.asarray(photo)[~mask]).all()
     assert (out[mask] != np.asarray(photo)[mask]).any()
+
+
+def test_paste_all_on_the_pool_equals_one_by_one(monkeypatch):
+    """Candidates are pasted side by side on model.parallel's pool: the same bytes, in order, as serially."""
+    from model import parallel
+
+    photo = make_photo(200, 300)
+    mask = np.zeros((300, 200), dtype=bool)
+    mask[120:260, 50:150] = True
+    box = (30, 100, 170, 280)
+    rng = np.random.RandomState(3)
+    gens = [Image.fromarray(rng.randint(0, 256, (96, 80, 3), dtype=np.uint8)) for _ in range(5)]
+    pooled = compose.paste_all(photo, gens, mask, box, feather=6)
+    monkeypatch.setattr(parallel, "workers", lambda: 1)
+    serial = compose.paste_all(photo, gens, mask, box, feather=6)
+    assert len(pooled) == 5
+    assert all(np.array_equal(np.asarray(a), np.asarray(b)) for a, b in zip(pooled, serial, strict=True))
+    assert not np.array_equal(np.asarray(pooled[0]), np.asarray(pooled[1]))  # each its own candidate
+
+
+def test_map_all_runs_nested_calls_serially():
+    """A pooled task that itself calls map_all must not wait on the pool it occupies."""
+    from model import parallel
+
+    out = parallel.map_all(lambda i: parallel.map_all(lambda j: i * 10 + j, range(3)), range(12))
+    assert out == [[i * 10 + j for j in range(3)] for i in range(12)]
