@@ -219,3 +219,22 @@ def test_parallel_postprocessing_equals_serial(segmenter, monkeypatch):
     for a, b in zip(pooled, serial, strict=True):
         assert np.array_equal(a.mask, b.mask) and a.bbox == b.bbox and a.found == b.found
         assert a.score == b.score and a.coverage == b.coverage
+
+
+@pytest.mark.slow
+def test_compiled_unet_is_warmed_up_at_load_so_no_request_recompiles(tiny_dir):
+    """RESTYLE_COMPILE's promise: compilation happens in load_inpaint, not on a request — new crop sizes, candidate
+    counts and guidance off (half the batch) all reuse the warmed-up graphs (a recompile would raise)."""
+    import torch._dynamo
+    from torch._dynamo.utils import counters
+
+    compiled = load_inpaint(str(tiny_dir / "inpaint"), device="cpu", compile=True)
+    graphs = counters["stats"]["unique_graphs"]
+    assert graphs >= 1
+    with torch._dynamo.config.patch(error_on_recompile=True):
+        requests = (((200, 300), [1], 7.5), ((320, 240), [1, 2, 3], 7.5), ((256, 256), [5, 6], 1.0))
+        for (w, h), seeds, guidance in requests:
+            out = compiled(make_photo(w, h), garment_mask(w, h), "a red skirt", seeds=seeds, steps=2,
+                           guidance_scale=guidance)
+            assert len(out.candidates) + len(out.rejected) == len(seeds)
+    assert counters["stats"]["unique_graphs"] == graphs
