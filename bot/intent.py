@@ -113,25 +113,22 @@ class Intent:
 # ---------------------------------------------------------------------------------------------------------------
 _GARMENT_SYNONYMS: dict[str, str] = {
     "skirt": "skirts|skort|skorts",
-    "dress": "dresses|frock|frocks|gown|gowns|sundress|sundresses|shirt dress|shirtdress|sweater dress"
-             "|t-shirt dress|tshirt dress|slip dress",
-    "jacket": "jackets|bomber|bombers|bomber jacket|windbreaker|windbreakers|anorak|anoraks",
-    "coat": "coats|overcoat|overcoats|parka|parkas|trench|trenches|trenchcoat|trench coat|raincoat|rain coat"
-            "|peacoat|pea coat",
+    "dress": "dresses|frock|frocks|gown|gowns|sundress|sundresses",
+    "jacket": "jackets",
+    "coat": "coats|overcoat|overcoats",
     "jeans": "denims",
-    "pants": "pant|trousers|trouser|slacks|chinos|chino|joggers|sweatpants|cargo pants|dress pants",
+    "pants": "pant|trousers|trouser|slacks",
     "shorts": "",
     "t-shirt": "t-shirts|tshirt|tshirts|tee|tees|teeshirt|tee shirt",
-    "shirt": "shirts|button down|button downs|buttondown|button up|button ups|dress shirt",
+    "shirt": "shirts",
     "blouse": "blouses",
-    "top": "tops|tank|tanks|tank top|tank tops|cami|camis|camisole|camisoles|tube top|bodysuit|bodysuits",
-    "sweater": "sweaters|jumper|jumpers|pullover|pullovers|sweatshirt|sweatshirts|turtleneck|turtlenecks"
-               "|crewneck",
+    "top": "tops|bodysuit|bodysuits",
+    "sweater": "sweaters|jumper|jumpers|pullover|pullovers|sweatshirt|sweatshirts|crewneck",
     "hoodie": "hoodies|hoody|hooded sweatshirt|zip up hoodie",
     "cardigan": "cardigans|cardi|cardis",
     "blazer": "blazers|sport coat|sports coat|suit jacket|sport jacket",
     "vest": "vests|waistcoat|waistcoats|gilet|gilets|sweater vest",
-    "suit": "suits|tuxedo|tuxedos|tux|pantsuit|pantsuits|trouser suit",
+    "suit": "suits|pantsuit|pantsuits|trouser suit",
     "jumpsuit": "jumpsuits|romper|rompers|playsuit|playsuits|overalls|dungarees|boilersuit",
     "shoes": "shoe|loafers|loafer|flats|ballet flats|sandals|sandal|mules|oxfords|brogues|footwear|dress shoes",
     "boots": "boot|booties|ankle boots",
@@ -167,6 +164,35 @@ _GARMENT_COMPOUNDS: dict[str, tuple[tuple[str, str], str]] = {
     "jean vest": (("material", "denim"), "vest"),
     "jean dress": (("material", "denim"), "dress"),
 }
+
+# Garment kinds: words naming one cut of a canonical garment.  CLIPSeg looks for the canonical garment; the kind
+# stays in the prompt, right before the noun ("change the coat to a camel trench" -> "a camel trench coat").
+# (kind, canonical garment, "|"-separated surfaces)
+_GARMENT_KINDS: tuple[tuple[str, str, str], ...] = (
+    ("trench", "coat", "trench|trenches|trenchcoat|trenchcoats|trench coat|trench coats"),
+    ("parka", "coat", "parka|parkas"),
+    ("pea", "coat", "peacoat|peacoats|pea coat|pea coats"),
+    ("rain", "coat", "raincoat|raincoats|rain coat|rain coats"),
+    ("bomber", "jacket", "bomber|bombers|bomber jacket|bomber jackets"),
+    ("windbreaker", "jacket", "windbreaker|windbreakers"),
+    ("anorak", "jacket", "anorak|anoraks"),
+    ("chino", "pants", "chinos|chino|chino pants"),
+    ("jogger", "pants", "joggers|jogger pants"),
+    ("sweat", "pants", "sweatpants|sweat pants"),
+    ("cargo", "pants", "cargo pants"),
+    ("dress", "pants", "dress pants"),
+    ("button-down", "shirt", "button down|button downs|buttondown|buttondowns|button up|button ups"
+                             "|button-down shirt"),
+    ("dress", "shirt", "dress shirt|dress shirts"),
+    ("tank", "top", "tank|tanks|tank top|tank tops"),
+    ("camisole", "top", "cami|camis|camisole|camisoles|camisole top"),
+    ("tube", "top", "tube top|tube tops"),
+    ("turtleneck", "sweater", "turtleneck|turtlenecks|turtleneck sweater"),
+    ("slip", "dress", "slip dress|slip dresses"),
+    ("shirt", "dress", "shirt dress|shirtdress|shirt dresses|t-shirt dress|tshirt dress"),
+    ("sweater", "dress", "sweater dress|sweater dresses"),
+    ("tuxedo", "suit", "tuxedo|tuxedos|tux"),
+)
 
 _ATTRIBUTE_SYNONYMS: dict[str, dict[str, str]] = {
     "colour": {
@@ -249,10 +275,10 @@ VOCABULARY: dict[str, tuple[str, ...]] = {cat: tuple(words) for cat, words in _A
 
 # Prompt order: styles, non-compound lengths, fits, tone, colour, pattern, material, details, then the lengths and
 # fits that read as part of the noun ("a red floral maxi skirt", "a black wrap dress").
-_PROMPT_ORDER = ("style", "length", "fit", "tone", "colour", "pattern", "material", "detail", "compound")
+_PROMPT_ORDER = ("style", "length", "fit", "tone", "colour", "pattern", "material", "detail", "compound", "kind")
 _NOUN_COMPOUNDS = frozenset({"maxi", "midi", "mini", "wrap", "bodycon", "a-line", "wide-leg", "bootcut"})
 # Categories where a follow-up replaces the earlier value instead of adding to it ("#2 in blue" drops "red").
-_EXCLUSIVE = frozenset({"length", "colour", "tone", "pattern", "material"})
+_EXCLUSIVE = frozenset({"length", "colour", "tone", "pattern", "material", "kind"})
 _TIGHT_FITS = frozenset({"fitted", "slim", "skinny", "bodycon"})
 _LOOSE_FITS = frozenset({"loose", "oversized", "relaxed", "flowy"})
 _OPPOSED_FITS = ((_TIGHT_FITS, _LOOSE_FITS), (_LOOSE_FITS, _TIGHT_FITS))  # "#2 but tighter" drops "loose"
@@ -431,6 +457,9 @@ def _add(phrase: str, *units: _Unit) -> None:
         _LEX[key] = units
 
 
+for _kind, _canon, _surfaces in _GARMENT_KINDS:
+    for _surface in _surfaces.split("|"):
+        _add(_surface, ("a", "kind", _kind), ("g", _canon))
 for _canon, _syns in _GARMENT_SYNONYMS.items():
     for _surface in [_canon, *filter(None, _syns.split("|"))]:
         _add(_surface, ("g", _canon))
@@ -446,6 +475,7 @@ for _surface in _KEEPERS.split("|"):
     _add(_surface, ("k", _surface))
 _LEX_MAXLEN = max(len(k) for k in _LEX)
 _CATEGORY = {attr: cat for cat, table in _ATTRIBUTE_SYNONYMS.items() for attr in table}
+_KINDS = frozenset(kind for kind, _, _ in _GARMENT_KINDS)
 
 # Typo targets: single-word vocabulary entries of >= 4 letters, bucketed by first letter, plus a few keywords.
 _FUZZY_EXTRA = ("favorite", "favourite", "variations", "variation", "settings", "regenerate", "another")
@@ -1033,7 +1063,7 @@ def _article(phrase: str, noun: str) -> str:
 def _describe(noun: str | None, attributes: list[str]) -> str:
     """"a red floral maxi skirt": attributes in prompt order, then the noun."""
     def rank(attr: str) -> int:
-        cat = "compound" if attr in _NOUN_COMPOUNDS else _CATEGORY.get(attr, "colour")
+        cat = "compound" if attr in _NOUN_COMPOUNDS else _category(attr)
         return _PROMPT_ORDER.index(cat)
 
     words: list[str] = []
@@ -1065,6 +1095,8 @@ def _merge(previous: tuple[str, ...] | list[str], new: list[str]) -> list[str]:
 
 
 def _category(attr: str) -> str:
+    if attr in _KINDS:  # a garment kind ("trench"), even where the word is also a garment ("dress pants")
+        return "kind"
     if attr in _CATEGORY:
         return _CATEGORY[attr]
     last = attr.split()[-1]  # compound colours: "light blue"

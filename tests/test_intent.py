@@ -237,3 +237,29 @@ def test_deterministic_across_hash_seeds():
         out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, input=json.dumps(texts), capture_output=True,
                              text=True, timeout=60, check=True, env={**os.environ, "PYTHONHASHSEED": seed})
         assert json.loads(out.stdout) == want
+
+
+@pytest.mark.parametrize("text, garment, described", [
+    ("change the coat to a camel trench", "coat", "a camel trench coat"),
+    ("swap her jeans for joggers", "jeans", "jogger pants"),
+    ("turn the sweater into a cream turtleneck", "sweater", "a cream turtleneck sweater"),
+    ("make the top a white tank", "top", "a white tank top"),
+    ("a navy tuxedo", "suit", "a navy tuxedo suit"),
+    ("swap the shirt for a white button down", "shirt", "a white button-down shirt"),
+    ("dress pants in charcoal", "pants", "charcoal dress pants"),
+    ("a leopard print silk slip dress", "dress", "a leopard print silk slip dress"),
+])
+def test_a_garment_kind_stays_in_the_prompt_while_segmentation_gets_the_garment(text, garment, described):
+    """CLIPSeg is asked for the canonical garment; the prompt keeps the kind the designer named."""
+    intent = parse(text)
+    assert intent.garment == garment
+    assert intent.prompt == f"{described}, {PROMPT_SUFFIX}"
+
+
+def test_a_new_kind_replaces_the_old_one_and_a_new_garment_drops_it():
+    ctx = Context(garment="coat", target="coat", attributes=("camel", "trench"))
+    parka = parse("#2 as a parka", ctx)
+    assert "parka" in parka.attributes and "trench" not in parka.attributes
+    assert parka.prompt.startswith("a camel parka coat")
+    assert parse("#2 in navy", ctx).prompt.startswith("a navy trench coat")
+    assert "trench" not in parse("turn it into a bomber", ctx).prompt
