@@ -201,6 +201,10 @@ class Engine:
             return self._use(thread, intent.variation if intent.variation is not None else -1)
         if action == "undo":
             return self._undo(thread)
+        if action == "reset":
+            if not self.store.clear_base(thread):
+                return [Text(T.NOTHING_TO_UNDO)]
+            return [Text(T.UNDONE.format(what="the original photo"))]
         if action == "settings":
             return self._settings(thread, intent.settings)
         if action in GENERATING_ACTIONS:

@@ -45,7 +45,7 @@ PROMPT_SUFFIX = "fashion photography, detailed fabric texture, high quality"
 FALLBACK_NOUN = "outfit"  # prompt noun when attributes are known but no garment is
 MAX_COUNT = 64  # counts above this are capped ("give me 100 variations" -> 64)
 MAX_VARIATION = 99  # variation numbers outside 1..99 are ignored
-ACTIONS = ("restyle", "vary", "batch", "favorite", "use", "undo", "settings", "help", "unknown")
+ACTIONS = ("restyle", "vary", "batch", "favorite", "use", "undo", "reset", "settings", "help", "unknown")
 GENERATING_ACTIONS = frozenset({"restyle", "vary", "batch"})
 
 
@@ -1002,6 +1002,10 @@ def _unique(items) -> list[str]:
 # Stage 5: action and prompt
 # ---------------------------------------------------------------------------------------------------------------
 _UNDO_STRONG_RE = re.compile(r"\b(?:undo|revert|reverted|rollback|roll\s+back|(?:ctrl|cmd)\s*\+?\s*z)\b")
+_RESET_RE = re.compile(r"\b(?:start\s+(?:over|again|afresh|fresh)|from\s+scratch|reset|start\s+from\s+the\s+original"
+                       r"|(?:back\s+to|use|revert\s+to|return\s+to|go\s+back\s+to|from)\s+(?:the\s+)?original"
+                       r"(?:\s+(?:photo|picture|image|pic))?\b(?!\s+(?:colou?r|length|fabric|shape|cut|style))"
+                       r"|original\s+(?:photo|picture|image|pic)\s+again)\b")
 _UNDO_WEAK_RE = re.compile(r"\b(?:go\s+back|step\s+back|take\s+(?:it|that|this)\s+back|back|previous"
                            r"|cancel\s+(?:that|it|this))\b")
 _HELP_RE = re.compile(r"^\s*(?:\?+|h|help|commands|usage|instructions|menu|info)\s*[?!.]*\s*$"
@@ -1027,6 +1031,8 @@ def _decide(text: str, *, content: bool, variation: int | None, count: int | Non
             settings: dict, batch_garment: bool) -> str:
     if not text:
         return "unknown"
+    if _RESET_RE.search(text) and variation is None:
+        return "reset"
     if _UNDO_STRONG_RE.search(text) and variation is None:
         return "undo"
     if _HELP_RE.search(text) and not content and variation is None and not settings:

@@ -5,7 +5,7 @@ HELP = """*restyle* — drop a photo of a model, then tell me what to change, in
 • `try #2 in denim`, `#3 but longer` — iterate on a variation
 • `8 more like that` — more candidates with the same prompt
 • `the top white and the skirt black` — several garments at once
-• `fav 2` (or react ⭐ ❤️ 👍) — mark a favourite · `use 2` — edit from #2 from now on · `undo` — back to the previous base
+• `fav 2` (or react ⭐ ❤️ 👍) — mark a favourite · `use 2` — edit from #2 from now on · `undo` — back to the previous base · `start over` — back to the original photo
 • `settings steps=40 guidance=8 seed=7 count=4 strength=0.65` — this thread's settings
 • `/restyle batch 8 <prompt>` · `/restyle favorites` · `/restyle settings …` · `/restyle help`"""
 

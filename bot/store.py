@@ -167,6 +167,14 @@ class Store:
             self._tx([("UPDATE threads SET base_stack = ? WHERE id = ?", (json.dumps(stack), thread))])
             return popped
 
+    def clear_base(self, thread: str) -> bool:
+        """Edits start from the original photo again; False when they already did."""
+        with self._lock:
+            stack = json.loads(self._one("SELECT base_stack FROM threads WHERE id = ?", (thread,))["base_stack"])
+            if stack:
+                self._tx([("UPDATE threads SET base_stack = '[]' WHERE id = ?", (thread,))])
+            return bool(stack)
+
     def context(self, thread: str) -> dict:
         return json.loads(self._one("SELECT context FROM threads WHERE id = ?", (thread,))["context"])
 

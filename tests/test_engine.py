@@ -117,6 +117,18 @@ def test_scenario_restyle_favorite_vary_batch(tmp_path, local_backend):
     assert eng.store.turn(mlt.turn_id).base == str(second.path)
 
 
+def test_start_over_goes_back_to_the_original_from_any_depth(tmp_path, local_backend):
+    eng = make_engine(tmp_path, local_backend)
+    eng.handle(Photo("s", "u", to_bytes(PHOTO)))
+    first = only(eng.handle(Message("s", "u", "make the skirt black")), Variations)
+    eng.handle(Message("s", "u", "use 1"))
+    eng.handle(Message("s", "u", "use 2"))
+    assert eng.store.base("s")[0] == first.items[1].path
+    assert texts(eng.handle(Message("s", "u", "let's start over"))) == T.UNDONE.format(what="the original photo")
+    assert eng.store.base("s") == (eng.store.original("s"), None)
+    assert texts(eng.handle(Message("s", "u", "back to the original photo"))) == T.NOTHING_TO_UNDO
+
+
 def test_same_seed_same_pixels_and_settings(tmp_path, local_backend):
     eng = make_engine(tmp_path, local_backend)
     eng.handle(Photo("t", "u", to_bytes(PHOTO)))
