@@ -404,15 +404,19 @@ class Engine:
             say(done, total, T.WORKING.format(done=done, total=total))
 
         res = self.backend.inpaint_many(req, [seed + i for i in range(n)], on_step, batch=job.batch)
-        # the endpoint already feathered its edge against this crop: copy its pixels where that edge is non-zero
-        hard = grow(mask, int(np.ceil(req.feather / scale)) + (scale < 1.0))
         full = (box[2] - box[0], box[3] - box[1])
         returned = []
         for data in res.images:
             img = decode_image(b64decode(data, field="variation"), field="variation")
             returned.append(img if img.size == full else img.resize(full, Image.LANCZOS))
-        images = list(zip(res.seeds, compose.paste_all(base, returned, hard, box, feather=0), strict=True))
-        return images, len(res.rejected)
+        if scale == 1.0:
+            # the endpoint already feathered its edge against this crop: copy its pixels where that edge is non-zero
+            pasted = compose.paste_all(base, returned, grow(mask, req.feather), box, feather=0)
+        else:
+            # scaled-up answers: blend them in over the whole (scaled) feather at full resolution, so neither a seam
+            # nor a ring of the scaled-down original shows
+            pasted = compose.paste_all(base, returned, mask, box, feather=int(np.ceil((req.feather + 1) / scale)))
+        return list(zip(res.seeds, pasted, strict=True)), len(res.rejected)
 
     # -- presentation ----------------------------------------------------------------------------------------------
     def _out(self, v: Variation, prompt: str) -> VariationOut:

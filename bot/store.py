@@ -14,11 +14,12 @@ import sqlite3
 import threading
 import time
 import uuid
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 from PIL import Image
+
+from model import parallel
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS threads (
@@ -202,8 +203,7 @@ class Store:
         folder = self.thread_dir(thread) / "variations"
         named = [(uuid.uuid4().hex[:12], seed, img) for seed, img in images]
         # PNG encoding releases the GIL: a 24-megapixel photo's variations are written side by side
-        with ThreadPoolExecutor(max_workers=max(1, min(len(named), os.cpu_count() or 1))) as pool:
-            paths = list(pool.map(lambda n: save_png(n[2], folder / f"{turn}-{n[0]}.png"), named))
+        paths = parallel.map_all(lambda n: save_png(n[2], folder / f"{turn}-{n[0]}.png"), named)
         staged = [(vid, seed, path) for (vid, seed, _), path in zip(named, paths, strict=True)]
         with self._lock:
             first = self._one("SELECT next_number FROM threads WHERE id = ?", (thread,))["next_number"]
