@@ -33,7 +33,7 @@ from bot.events import (
     VariationOut,
     Variations,
 )
-from bot.intent import GENERATING_ACTIONS, Context, Intent, parse
+from bot.intent import GARMENTS, GENERATING_ACTIONS, Context, Intent, is_thanks, parse
 from bot.render import contact_sheet
 from bot.settings import Settings
 from bot.store import Store, Variation, save_png
@@ -212,6 +212,8 @@ class Engine:
             if isinstance(job, Text):
                 return [job]
             return self._generate(job, progress)
+        if is_thanks(text):
+            return [Text(T.WELCOME)]
         return [Text(T.UNKNOWN)]
 
     # -- small actions ---------------------------------------------------------------------------------------------
@@ -303,6 +305,8 @@ class Engine:
             if _adds_nothing(intent, last.intent):
                 intent = _with_prompt(intent, last.prompt, last.negative_prompt)
         garments = list(intent.garments) or ([intent.garment] if intent.garment else [])
+        if not garments and any(n in GARMENTS for n in intent.negatives):  # "remove the belt", "no hat"
+            return Text(T.CANT_REMOVE.format(what=next(n for n in intent.negatives if n in GARMENTS)))
         if not garments:
             return Text(T.NO_GARMENT)
         if not intent.prompt:
@@ -344,6 +348,8 @@ class Engine:
         text = T.DONE.format(n=len(variations), s=plural, what=what, numbers=numbers)
         if missing:
             text += f" (I couldn't find: {', '.join(missing)}.)"
+        if job.intent.count and job.intent.count > job.count:
+            text += T.CAPPED.format(cap=job.count)
         if rejected:
             text += T.SOME_REJECTED.format(k=rejected, s="s" if rejected != 1 else "")
         items = [self._out(v, job.prompt) for v in variations]

@@ -37,6 +37,7 @@ __all__ = [
     "Context",
     "Intent",
     "build_prompt",
+    "is_thanks",
     "main",
     "parse",
 ]
@@ -1055,6 +1056,15 @@ def _decide(text: str, *, content: bool, variation: int | None, count: int | Non
     if content:
         return "restyle"
     return "unknown"
+
+
+_THANKS_RE = re.compile(r"^\W*(?:thanks?|thank\s+you|thx|ty|cheers|merci|ta)\b(?:\s+(?:so\s+much|a\s+lot|again"
+                        r"|very\s+much|restyle|bot|mate|all))*\W*$")
+
+
+def is_thanks(text: str) -> bool:
+    """A plain "thanks" / "thank you so much!" (answered politely rather than with "I didn't catch that")."""
+    return bool(_THANKS_RE.match(_normalize(text)))
 
 
 def _article(phrase: str, noun: str) -> str:

@@ -12,6 +12,10 @@ HELP = """*restyle* — drop a photo of a model, then tell me what to change, in
 SCALED_PHOTO = ("This photo is {size} ({mp:.0f} megapixels), more than I edit at full size: I'm working on a "
                 "{working} copy, and the variations will be that size.")
 GOT_PHOTO = "Got the photo! Tell me what to change — e.g. _make the skirt a red floral maxi_."
+WELCOME = "You're welcome! Tell me what to change next, or react ⭐ to keep a variation."
+CANT_REMOVE = ("I can't take the {what} out of the picture — I restyle what is there. Try _make the {what} black_ "
+               "or _make the {what} thinner_.")
+CAPPED = " ({cap} is the most I make in one go.)"
 UNKNOWN = "Sorry, I didn't catch that. Try _make the skirt red_, _try #2 in denim_, _fav 2_ — or say _help_."
 NO_GARMENT = ("Which garment should I change? Name it, e.g. _make the *skirt* red_ or "
               "_turn her pants into a pleated skirt_.")

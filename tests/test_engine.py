@@ -129,6 +129,17 @@ def test_start_over_goes_back_to_the_original_from_any_depth(tmp_path, local_bac
     assert texts(eng.handle(Message("s", "u", "back to the original photo"))) == T.NOTHING_TO_UNDO
 
 
+def test_small_talk_removal_and_caps_get_straight_answers(tmp_path, local_backend):
+    eng = make_engine(tmp_path, local_backend, max_batch=3)
+    eng.handle(Photo("c", "u", to_bytes(PHOTO)))
+    assert texts(eng.handle(Message("c", "u", "thank you so much!"))) == T.WELCOME
+    assert texts(eng.handle(Message("c", "u", "remove the belt"))) == T.CANT_REMOVE.format(what="belt")
+    assert eng.store.variations("c") == []
+    out = only(eng.handle(Message("c", "u", "make 5 variations of the skirt in red")), Variations)
+    assert len(out.items) == 3 and out.text.endswith(T.CAPPED.format(cap=3))
+    assert not only(eng.handle(Message("c", "u", "2 more like that")), Variations).text.endswith(")")
+
+
 def test_same_seed_same_pixels_and_settings(tmp_path, local_backend):
     eng = make_engine(tmp_path, local_backend)
     eng.handle(Photo("t", "u", to_bytes(PHOTO)))

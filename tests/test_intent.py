@@ -25,6 +25,7 @@ from bot.intent import (
     Intent,
     _correct_word,
     build_prompt,
+    is_thanks,
     parse,
 )
 
@@ -263,3 +264,11 @@ def test_a_new_kind_replaces_the_old_one_and_a_new_garment_drops_it():
     assert parka.prompt.startswith("a camel parka coat")
     assert parse("#2 in navy", ctx).prompt.startswith("a navy trench coat")
     assert "trench" not in parse("turn it into a bomber", ctx).prompt
+
+
+@pytest.mark.parametrize("text, thanks", [
+    ("thanks", True), ("Thank you so much!", True), ("thx", True), ("cheers 🙏", True), ("ty", True),
+    ("thanks, now make it red", False), ("no thanks", False), ("make the skirt red", False), ("", False),
+])
+def test_is_thanks(text, thanks):
+    assert is_thanks(text) is thanks
