@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -38,6 +39,12 @@ def main(argv: list[str] | None = None) -> int:
     _common(slack)
     args = ap.parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    if logging.getLogger().getEffectiveLevel() >= logging.WARNING:
+        # transformers/diffusers warn about things a restyle user cannot act on (no torchvision, dtype casts);
+        # --log-level INFO or DEBUG shows them again
+        # (the libraries read these when they set up their loggers, on import)
+        os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+        os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
     overrides = {k: getattr(args, k) for k in ("tiny", "backend", "data_dir", "clipseg_model", "inpaint_model",
                                                "lora", "device", "steps", "num_images")}
     try:
