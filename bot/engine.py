@@ -143,7 +143,7 @@ class Engine:
                 return [Text(T.HELP, kind="help")]
             return [Text(T.NO_THREAD, kind="error")]
         if isinstance(event, Favorite):
-            return self._favorite_id(event.thread, event.user, event.variation_id, event.added)
+            return self._favorite_id(event.thread, event.user, event.variation_id, event.added, event.source)
         if isinstance(event, Use):
             v = self.store.variation(event.variation_id)
             return self._use(event.thread, v.number if v else -1)
@@ -217,11 +217,13 @@ class Engine:
         return [Text(T.UNKNOWN)]
 
     # -- small actions ---------------------------------------------------------------------------------------------
-    def _favorite_id(self, thread: str, user: str, variation_id: str, on: bool) -> list[Reply]:
+    def _favorite_id(self, thread: str, user: str, variation_id: str, on: bool, source: str = "") -> list[Reply]:
         v = self.store.variation(variation_id)
         if v is None or v.thread != thread:
             return [Text(T.NO_VARIATION.format(number="?"), kind="error")]
-        self.store.set_favorite(v.id, user, on)
+        still = self.store.set_favorite(v.id, user, on, source)
+        if not on and still:  # ❤️ removed, ⭐ still there: nothing changed for the person
+            return []
         return [Text((T.FAVORITED if on else T.UNFAVORITED).format(number=v.number))]
 
     def _favorites(self, thread: str) -> FavoritesList:

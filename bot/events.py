@@ -44,6 +44,7 @@ class Favorite:
     user: str
     variation_id: str
     added: bool = True
+    source: str = ""  # the reaction's name ("star", "heart", "+1") or "button"; "" for words ("fav 2")
 
 
 @dataclass(frozen=True)

@@ -203,7 +203,9 @@ class SlackBot:
         if variation is None or place is None:
             return
         added = event.get("type") == "reaction_added"
-        self._run(place, Favorite(variation.thread, user, variation.id, added=added), ephemeral_to=user)
+        source = "+1" if name == "thumbsup" else name  # one emoji, two names
+        self._run(place, Favorite(variation.thread, user, variation.id, added=added, source=source),
+                  ephemeral_to=user)
 
     def on_action(self, ack, body: dict, action: dict) -> None:
         ack()
@@ -218,7 +220,7 @@ class SlackBot:
             return
         aid = action.get("action_id")
         if aid == ACTION_FAV:
-            self._run(place, Favorite(variation.thread, user, vid, added=True), ephemeral_to=user)
+            self._run(place, Favorite(variation.thread, user, vid, added=True, source="button"), ephemeral_to=user)
         elif aid == ACTION_USE:
             self._run(place, Use(variation.thread, user, vid))
         elif aid == ACTION_MORE:

@@ -33,8 +33,8 @@ CREATE TABLE IF NOT EXISTS turns (
 CREATE TABLE IF NOT EXISTS variations (
     id TEXT PRIMARY KEY, thread TEXT NOT NULL, turn TEXT NOT NULL, number INTEGER NOT NULL, seed INTEGER,
     path TEXT NOT NULL, created REAL, UNIQUE(thread, number));
-CREATE TABLE IF NOT EXISTS favorites (variation TEXT NOT NULL, user TEXT NOT NULL, created REAL,
-    PRIMARY KEY (variation, user));
+CREATE TABLE IF NOT EXISTS favorite_marks (variation TEXT NOT NULL, user TEXT NOT NULL, source TEXT NOT NULL,
+    created REAL, PRIMARY KEY (variation, user, source));
 CREATE TABLE IF NOT EXISTS messages (key TEXT PRIMARY KEY, variation TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS events (id TEXT PRIMARY KEY, at REAL NOT NULL);
 CREATE INDEX IF NOT EXISTS turns_thread ON turns(thread, created);
@@ -98,6 +98,15 @@ class Store:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.executescript(SCHEMA)
+        self._migrate()
+
+    def _migrate(self) -> None:
+        """Data dirs from before per-source favourites: their ``favorites`` rows become ``favorite_marks``."""
+        old = self._one("SELECT name FROM sqlite_master WHERE type = 'table' AND name = 'favorites'")
+        if old is not None:
+            self._tx([("INSERT OR IGNORE INTO favorite_marks (variation, user, source, created) "
+                       "SELECT variation, user, '', created FROM favorites", ()),
+                      ("DROP TABLE favorites", ())])
 
     # -- plumbing ------------------------------------------------------------------------------------------------
     def _tx(self, statements: list[tuple[str, tuple]]) -> None:
@@ -256,7 +265,7 @@ class Store:
     def _variation(self, row: sqlite3.Row | None) -> Variation | None:
         if row is None:
             return None
-        fav = self._one("SELECT 1 FROM favorites WHERE variation = ?", (row["id"],)) is not None
+        fav = self._one("SELECT 1 FROM favorite_marks WHERE variation = ?", (row["id"],)) is not None
         return Variation(row["id"], row["thread"], row["turn"], row["number"], row["seed"], Path(row["path"]), fav)
 
     def variation(self, variation_id: str) -> Variation | None:
@@ -271,15 +280,25 @@ class Store:
             sql, args = sql + " AND turn = ?", (thread, turn)
         return [v for r in self._all(sql + " ORDER BY number", args) if (v := self._variation(r))]
 
-    def set_favorite(self, variation_id: str, user: str, on: bool) -> None:
+    def set_favorite(self, variation_id: str, user: str, on: bool, source: str = "") -> bool:
+        """Mark or unmark ``variation_id`` as ``user``'s favourite; returns whether it still is one.
+
+        Each way of marking (``source``: a reaction's name, ``button``, or ``""`` for words) is kept apart, so
+        removing ❤️ leaves the ⭐ the same person also put on it.  Unmarking without a source clears them all.
+        """
         if on:
-            self._tx([("INSERT OR IGNORE INTO favorites (variation, user, created) VALUES (?,?,?)",
-                       (variation_id, user, time.time()))])
+            self._tx([("INSERT OR IGNORE INTO favorite_marks (variation, user, source, created) VALUES (?,?,?,?)",
+                       (variation_id, user, source, time.time()))])
+        elif source:
+            self._tx([("DELETE FROM favorite_marks WHERE variation = ? AND user = ? AND source = ?",
+                       (variation_id, user, source))])
         else:
-            self._tx([("DELETE FROM favorites WHERE variation = ? AND user = ?", (variation_id, user))])
+            self._tx([("DELETE FROM favorite_marks WHERE variation = ? AND user = ?", (variation_id, user))])
+        return self._one("SELECT 1 FROM favorite_marks WHERE variation = ? AND user = ?",
+                         (variation_id, user)) is not None
 
     def favorites(self, thread: str) -> list[Variation]:
-        rows = self._all("SELECT DISTINCT v.* FROM variations v JOIN favorites f ON f.variation = v.id "
+        rows = self._all("SELECT DISTINCT v.* FROM variations v JOIN favorite_marks f ON f.variation = v.id "
                          "WHERE v.thread = ? ORDER BY v.number", (thread,))
         return [v for r in rows if (v := self._variation(r))]
 

@@ -74,3 +74,25 @@ def test_kill_9_mid_generation_loses_nothing(tmp_path, tiny_dir):
     assert "interrupted" in replies[0].text and "make the skirt blue" in replies[0].text
     assert isinstance(replies[-1], Variations) and [v.number for v in replies[-1].items] == [3, 4]
     assert "interrupted" not in " ".join(getattr(r, "text", "") for r in eng.handle(Message("k", "ana", "help")))
+
+
+def test_favourites_are_kept_per_source_and_old_data_dirs_migrate(tmp_path):
+    """⭐ and ❤️ from one person are two marks: removing one keeps the favourite.  A data dir written before
+    per-source marks (a ``favorites`` table keyed by variation and user) keeps its favourites."""
+    con = sqlite3.connect(tmp_path / "restyle.sqlite3")
+    con.execute("CREATE TABLE favorites (variation TEXT NOT NULL, user TEXT NOT NULL, created REAL, "
+                "PRIMARY KEY (variation, user))")
+    con.execute("INSERT INTO favorites VALUES ('v-old', 'ana', 1.0)")
+    con.commit()
+    con.close()
+    store = Store(tmp_path)
+    assert store._one("SELECT name FROM sqlite_master WHERE name = 'favorites'") is None
+    assert store.set_favorite("v-old", "ana", False, "star") is True  # the migrated mark is not a ⭐
+    assert store.set_favorite("v-old", "ana", False) is False  # words clear every mark
+    assert store.set_favorite("v1", "ana", True, "star") is True
+    assert store.set_favorite("v1", "ana", True, "heart") is True
+    assert store.set_favorite("v1", "ana", False, "heart") is True
+    store.set_favorite("v1", "bo", False, "star")  # someone else's removal leaves ana's marks alone
+    assert store._one("SELECT COUNT(*) AS n FROM favorite_marks WHERE variation = 'v1' AND user = 'ana'")["n"] == 1
+    assert store.set_favorite("v1", "ana", False, "star") is False
+    Store(tmp_path)  # opening again: the migration has nothing left to do

@@ -295,6 +295,19 @@ def test_ignored_events_and_reaction_removed(harness):
     h.slack.event(reaction(CH, msgs[0]["ts"], "+1", added=False))
     h.wait_ephemeral(T.UNFAVORITED.format(number=1))
     assert h.engine.store.favorites(f"slack:{CH}:{root}") == []
+    # ⭐ and ❤️ on the same variation, then ❤️ removed: still a favourite, and nothing is said about it
+    h.slack.event(reaction(CH, msgs[1]["ts"], "star"))
+    h.slack.event(reaction(CH, msgs[1]["ts"], "heart"))
+    h.slack.event(reaction(CH, msgs[1]["ts"], "heart", added=False))
+    h.slack.event(message(CH, "help", thread_ts=root))  # a sentinel: answered after the three above
+    emu.wait_until(lambda: sum("restyle" in m["text"] for m in emu.thread_messages(CH, root)) >= 2 or None, 30,
+                   what="the second help answer")
+    emu.wait_until(lambda: emu.count("chat.postEphemeral") >= 4 or None, 30, what="the ⭐ and ❤️ answers")
+    assert [v.number for v in h.engine.store.favorites(f"slack:{CH}:{root}")] == [2]
+    assert emu.count("chat.postEphemeral") == 4  # 👍 on, 👍 off, ⭐ on, ❤️ on; ❤️ off said nothing
+    h.slack.event(reaction(CH, msgs[1]["ts"], "star", added=False))
+    h.wait_ephemeral(T.UNFAVORITED.format(number=2))
+    assert h.engine.store.favorites(f"slack:{CH}:{root}") == []
 
 
 def test_buttons_favourite_use_and_more(harness):
