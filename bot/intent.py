@@ -1003,7 +1003,8 @@ def _unique(items) -> list[str]:
 # Stage 5: action and prompt
 # ---------------------------------------------------------------------------------------------------------------
 _UNDO_STRONG_RE = re.compile(r"\b(?:undo|revert|reverted|rollback|roll\s+back|(?:ctrl|cmd)\s*\+?\s*z)\b")
-_RESET_RE = re.compile(r"\b(?:start\s+(?:over|again|afresh|fresh)|from\s+scratch|reset|start\s+from\s+the\s+original"
+_RESET_RE = re.compile(r"\b(?:start\s+(?:over|again|afresh|fresh)|from\s+scratch|start\s+from\s+the\s+original"
+                       r"|reset(?!\s+(?:the\s+|my\s+|all\s+)?(?:settings?|config|steps|seed|guidance|strength|count))"
                        r"|(?:back\s+to|use|revert\s+to|return\s+to|go\s+back\s+to|from)\s+(?:the\s+)?original"
                        r"(?:\s+(?:photo|picture|image|pic))?\b(?!\s+(?:colou?r|length|fabric|shape|cut|style))"
                        r"|original\s+(?:photo|picture|image|pic)\s+again)\b")
