@@ -20,9 +20,9 @@ _PREFIX = "restyle-cpu"
 
 
 def workers() -> int:
-    """Threads in the pool: the CPUs this process may use, at most 8."""
+    """Threads in the pool: the CPUs this process may use, at most 16 (16 garment prompts, one each)."""
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(1, min(8, cpus))
+    return max(1, min(16, cpus))
 
 
 @functools.cache
