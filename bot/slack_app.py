@@ -69,6 +69,9 @@ PING_INTERVAL_S = 10.0
 #: The status message is edited at most this often (s) — chat.update is rate-limited (~50/min per workspace).
 UPDATE_EVERY_S = 1.0
 MAX_DOWNLOAD_BYTES = 50 * 1024 * 1024
+#: Variations above this many pixels are uploaded as JPEG (quality 95, no chroma subsampling) instead of PNG: a
+#: 24-megapixel PNG is ~17 MB, its JPEG ~3 MB.  The lossless PNG stays in the data dir.
+UPLOAD_PNG_MAX_PIXELS = 4_000_000
 DOWNLOAD_TIMEOUT_S = 30.0
 EVENTS_PATH = "/slack/events"
 MESSAGE_SUBTYPES = {None, "file_share", "thread_broadcast"}
@@ -447,7 +450,7 @@ class SlackBot:
         return list(resp.get("files") or [])
 
     def _post_variation(self, place: Place, item: VariationOut) -> None:
-        uploaded = self._upload_many(place, [(item.path, item.caption)])
+        uploaded = self._upload_many(place, [(uploadable(item.path), item.caption)])
         permalink = uploaded[0].get("permalink") if uploaded else None
         ts = self._post(place, item.caption[:3000], blocks=variation_blocks(item, permalink))
         if ts:
@@ -462,6 +465,24 @@ class SlackBot:
                 self._post(place, text.text)
                 n += 1
         return n
+
+
+def uploadable(path: Path) -> Path:
+    """The file to upload for a variation: itself, or beside it a JPEG copy when it is over
+    ``UPLOAD_PNG_MAX_PIXELS`` (made once, written atomically)."""
+    from PIL import Image
+
+    from model.images import encode_image
+
+    with Image.open(path) as img:
+        if img.width * img.height <= UPLOAD_PNG_MAX_PIXELS:
+            return path
+        jpeg = path.with_suffix(".jpg")
+        if not jpeg.exists():
+            tmp = jpeg.with_name(f".{jpeg.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+            tmp.write_bytes(encode_image(img.convert("RGB"), "jpeg", quality=95))
+            os.replace(tmp, jpeg)
+    return jpeg
 
 
 def variation_blocks(item: VariationOut, permalink: str | None) -> list[dict]:

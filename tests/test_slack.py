@@ -4,6 +4,7 @@ Slack emulator, requests signed like Slack signs them, and the engine on tiny ch
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import logging
 import struct
@@ -13,7 +14,9 @@ import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pytest
+from PIL import Image
 from slack_sdk.http_retry.builtin_handlers import RateLimitErrorRetryHandler
 
 from bot import messages as T
@@ -418,3 +421,23 @@ def test_manifest_matches_the_app():
     assert [c["command"] for c in manifest["features"]["slash_commands"]] == ["/restyle"]
     assert manifest["settings"]["interactivity"]["is_enabled"] and manifest["settings"]["socket_mode_enabled"]
     json.dumps(manifest)  # plain data
+
+
+def test_big_variations_are_uploaded_as_jpeg_small_ones_as_png(harness, monkeypatch):
+    """Over UPLOAD_PNG_MAX_PIXELS a variation goes to Slack as a quality-95 JPEG (a 24 MP PNG is ~17 MB); the
+    lossless PNG stays in the data dir."""
+    monkeypatch.setattr(slack_app, "UPLOAD_PNG_MAX_PIXELS", 20_000)  # the 160x240 test photo counts as big
+    h, emu = harness, harness.emu
+    root = h.share_photo(text="make the skirt green")
+    h.wait_variations(root, 2)
+    with emu._lock:
+        uploads = {f.name: f.content for f in emu.files.values() if f.channel == CH and f.content}
+    jpegs = sorted(n for n in uploads if n.endswith(".jpg"))
+    assert len(jpegs) == 2 and all(uploads[n][:3] == b"\xff\xd8\xff" for n in jpegs)
+    for name in jpegs:
+        (png,) = h.engine.store.root.rglob(name.removesuffix(".jpg") + ".png")
+        sent = Image.open(io.BytesIO(uploads[name]))
+        assert sent.size == Image.open(png).size
+        diff = np.abs(np.asarray(sent).astype(int) - np.asarray(Image.open(png).convert("RGB")).astype(int))
+        assert diff.mean() < 3  # quality 95, 4:4:4
+    assert any(n.startswith("sheet-") and n.endswith(".png") for n in uploads)  # contact sheet and mask as before
