@@ -355,7 +355,10 @@ class Engine:
         if rejected:
             text += T.SOME_REJECTED.format(k=rejected, s="s" if rejected != 1 else "")
         items = [self._out(v, job.prompt) for v in variations]
-        sheet = self._sheet(job.thread, turn, variations, job.prompt, [img for _, img in images])
+        source = self.store.variation_by_path(job.thread, job.base_path)
+        before = f"from #{source.number}" if source else "original"
+        sheet = self._sheet(job.thread, turn, variations, job.prompt, [img for _, img in images],
+                            lead=(base, before))
         preview = save_png(mask_preview(base, mask), self.store.thread_dir(job.thread) / f"mask-{turn}.png")
         say(total, total, text)
         return [Variations(turn_id=turn, text=text, items=items, sheet=sheet, mask_preview=preview)]
@@ -432,11 +435,14 @@ class Engine:
                             caption=f"#{v.number} · seed {v.seed}" + (f" · {prompt}" if prompt else ""))
 
     def _sheet(self, thread: str, name: str, variations: list[Variation], title: str,
-               images: list[Image.Image] | None = None) -> Path:
-        """Contact sheet of ``variations``; ``images``: their pictures already in memory (else read from disk)."""
+               images: list[Image.Image] | None = None, lead: tuple[Image.Image, str] | None = None) -> Path:
+        """Contact sheet of ``variations``; ``images``: their pictures already in memory (else read from disk);
+        ``lead``: a first tile (the picture the variations were made from, and its label) to compare against."""
         imgs = images if images is not None else [Image.open(v.path) for v in variations]
-        sheet = contact_sheet(imgs, [f"#{v.number}" + (" ⭐" if v.favorite else "") for v in variations],
-                              title=title)
+        labels = [f"#{v.number}" + (" ⭐" if v.favorite else "") for v in variations]
+        if lead is not None:
+            imgs, labels = [lead[0], *imgs], [lead[1], *labels]
+        sheet = contact_sheet(imgs, labels, title=title)
         return save_png(sheet, self.store.thread_dir(thread) / f"sheet-{name}.png")
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image, ImageDraw, ImageFont, ImageOps
 
 
 def _font(size: int) -> ImageFont.ImageFont:
@@ -20,7 +20,7 @@ def contact_sheet(images: list[Image.Image], labels: list[str], *, thumb: int = 
     if not images:
         raise ValueError("contact_sheet needs at least one image")
     n = len(images)
-    cols = columns or (2 if n == 4 else min(4, n))
+    cols = columns or (2 if n == 4 else 3 if n in (5, 6, 9) else min(4, n))
     cols = max(1, min(cols, n))
     rows = math.ceil(n / cols)
     aspect = images[0].height / images[0].width
@@ -35,8 +35,7 @@ def contact_sheet(images: list[Image.Image], labels: list[str], *, thumb: int = 
     for i, (img, label) in enumerate(zip(images, labels, strict=True)):
         r, c = divmod(i, cols)
         x, y = gap + c * (tw + gap), top + gap + r * (th + label_h + gap)
-        t = img.convert("RGB").copy()
-        t.thumbnail((tw, th), Image.LANCZOS)
+        t = ImageOps.contain(img.convert("RGB"), (tw, th), Image.LANCZOS)  # small photos are scaled up too
         sheet.paste(t, (x + (tw - t.width) // 2, y))
         draw.text((x, y + th + 2), label, fill="black", font=font)
     return sheet

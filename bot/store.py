@@ -274,6 +274,9 @@ class Store:
     def variation_by_number(self, thread: str, number: int) -> Variation | None:
         return self._variation(self._one("SELECT * FROM variations WHERE thread = ? AND number = ?", (thread, number)))
 
+    def variation_by_path(self, thread: str, path: Path | str) -> Variation | None:
+        return self._variation(self._one("SELECT * FROM variations WHERE thread = ? AND path = ?", (thread, str(path))))
+
     def variations(self, thread: str, turn: str | None = None) -> list[Variation]:
         sql, args = "SELECT * FROM variations WHERE thread = ?", (thread,)
         if turn:

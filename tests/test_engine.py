@@ -79,6 +79,9 @@ def test_scenario_restyle_favorite_vary_batch(tmp_path, local_backend):
         img = Image.open(item.path)
         assert img.size == PHOTO.size
     assert Image.open(out.sheet).format == "PNG"
+    from bot.render import contact_sheet  # the sheet leads with the picture the variations came from
+
+    assert Image.open(out.sheet).size == contact_sheet([PHOTO] * 3, ["original", "#1", "#2"], title="t").size
     assert out.mask_preview.exists()
     # the bot's composite keeps far pixels from the stored original bit-identical
     mask = assert_far_pixels_untouched(eng, th, out.items[0].path)
