@@ -35,10 +35,10 @@ run)
     gpu=$(python3 -c "import torch; n = torch.cuda.get_device_name(); print('h200' if 'H200' in n else 'h100' if 'H100' in n else 'gpu')")
     python3 -c "import torch, diffusers, transformers; print('torch', torch.__version__, 'diffusers', diffusers.__version__, 'transformers', transformers.__version__)" | tee -a "$OUT/gpu.txt"
     # most important first; --out is rewritten after every row, so a run cut by its limit keeps what it finished
-    timeout 270 python3 -m model.bench --full --out "$OUT/${gpu}_full.json" 2>&1 | tee "$OUT/bench_full.log"
-    timeout 180 python3 -m model.bench --full --compile --rows inpaint_512_4x,inpaint_1024x1536_4x_crop \
+    timeout 240 python3 -m model.bench --full --out "$OUT/${gpu}_full.json" 2>&1 | tee "$OUT/bench_full.log"
+    timeout 250 python3 -m model.bench --full --compile --rows inpaint_512_4x,inpaint_1024x1536_4x_crop \
         --out "$OUT/${gpu}_full_compile.json" 2>&1 | tee "$OUT/bench_full_compile.log"
-    timeout 100 python3 -m pytest -m gpu tests/test_gpu.py -p no:cacheprovider -q 2>&1 | tee "$OUT/pytest_gpu.log"
+    timeout 70 python3 -m pytest -m gpu tests/test_gpu.py -p no:cacheprovider -q 2>&1 | tee "$OUT/pytest_gpu.log"
     ls -la "$OUT"
     ;;
 *)
