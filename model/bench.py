@@ -370,6 +370,7 @@ class Bench:
             tmp.replace(out)
         return result
 
+    # -- segmentation ---------------------------------------------------------------------------------------------
     def segment(self) -> None:
         from model import loading
         from model.parallel import workers
