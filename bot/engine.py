@@ -51,10 +51,10 @@ PREVIEW_MAX_SIDE = 1024
 SEGMENT_MAX_SIDE = 1024
 #: Above this many crop pixels x candidates, ask the endpoint for JPEG so the response stays under 6 MB.
 PNG_PIXEL_BUDGET = 1_200_000
-#: The crop sent for inpainting is scaled down to at most this many pixels (1.5x SDXL's native 1024², 6x SD 1.5's
-#: 512²): the endpoint generates at its native area anyway, so a larger crop adds bytes, not detail.  The bot scales
-#: the answers back up and pastes them into the full-resolution photo.
-SEND_MAX_PIXELS = 1_572_864
+#: The crop sent for inpainting is scaled down to at most this many pixels (SDXL's native 1024², 4x SD 1.5's 512²):
+#: the endpoint generates at its native area anyway, so a larger crop adds bytes, not detail.  The bot scales the
+#: answers back up and pastes them into the full-resolution photo.  4 JPEG answers of 1 MP stay far under 6 MB.
+SEND_MAX_PIXELS = 1_048_576
 #: Crops above this many pixels travel as JPEG (quality 95); only the garment and its feathered edge are kept.
 SEND_PNG_PIXELS = 1_000_000
 SETTING_RANGES = {"steps": (1, 150, int), "guidance": (0.0, 30.0, float), "seed": (0, 2**31 - 1, int),
