@@ -239,9 +239,18 @@ def sm_backend(url: str, **kw) -> SageMakerBackend:
                             retries=kw.pop("retries", 2), **kw)
 
 
-def test_conversation_through_model_serve_over_boto3(tmp_path, model_server):
+def test_conversation_through_model_serve_over_boto3(tmp_path, model_server, monkeypatch):
+    from bot import engine as engine_mod
+
     server, url = model_server
-    eng = make_engine(tmp_path, sm_backend(url), backend="sagemaker")
+    # this crop travels at full size and as JPEG (scaled-down crops have their own test below)
+    monkeypatch.setattr(engine_mod, "SEND_MAX_PIXELS", 4_000_000)
+    monkeypatch.setattr(engine_mod, "SEND_PNG_PIXELS", 100_000)
+    backend = sm_backend(url)
+    sent = []
+    real = backend.inpaint
+    monkeypatch.setattr(backend, "inpaint", lambda req, progress=None: sent.append(req) or real(req, progress))
+    eng = make_engine(tmp_path, backend, backend="sagemaker")
     eng.handle(Photo("sm", "u", to_bytes(make_photo(1024, 1536), "JPEG", quality=92)))
     before = dict(server.calls)
     out = only(eng.handle(Message("sm", "u", "make the skirt a red floral maxi")), Variations)
@@ -249,6 +258,7 @@ def test_conversation_through_model_serve_over_boto3(tmp_path, model_server):
     assert server.calls["/endpoints/restyle-clipseg/invocations"] > before.get("/endpoints/restyle-clipseg/invocations", 0)
     assert server.calls["/endpoints/restyle-inpaint/invocations"] > before.get("/endpoints/restyle-inpaint/invocations", 0)
     assert Image.open(out.items[0].path).size == (1024, 1536)
+    assert base64.b64decode(sent[0].image)[:3] == b"\xff\xd8\xff"  # the crop went as JPEG
     assert_far_pixels_untouched(eng, "sm", out.items[0].path)  # despite JPEG transport of the crop
 
 
