@@ -238,3 +238,22 @@ def test_compiled_unet_is_warmed_up_at_load_so_no_request_recompiles(tiny_dir):
                            guidance_scale=guidance)
             assert len(out.candidates) + len(out.rejected) == len(seeds)
     assert counters["stats"]["unique_graphs"] == graphs
+
+
+def test_tiny_clipseg_fit_gives_the_same_weights_on_any_core_count(tiny_dir):
+    """model.tiny fits its CLIPSeg on one thread: CI machines with any core count get the same tiny weights."""
+    from transformers import CLIPSegForImageSegmentation, CLIPSegProcessor
+
+    from model.tiny import _fit_clipseg
+
+    processor = CLIPSegProcessor.from_pretrained(str(tiny_dir / "clipseg"))
+    fitted = []
+    before = torch.get_num_threads()
+    for threads in (2, 1):
+        torch.set_num_threads(threads)
+        model = CLIPSegForImageSegmentation.from_pretrained(str(tiny_dir / "clipseg"))
+        _fit_clipseg(model, processor, seed=3, steps=6)
+        assert torch.get_num_threads() == threads  # the caller's setting is given back
+        fitted.append(model.state_dict())
+    torch.set_num_threads(before)
+    assert all(torch.equal(fitted[0][k], fitted[1][k]) for k in fitted[0])
