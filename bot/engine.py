@@ -41,6 +41,7 @@ from model import compose
 from model.errors import ImageTooLarge, InvalidImage
 from model.images import b64decode, b64encode, decode_image, decode_mask, encode_image
 from model.masks import bbox, grow
+from model.masks import resize as resize_mask
 from model.schemas import MAX_IMAGES, InpaintRequest, SegmentRequest
 
 log = logging.getLogger("restyle.engine")
@@ -379,7 +380,7 @@ class Engine:
             return None, missing
         mask = decode_mask(b64decode(res.union, field="union"))
         if mask.shape != (base.height, base.width):  # segmented on a smaller copy: scale the mask back up
-            mask = np.asarray(Image.fromarray(mask).resize(base.size, Image.NEAREST))
+            mask = resize_mask(mask, base.size)
         if not mask.any():
             return None, missing
         save_png(Image.fromarray(mask.astype(np.uint8) * 255), cache)
@@ -397,8 +398,7 @@ class Engine:
         if scale < 1.0:  # a 24-megapixel photo: the request and the answers must stay under SageMaker's 6 MB
             size = (max(8, round(crop.width * scale)), max(8, round(crop.height * scale)))
             crop = crop.resize(size, Image.LANCZOS)
-            # any garment pixel inside a low-resolution pixel makes it garment: the mask is never cut short
-            crop_mask = np.asarray(Image.fromarray(crop_mask.astype(np.uint8) * 255).resize(size, Image.BOX)) > 0
+            crop_mask = resize_mask(crop_mask, size, cover=True)  # the mask is never cut short
         area = crop.width * crop.height
         fmt = "png" if area * min(job.count, 4) <= PNG_PIXEL_BUDGET else "jpeg"
         send_fmt = "png" if area <= SEND_PNG_PIXELS else "jpeg"
@@ -452,7 +452,7 @@ def mask_preview(base: Image.Image, mask: np.ndarray, max_side: int = PREVIEW_MA
     if scale < 1.0:
         size = (max(1, round(base.width * scale)), max(1, round(base.height * scale)))
         base = base.resize(size, Image.BILINEAR)
-        mask = np.asarray(Image.fromarray(mask).resize(size, Image.NEAREST))
+        mask = resize_mask(mask, size)
     return compose.overlay(base, mask)
 
 

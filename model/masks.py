@@ -1,4 +1,4 @@
-"""Mask refinement and mask geometry — the only place masks are thresholded, cleaned, grown or measured.
+"""Mask refinement and mask geometry — the only place masks are thresholded, cleaned, grown, resized or measured.
 
 CLIPSeg gives a soft, low-resolution probability map; a garment mask good enough for inpainting wants: a threshold,
 no holes (a belt buckle is still the skirt), no specks (a red bag across the room is not the skirt), a margin so
@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+from PIL import Image
 from scipy import ndimage
 
 BBox = tuple[int, int, int, int]  # x0, y0, x1, y1 — x1/y1 exclusive
@@ -135,6 +136,17 @@ def refine(
     if exclude is not None:
         mask &= ~exclude
     return mask
+
+
+def resize(mask: np.ndarray, size: tuple[int, int], *, cover: bool = False) -> np.ndarray:
+    """A boolean mask at ``size`` (w, h): nearest neighbour, or with ``cover`` every output pixel that any input
+    pixel of the mask touches (scaling down never cuts the mask short)."""
+    if (mask.shape[1], mask.shape[0]) == tuple(size):
+        return mask
+    img = Image.fromarray(mask.astype(np.uint8) * 255)
+    if cover:
+        return np.asarray(img.resize(size, Image.BOX)) > 0
+    return np.asarray(img.resize(size, Image.NEAREST)) > 127
 
 
 def bbox(mask: np.ndarray) -> BBox | None:

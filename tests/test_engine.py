@@ -239,6 +239,21 @@ def sm_backend(url: str, **kw) -> SageMakerBackend:
                             retries=kw.pop("retries", 2), **kw)
 
 
+def spy_inpaint(backend, monkeypatch) -> tuple[list, list]:
+    """Record each inpaint request the backend sends and each answer it gets (the real call still runs)."""
+    sent, answers = [], []
+    real = backend.inpaint
+
+    def inpaint(req, progress=None):
+        sent.append(req)
+        out = real(req, progress)
+        answers.append(out)
+        return out
+
+    monkeypatch.setattr(backend, "inpaint", inpaint)
+    return sent, answers
+
+
 def test_conversation_through_model_serve_over_boto3(tmp_path, model_server, monkeypatch):
     from bot import engine as engine_mod
 
@@ -247,9 +262,7 @@ def test_conversation_through_model_serve_over_boto3(tmp_path, model_server, mon
     monkeypatch.setattr(engine_mod, "SEND_MAX_PIXELS", 4_000_000)
     monkeypatch.setattr(engine_mod, "SEND_PNG_PIXELS", 100_000)
     backend = sm_backend(url)
-    sent = []
-    real = backend.inpaint
-    monkeypatch.setattr(backend, "inpaint", lambda req, progress=None: sent.append(req) or real(req, progress))
+    sent, _ = spy_inpaint(backend, monkeypatch)
     eng = make_engine(tmp_path, backend, backend="sagemaker")
     eng.handle(Photo("sm", "u", to_bytes(make_photo(1024, 1536), "JPEG", quality=92)))
     before = dict(server.calls)
@@ -364,9 +377,7 @@ def test_a_huge_photo_travels_scaled_down_and_comes_back_full_size(tmp_path, mod
     server, url = model_server
     monkeypatch.setattr(engine_mod, "SEND_MAX_PIXELS", 60_000)
     backend = sm_backend(url)
-    sent = []
-    real = backend.inpaint
-    monkeypatch.setattr(backend, "inpaint", lambda req, progress=None: sent.append(req) or real(req, progress))
+    sent, _ = spy_inpaint(backend, monkeypatch)
     eng = make_engine(tmp_path, backend, backend="sagemaker")
     photo = make_photo(480, 720)
     eng.handle(Photo("huge", "u", to_bytes(photo)))
@@ -391,10 +402,7 @@ def test_an_answer_over_6_mb_is_asked_for_in_halves_with_the_same_pictures(tmp_p
 
     server, url = model_server
     backend = sm_backend(url)
-    answers = []
-    real = backend.inpaint
-    monkeypatch.setattr(backend, "inpaint",
-                        lambda req, progress=None: answers.append(out := real(req, progress)) or out)
+    _, answers = spy_inpaint(backend, monkeypatch)
 
     def turn(folder: str) -> list[np.ndarray]:
         eng = make_engine(tmp_path / folder, backend, backend="sagemaker")

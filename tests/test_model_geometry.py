@@ -205,9 +205,23 @@ def test_paste_all_on_the_pool_equals_one_by_one(monkeypatch):
     assert not np.array_equal(np.asarray(pooled[0]), np.asarray(pooled[1]))  # each its own candidate
 
 
+@pytest.mark.timeout(60)  # without the guard this deadlocks: fail in a minute, not at the suite's 600 s
 def test_map_all_runs_nested_calls_serially():
     """A pooled task that itself calls map_all must not wait on the pool it occupies."""
     from model import parallel
 
     out = parallel.map_all(lambda i: parallel.map_all(lambda j: i * 10 + j, range(3)), range(12))
     assert out == [[i * 10 + j for j in range(3)] for i in range(12)]
+
+
+def test_mask_resize_nearest_and_cover():
+    mask = np.zeros((30, 20), dtype=bool)
+    mask[10:11, 7:8] = True  # one pixel
+    assert M.resize(mask, (20, 30)) is mask
+    big = M.resize(mask, (40, 60))
+    assert big.shape == (60, 40) and big.sum() == 4 and big[20:22, 14:16].all()
+    small = M.resize(mask, (7, 10), cover=True)  # a 1-pixel garment survives scaling down by ~3
+    assert small.shape == (10, 7) and small.sum() >= 1
+    shifted = np.zeros((30, 20), dtype=bool)
+    shifted[11:12, 8:9] = True  # a pixel no nearest-neighbour sample lands on
+    assert not M.resize(shifted, (7, 10)).any() and M.resize(shifted, (7, 10), cover=True).any()
