@@ -36,7 +36,7 @@ from bot.events import (
 from bot.intent import GARMENTS, GENERATING_ACTIONS, Context, Intent, is_thanks, parse
 from bot.render import contact_sheet
 from bot.settings import Settings
-from bot.store import Store, Variation, save_png
+from bot.store import Store, Turn, Variation, save_png
 from model import compose
 from model.errors import ImageTooLarge, InvalidImage
 from model.images import b64decode, b64encode, decode_image, decode_mask, encode_image
@@ -144,7 +144,8 @@ class Engine:
                 return [Text(T.HELP, kind="help")]
             return [Text(T.NO_THREAD, kind="error")]
         if isinstance(event, Favorite):
-            return self._favorite_id(event.thread, event.user, event.variation_id, event.added, event.source)
+            return self._favorite_id(event.thread, event.user, event.variation_id, event.added, event.source,
+                                     event.at)
         if isinstance(event, Use):
             v = self.store.variation(event.variation_id)
             return self._use(event.thread, v.number if v else -1)
@@ -218,11 +219,16 @@ class Engine:
         return [Text(T.UNKNOWN)]
 
     # -- small actions ---------------------------------------------------------------------------------------------
-    def _favorite_id(self, thread: str, user: str, variation_id: str, on: bool, source: str = "") -> list[Reply]:
+    def _favorite_id(self, thread: str, user: str, variation_id: str, on: bool, source: str = "",
+                     at: float | None = None) -> list[Reply]:
         v = self.store.variation(variation_id)
         if v is None or v.thread != thread:
             return [Text(T.NO_VARIATION.format(number="?"), kind="error")]
-        still = self.store.set_favorite(v.id, user, on, source)
+        still = self.store.set_favorite(v.id, user, on, source, at)
+        if still is None:
+            log.info("ignored an out-of-date %s of %r on #%d (a later one was already handled)",
+                     "mark" if on else "removal", source, v.number)
+            return []
         if not on and still:  # ❤️ removed, ⭐ still there: nothing changed for the person
             return []
         return [Text((T.FAVORITED if on else T.UNFAVORITED).format(number=v.number))]
@@ -263,14 +269,13 @@ class Engine:
                                                   why=f"known settings are {', '.join(SETTING_RANGES)}"),
                              kind="error")]
             lo, hi, typ = SETTING_RANGES[key]
+            why = f"it must be {'a whole number' if typ is int else 'a number'} from {lo} to {hi}"
             try:
                 v = typ(value)
             except (TypeError, ValueError):
-                return [Text(T.BAD_SETTING.format(key=key, value=value, why=f"it must be a {typ.__name__}"),
-                             kind="error")]
+                return [Text(T.BAD_SETTING.format(key=key, value=value, why=why), kind="error")]
             if not lo <= v <= hi:
-                return [Text(T.BAD_SETTING.format(key=key, value=value, why=f"it must be in [{lo}, {hi}]"),
-                             kind="error")]
+                return [Text(T.BAD_SETTING.format(key=key, value=value, why=why), kind="error")]
             clean[key] = v
         merged = self.store.update_settings(thread, clean) if clean else self.store.settings(thread)
         summary = self._effective(merged)
@@ -288,7 +293,8 @@ class Engine:
         eff = self._effective(self.store.settings(thread))
         base_path, _ = self.store.base(thread)
         strength = 1.0
-        source = None
+        repeated: Turn | None = None  # the turn a follow-up repeats as it was ("more like #3", "8 more")
+        named = parse(text).garments  # garments the message itself names, without the thread's context
         if intent.variation is not None:
             source = self.store.variation_by_number(thread, intent.variation)
             if source is None:
@@ -298,16 +304,22 @@ class Engine:
                           attributes=tuple(turn.intent.get("attributes", ())))
             intent = parse(text, ctx)  # "#2 but longer": #2's own garment and attributes, plus "long"
             base_path, strength = source.path, float(eff["strength"])
-            if _adds_nothing(intent, turn.intent):
-                intent = _with_prompt(intent, turn.prompt, turn.negative_prompt)
+            if _repeats(intent, named, turn):
+                intent, repeated = _with_prompt(intent, turn.prompt, turn.negative_prompt), turn
         elif action == "vary":  # "8 more like that": the last turn again, new seeds
             last = self.store.last_turn(thread)
             if last is None:
                 return Text(T.NO_PREVIOUS)
             base_path, strength = Path(last.base), last.strength
-            if _adds_nothing(intent, last.intent):
-                intent = _with_prompt(intent, last.prompt, last.negative_prompt)
+            if _repeats(intent, named, last):
+                intent, repeated = _with_prompt(intent, last.prompt, last.negative_prompt), last
+        elif action == "batch":  # "batch 8": the last prompt again, from the current base
+            last = self.store.last_turn(thread)
+            if last is not None and _repeats(intent, named, last):
+                intent, repeated = _with_prompt(intent, last.prompt, last.negative_prompt), last
         garments = list(intent.garments) or ([intent.garment] if intent.garment else [])
+        if repeated is not None:  # the context names one garment; "the top white and the skirt black" has two
+            garments = list(repeated.garments) or garments
         if not garments and any(n in GARMENTS for n in intent.negatives):  # "remove the belt", "no hat"
             return Text(T.CANT_REMOVE.format(what=next(n for n in intent.negatives if n in GARMENTS)))
         if not garments:
@@ -365,26 +377,65 @@ class Engine:
         return [Variations(turn_id=turn, text=text, items=items, sheet=sheet, mask_preview=preview)]
 
     def _mask(self, thread: str, base: Image.Image, base_path: Path, garments: list[str]):
-        """Union of the garments' masks at full resolution (cached per base image and garment list)."""
-        key = hashlib.sha1(f"{base_path}|{'|'.join(garments)}".encode()).hexdigest()[:16]
-        cache = self.store.thread_dir(thread) / "masks" / f"{key}.png"
-        if cache.exists():
-            return decode_mask(cache.read_bytes()), []
+        """The union of the garments' masks at full resolution, and the garments not found.
+
+        Each garment's mask is kept per base picture (``masks/``), so a follow-up on the same base asks CLIPSeg
+        nothing.  A garment CLIPSeg misses on a *variation* falls back to the mask that variation was painted in:
+        the region restyle itself regenerated is where that garment is ("try #2 in denim" must not answer "I
+        couldn't find a skirt" because #2's new skirt fools the segmenter)."""
+        masks: dict[str, np.ndarray] = {}
+        for g in garments:
+            if (cached := self._cached_mask(thread, base_path, g, base.size)) is not None:
+                masks[g] = cached
+        todo = [g for g in garments if g not in masks]
+        if todo:
+            found = self._segment(base, todo)
+            for g in todo:
+                mask = found.get(g)
+                if mask is None:
+                    mask = self._painted_mask(thread, base_path, g, base.size)
+                if mask is not None and mask.any():
+                    masks[g] = mask
+                    save_png(Image.fromarray(mask.astype(np.uint8) * 255), self._mask_path(thread, base_path, g))
+        missing = [g for g in garments if g not in masks]
+        if not masks:
+            return None, missing
+        return np.logical_or.reduce([masks[g] for g in garments if g in masks]), missing
+
+    def _segment(self, base: Image.Image, garments: list[str]) -> dict[str, np.ndarray]:
+        """Ask CLIPSeg for ``garments`` on a copy of at most SEGMENT_MAX_SIDE; the found masks at full size."""
         small = base.copy()
         small.thumbnail((SEGMENT_MAX_SIDE, SEGMENT_MAX_SIDE), Image.LANCZOS)
         fmt = "png" if small.width * small.height <= 600_000 else "jpeg"
         res = self.backend.segment(SegmentRequest(image=b64encode(encode_image(small, fmt, quality=92)),
-                                                  prompts=garments, include_union=True))
-        missing = [g for g, found in zip(garments, res.found, strict=True) if not found]
-        if not res.union or len(missing) == len(garments):
-            return None, missing
-        mask = decode_mask(b64decode(res.union, field="union"))
-        if mask.shape != (base.height, base.width):  # segmented on a smaller copy: scale the mask back up
-            mask = resize_mask(mask, base.size)
-        if not mask.any():
-            return None, missing
-        save_png(Image.fromarray(mask.astype(np.uint8) * 255), cache)
-        return mask, missing
+                                                  prompts=garments, include_union=False))
+        out = {}
+        for g, found, data in zip(garments, res.found, res.masks, strict=True):
+            if found:
+                mask = decode_mask(b64decode(data, field="mask"))
+                # segmented on a smaller copy: scale the mask back up
+                out[g] = mask if mask.shape == (base.height, base.width) else resize_mask(mask, base.size)
+        return out
+
+    def _mask_path(self, thread: str, base_path: Path | str, garment: str) -> Path:
+        key = hashlib.sha1(f"{base_path}|{garment}".encode()).hexdigest()[:16]
+        return self.store.thread_dir(thread) / "masks" / f"{key}.png"
+
+    def _cached_mask(self, thread: str, base_path: Path | str, garment: str,
+                     size: tuple[int, int]) -> np.ndarray | None:
+        path = self._mask_path(thread, base_path, garment)
+        if not path.exists():
+            return None
+        mask = decode_mask(path.read_bytes())
+        return mask if mask.shape == (size[1], size[0]) else resize_mask(mask, size)
+
+    def _painted_mask(self, thread: str, base_path: Path, garment: str, size: tuple[int, int]) -> np.ndarray | None:
+        """The mask ``garment`` had when the variation at ``base_path`` was made from its own base, if it was."""
+        v = self.store.variation_by_path(thread, base_path)
+        turn = self.store.turn(v.turn) if v else None
+        if turn is None or garment not in turn.garments:
+            return None
+        return self._cached_mask(thread, turn.base, garment, size)
 
     def _inpaint(self, job: Job, base: Image.Image, mask: np.ndarray, eff: dict, steps: int, total: int, what: str,
                  say):
@@ -459,6 +510,12 @@ def mask_preview(base: Image.Image, mask: np.ndarray, max_side: int = PREVIEW_MA
 def _adds_nothing(intent: Intent, previous: dict) -> bool:
     """True when a follow-up names no style the previous turn didn't already have ("more like #3")."""
     return set(intent.attributes) <= set(previous.get("attributes", ())) and not intent.negatives
+
+
+def _repeats(intent: Intent, named: list[str], turn: Turn) -> bool:
+    """Does a follow-up ask for ``turn``'s look again?  It adds no style, and names no garment or exactly its
+    garments ("3 more skirts like that" after a skirt; not after "the top white and the skirt black")."""
+    return _adds_nothing(intent, turn.intent) and (not named or set(named) == set(turn.garments))
 
 
 def _with_prompt(intent: Intent, prompt: str, negative: str) -> Intent:

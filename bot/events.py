@@ -45,6 +45,7 @@ class Favorite:
     variation_id: str
     added: bool = True
     source: str = ""  # the reaction's name ("star", "heart", "+1") or "button"; "" for words ("fav 2")
+    at: float | None = None  # when the reaction happened (Slack's event_ts): orders events that arrive out of order
 
 
 @dataclass(frozen=True)

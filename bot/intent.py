@@ -529,6 +529,14 @@ def _normalize(text: str) -> str:
     text = re.sub(r"[^a-z0-9#=.,;:!?/&+_\s-]", " ", text)
     text = re.sub(r"-(?!\d)|(?<=[a-z0-9])-", " ", text)  # hyphens are spaces, except a leading minus sign
     text = re.sub(r"\b19([2-9]0)s\b", r"\1s", text)  # 1970s -> 70s
+    # "no pattern", "without the print": plain (the pattern category's own word, replacing "floral")
+    # ("no prints or ruffles": the negation goes on to "ruffles")
+    text = re.sub(r"\b(?:no|without(?: an?| the| any)?|lose the|drop the)\s+(?:patterns?|prints?|patterning)\b"
+                  r"(\s*(?:or|and|nor)\b)?", lambda m: "plain, no" if m.group(1) else "plain", text)
+    text = re.sub(r"\b(?:no|without(?: the| any)?)\s+sleeves\b", "sleeveless", text)
+    # "shorter sleeves", "make the sleeves longer": short-/long-sleeved, not a shorter garment
+    text = re.sub(r"\b(short|long)er\s+(sleeves?)\b", r"\1 \2", text)
+    text = re.sub(r"\bsleeves?\s+(?:a (?:bit|little) |much |slightly )?(short|long)er\b", r"\1 sleeves", text)
     text = re.sub(r"^\s*/\s*(?:restyle\b)?", " ", text)  # "/restyle batch 8", "/help"
     return re.sub(r"\s+", " ", text).strip()
 
@@ -1024,6 +1032,9 @@ _VARY_RE = re.compile(rf"\b(?:more\s+like|something\s+like|similar|again|vary|va
 _FAV_RE = re.compile(r"\b(?:fav|fave|favs|faves|favorite|favourite|favorites|favourites|favorited|favourited"
                      r"|star|starred|love|loved|adore|heart|bookmark|save|saved|keeper)\b"
                      r"|\bi\s+(?:really\s+|do\s+|quite\s+)?(?:like|love|adore|dig)\b|^\s*like\s+(?:it|this|that)\b")
+_PRAISE_RE = re.compile(r"\b(?:great|perfect|gorgeous|beautiful|stunning|amazing|awesome|lovely|fantastic|nice"
+                        r"|wonderful|brilliant|excellent|obsessed|fire|chef'?s\s+kiss|looks?\s+good|spot\s+on"
+                        r"|nailed\s+it|so\s+good|the\s+best|best\s+one|wow)\b")
 _USE_RE = re.compile(r"\b(?:use|using|pick|choose|chose|select|go\s+with|going\s+with|continue|start\s+from"
                      r"|build\s+(?:on|from)|base|based\s+on|work\s+(?:from|with|on)|proceed\s+with|take"
                      r"|that\s+one|this\s+one|winner|revert\s+to|back\s+to)\b")
@@ -1053,6 +1064,8 @@ def _decide(text: str, *, content: bool, variation: int | None, count: int | Non
     if _USE_RE.search(text) and not content:
         return "use"
     if variation is not None:
+        if not content and _PRAISE_RE.search(text):  # "#2 is perfect", "love love love #3"
+            return "favorite"
         return "vary" if content else "use"
     if content:
         return "restyle"
@@ -1178,7 +1191,9 @@ def parse(text: str, context: Context | None = None) -> Intent:
         inherited = True
 
     same_item = inherited or (garment is not None and garment in (ctx.garment, ctx.target))
-    if action == "vary" and same_item and len(garments) <= 1:
+    if (action == "vary" and same_item and len(garments) <= 1) or inherited:
+        # "#2 but longer", and any follow-up that names no garment ("make it longer", "in blue", "darker"):
+        # the thread's look, refined — a new colour/length/... replaces the old one
         attributes = [a for a in _merge(ctx.attributes, attributes) if a not in negatives]
     elif action == "batch" and same_item and not attributes and len(garments) <= 1:
         attributes = [a for a in ctx.attributes if a not in negatives]

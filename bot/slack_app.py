@@ -207,7 +207,11 @@ class SlackBot:
             return
         added = event.get("type") == "reaction_added"
         source = "+1" if name == "thumbsup" else name  # one emoji, two names
-        self._run(place, Favorite(variation.thread, user, variation.id, added=added, source=source),
+        try:
+            at = float(event.get("event_ts") or "")
+        except ValueError:
+            at = None
+        self._run(place, Favorite(variation.thread, user, variation.id, added=added, source=source, at=at),
                   ephemeral_to=user)
 
     def on_action(self, ack, body: dict, action: dict) -> None:

@@ -35,6 +35,8 @@ CREATE TABLE IF NOT EXISTS variations (
     path TEXT NOT NULL, created REAL, UNIQUE(thread, number));
 CREATE TABLE IF NOT EXISTS favorite_marks (variation TEXT NOT NULL, user TEXT NOT NULL, source TEXT NOT NULL,
     created REAL, PRIMARY KEY (variation, user, source));
+CREATE TABLE IF NOT EXISTS favorite_clock (variation TEXT NOT NULL, user TEXT NOT NULL, source TEXT NOT NULL,
+    at REAL NOT NULL, PRIMARY KEY (variation, user, source));
 CREATE TABLE IF NOT EXISTS messages (key TEXT PRIMARY KEY, variation TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS events (id TEXT PRIMARY KEY, at REAL NOT NULL);
 CREATE INDEX IF NOT EXISTS turns_thread ON turns(thread, created);
@@ -283,22 +285,34 @@ class Store:
             sql, args = sql + " AND turn = ?", (thread, turn)
         return [v for r in self._all(sql + " ORDER BY number", args) if (v := self._variation(r))]
 
-    def set_favorite(self, variation_id: str, user: str, on: bool, source: str = "") -> bool:
-        """Mark or unmark ``variation_id`` as ``user``'s favourite; returns whether it still is one.
+    def set_favorite(self, variation_id: str, user: str, on: bool, source: str = "",
+                     at: float | None = None) -> bool | None:
+        """Mark or unmark ``variation_id`` as ``user``'s favourite; returns whether it still is one, or None when
+        ``at`` is older than the last change of the same mark (nothing changes).
 
         Each way of marking (``source``: a reaction's name, ``button``, or ``""`` for words) is kept apart, so
         removing ❤️ leaves the ⭐ the same person also put on it.  Unmarking without a source clears them all.
+        ``at`` (a reaction's ``event_ts``) orders events that arrive out of order: Slack does not promise order,
+        and a ❤️ removed a moment after it was added must not leave the ❤️ on when the removal is handled first.
         """
-        if on:
-            self._tx([("INSERT OR IGNORE INTO favorite_marks (variation, user, source, created) VALUES (?,?,?,?)",
-                       (variation_id, user, source, time.time()))])
-        elif source:
-            self._tx([("DELETE FROM favorite_marks WHERE variation = ? AND user = ? AND source = ?",
-                       (variation_id, user, source))])
-        else:
-            self._tx([("DELETE FROM favorite_marks WHERE variation = ? AND user = ?", (variation_id, user))])
-        return self._one("SELECT 1 FROM favorite_marks WHERE variation = ? AND user = ?",
-                         (variation_id, user)) is not None
+        key = (variation_id, user, source)
+        with self._lock:
+            if at is not None:
+                last = self._one("SELECT at FROM favorite_clock WHERE variation = ? AND user = ? AND source = ?", key)
+                if last is not None and last["at"] > at:
+                    return None
+            statements = [] if at is None else [
+                ("INSERT OR REPLACE INTO favorite_clock (variation, user, source, at) VALUES (?,?,?,?)", (*key, at))]
+            if on:
+                statements.append(("INSERT OR IGNORE INTO favorite_marks (variation, user, source, created) "
+                                   "VALUES (?,?,?,?)", (*key, time.time())))
+            elif source:
+                statements.append(("DELETE FROM favorite_marks WHERE variation = ? AND user = ? AND source = ?", key))
+            else:
+                statements.append(("DELETE FROM favorite_marks WHERE variation = ? AND user = ?", key[:2]))
+            self._tx(statements)
+            return self._one("SELECT 1 FROM favorite_marks WHERE variation = ? AND user = ?",
+                             (variation_id, user)) is not None
 
     def favorites(self, thread: str) -> list[Variation]:
         rows = self._all("SELECT DISTINCT v.* FROM variations v JOIN favorite_marks f ON f.variation = v.id "

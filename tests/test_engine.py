@@ -143,6 +143,69 @@ def test_small_talk_removal_and_caps_get_straight_answers(tmp_path, local_backen
     assert not only(eng.handle(Message("c", "u", "2 more like that")), Variations).text.endswith(")")
 
 
+def spy_segment(backend, monkeypatch, *, miss: bool = False) -> list:
+    """Record each segmentation request; ``miss``: answer as a CLIPSeg that finds none of the garments."""
+    sent = []
+    real = backend.segment
+
+    def segment(req):
+        sent.append(req)
+        res = real(req)
+        if miss:
+            res = res.model_copy(update={"found": [False] * len(req.prompts), "union": None})
+        return res
+
+    monkeypatch.setattr(backend, "segment", segment)
+    return sent
+
+
+def test_repeats_of_a_two_garment_turn_regenerate_both_garments(tmp_path, local_backend, monkeypatch):
+    """"more like that", "more like #1" and "batch 2" after "the top white and the skirt black" repeat the whole
+    look: both masks and the two-garment prompt (the thread's context names only the first garment)."""
+    eng = make_engine(tmp_path, local_backend)
+    eng.handle(Photo("two", "u", to_bytes(PHOTO)))
+    first = only(eng.handle(Message("two", "u", "make the top white and the skirt black")), Variations)
+    look = eng.store.turn(first.turn_id)
+    assert look.garments == ["top", "skirt"] and "white top" in look.prompt and "black skirt" in look.prompt
+    sent = spy_segment(local_backend, monkeypatch)
+    repeats = [only(eng.handle(event), Variations) for event in
+               (Message("two", "u", "2 more like that"), MoreLike("two", "u", first.items[0].id),
+                Command("two", "u", "batch 2"))]
+    for out in repeats:
+        turn = eng.store.turn(out.turn_id)
+        assert (turn.garments, turn.prompt) == (look.garments, look.prompt), turn.text
+        assert out.text.startswith(T.DONE.format(n=2, s="s", what="top and skirt", numbers="")[:30])
+    # the original's masks were kept per garment: only #1 (a new base) was segmented, for both garments at once
+    assert [r.prompts for r in sent] == [["top", "skirt"]]
+    # naming one of the garments, or adding a style, is not a repeat: the named one, or the context's first one
+    skirts = eng.store.turn(only(eng.handle(Message("two", "u", "3 more skirts like that")), Variations).turn_id)
+    assert skirts.garments == ["skirt"] and "top" not in skirts.prompt
+    pastel = eng.store.turn(only(eng.handle(Command("two", "u", "batch 2 pastel")), Variations).turn_id)
+    assert pastel.garments == ["skirt"] and "pastel skirt" in pastel.prompt
+
+
+def test_a_variation_the_segmenter_misses_is_edited_in_the_region_restyle_painted(tmp_path, local_backend,
+                                                                                  monkeypatch):
+    """"try #1 in denim": #1's new skirt may not look like a skirt to CLIPSeg; the mask #1 was painted in is where
+    its skirt is, so the iteration goes ahead there instead of answering "I couldn't find a skirt"."""
+    eng = make_engine(tmp_path, local_backend)
+    eng.handle(Photo("it", "u", to_bytes(PHOTO)))
+    first = only(eng.handle(Message("it", "u", "make the skirt black")), Variations)
+    original_mask = decode_mask(next((eng.store.thread_dir("it") / "masks").glob("*.png")).read_bytes())
+    sent_masks, _ = spy_inpaint(local_backend, monkeypatch)
+    asked = spy_segment(local_backend, monkeypatch, miss=True)
+    out = only(eng.handle(Message("it", "u", "try #1 in denim")), Variations)
+    assert [r.prompts for r in asked] == [["skirt"]]  # CLIPSeg was asked on #1 and missed
+    assert eng.store.turn(out.turn_id).base == str(first.items[0].path)
+    sent = decode_mask(base64.b64decode(sent_masks[0].mask))
+    assert sent.sum() == original_mask.sum() and sent.any()  # the painted region, cropped
+    # chains: #3 (made from #1 in that region) is edited there too, with no second miss reported
+    assert only(eng.handle(Message("it", "u", "#3 but longer")), Variations)
+    # a garment restyle never painted on that base is still "not found"
+    eng.handle(Message("it", "u", "use 1"))
+    assert "couldn't find a top" in texts(eng.handle(Message("it", "u", "make the top white")))
+
+
 def test_same_seed_same_pixels_and_settings(tmp_path, local_backend):
     eng = make_engine(tmp_path, local_backend)
     eng.handle(Photo("t", "u", to_bytes(PHOTO)))
@@ -152,7 +215,8 @@ def test_same_seed_same_pixels_and_settings(tmp_path, local_backend):
     assert [i.seed for i in a.items] == [11, 12] == [i.seed for i in b.items]
     assert np.array_equal(np.asarray(Image.open(a.items[0].path)), np.asarray(Image.open(b.items[0].path)))
     bad = texts(eng.handle(Message("t", "u", "steps=900")))
-    assert "steps=900" in bad and "[1, 150]" in bad
+    assert bad == T.BAD_SETTING.format(key="steps", value=900, why="it must be a whole number from 1 to 150")
+    assert "a number from 0.0 to 30.0" in texts(eng.handle(Message("t", "u", "guidance=lots")))
 
 
 @pytest.mark.parametrize("payload, expected", [

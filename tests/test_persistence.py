@@ -96,3 +96,16 @@ def test_favourites_are_kept_per_source_and_old_data_dirs_migrate(tmp_path):
     assert store._one("SELECT COUNT(*) AS n FROM favorite_marks WHERE variation = 'v1' AND user = 'ana'")["n"] == 1
     assert store.set_favorite("v1", "ana", False, "star") is False
     Store(tmp_path)  # opening again: the migration has nothing left to do
+
+
+def test_reactions_handled_out_of_order_end_as_they_happened(tmp_path):
+    """Slack does not promise order: a ❤️ added at t=1 and removed at t=2 ends removed whichever is handled first;
+    the late event changes nothing and says so (None)."""
+    store = Store(tmp_path)
+    assert store.set_favorite("v1", "ana", False, "heart", at=2.0) is False  # the removal arrives first
+    assert store.set_favorite("v1", "ana", True, "heart", at=1.0) is None  # the older add is out of date
+    assert store._one("SELECT COUNT(*) AS n FROM favorite_marks")["n"] == 0
+    assert store.set_favorite("v1", "ana", True, "heart", at=3.0) is True  # added again later: on
+    assert store.set_favorite("v1", "ana", True, "star", at=0.5) is True  # each reaction has its own clock
+    assert store.set_favorite("v1", "ana", False, "heart", at=2.5) is None  # older than the re-add
+    assert store.set_favorite("v1", "ana", False, "heart") is True  # no time (words, buttons): applied, ⭐ remains

@@ -300,17 +300,41 @@ def test_ignored_events_and_reaction_removed(harness):
     assert h.engine.store.favorites(f"slack:{CH}:{root}") == []
     # ⭐ and ❤️ on the same variation, then ❤️ removed: still a favourite, and nothing is said about it
     h.slack.event(reaction(CH, msgs[1]["ts"], "star"))
+    emu.wait_until(lambda: emu.count("chat.postEphemeral") >= 3 or None, 30, what="the ⭐ answer")
     h.slack.event(reaction(CH, msgs[1]["ts"], "heart"))
-    h.slack.event(reaction(CH, msgs[1]["ts"], "heart", added=False))
-    h.slack.event(message(CH, "help", thread_ts=root))  # a sentinel: answered after the three above
-    emu.wait_until(lambda: sum("restyle" in m["text"] for m in emu.thread_messages(CH, root)) >= 2 or None, 30,
-                   what="the second help answer")
-    emu.wait_until(lambda: emu.count("chat.postEphemeral") >= 4 or None, 30, what="the ⭐ and ❤️ answers")
+    emu.wait_until(lambda: emu.count("chat.postEphemeral") >= 4 or None, 30, what="the ❤️ answer")
+    heart_off = reaction(CH, msgs[1]["ts"], "heart", added=False)
+    h.slack.event(heart_off)
+    wait_clock(h, "heart", float(heart_off["event_ts"]))
     assert [v.number for v in h.engine.store.favorites(f"slack:{CH}:{root}")] == [2]
-    assert emu.count("chat.postEphemeral") == 4  # 👍 on, 👍 off, ⭐ on, ❤️ on; ❤️ off said nothing
     h.slack.event(reaction(CH, msgs[1]["ts"], "star", added=False))
     h.wait_ephemeral(T.UNFAVORITED.format(number=2))
     assert h.engine.store.favorites(f"slack:{CH}:{root}") == []
+    assert emu.count("chat.postEphemeral") == 5  # 👍 on, 👍 off, ⭐ on, ❤️ on, ⭐ off; ❤️ off said nothing
+
+
+def wait_clock(h: Harness, source: str, at: float) -> None:
+    """Until the store has handled a ``source`` reaction made at ``at`` (Slack's event_ts)."""
+    h.emu.wait_until(lambda: h.engine.store._one("SELECT 1 FROM favorite_clock WHERE source = ? AND at = ?",
+                                                 (source, at)), 30, what=f"the {source} reaction at {at}")
+
+
+def test_reactions_delivered_out_of_order_end_as_they_happened(harness, caplog):
+    """Slack promises no order: a ⭐ removed after it was added, delivered removal first, ends removed — the late
+    add is recognised by its event_ts and changes nothing, says nothing."""
+    h, emu = harness, harness.emu
+    root = h.share_photo(text="make the skirt green")
+    (first, *_) = h.wait_variations(root, 2)
+    added, removed = reaction(CH, first["ts"], "star"), reaction(CH, first["ts"], "star", added=False)
+    assert float(added["event_ts"]) < float(removed["event_ts"])
+    h.slack.event(removed)
+    wait_clock(h, "star", float(removed["event_ts"]))
+    with caplog.at_level(logging.INFO, logger="restyle.engine"):
+        h.slack.event(added)
+        emu.wait_until(lambda: any("out-of-date mark" in r.getMessage() for r in caplog.records) or None, 30,
+                       what="the late ⭐ to be handled")
+    assert h.engine.store.favorites(f"slack:{CH}:{root}") == []
+    assert [b["text"] for b in emu.bodies("chat.postEphemeral")] == [T.UNFAVORITED.format(number=1)]  # removal only
 
 
 def test_buttons_favourite_use_and_more(harness):
