@@ -33,7 +33,7 @@ from bot.events import (
     VariationOut,
     Variations,
 )
-from bot.intent import GARMENTS, GENERATING_ACTIONS, Context, Intent, is_thanks, parse
+from bot.intent import GARMENTS, GENERATING_ACTIONS, PROMPT_SUFFIX, Context, Intent, is_thanks, parse
 from bot.render import contact_sheet
 from bot.settings import Settings
 from bot.store import Store, Turn, Variation, save_png
@@ -370,8 +370,14 @@ class Engine:
         items = [self._out(v, job.prompt) for v in variations]
         source = self.store.variation_by_path(job.thread, job.base_path)
         before = f"from #{source.number}" if source else "original"
-        sheet = self._sheet(job.thread, turn, variations, job.prompt, [img for _, img in images],
-                            lead=(base, before))
+        # the variations differ only around the garment: when it is a small part of the photo, the sheet shows that
+        # part, larger (each variation is still posted whole)
+        focus = close_up_box(mask)
+        lead, tiles = base, [img for _, img in images]
+        title = job.prompt.removesuffix(f", {PROMPT_SUFFIX}")
+        if focus is not None:
+            lead, tiles, title = base.crop(focus), [t.crop(focus) for t in tiles], f"{title} · close-up"
+        sheet = self._sheet(job.thread, turn, variations, title, tiles, lead=(lead, before))
         preview = save_png(mask_preview(base, mask), self.store.thread_dir(job.thread) / f"mask-{turn}.png")
         say(total, total, text)
         return [Variations(turn_id=turn, text=text, items=items, sheet=sheet, mask_preview=preview)]
@@ -495,6 +501,18 @@ class Engine:
             imgs, labels = [lead[0], *imgs], [lead[1], *labels]
         sheet = contact_sheet(imgs, labels, title=title)
         return save_png(sheet, self.store.thread_dir(thread) / f"sheet-{name}.png")
+
+
+def close_up_box(mask: np.ndarray, max_fraction: float = 0.5) -> tuple[int, int, int, int] | None:
+    """The part of the photo a contact sheet should show: the mask's box with a quarter of its size around it,
+    widened to the photo's aspect (tiles keep their shape); None when that is most of the photo anyway."""
+    h, w = mask.shape
+    mb = bbox(mask)
+    if mb is None:
+        return None
+    pad = max(16, int(0.25 * max(mb[2] - mb[0], mb[3] - mb[1])))
+    box = compose.crop_box(mb, (w, h), pad, aspect=w / h)
+    return None if (box[2] - box[0]) * (box[3] - box[1]) > max_fraction * w * h else box
 
 
 def mask_preview(base: Image.Image, mask: np.ndarray, max_side: int = PREVIEW_MAX_SIDE) -> Image.Image:

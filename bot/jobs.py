@@ -11,6 +11,7 @@ log = logging.getLogger("restyle.jobs")
 
 class JobQueue:
     def __init__(self, workers: int = 1, max_pending: int = 16) -> None:
+        self.workers = workers
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="restyle-job")
         self._slots = threading.BoundedSemaphore(max_pending)
         self._futures: set[Future] = set()
@@ -41,8 +42,13 @@ class JobQueue:
             self._futures.discard(fut)
 
     def pending(self) -> int:
+        """Jobs queued or running."""
         with self._lock:
             return sum(1 for f in self._futures if not f.done())
+
+    def ahead(self) -> int:
+        """How many jobs would start before one submitted now (0: a worker is free)."""
+        return max(0, self.pending() - self.workers + 1)
 
     def join(self, timeout: float | None = None) -> bool:
         """Wait until every queued job finished; True if they all did within ``timeout``."""

@@ -117,7 +117,8 @@ class DownloadError(Exception):
 
 
 class Status:
-    """The "Working on it… 3/30" message, edited in place (throttled) until the job finishes."""
+    """The status message ("On it…", then "Working on it… 3/30"), edited in place (throttled) until the job
+    finishes."""
 
     def __init__(self, client: WebClient, channel: str, ts: str, text: str) -> None:
         self.client, self.channel, self.ts = client, channel, ts
@@ -375,10 +376,9 @@ class SlackBot:
                 self._post(place, T.BUSY)
 
     def _start_status(self, place: Place) -> Status | None:
-        steps = self.settings.steps
-        if self.store.has_thread(place.thread):
-            steps = int(self.store.settings(place.thread).get("steps", steps))
-        text = T.WORKING.format(done=0, total=steps)
+        """"On it…", or how many requests are ahead; the engine's progress replaces it as the work goes."""
+        ahead = self.jobs.ahead()
+        text = T.QUEUED.format(n=ahead, s="s" if ahead != 1 else "") if ahead else T.STARTING
         ts = self._post(place, text)
         return Status(self.client, place.channel, ts, text) if ts else None
 

@@ -260,7 +260,9 @@ def test_garment_not_found_and_unknown_thread(tmp_path, local_backend):
 def test_job_queue_is_bounded():
     q = JobQueue(workers=1, max_pending=2)
     gate = threading.Event()
+    assert q.ahead() == 0
     assert q.submit(gate.wait, 5) and q.submit(gate.wait, 5)
+    assert q.ahead() == 2  # one running, one waiting
     assert not q.submit(gate.wait, 5)  # full: the adapter answers "busy" instead of queueing forever
     gate.set()
     assert q.join(timeout=5)
@@ -499,3 +501,19 @@ def test_mask_preview_is_small_and_tints_the_mask():
     assert arr[inside][0] - plain[inside][0] > 30  # tinted towards (255, 0, 96)
     assert np.abs(arr[outside] - plain[outside]).max() <= 3
     assert mask_preview(make_photo(96, 128), np.ones((128, 96), dtype=bool)).size == (96, 128)
+
+
+def test_contact_sheets_close_up_on_a_small_garment():
+    """A skirt that is a small part of the photo is what the sheet shows (with the photo's shape and some context
+    around it); a garment filling most of the photo keeps the whole picture."""
+    from bot.engine import close_up_box
+
+    mask = np.zeros((1536, 1024), dtype=bool)
+    mask[900:1300, 350:650] = True
+    x0, y0, x1, y1 = close_up_box(mask)
+    assert x0 <= 350 - 100 and y0 <= 900 - 100 and x1 >= 650 + 100 and y1 >= 1300 + 100  # a quarter of 400 around
+    assert (x1 - x0) / (y1 - y0) == pytest.approx(1024 / 1536, abs=0.01)  # tiles keep the photo's shape
+    assert (x1 - x0) * (y1 - y0) <= 0.5 * 1024 * 1536
+    big = np.zeros((1536, 1024), dtype=bool)
+    big[200:1400, 100:900] = True
+    assert close_up_box(big) is None and close_up_box(np.zeros((8, 8), dtype=bool)) is None

@@ -150,7 +150,7 @@ def test_scenario_photo_prompt_reaction_vary_batch_favorites(harness):
     assert status["edits"] and status["thread_ts"] == root  # chat.update, not a new message
     assert any(b["ts"] == status["ts"] for b in emu.bodies("chat.update"))
     posted = emu.bodies("chat.postMessage")
-    assert posted[1]["text"] == T.WORKING.format(done=0, total=2)  # [0] is GOT_PHOTO
+    assert posted[1]["text"] == T.STARTING  # [0] is GOT_PHOTO; a worker was free
     assert all(b["thread_ts"] == root for b in posted)
     assert emu.count("files.getUploadURLExternal") == 4  # sheet + mask, then each variation
     completes = emu.bodies("files.completeUploadExternal")
@@ -248,9 +248,23 @@ def test_retried_event_generates_once(harness):
     assert h.bot.jobs.join(timeout=60)
     assert len(h.variation_messages(root)) == 4
     assert emu.count("files.completeUploadExternal") == 2 + 2 * 2
-    working = [b for b in emu.bodies("chat.postMessage") if b["text"].startswith("Working on it")]
+    working = [b for b in emu.bodies("chat.postMessage") if b["text"] == T.STARTING or b["text"].startswith("Queued")]
     assert len(working) == 2
     assert len([c for p, cs in emu.calls.items() if p.startswith("/files-pri/") for c in cs]) == 1
+
+
+def test_a_request_behind_busy_workers_says_where_it_is_in_the_queue(harness):
+    h, emu = harness, harness.emu
+    root = h.share_photo()
+    h.wait_text(root, T.GOT_PHOTO)
+    gate = threading.Event()
+    assert h.bot.jobs.submit(gate.wait, 30)  # someone else's long generation holds the only worker
+    h.slack.event(message(CH, "make the skirt red", thread_ts=root))
+    queued = h.wait_text(root, T.QUEUED.format(n=1, s=""))
+    gate.set()
+    h.wait_variations(root, 2)
+    status = next(m for m in emu.messages if m["ts"] == queued["ts"])
+    assert status["text"].startswith("Here are 2 variations")  # the same message, edited as the work went
 
 
 # -- 4. files that are not photos --------------------------------------------------------------------------------------
