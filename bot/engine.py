@@ -33,7 +33,7 @@ from bot.events import (
     VariationOut,
     Variations,
 )
-from bot.intent import GARMENTS, GENERATING_ACTIONS, PROMPT_SUFFIX, Context, Intent, is_thanks, parse
+from bot.intent import GARMENTS, GENERATING_ACTIONS, Context, Intent, is_thanks, parse, plain_prompt
 from bot.render import contact_sheet
 from bot.settings import Settings
 from bot.store import Store, Turn, Variation, save_png
@@ -200,7 +200,11 @@ class Engine:
                 return [Text(T.NO_VARIATION.format(number=intent.variation), kind="error")]
             return self._favorite_id(thread, user, v.id, True)
         if action == "use":
-            return self._use(thread, intent.variation if intent.variation is not None else -1)
+            if intent.variation is None:
+                return [Text(T.WHICH)]
+            return self._use(thread, intent.variation)
+        if action == "info":
+            return self._info(thread, intent.variation)
         if action == "undo":
             return self._undo(thread)
         if action == "reset":
@@ -247,6 +251,21 @@ class Engine:
             return [Text(T.NO_VARIATION.format(number=number if number > 0 else "?"), kind="error")]
         self.store.push_base(thread, v.id)
         return [Text(T.USING.format(number=v.number))]
+
+    def _info(self, thread: str, number: int) -> list[Reply]:
+        """How #N was made: its seed, the picture it came from, the prompt and the settings."""
+        v = self.store.variation_by_number(thread, number)
+        turn = self.store.turn(v.turn) if v else None
+        if v is None or turn is None:
+            return [Text(T.NO_VARIATION.format(number=number), kind="error")]
+        source = self.store.variation_by_path(thread, turn.base)
+        made = turn.intent.get("made_with", {})
+        how = ", ".join([f"{k}={made[k]:g}" for k in ("steps", "guidance") if k in made] +
+                        [f"strength={turn.strength:g}"])
+        return [Text(T.INFO.format(number=v.number, seed=v.seed, base=f"#{source.number}" if source else
+                                   "the original photo", garments=" and ".join(turn.garments),
+                                   prompt=turn.prompt, negative=f" (avoiding: {turn.negative_prompt})"
+                                   if turn.negative_prompt else "", how=how))]
 
     def _undo(self, thread: str) -> list[Reply]:
         if self.store.pop_base(thread) is None:
@@ -345,9 +364,10 @@ class Engine:
         mask, missing = self._mask(job.thread, base, job.base_path, job.garments)
         if mask is None:
             return [Text(T.NOT_FOUND.format(what=f"a {what}"), kind="error")]
+        made_with = {"steps": steps, "guidance": float(eff["guidance"])}  # for "what's the seed of #2?"
         turn = self.store.start_turn(job.thread, job.user, job.text, "batch" if job.batch else job.intent.action,
-                                     job.intent.to_dict(), job.prompt, job.negative_prompt, job.base_path,
-                                     job.strength, job.garments)
+                                     {**job.intent.to_dict(), "made_with": made_with}, job.prompt,
+                                     job.negative_prompt, job.base_path, job.strength, job.garments)
         try:
             images, rejected = self._inpaint(job, base, mask, eff, steps, total, what, say)
             context = {"garment": job.garments[0], "target": job.target, "attributes": job.attributes,
@@ -374,7 +394,7 @@ class Engine:
         # part, larger (each variation is still posted whole)
         focus = close_up_box(mask)
         lead, tiles = base, [img for _, img in images]
-        title = job.prompt.removesuffix(f", {PROMPT_SUFFIX}")
+        title = plain_prompt(job.prompt)
         if focus is not None:
             lead, tiles, title = base.crop(focus), [t.crop(focus) for t in tiles], f"{title} · close-up"
         sheet = self._sheet(job.thread, turn, variations, title, tiles, lead=(lead, before))

@@ -46,7 +46,7 @@ PROMPT_SUFFIX = "fashion photography, detailed fabric texture, high quality"
 FALLBACK_NOUN = "outfit"  # prompt noun when attributes are known but no garment is
 MAX_COUNT = 64  # counts above this are capped ("give me 100 variations" -> 64)
 MAX_VARIATION = 99  # variation numbers outside 1..99 are ignored
-ACTIONS = ("restyle", "vary", "batch", "favorite", "use", "undo", "reset", "settings", "help", "unknown")
+ACTIONS = ("restyle", "vary", "batch", "favorite", "use", "info", "undo", "reset", "settings", "help", "unknown")
 GENERATING_ACTIONS = frozenset({"restyle", "vary", "batch"})
 
 
@@ -261,6 +261,9 @@ _ATTRIBUTE_SYNONYMS: dict[str, dict[str, str]] = {
         "punk": "", "grunge": "", "edgy": "", "glam": "glamorous|glamour|glamor", "cottagecore": "",
         "classic": "", "chic": "", "futuristic": "", "western": "cowboy", "evening": "", "party": "",
         "bridal": "", "festival": "", "military": "", "nautical": "",
+        "luxurious": "luxury|luxe|expensive|high end|upscale|opulent", "summery": "summer|summertime",
+        "wintry": "winter|wintery", "bold": "bolder|daring|statement", "understated": "subtle|subtler|toned down",
+        "monochrome": "monochromatic|tonal",
     },
     "detail": {
         "ruffled": "ruffles|ruffle|ruffly|frilly|frills|frill|frilled", "embroidered": "embroidery",
@@ -270,6 +273,7 @@ _ATTRIBUTE_SYNONYMS: dict[str, dict[str, str]] = {
         "belted": "", "puff-sleeved": "puff sleeve|puff sleeves|puffed sleeves|puffy sleeves", "quilted": "",
         "ruched": "", "distressed": "ripped", "halter": "halter neck|halterneck", "lace-up": "",
         "cut-out": "cutout|cutouts|cut outs",
+        "high-slit": "slit|slits|high slit|side slit|thigh slit|leg slit|thigh high slit",
     },
 }
 VOCABULARY: dict[str, tuple[str, ...]] = {cat: tuple(words) for cat, words in _ATTRIBUTE_SYNONYMS.items()}
@@ -357,90 +361,92 @@ over under after before while during since until because although though whether
 # tests/test_intent.py::test_dictionary_words_are_not_corrected: it prints the words to add here.
 _DICTIONARY_STOPWORDS = frozenset("""
 abiding abstracted abstractly airline alien aliened aligned alike alined alpine angoras anther anthers aquae
-athlete attract avid avoided avowing backers backpacked backpacker backpackers backrests backspace
-backspaces backtrack backtracks baggiest balding banana bananas bandanna bandannas bandies banding bangs
-banyans beaching bead beadiest beady beaked beaks beamed beaming beams beaned beaning beans bearded bearding
-beards bearing bearings bears beating beatings beatniks beats beaus beauties bedded bedding beds beet beets
-beget begets behaving beheaded beheading beheads belated belaying belied belled bells bending bends bents
-berating bereft beset besets besiege bested bests betaking betiding bets betted bewaring bight blacked
-blacken blacker blackjack blackjacks blackness bladders blamer blasters blaze blazed blazes bleating
-bleeding blending blight bloodies blots bloused blown blued bluer bluish blushed blusher blushes boarding
-boats boggier boggy bolted bolts bombards bombed bonuses boobies boobs boogies bookies booms boons boors
-boos boosts bootees booth booths bootie bootless booty booziest bounties bouts brads bragger brags braiding
-brandies branding brawn braziers breaded breading breads breaking breeding brighten brightens brightest
-brightly brogue bronzed brow browned browner brownie brows brush buckles buggier buggy bulrush bumblers bush
-cameo camouflaged camps cams capes caramel card cardiac carding cardio cards carpi carps cashier cashiered
-casually casualty cats causal chamois chaps chats checker checkers checkups cheeked cheeks cheered chick
-chicks chignon chignons chin china chink chinks chins chocked chocks chopped chopper choppers choppier
-choral chorale chorals chord chucked chuckled chucks claps class classical classier classify classing
-clopped clutched clutches coal coals coasts colts combats cooper coots copier copped coppery copter cordial
-cored corneal corral corrals cots cottoned cram crapped craps creak creamed creamer creamy crimsoned
-crippled cropper croppers crotches crotchet crotchets crotchety crouched crouches croup crutch danker darken
-denies depress depresses digress digressed digresses disliked distress distresses distrusted ditched ditches
-dogtrot dolts donut doted dotes dregs dressers dressier dressiest dressy droop dross dryness dungaree duress
-eighteens eighths eightieth eightieths elegance elegantly elephant embroider embroideries embroiders
-emending evincing excepted excerpt excerpts fallowing fare fared fares fats feared feats federals femora
-ferry festive festively fiats fill filled fills filly fitter flags flake flaked flakes flame flamed flames
-flaps flat flaunts flavored flawed flawing flaws flayed flays fleeced fleecier fleecy flits flitted float
-floaters floating floats flock flocking flocks flogging flooding floored flooring flopping flora florae
+athlete attract avid avoided avowing backers backpacked backpacker backpackers backrests backspace backspaces
+backtrack backtracks baggiest balder balding banana bananas bandanna bandannas bandies banding bangs banyans
+beaching bead beadiest beady beaked beaks beamed beaming beams beaned beaning beans bearded bearding beards
+bearing bearings bears beating beatings beatniks beats beaus beauties bedded bedding beds beet beets beget
+begets behaving beheaded beheading beheads beholder belated belaying belied belled bells bending bends bents
+berating bereft beset besets besiege bested bests betaking betiding bets betted bewaring bight blacked blacken
+blacker blackjack blackjacks blackness bladders blamer blasters blaze blazed blazes bleating bleeding blending
+blight bloodies blots bloused blown blued bluer bluish blushed blusher blushes boarding boats boggier boggy
+bolted bolts bombards bombed bonuses boobies boobs boogies bookies booms boons boors boos boosts bootees booth
+booths bootie bootless booty booziest border boulder boulders bounties bouts bowlder bowlders brads bragger
+brags braiding brandies branding brawn braziers breaded breading breads breaking breeding brighten brightens
+brightest brightly brogue bronzed brow browned browner brownie brows brush buckles buggier buggy bulrush
+bumblers bush cameo camouflaged camps cams capes caramel card cardiac carding cardio cards carpi carps cashier
+cashiered casually casualty cats causal chamois chaps chats checker checkers checkups cheeked cheeks cheered
+chick chicks chignon chignons chin china chink chinks chins chocked chocks chopped chopper choppers choppier
+choral chorale chorals chord chucked chuckled chucks claps class classical classier classify classing clopped
+clutched clutches coal coals coasts colts combats cooper coots copier copped coppery copter cordial cored
+corneal corral corrals cots cottoned cram crapped craps creak creamed creamer creamy crimsoned crippled
+cropper croppers crotches crotchet crotchets crotchety crouched crouches croup crutch dairying danker daringly
+darken darling darlings darning darting dating dazing denies depress depresses digress digressed digresses
+disliked distress distresses distrusted ditched ditches dogtrot dolts donut doted dotes dregs dressers
+dressier dressiest dressy droop dross dryness dungaree duress dwarfing eighteens eighths eightieth eightieths
+elegance elegantly elephant embroider embroideries embroiders emending evincing excepted excerpt excerpts
+expansive expense expensively expressive extensive fallowing fare fared fares fats feared feats federals
+femora ferry festive festively fiats fill filled fills filly fitter flags flake flaked flakes flame flamed
+flames flaps flat flaunts flavored flawed flawing flaws flayed flays fleeced fleecier fleecy flits flitted
+float floaters floating floats flock flocking flocks flogging flooding floored flooring flopping flora florae
 floras flossing floured flouring flouting flow flowed flowerbed flowerbeds flowerier flowering flown flows
 flurry flyovers follower followers following formally fowling frack fracks frats fridge friended frillier
 frizzled frowning fury geocentric geometrical geometries geometry giblet giblets gilt gilts gimlet gimlets
-glamored glamorously glamoured glamourous glassy gleam glittered glitzier gloss glossary goldener goons
-grange graphical graphing graphite gravy greed greened greener greet grittier grudge grungier grungy hafts
-haler halted haltered halts handball handballs harts haste hated hater hatter heals heats heeds hood hoods
-hooey hooky howdy jacked jackpots jiggers jogger joggles jolts jots jugglers jumped jumpier junipers kickers
-kicky kinks kits knighted knights knitter knitters knots knotted laced lagging lance lather lathers laughter
-launder leaguing lease leathery leaved leaven leavens leggin leggins lengthened lengthier lengths lengthy
-leotard leotards lien lighted lighten lightens lightest lightly liken limed linden lindens lined lineman
-linemen liner linger liven loader loaders loafed loaner loaners lodger logger logging loner longed loosed
-loosely loosened loosest looter loser louse lugging macaroon males marooned mate mated matt matted matter
-matters matts maxim menus metabolic meted miles militancy militarily mindless minds mines minibus minim
-minima minimally minks minty minuets minuses minuted minutes modules moles mounted mouthed muddles muffles
-muggles mulches mule mullets mulls mumbles muscles mused muses mustered mutated mute muter mutes muzzles
-naughtiest nautically neckline necklines nervier newer niceties nighties nineteens ninetieth ninetieths
-ninnies nonce noshing notching noticing noting noughts nuder nudge organize outlive overall overcast
-overcasts overeat overeats overhauls overlie oversee oversells oxford pacts pager pain paint paints palaver
-palazzi paled palmier palpated palpating panes pangs pans panties panty paper paprika parent parents parity
-parks parkway parkways parry parse parses parsley partly parts partway passel passels paste pasted pasterns
-pastes pasties pasts pasty patented patently patient patients pats patty payer peaches peaking pealing
-peanuts peat pedants pelting peppy perch petting pimps pinky pints placated placating placid placing plainer
-plainly plaint plaints plait plaited plaiting planets planing plant planted planting plants plasters plated
-plating platter playing plea plead pleaded pleader pleading pleads pleas pleased pleasing pleasings plovers
-plumb plume plump plumps plunk poach polecat polecats polestar polkaed pollster potent prating preach
-preachy predated predating prepay preserved preserver preservers pullers pulps pulsated pulsating pulse
-pulses pumas pump pumpers punts pups puree purees purge purges purpler purplest purpose purposes pursed
-purser pursers pursue pursued pursuer pursuers pursues pusses quailed quieted quilter quilters quitted
-quoited raffle raffled raffles rapped regenerated regenerates regenerative relapsed related relaxes relayed
-released reloaded remote removed remover removers remunerate replaced replayed retrod riffle riffled riffles
-ripper rippled roamers romped roomers rouse ruffed rushed rusty sacks sager salon saloon saltine salting
-salver sandbags sandbars sating scandal scandals scar scarcest scares scarfed scariest scarify scars schemer
-scrimped scripted scurf sealers seating sedater seeings seekers seer sequenced sequoias setters settling
-seventeens sevenths seventieth seventieths sexpots sexting shacks shakers shall shear shearer sheen sheep
-sheered sheerer sheller shelter shies shifts shimmer shimmers shimmery shin shined shiner shiners shingle
-shinier shinned shinny shins shire shires shirk shirks shirr shirrs shirted shit shits shoed shone shoos
-shooter shooters shoots shops shores shorn shorted shortened shortest shorting shortish shortly shots shout
-shouts shove shovels shoves showers shrimped shrine shrines shyer sicken silly silvered silvery simmer
-simmers sine sits sitting sittings sixteens sixtieth sixtieths skaters skating skimp skirted skit skits
-slack slackens slackers slackest slammer slammers slating sleepless slicks slid slime slimier slimmed
-slimmest slimy slits sliver sloes slots slotted slummer smacks snacks snakier snarf snarfs sneaked sneakier
+glamored glamorously glamoured glamourous glassy gleam glittered glitzier gloss glossary goldener goons grange
+graphical graphing graphite gravy greed greened greener greet grittier grudge grungier grungy hafts haler
+halted haltered halts handball handballs harts haste hated hater hatter heals heats heeds hood hoods hooey
+hooky howdy jacked jackpots jiggers jogger joggles jolts jots jugglers jumped jumpier junipers kickers kicky
+kinks kits knighted knights knitter knitters knots knotted laced lagging lance lather lathers laughter launder
+leaguing lease leathery leaved leaven leavens leggin leggins lengthened lengthier lengths lengthy leotard
+leotards lien lighted lighten lightens lightest lightly liken limed linden lindens lined lineman linemen liner
+linger liven loader loaders loafed loaner loaners lodger logger logging loner longed loosed loosely loosened
+loosest looter loser louse lugging lugubrious luxuries luxuriously macaroon males marooned mate mated matt
+matted matter matters matts maxim menus metabolic meted miles militancy militarily mindless minds mines
+minibus minim minima minimally minks minty minuets minuses minuted minutes modules moles mounted mouthed
+muddles muffles muggles mulches mule mullets mulls mumbles muscles mused muses mustered mutated mute muter
+mutes muzzles naughtiest nautically neckline necklines nervier newer niceties nighties nineteens ninetieth
+ninetieths ninnies nonce noshing notching noticing noting noughts nuder nudge opulence organize outlive
+overall overcast overcasts overeat overeats overhauls overlie oversee oversells oxford pacts pager pain paint
+paints palaver palazzi paled palmier palpated palpating panes pangs pans panties panty paper paprika parent
+parents parity parks parkway parkways parry parse parses parsley partly parts partway passel passels paste
+pasted pasterns pastes pasties pasts pasty patented patently patient patients pats patty payer peaches peaking
+pealing peanuts peat pedants pelting peppy perch petting pimps pinky pints placated placating placid placing
+plainer plainly plaint plaints plait plaited plaiting planets planing plant planted planting plants plasters
+plated plating platter playing plea plead pleaded pleader pleading pleads pleas pleased pleasing pleasings
+plovers plumb plume plump plumps plunk poach polecat polecats polestar polkaed pollster potent prating preach
+preachy predated predating prepay preserved preserver preservers pullers pulps pulsated pulsating pulse pulses
+pumas pump pumpers punts pups puree purees purge purges purpler purplest purpose purposes pursed purser
+pursers pursue pursued pursuer pursuers pursues pusses quailed quieted quilter quilters quitted quoited raffle
+raffled raffles rapped regenerated regenerates regenerative relapsed related relaxes relayed released reloaded
+remote removed remover removers remunerate replaced replayed retrod riffle riffled riffles ripper rippled
+roamers romped roomers rouse ruffed rushed rusty sacks sager salon saloon saltine salting salver sandbags
+sandbars sating scandal scandals scar scarcest scares scarfed scariest scarify scars schemer scrimped scripted
+scummier scurf sealers seating sedater seeings seekers seer sequenced sequoias setters settling seventeens
+sevenths seventieth seventieths sexpots sexting shacks shakers shall shear shearer sheen sheep sheered sheerer
+sheller shelter shies shifts shimmer shimmers shimmery shin shined shiner shiners shingle shinier shinned
+shinny shins shire shires shirk shirks shirr shirrs shirted shit shits shoed shone shoos shooter shooters
+shoots shops shores shorn shorted shortened shortest shorting shortish shortly shots shout shouts shove
+shovels shoves showers shrimped shrine shrines shyer sicken silly silts silvered silvery simmer simmers sine
+sits sitting sittings sixteens sixtieth sixtieths skaters skating skimp skirted skit skits slack slackens
+slackers slackest slammer slammers slating slats sleepless slicks slid slights slime slimier slimmed slimmest
+slimy slips slits sliver sloes slots slotted slummer sluts smacks snacks snakier snarf snarfs sneaked sneakier
 sneer snits snort snorts snots sold soled soli solider solidly solver sophisticate sophisticates sorter
 sorters sorts sots soundless soundness sparely sparked sparkled sparkler sparklers sparsely spats spatted
-speaker spigots spine spiny spits spitted splatted sported sportier spot spotter spotters spottier spouted
-spouts sprouted sprouts squinted squints squired squirts stacks stage staplers staples starkly starless
-starlet starlets starlight starves stating station steer stilettoes stipend stolid storied stories
-straighten straighter strained straplesses strapped streetcar striated stricture strictures stride strides
-strife strike strikers strikes stringed strings strip stripped stripper strippers strips stript strive
-strived strives strophes stropped structural structure structures submits sued suite suites suitors sulky
-summits sundaes sunders sundials sundries sunless suppresses swatter swatters swearer swearers sweatier
-sweeter swelter swelters swimmer swimmers swine tacks tailors talks tangs tankers tanners tape tartar tasks
-teaches teed teems teens thees thirsts tides tiers tighten tightens tightest tightly tikes tiles tines tires
-toes tokes tomes tones tonight torte tortes toted totem totems tots totters toweled towered tracers traders
-trailer trailers trained trainee trainees trances treed trees trenched trouper troupers tuxedoes tweaked
-twee tweedy tweeted twerked urbane urbaner vacation vacations validation validations valuations vantage
-vantages vasts vents vets violent westerly westerner whine whistle whit whiten whitens whiter whitest
-whither whits whittle wholly wince windbreak windbreaks wined wooden woody woollier woollies woozy wrapt
-yellowed yellower
+speaker spigots spine spiny spits spitted splatted splints split splits sported sportier spot spotter spotters
+spottier spouted spouts sprouted sprouts squinted squints squired squirts stacks stage staplers staples
+starkly starless starlet starlets starlight starves statesmen stating station steer stilettoes stipend stolid
+storied stories straighten straighter strained straplesses strapped streetcar striated stricture strictures
+stride strides strife strike strikers strikes stringed strings strip stripped stripper strippers strips stript
+strive strived strives strophes stropped structural structure structures submits subtitle subtlest subtlety
+subtly sued suite suites suitors sulky summary summed summered summitry summits summoner sundaes sunders
+sundials sundries sunless suppresses swatter swatters swearer swearers sweatier sweeter swelter swelters
+swimmer swimmers swine symmetry tacks tailors talks tangs tankers tanners tape tartar tasks teaches teed teems
+teens thees thirsts tides tiers tighten tightens tightest tightly tikes tiles tines tires toenail toes tokes
+tomes tones tonight torte tortes total toted totem totems tots totters toweled towered tracers traders trailer
+trailers trained trainee trainees trances treed trees trenched trouper troupers tuxedoes tweaked twee tweedy
+tweeted twerked undercoated underrated understaffed understand understate understates urbane urbaner vacation
+vacations validation validations valuations vantage vantages vasts vents vets violent westerly westerner whine
+whistle whit whiten whitens whiter whitest whither whits whittle wholly wince windbreak windbreaks wined
+winery winger wintered wintrier wooden woody woollier woollies woozy wrapt yellowed yellower
 """.split())
 
 
@@ -534,6 +540,7 @@ def _normalize(text: str) -> str:
     text = re.sub(r"\b(?:no|without(?: an?| the| any)?|lose the|drop the)\s+(?:patterns?|prints?|patterning)\b"
                   r"(\s*(?:or|and|nor)\b)?", lambda m: "plain, no" if m.group(1) else "plain", text)
     text = re.sub(r"\b(?:no|without(?: the| any)?)\s+sleeves\b", "sleeveless", text)
+    text = re.sub(r"\btone\s+(?:it|this|that|them)\s+down\b", "toned down", text)
     # "shorter sleeves", "make the sleeves longer": short-/long-sleeved, not a shorter garment
     text = re.sub(r"\b(short|long)er\s+(sleeves?)\b", r"\1 \2", text)
     text = re.sub(r"\bsleeves?\s+(?:a (?:bit|little) |much |slightly )?(short|long)er\b", r"\1 sleeves", text)
@@ -660,6 +667,9 @@ _COUNT_PATTERNS = [  # (regex, kind)
     (re.compile(rf"\b(?P<num>{_NUM})\s+(?P<mod>(?:more|other|different|new|extra|fresh|alternative|additional"
                 rf"|random)\s+)?(?:{_COUNT_NOUNS})\b"), "noun"),
     (re.compile(rf"\b(?P<num>{_NUM})\s+more\b"), "more"),
+    # "10 of those", "5 like that"
+    (re.compile(rf"\b(?P<num>{_NUM})\s+(?:of\s+(?:those|these|them|that|this)|like\s+(?:that|this|those|these|it"
+                rf"|them))\b"), "more"),
     (re.compile(rf"\b(?:another|other)\s+(?P<num>{_NUM})\b"), "more"),
     (re.compile(rf"\b(?P<num>{_NUM})\s+times\b"), "more"),
     (re.compile(rf"\b(?:give\s+me|show\s+me|get\s+me|send\s+me|make\s+me|make|generate|create|render|produce"
@@ -1026,12 +1036,16 @@ _BATCH_RE = re.compile(r"\b(?:batch|bulk)\b")
 _VARY_RE = re.compile(rf"\b(?:more\s+like|something\s+like|similar|again|vary|variations?"
                       rf"|variants?|regenerate|re\s*roll|retry|redo|riff|iterate|tweak|another|one\s+more"
                       rf"|same\s+(?:but|again|thing|as|one|vibe|style))\b"
+                      rf"|\b(?:more|other|different|new|fresh)\s+(?:{_COUNT_NOUNS})\b|\bshow\s+me\s+more\b"
+                      rf"|\bkeep\s+(?:going|them\s+coming)\b"
                       rf"|\b(?:{_NUM}|some|few|couple|several|any)\s+more\b"
                       rf"|\bmore\s*(?:$|[,.!?;#\d]|(?:please|pls|plz|of\s+(?:those|these|that|this|them|it"
                       rf"|the\s+same))\b)")
 _FAV_RE = re.compile(r"\b(?:fav|fave|favs|faves|favorite|favourite|favorites|favourites|favorited|favourited"
                      r"|star|starred|love|loved|adore|heart|bookmark|save|saved|keeper)\b"
                      r"|\bi\s+(?:really\s+|do\s+|quite\s+)?(?:like|love|adore|dig)\b|^\s*like\s+(?:it|this|that)\b")
+_INFO_RE = re.compile(r"\b(?:seed|prompt|details?|info|settings|how\s+(?:did\s+you|was\s+it|were\s+they)\s+"
+                      r"(?:make|made|get|got|do|done)|what\s+(?:did\s+you\s+use|was\s+used))\b")
 _PRAISE_RE = re.compile(r"\b(?:great|perfect|gorgeous|beautiful|stunning|amazing|awesome|lovely|fantastic|nice"
                         r"|wonderful|brilliant|excellent|obsessed|fire|chef'?s\s+kiss|looks?\s+good|spot\s+on"
                         r"|nailed\s+it|so\s+good|the\s+best|best\s+one|wow)\b")
@@ -1052,6 +1066,8 @@ def _decide(text: str, *, content: bool, variation: int | None, count: int | Non
         return "help"
     if (settings or _SETTINGS_WORD_RE.search(text)) and not content and variation is None and count is None:
         return "settings"
+    if variation is not None and _INFO_RE.search(text) and not settings and not content:  # "seed of #2?"
+        return "info"
     if (_BATCH_RE.search(text) or count_kind == "noun" or batch_garment
             or (count_kind == "verb" and content and not _VARY_RE.search(text))):
         return "batch"
@@ -1104,6 +1120,11 @@ def _describe(noun: str | None, attributes: list[str]) -> str:
             words.append(attr)
     noun = noun or FALLBACK_NOUN
     return _article(" ".join([*words, noun]), noun)
+
+
+def plain_prompt(prompt: str) -> str:
+    """The prompt as people read it: "a red floral maxi skirt" (without PROMPT_SUFFIX)."""
+    return prompt.removesuffix(f", {PROMPT_SUFFIX}")
 
 
 def build_prompt(items: list[tuple[str | None, list[str]]]) -> str:
@@ -1161,7 +1182,7 @@ def parse(text: str, context: Context | None = None) -> Intent:
     action = _decide(re.sub(r"\s+", " ", normalized).strip(), content=content, variation=variation, count=count,
                      count_kind=count_kind, settings=settings, batch_garment=batch_garment)
     if action not in GENERATING_ACTIONS:
-        keep_var = action in ("favorite", "use")
+        keep_var = action in ("favorite", "use", "info")
         return Intent(action=action, variation=variation if keep_var else None, settings=settings)
 
     negatives = analysis.negatives

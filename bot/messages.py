@@ -6,6 +6,7 @@ HELP = """*restyle* — drop a photo of a model, then tell me what to change, in
 • `8 more like that` — more candidates with the same prompt
 • `the top white and the skirt black` — several garments at once
 • `fav 2` (or react ⭐ ❤️ 👍) — mark a favourite · `use 2` — edit from #2 from now on · `undo` — back to the previous base · `start over` — back to the original photo
+• `#2 info` — how #2 was made: seed, prompt, settings
 • `settings steps=40 guidance=8 seed=7 count=4 strength=0.65` — this thread's settings
 • `/restyle batch 8 <prompt>` · `/restyle favorites` · `/restyle settings …` · `/restyle help`"""
 
@@ -29,6 +30,9 @@ UNFAVORITED = "#{number} removed from favourites."
 NO_FAVORITES = "No favourites in this thread yet — react ⭐ ❤️ 👍 on a variation or say _fav 2_."
 FAVORITES = "Favourites in this thread: {numbers}"
 USING = "Now editing from #{number}. Say _undo_ to go back."
+WHICH = "Which variation? Say _use 2_ — the numbers are on each picture and on the contact sheet."
+INFO = ("#{number}: seed {seed}, made from {base} by repainting the {garments} as _{prompt}_{negative}; {how}. "
+        "Say _settings seed={seed}_ to start the next variations from the same seed.")
 UNDONE = "Back to {what}."
 NOTHING_TO_UNDO = "Nothing to undo: edits already start from the original photo."
 SETTINGS = "Settings for this thread: {summary}"
@@ -61,6 +65,7 @@ LOGIN_PAGE = ("Slack answered with a sign-in page instead of the photo — the a
 PHOTO_IN_THREAD = ("Each photo gets its own thread: post the new photo as a new message in the channel "
                    "(not as a reply here) and I'll start a thread for it.")
 UNKNOWN_COMMAND = "I don't know `/restyle {sub}`. Here is what I can do:\n\n"
-BATCH_USAGE = "Usage: `/restyle batch 8 pastel floral skirt` — run it in a channel that has a photo thread."
+BATCH_USAGE = ("Usage: `/restyle batch 8 pastel floral skirt` (or `/restyle batch 8` to repeat the last look) — run it "
+               "in a channel that has a photo thread.")
 VARIATION_HINT = "React ⭐ ❤️ 👍 on this message to keep it."
 DONE_STATUS = "Done."

@@ -54,6 +54,7 @@ from bot.events import (
     VariationOut,
     Variations,
 )
+from bot.intent import plain_prompt
 from bot.jobs import JobQueue
 from bot.settings import Settings
 
@@ -251,15 +252,17 @@ class SlackBot:
             return
         event = Command(thread, user, text)
         if sub == "batch":
-            m = re.match(r"batch\s+(?:(\d+)\s+)?(\S.*)$", text, re.IGNORECASE)
-            if not m:
+            m = re.match(r"batch(?:\s+(\d+))?(?:\s+(\S.*))?$", text, re.IGNORECASE)
+            last = self.store.last_turn(thread)
+            what = (m.group(2) if m else None) or (plain_prompt(last.prompt) if last else None)
+            if not m or not what:  # "batch 8" alone repeats the thread's last look; with none yet, say how
                 ack(text=T.BATCH_USAGE)
                 return
             wanted = int(m.group(1)) if m.group(1) else int(self.store.settings(thread).get(
                 "count", self.settings.num_images))
             n = max(1, min(wanted, self.settings.max_batch))
             capped = T.BATCH_CAPPED.format(cap=self.settings.max_batch) if wanted > n else ""
-            ack(text=T.BATCH_STARTED.format(n=n, prompt=escape(m.group(2))) + capped)
+            ack(text=T.BATCH_STARTED.format(n=n, prompt=escape(what)) + capped)
         else:
             ack()
         self._run(place, event)

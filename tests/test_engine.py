@@ -206,6 +206,24 @@ def test_a_variation_the_segmenter_misses_is_edited_in_the_region_restyle_painte
     assert "couldn't find a top" in texts(eng.handle(Message("it", "u", "make the top white")))
 
 
+def test_how_a_variation_was_made_and_use_without_a_number(tmp_path, local_backend):
+    eng = make_engine(tmp_path, local_backend)
+    eng.handle(Photo("i", "u", to_bytes(PHOTO)))
+    out = only(eng.handle(Message("i", "u", "make the skirt red, no stripes")), Variations)
+    eng.handle(Message("i", "u", "steps=3"))
+    vary = only(eng.handle(Message("i", "u", "#2 but longer")), Variations)
+    first, third = out.items[1], vary.items[0]
+    info = texts(eng.handle(Message("i", "u", "what's the seed of #2?")))
+    assert info == T.INFO.format(number=2, seed=first.seed, base="the original photo", garments="skirt",
+                                 prompt=eng.store.turn(out.turn_id).prompt, negative=" (avoiding: striped)",
+                                 how="steps=2, guidance=7.5, strength=1")
+    later = texts(eng.handle(Message("i", "u", "#3 info")))
+    assert f"seed {third.seed}, made from #2" in later and "steps=3" in later and "strength=0.65" in later
+    assert "There is no #9" in texts(eng.handle(Message("i", "u", "#9 info")))
+    assert texts(eng.handle(Message("i", "u", "use a higher guidance"))) == T.WHICH
+    assert eng.store.base("i") == (eng.store.original("i"), None)  # neither question changed anything
+
+
 def test_same_seed_same_pixels_and_settings(tmp_path, local_backend):
     eng = make_engine(tmp_path, local_backend)
     eng.handle(Photo("t", "u", to_bytes(PHOTO)))

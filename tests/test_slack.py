@@ -378,6 +378,15 @@ def test_slash_command_settings_unknown_and_no_thread(harness):
     assert h.slack.command("settings model=sdxl", channel=CH).status == 200
     h.wait_text(root, "I can't use `model=sdxl`")
     assert h.engine.store.settings(f"slack:{CH}:{root}") == {"steps": 3, "seed": 7}
+    # "/restyle batch 2" alone: usage while the thread has no look yet, then the last look again
+    assert T.BATCH_USAGE in h.slack.command("batch 2", channel=CH).body
+    h.slack.event(message(CH, "make the skirt red", thread_ts=root))
+    h.wait_variations(root, 2)
+    resp = h.slack.command("batch 2", channel=CH)
+    assert "Starting a batch of 2 for _a red skirt_" in resp.body
+    h.wait_variations(root, 4)
+    turns = h.engine.store._all("SELECT prompt FROM turns WHERE thread = ? ORDER BY created", (f"slack:{CH}:{root}",))
+    assert len(turns) == 2 and turns[0]["prompt"] == turns[1]["prompt"]
 
 
 # -- 6. rate limits ----------------------------------------------------------------------------------------------------
