@@ -50,6 +50,11 @@ class Backend:
     def inpaint(self, req: InpaintRequest, progress: Progress | None = None) -> InpaintResponse:
         raise NotImplementedError
 
+    def looks(self) -> tuple[str, ...] | None:
+        """The brand looks the inpainting model serves, or None where only the endpoint knows (it answers an
+        unknown one with ``unknown_look``)."""
+        return None
+
     def inpaint_many(self, req: InpaintRequest, seeds: list[int] | None = None, progress: Progress | None = None,
                      *, batch: bool = False) -> InpaintResponse:
         """Any number of candidates (``seeds``, default: the request's own): CHUNK-sized calls, one response."""
@@ -106,6 +111,9 @@ class LocalBackend(Backend):
     def warm(self) -> None:
         self._get("clipseg")
         self._get("inpaint")
+
+    def looks(self) -> tuple[str, ...]:
+        return self._get("inpaint").looks
 
     def segment(self, req: SegmentRequest) -> SegmentResponse:
         return _local_call(predict_segment, req, self._get("clipseg"))

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import random
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,7 +43,15 @@ from model.errors import ImageTooLarge, InvalidImage
 from model.images import b64decode, b64encode, decode_image, decode_mask, encode_image
 from model.masks import bbox, grow
 from model.masks import resize as resize_mask
-from model.schemas import MAX_IMAGES, InpaintRequest, SegmentRequest
+from model.schemas import (
+    DEFAULT_LOOK,
+    LOOK_PATTERN,
+    MAX_IMAGES,
+    NO_LOOK,
+    InpaintRequest,
+    SegmentRequest,
+    min_steps,
+)
 
 log = logging.getLogger("restyle.engine")
 Progress = Callable[[int, int, str], None]
@@ -261,7 +270,7 @@ class Engine:
         source = self.store.variation_by_path(thread, turn.base)
         made = turn.intent.get("made_with", {})
         how = ", ".join([f"{k}={made[k]:g}" for k in ("steps", "guidance") if k in made] +
-                        [f"strength={turn.strength:g}"])
+                        [f"strength={turn.strength:g}"] + ([f"look={made['look']}"] if made.get("look") else []))
         return [Text(T.INFO.format(number=v.number, seed=v.seed, base=f"#{source.number}" if source else
                                    "the original photo", garments=" and ".join(turn.garments),
                                    prompt=turn.prompt, negative=f" (avoiding: {turn.negative_prompt})"
@@ -276,16 +285,15 @@ class Engine:
     def _settings(self, thread: str, values: dict) -> list[Reply]:
         clean = {}
         for key, value in values.items():
-            if key == "model":
-                if str(value) not in ("default",):
-                    return [Text(T.BAD_SETTING.format(key=key, value=value,
-                                                      why="this deployment serves one inpainting model "
-                                                          "(RESTYLE_INPAINT_MODEL); only `model=default` is known"),
-                                 kind="error")]
+            if key in ("look", "model"):  # a brand look (LoRA) the inpainting endpoint serves; "model" is an alias
+                why = self._bad_look(str(value))
+                if why:
+                    return [Text(T.BAD_SETTING.format(key=key, value=value, why=why), kind="error")]
+                clean["look"] = str(value).lower()
                 continue
             if key not in SETTING_RANGES:
                 return [Text(T.BAD_SETTING.format(key=key, value=value,
-                                                  why=f"known settings are {', '.join(SETTING_RANGES)}"),
+                                                  why=f"known settings are {', '.join([*SETTING_RANGES, 'look'])}"),
                              kind="error")]
             lo, hi, typ = SETTING_RANGES[key]
             why = f"it must be {'a whole number' if typ is int else 'a number'} from {lo} to {hi}"
@@ -298,14 +306,30 @@ class Engine:
             clean[key] = v
         merged = self.store.update_settings(thread, clean) if clean else self.store.settings(thread)
         summary = self._effective(merged)
+        if "look" not in merged and not self.backend.looks():  # no looks to choose from: say nothing of them
+            summary.pop("look")
         return [Text(T.SETTINGS.format(summary=", ".join(f"{k}={v}" for k, v in summary.items())))]
+
+    def _bad_look(self, look: str) -> str | None:
+        """Why ``look`` cannot be used, or None.  The local backend knows its looks; an endpoint's are checked by the
+        endpoint itself on the next generation (``unknown_look``)."""
+        look = look.lower()
+        if look in (DEFAULT_LOOK, NO_LOOK):
+            return None
+        if not re.fullmatch(LOOK_PATTERN, look):
+            return "a look is named with letters, digits, '-' and '_'"
+        known = self.backend.looks()
+        if known is not None and look not in known:
+            return (f"the looks here are {', '.join(known)}, `{DEFAULT_LOOK}` and `{NO_LOOK}`" if known else
+                    f"no brand looks are loaded (RESTYLE_LORA); only `{DEFAULT_LOOK}` is known")
+        return None
 
     def _effective(self, thread_settings: dict) -> dict:
         s = self.settings
         return {"steps": thread_settings.get("steps", s.steps), "guidance": thread_settings.get("guidance", s.guidance),
                 "count": thread_settings.get("count", s.num_images),
                 "strength": thread_settings.get("strength", s.vary_strength),
-                "seed": thread_settings.get("seed", "random")}
+                "seed": thread_settings.get("seed", "random"), "look": thread_settings.get("look", DEFAULT_LOOK)}
 
     # -- planning a generation -------------------------------------------------------------------------------------
     def _plan(self, thread: str, user: str, text: str, intent: Intent, action: str) -> Job | Text:
@@ -357,8 +381,8 @@ class Engine:
         what = " and ".join(job.garments)
         say = progress or (lambda done, total, text: None)
         eff = self._effective(self.store.settings(job.thread))
-        steps = int(eff["steps"])
-        total = max(1, int(steps * job.strength))  # denoising steps actually run (an iteration starts part-way)
+        steps = max(int(eff["steps"]), min_steps(job.strength))  # "steps=1" on an iteration still runs one step
+        total = int(steps * job.strength)  # denoising steps actually run (an iteration starts part-way)
         base = Image.open(job.base_path).convert("RGB")
         say(0, total, T.FINDING.format(what=what))
         mask, missing = self._mask(job.thread, base, job.base_path, job.garments)
@@ -369,10 +393,11 @@ class Engine:
                                      {**job.intent.to_dict(), "made_with": made_with}, job.prompt,
                                      job.negative_prompt, job.base_path, job.strength, job.garments)
         try:
-            images, rejected = self._inpaint(job, base, mask, eff, steps, total, what, say)
+            images, rejected, look = self._inpaint(job, base, mask, eff, steps, total, what, say)
             context = {"garment": job.garments[0], "target": job.target, "attributes": job.attributes,
                        "garments": job.garments}
-            variations = self.store.finish_turn(turn, job.thread, images, context)
+            variations = self.store.finish_turn(turn, job.thread, images, context,
+                                                {"made_with": {**made_with, "look": look}} if look else None)
         except BaseException as exc:
             self.store.fail_turn(turn, f"{type(exc).__name__}: {exc}"[:500])
             raise
@@ -484,7 +509,7 @@ class Engine:
                              mask=b64encode(encode_image(crop_mask)), prompt=job.prompt,
                              negative_prompt=job.negative_prompt or None, num_images=min(job.count, MAX_IMAGES),
                              seed=seed, steps=steps, guidance_scale=float(eff["guidance"]), strength=job.strength,
-                             format=fmt, quality=95)
+                             format=fmt, quality=95, look=None if eff["look"] == DEFAULT_LOOK else eff["look"])
         n = job.count
         say(0, total, T.GENERATING.format(n=n, s="s" if n != 1 else "", what=what))
 
@@ -504,7 +529,7 @@ class Engine:
             # scaled-up answers: blend them in over the whole (scaled) feather at full resolution, so neither a seam
             # nor a ring of the scaled-down original shows
             pasted = compose.paste_all(base, returned, mask, box, feather=int(np.ceil((req.feather + 1) / scale)))
-        return list(zip(res.seeds, pasted, strict=True)), len(res.rejected)
+        return list(zip(res.seeds, pasted, strict=True)), len(res.rejected), res.look
 
     # -- presentation ----------------------------------------------------------------------------------------------
     def _out(self, v: Variation, prompt: str) -> VariationOut:

@@ -597,6 +597,9 @@ _SET_KV_RE = re.compile(r"\b(?P<key>[a-z][a-z_]*)\s*=\s*(?P<val>[a-z0-9_.\-]+)")
 _SET_KEY_FIRST_RE = re.compile(rf"\b(?P<key>{_ALIAS_RE})\s*(?:=|:|\bto\b|\bof\b|\bat\b|\bis\b|\bas\b)?\s*"
                                rf"(?P<val>{_NUMVAL})(?![\w.])")
 _SET_VAL_FIRST_RE = re.compile(rf"(?<![\w.#])(?P<val>{_NUMVAL})\s*(?P<key>(?:inference\s+)?steps?|guidance|cfg)\b")
+#: "use the resort look", "switch to our studio look": a brand look (LoRA) by name, unless the word is a style
+_SET_LOOK_RE = re.compile(r"\b(?:use|switch\s+to|apply|select|go\s+with)\s+(?:the\s+|our\s+|my\s+)?"
+                          r"(?P<val>[a-z0-9][a-z0-9_-]{0,39})\s+look\b")
 _SETTINGS_WORD_RE = re.compile(r"\b(?:settings?|config|configuration|params|parameters|defaults)\b")
 
 
@@ -623,6 +626,10 @@ def _extract_settings(text: str) -> tuple[dict[str, str | int | float], str]:
             raw_key = re.sub(r"\s+", " ", m.group("key"))
             key = _ALIAS_TO_SETTING.get(raw_key, _ALIAS_TO_SETTING.get(raw_key.replace(" ", "_"), raw_key))
             found.setdefault(key, _coerce(key, m.group("val")))
+            text = _blank(text, m.start(), m.end())
+    for m in list(_SET_LOOK_RE.finditer(text)):
+        if m.group("val") not in _CATEGORY and m.group("val") not in GARMENTS:
+            found.setdefault("look", m.group("val"))
             text = _blank(text, m.start(), m.end())
     return found, text
 

@@ -209,8 +209,10 @@ class Store:
                     str(base), strength, json.dumps(garments)))])
         return turn
 
-    def finish_turn(self, turn: str, thread: str, images: list[tuple[int, Image.Image]], context: dict) -> list[Variation]:
-        """Write the pictures, then in ONE transaction: number them, add their rows, mark the turn done."""
+    def finish_turn(self, turn: str, thread: str, images: list[tuple[int, Image.Image]], context: dict,
+                    intent_update: dict | None = None) -> list[Variation]:
+        """Write the pictures, then in ONE transaction: number them, add their rows, mark the turn done (adding
+        ``intent_update`` to the turn's intent: what was learnt while generating, e.g. the look that ran)."""
         folder = self.thread_dir(thread) / "variations"
         named = [(uuid.uuid4().hex[:12], seed, img) for seed, img in images]
         # PNG encoding releases the GIL: a 24-megapixel photo's variations are written side by side
@@ -227,6 +229,10 @@ class Store:
             stmts.append(("UPDATE threads SET next_number = ?, context = ? WHERE id = ?",
                           (first + len(staged), json.dumps(context), thread)))
             stmts.append(("UPDATE turns SET status = 'done' WHERE id = ?", (turn,)))
+            if intent_update:
+                intent = json.loads(self._one("SELECT intent FROM turns WHERE id = ?", (turn,))["intent"] or "{}")
+                stmts.append(("UPDATE turns SET intent = ? WHERE id = ?", (json.dumps({**intent, **intent_update}),
+                                                                          turn)))
             self._tx(stmts)
         return out
 

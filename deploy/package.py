@@ -88,9 +88,12 @@ def model_fn(model_dir):
     artifact = os.environ.get("RESTYLE_ARTIFACT_S3")
     if artifact and not os.environ.get("RESTYLE_MODEL_ID"):
         os.environ["RESTYLE_MODEL_ID"] = _localize(artifact)
-    lora = os.environ.get("RESTYLE_LORA", "")
-    if lora.startswith("s3://"):
-        os.environ["RESTYLE_LORA"] = _localize(lora)
+    from model.loading import format_looks, parse_looks
+
+    looks = parse_looks(os.environ.get("RESTYLE_LORA"))  # "ss27=s3://…,resort=s3://…": each look downloaded
+    if any(ref.startswith("s3://") for ref in looks.values()):
+        os.environ["RESTYLE_LORA"] = format_looks(
+            {name: _localize(ref) if ref.startswith("s3://") else ref for name, ref in looks.items()})
     return handlers.model_fn(model_dir)
 
 '''

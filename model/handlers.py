@@ -5,8 +5,8 @@ Hugging Face inference container, and called by ``model.serve`` and by the bot's
 
 * ``model_fn(model_dir)`` — the only stage that loads weights.  The endpoint's role comes from ``RESTYLE_ROLE``
   (``clipseg`` | ``inpaint``; else detected from ``model_dir``), the weights from ``RESTYLE_MODEL_ID`` (Hub id or
-  path; else ``model_dir`` itself), an optional LoRA from ``RESTYLE_LORA`` (path, relative to ``model_dir`` or
-  absolute, or Hub id).
+  path; else ``model_dir`` itself), optional brand looks (LoRA adapters) from ``RESTYLE_LORA`` (``name=ref,…`` or
+  one bare ref; each a path, relative to ``model_dir`` or absolute, or a Hub id).
 * ``input_fn(body, content_type)`` — bytes → dict; ``application/json`` only (415 otherwise), ≤ 6 MB (413).
 * ``predict_fn(data, model)`` — validate against ``model.schemas``, decode images, run, encode images.
 * ``output_fn(prediction, accept)`` — JSON bytes (a missing or ``*/*`` Accept means JSON; 406 otherwise).
@@ -87,12 +87,13 @@ def load_model(role: str, ref: str, *, lora: str | None = None, device: str | No
 
 
 def model_fn(model_dir: str, context: Any = None) -> LoadedModel:
+    from model.loading import format_looks, parse_looks
+
     role = os.environ.get(ROLE_ENV) or detect_role(model_dir)
     ref = os.environ.get(MODEL_ENV) or str(model_dir)
-    lora = os.environ.get(LORA_ENV) or None
-    if lora and (Path(model_dir) / lora).exists():
-        lora = str(Path(model_dir) / lora)
-    return load_model(role, ref, lora=lora)
+    looks = parse_looks(os.environ.get(LORA_ENV))  # paths may be relative to the model dir (model.tar.gz)
+    looks = {name: str(Path(model_dir) / r) if (Path(model_dir) / r).exists() else r for name, r in looks.items()}
+    return load_model(role, ref, lora=format_looks(looks) or None)
 
 
 # -- decode / encode tables ----------------------------------------------------------------------------------------
@@ -101,6 +102,8 @@ def _decode_json(body: bytes | str) -> dict:
         data = json.loads(body)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise RequestError(f"the body is not valid JSON ({exc})", code="malformed_json") from None
+    except RecursionError:
+        raise RequestError("the body nests JSON arrays/objects too deeply", code="malformed_json") from None
     if not isinstance(data, dict):
         raise RequestError(f"the body must be a JSON object, got {type(data).__name__}", code="malformed_json")
     return data
@@ -184,7 +187,7 @@ def predict_inpaint(data: dict | InpaintRequest, inpainter, progress=None) -> In
                        DEFAULT_NEGATIVE_PROMPT if req.negative_prompt is None else req.negative_prompt,
                        seeds=candidate_seeds(req), steps=req.steps, guidance_scale=req.guidance_scale,
                        strength=req.strength, scheduler=req.scheduler, crop=req.crop, padding=req.padding,
-                       feather=req.feather, progress=progress)
+                       feather=req.feather, progress=progress, look=req.look)
     t2 = time.perf_counter()
     pictures = [c.crop if req.return_crop else c.image for c in result.candidates]
     encoded = [encode_b64(p, req.format, quality=req.quality) for p in pictures]
@@ -194,7 +197,7 @@ def predict_inpaint(data: dict | InpaintRequest, inpainter, progress=None) -> In
     return InpaintResponse(
         images=encoded, seeds=[c.seed for c in result.candidates],
         rejected=[Rejected(seed=s, reason=r) for s, r in result.rejected], width=w, height=h, format=req.format,
-        offset=[box[0], box[1]] if req.return_crop else None, crop_box=list(box),
+        offset=[box[0], box[1]] if req.return_crop else None, crop_box=list(box), look=result.look,
         timings_ms={k: round(v, 2) for k, v in timings.items()})
 
 

@@ -17,6 +17,8 @@ import base64
 import binascii
 import io
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
@@ -88,6 +90,19 @@ def _open(data: bytes, field: str, *, shrink: bool = False) -> Image.Image:
     return img
 
 
+@contextmanager
+def _converting(img: Image.Image, field: str) -> Iterator[None]:
+    """Mode conversions after decoding: a mode PIL cannot turn into RGB/L (LAB as a mask…) is the caller's file."""
+    mode = img.mode
+    try:
+        yield
+    except RequestError:
+        raise
+    except (ValueError, OSError) as exc:
+        raise InvalidImage(f"`{field}` uses the colour mode {mode}, which cannot be converted here ({exc}); send "
+                           "an RGB or greyscale image") from None
+
+
 def _to_8bit(img: Image.Image) -> Image.Image:
     """16/32-bit integer and float modes scaled down to 8 bits (PIL's convert clips them instead)."""
     if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
@@ -114,12 +129,13 @@ def decode_image(data: bytes, *, field: str = "image", shrink: bool = False) -> 
         img = ImageOps.exif_transpose(img)
     except Exception:  # a broken EXIF block must not cost the picture
         pass
-    img = _to_8bit(img)
-    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
-        rgba = img.convert("RGBA")
-        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        img = Image.alpha_composite(white, rgba)
-    img = img.convert("RGB")  # CMYK too: Adobe CMYK JPEGs are stored inverted; PIL handles the flag
+    with _converting(img, field):
+        img = _to_8bit(img)
+        if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+            rgba = img.convert("RGBA")
+            white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+            img = Image.alpha_composite(white, rgba)
+        img = img.convert("RGB")  # CMYK too: Adobe CMYK JPEGs are stored inverted; PIL handles the flag
     if source is not None:
         img.info["source_size"] = source
     return img
@@ -132,13 +148,14 @@ def decode_mask(data: bytes, *, size: tuple[int, int] | None = None, field: str 
         img = ImageOps.exif_transpose(img)
     except Exception:
         pass
-    img = _to_8bit(img)
-    if img.mode in ("RGBA", "LA"):
-        alpha = np.asarray(img.getchannel("A"))
-        gray = np.asarray(img.convert("L"))
-        arr = alpha if gray.min() == gray.max() else gray
-    else:
-        arr = np.asarray(img.convert("L"))
+    with _converting(img, field):
+        img = _to_8bit(img)
+        if img.mode in ("RGBA", "LA"):
+            alpha = np.asarray(img.getchannel("A"))
+            gray = np.asarray(img.convert("L"))
+            arr = alpha if gray.min() == gray.max() else gray
+        else:
+            arr = np.asarray(img.convert("L"))
     mask = arr >= 128
     if size is not None and (mask.shape[1], mask.shape[0]) != tuple(size):
         raise RequestError(

@@ -3,9 +3,12 @@
 ``Inpainter`` receives a loaded diffusers inpainting pipeline (SD 1.5, SD 2 or SDXL inpainting — whatever
 ``AutoPipelineForInpainting`` returns) and never downloads anything.  ``__call__`` reads top to bottom:
 
-1. check inputs  2. plan the crop  3. crop and resize  4. encode the prompt (cached)  5. one generator per seed
-6. one batched pipeline call (candidates and CFG in one batch)  7. reject NaN/black/safety-checker outputs
-8. paste each candidate back with a feathered edge.
+1. check inputs  2. plan the crop  3. crop and resize  4. pick the look, encode the prompt (cached)  5. one
+generator per seed  6. one batched pipeline call (candidates and CFG in one batch)  7. reject NaN/black/safety-checker
+outputs  8. paste each candidate back with a feathered edge.
+
+Brand looks are LoRA adapters loaded by ``model.loading.load_inpaint``: one is fused into the weights (``looks``
+has one name, ``switchable`` is False); several stay separate and each call activates the one it names.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from PIL import Image
 from model import compose
 from model.errors import RequestError
 from model.masks import BBox
+from model.schemas import DEFAULT_LOOK, NO_LOOK, min_steps
 
 #: Request name → diffusers scheduler class (built from the checkpoint's own scheduler config).
 SCHEDULER_CLASSES = {
@@ -45,6 +49,10 @@ class InvalidInput(RequestError):
     """``check_inputs``' verdict: a ``ValueError`` (and a 400 ``RequestError`` for the handlers)."""
 
     code = "invalid_request"
+
+
+class UnknownLook(RequestError):
+    code = "unknown_look"
 
 
 class _MeanPosterior:
@@ -102,12 +110,18 @@ class InpaintResult:
     rejected: list[tuple[int, str]]  # (seed, "nan" | "black" | "safety_checker")
     crop_box: BBox
     generation_size: tuple[int, int]
+    look: str | None = None  # the adapter that ran; None: the base model
     timings_ms: dict[str, float] = field(default_factory=dict)
 
 
 class Inpainter:
-    def __init__(self, pipe, *, prompt_cache_size: int = 64) -> None:
+    def __init__(self, pipe, *, prompt_cache_size: int = 64, looks: tuple[str, ...] = (), switchable: bool = False,
+                 look_scale: float = 1.0) -> None:
         self.pipe = pipe
+        self.looks = tuple(looks)  # the first is the default
+        self.switchable = switchable and len(self.looks) > 1
+        self._look_scale = look_scale
+        self._active_look = self.looks[0] if self.looks else None
         pipe.set_progress_bar_config(disable=True)
         self.native = int(pipe.unet.config.sample_size) * int(pipe.vae_scale_factor)
         self.multiple = int(pipe.vae_scale_factor) * 2 ** (len(pipe.unet.config.block_out_channels) - 1)
@@ -138,6 +152,37 @@ class Inpainter:
             raise InvalidInput(f"`steps` must be >= 1, got {steps}")
         if not 0 < strength <= 1:
             raise InvalidInput(f"`strength` must be in (0, 1], got {strength}")
+        if int(steps * strength) < 1:  # diffusers runs int(steps * strength) denoising steps
+            raise InvalidInput(f"`steps` x `strength` must give at least one denoising step: {steps} x {strength} "
+                               f"= {steps * strength:g}; raise `steps` to {min_steps(strength)} or more")
+
+    def resolve_look(self, look: str | None) -> str | None:
+        """A request's ``look`` → the adapter to run (None: the base model), or ``UnknownLook`` saying what exists."""
+        if look in (None, DEFAULT_LOOK):
+            return self.looks[0] if self.looks else None
+        if look in self.looks:
+            return look
+        if look == NO_LOOK and (self.switchable or not self.looks):
+            return None
+        if not self.looks:
+            why = "this endpoint serves the base model only (RESTYLE_LORA is not set)"
+        elif not self.switchable:
+            why = (f"this endpoint's one look, {self.looks[0]!r}, is fused into its weights: it is always on "
+                   f"(serve two or more looks to choose per request, '{NO_LOOK}' included)")
+        else:
+            why = f"this endpoint serves {', '.join(map(repr, self.looks))} and '{NO_LOOK}'"
+        raise UnknownLook(f"unknown look {look!r}: {why}")
+
+    def _activate(self, look: str | None) -> None:
+        """Make ``look`` the active adapter (caller holds the lock); a no-op when it already is."""
+        if not self.switchable or look == self._active_look:
+            return
+        if look is None:
+            self.pipe.disable_lora()
+        else:
+            self.pipe.enable_lora()
+            self.pipe.set_adapters([look], adapter_weights=[self._look_scale])
+        self._active_look = look
 
     def _scheduler(self, name: str):
         if name in ("default", None):
@@ -146,15 +191,19 @@ class Inpainter:
             import diffusers
 
             cls = getattr(diffusers, SCHEDULER_CLASSES[name])
-            self._schedulers[name] = cls.from_config(self._default_scheduler.config)
+            # PNDM's Runge-Kutta warm-up needs more steps than a short request has (and diffusers' own SD configs
+            # skip it); whatever the checkpoint's scheduler config, PNDM skips it here too
+            extra = {"skip_prk_steps": True} if name == "pndm" else {}
+            self._schedulers[name] = cls.from_config(self._default_scheduler.config, **extra)
         return self._schedulers[name]
 
     # 4. ------------------------------------------------------------------------------------------------------
     def _prompt_kwargs(self, prompt: str, negative_prompt: str, cfg: bool) -> dict:
-        """Prompt embeddings for the pipeline, cached per (prompt, negative, cfg)."""
+        """Prompt embeddings for the pipeline, cached per (prompt, negative, cfg, look): a look may have trained
+        the text encoder too."""
         if not hasattr(self.pipe, "encode_prompt"):
             return {"prompt": prompt, "negative_prompt": negative_prompt}
-        key = (prompt, negative_prompt, cfg)
+        key = (prompt, negative_prompt, cfg, self._active_look)
         hit = self._prompt_cache.get(key)
         if hit is None:
             with torch.inference_mode():
@@ -185,10 +234,12 @@ class Inpainter:
         padding: int = 32,
         feather: int = 8,
         progress: Progress | None = None,
+        look: str | None = None,
     ) -> InpaintResult:
         t0 = time.perf_counter()
         # 1. Check inputs
         self.check_inputs(image, mask, prompt, seeds, steps, strength)
+        adapter = self.resolve_look(look)
         # 2. Plan the crop: where to generate and at what size
         box, (gw, gh) = compose.plan_crop(mask, self.native, self.multiple, padding, feather, whole=not crop)
         # 3. Crop and resize image and mask to the generation size
@@ -197,7 +248,8 @@ class Inpainter:
         mask_img = mask_img.resize((gw, gh), Image.NEAREST)
         cfg = guidance_scale > 1.0
         with self._lock:
-            # 4. Encode the prompt (cached)
+            # 4. Pick the look, encode the prompt (cached)
+            self._activate(adapter)
             kwargs = self._prompt_kwargs(prompt, negative_prompt, cfg)
             # 5. One generator per candidate, on the CPU so a seed means the same noise on any device
             generators = [torch.Generator("cpu").manual_seed(int(s)) for s in seeds]
@@ -237,7 +289,7 @@ class Inpainter:
         t3 = time.perf_counter()
         timings = {"prepare": (t1 - t0) * 1e3, "generate": (t2 - t1) * 1e3, "paste": (t3 - t2) * 1e3}
         return InpaintResult(candidates=candidates, rejected=rejected, crop_box=box, generation_size=(gw, gh),
-                             timings_ms=timings)
+                             look=adapter, timings_ms=timings)
 
 
 def _reject_reason(arr: np.ndarray, flagged: bool) -> str | None:

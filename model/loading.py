@@ -13,8 +13,12 @@ from __future__ import annotations
 
 import logging
 import os
+import re
+import warnings
 
 import torch
+
+from model.schemas import DEFAULT_LOOK, LOOK_PATTERN, NO_LOOK
 
 log = logging.getLogger(__name__)
 
@@ -26,6 +30,36 @@ DTYPES = {"fp32": torch.float32, "float32": torch.float32, "fp16": torch.float16
 
 class ModelUnavailable(RuntimeError):
     """Weights could not be found locally nor downloaded; the message says which setting to change."""
+
+
+
+def parse_looks(spec: str | None) -> dict[str, str]:
+    """``RESTYLE_LORA`` / ``--lora``: ``"ss27=path,resort=s3://bucket/resort/"`` → ``{"ss27": "path", ...}``.
+
+    A single bare reference (``"path/to/ss27-lora"``, a Hub id) is named after its last part.  The first look is
+    the endpoint's default.  Names follow ``model.schemas.LOOK_PATTERN``; ``default`` and ``none`` are reserved.
+    """
+    looks: dict[str, str] = {}
+    for part in (p.strip() for p in (spec or "").split(",")):
+        if not part:
+            continue
+        name, sep, ref = part.partition("=")
+        if not sep:  # a bare reference: "s3://b/looks/ss27/" → "ss27"
+            ref = part
+            name = re.sub(r"[^a-z0-9_-]+", "-", ref.rstrip("/").rsplit("/", 1)[-1].lower()).strip("-_") or "look"
+        name, ref = name.strip().lower(), ref.strip()
+        if not re.fullmatch(LOOK_PATTERN, name) or name in (DEFAULT_LOOK, NO_LOOK):
+            raise ValueError(f"RESTYLE_LORA: {name!r} is not a usable look name (a-z, 0-9, '-', '_'; not "
+                             f"'{DEFAULT_LOOK}' or '{NO_LOOK}')")
+        if not ref or name in looks:
+            raise ValueError(f"RESTYLE_LORA: look {name!r} is {'empty' if not ref else 'named twice'} in {spec!r}")
+        looks[name] = ref
+    return looks
+
+
+def format_looks(looks: dict[str, str]) -> str:
+    """The inverse of ``parse_looks``."""
+    return ",".join(f"{name}={ref}" for name, ref in looks.items())
 
 
 def pick_device(device: str | None = None) -> torch.device:
@@ -104,7 +138,11 @@ def prepare_clipseg(model, processor, *, device: str | torch.device | None = Non
 
 def load_inpaint(ref: str = DEFAULT_INPAINT, *, device: str | None = None, dtype=None, lora: str | None = None,
                  lora_scale: float = 1.0, compile: bool | None = None):
-    """Any diffusers inpainting checkpoint via ``AutoPipelineForInpainting`` → ``model.inpaint.Inpainter``."""
+    """Any diffusers inpainting checkpoint via ``AutoPipelineForInpainting`` → ``model.inpaint.Inpainter``.
+
+    ``lora``: brand looks (``parse_looks``).  One look is fused into the weights (no cost per step, always on);
+    several stay separate PEFT adapters that each request picks by name (``look``), or turns off (``none``).
+    """
     from diffusers import AutoPipelineForInpainting
 
     dev = pick_device(device)
@@ -116,13 +154,24 @@ def load_inpaint(ref: str = DEFAULT_INPAINT, *, device: str | None = None, dtype
         raise _unavailable("inpainting", ref, "RESTYLE_INPAINT_MODEL / --inpaint", exc) from exc
     if getattr(pipe, "safety_checker", None) is not None:
         log.info("safety checker active: flagged candidates are reported as rejected")
-    if lora:
-        pipe.load_lora_weights(lora)
-        pipe.fuse_lora(lora_scale=lora_scale)
-    return prepare_inpaint(pipe, device=dev, dtype=dt, compile=compile)
+    looks = parse_looks(lora)
+    for name, look_ref in looks.items():
+        try:
+            with warnings.catch_warnings():  # several adapters in one model is the point here
+                warnings.filterwarnings("ignore", message="Already found a `peft_config`")
+                pipe.load_lora_weights(look_ref, adapter_name=name)
+        except (OSError, ValueError) as exc:
+            raise _unavailable(f"LoRA look {name!r}", look_ref, "RESTYLE_LORA / --lora", exc) from exc
+    if len(looks) == 1:
+        pipe.fuse_lora(lora_scale=lora_scale, adapter_names=list(looks))
+    elif looks:
+        pipe.set_adapters([next(iter(looks))], adapter_weights=[lora_scale])
+    return prepare_inpaint(pipe, device=dev, dtype=dt, compile=compile, looks=tuple(looks),
+                           switchable=len(looks) > 1, look_scale=lora_scale)
 
 
-def prepare_inpaint(pipe, *, device: str | torch.device | None = None, dtype=None, compile: bool | None = None):
+def prepare_inpaint(pipe, *, device: str | torch.device | None = None, dtype=None, compile: bool | None = None,
+                    looks: tuple[str, ...] = (), switchable: bool = False, look_scale: float = 1.0):
     """A diffusers inpainting pipeline → ``model.inpaint.Inpainter``, with the CUDA fast path applied."""
     from model.inpaint import Inpainter
 
@@ -135,7 +184,7 @@ def prepare_inpaint(pipe, *, device: str | torch.device | None = None, dtype=Non
         pipe.vae.enable_slicing()
         if os.environ.get("RESTYLE_VAE_TILING") == "1":
             pipe.vae.enable_tiling()
-    inpainter = Inpainter(pipe)
+    inpainter = Inpainter(pipe, looks=looks, switchable=switchable, look_scale=look_scale)
     if compile if compile is not None else os.environ.get("RESTYLE_COMPILE") == "1":
         # dynamic: crop-to-mask generates at many sizes and batch sizes; one graph serves them all
         pipe.unet = torch.compile(pipe.unet, dynamic=True)
@@ -157,3 +206,6 @@ def warm_up(inpainter, num_images: int = 4) -> None:
         mask = np.zeros((h, w), dtype=bool)
         mask[h // 4: 3 * h // 4, w // 4: 3 * w // 4] = True
         inpainter(image, mask, "warm-up", seeds=list(range(n)), steps=2, padding=0, feather=0, crop=False)
+    if inpainter.switchable:  # each look (and none) compiles its own graph: here, not on a request
+        for look in (*inpainter.looks[1:], NO_LOOK):
+            inpainter(image, mask, "warm-up", seeds=[0], steps=2, padding=0, feather=0, crop=False, look=look)

@@ -7,6 +7,7 @@ docs/api.md).  Validation failures become a 400 whose message names the field, t
 from __future__ import annotations
 
 import json
+import math
 import sys
 from pathlib import Path
 from typing import Annotated, Literal
@@ -36,7 +37,26 @@ def _clean_prompt(value: str, field: str) -> str:
     value = value.strip()
     if not value:
         raise ValueError(f"`{field}` must not be empty or blank")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate ("\ud800"): JSON allows it, no tokenizer does
+        raise ValueError(f"`{field}` is not valid Unicode text (it holds a lone surrogate)") from None
     return value
+
+
+def min_steps(strength: float) -> int:
+    """The fewest ``steps`` that run at least one denoising step at ``strength`` (diffusers runs
+    ``int(steps * strength)`` of them)."""
+    steps = max(1, math.ceil(1 / strength))
+    while int(steps * strength) < 1:
+        steps += 1
+    return steps
+
+
+#: A look's name: what ``RESTYLE_LORA="ss27=…,resort=…"`` calls an adapter and a request's ``look`` names.
+LOOK_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,39}$"
+#: Look names a request uses for "the endpoint's default look" and "the base model, no LoRA".
+DEFAULT_LOOK, NO_LOOK = "default", "none"
 
 
 class SegmentRequest(_Body):
@@ -103,6 +123,9 @@ class InpaintRequest(_Body):
     return_crop: bool = Field(default=False, description="return only the crop (see `offset`), not the photo")
     format: ImageFormat = "png"
     quality: int = Field(default=92, ge=1, le=100, description="JPEG/WebP quality")
+    look: str | None = Field(default=None, pattern=LOOK_PATTERN,
+                             description="a brand look (LoRA adapter) the endpoint serves, by name; null or "
+                                         "'default' = the endpoint's default look; 'none' = the base model")
 
     @field_validator("prompt")
     @classmethod
@@ -124,6 +147,7 @@ class InpaintResponse(_Body):
     format: ImageFormat
     offset: list[int] | None = Field(default=None, description="[x, y] of the crop in the photo (return_crop)")
     crop_box: list[int] = Field(description="[x0, y0, x1, y1] region that was generated")
+    look: str | None = Field(default=None, description="the look applied; null = the base model")
     timings_ms: dict[str, float] = Field(default_factory=dict)
 
 

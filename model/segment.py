@@ -76,7 +76,9 @@ class Segmenter:
             known = {p: self._text_cache[p] for p in dict.fromkeys(prompts) if p in self._text_cache}
         missing = [p for p in dict.fromkeys(prompts) if p not in known]
         if missing:
-            tok = self.processor.tokenizer(missing, padding=True, return_tensors="pt")
+            # CLIP reads at most 77 tokens: a longer prompt is cut there (its first words matter most)
+            tok = self.processor.tokenizer(missing, padding=True, truncation=True, return_tensors="pt",
+                                           max_length=self.model.config.text_config.max_position_embeddings)
             emb = self.model.get_conditional_embeddings(
                 batch_size=len(missing), input_ids=tok["input_ids"].to(self.device),
                 attention_mask=tok["attention_mask"].to(self.device))

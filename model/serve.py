@@ -31,9 +31,13 @@ from model.handlers import JSON, MAX_PAYLOAD, LoadedModel, handle, load_model
 log = logging.getLogger("restyle.serve")
 
 RUNTIME_PATH = re.compile(r"^/endpoints/([^/]+)/invocations$")
+#: An async request's inference id becomes part of an S3 key: letters, digits, '.', '_' and '-' only.
+INFERENCE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 ASYNC_PATH = re.compile(r"^/endpoints/([^/]+)/async-invocations$")
 #: Bodies larger than this are refused without being read.
 HARD_LIMIT = 4 * MAX_PAYLOAD
+#: A connection that sends nothing for this long is closed (slow or stuck clients must not hold threads).
+SOCKET_TIMEOUT_S = 120
 
 
 def default_endpoint_names(prefix: str = "restyle") -> dict[str, str]:
@@ -85,7 +89,9 @@ class ModelServer:
     # -- routing -----------------------------------------------------------------------------------------------
     def route(self, method: str, path: str, headers: dict[str, str], body: bytes) -> tuple[int, bytes, dict]:
         url = urlsplit(path)
-        if url.path == "/ping" and method in ("GET", "HEAD"):
+        if url.path == "/ping":
+            if method not in ("GET", "HEAD"):
+                return self._json(405, _error("method_not_allowed", "use GET /ping"))
             if self.ready.is_set():
                 return self._json(200, {"status": "ok", "models": sorted(self.models)})
             if self.load_error:
@@ -96,7 +102,9 @@ class ModelServer:
                 return self._json(405, _error("method_not_allowed", "use POST /invocations"))
             return self._invoke(self._container_role(url.query, headers), headers, body, runtime=False)
         m = ASYNC_PATH.match(url.path)
-        if m and method == "POST":
+        if m:
+            if method != "POST":
+                return self._json(405, _error("method_not_allowed", "use POST"))
             return self._invoke_async(m.group(1), headers)
         m = RUNTIME_PATH.match(url.path)
         if m:
@@ -122,10 +130,15 @@ class ModelServer:
                                   f"Endpoint {name} is not an async endpoint here: start model.serve with "
                                   "--async-output s3://BUCKET/PREFIX/")
         location = headers.get("x-amzn-sagemaker-inputlocation", "")
-        if not location.startswith("s3://") or "/" not in location[5:]:
+        bucket, _, key = location.removeprefix("s3://").partition("/")
+        if not location.startswith("s3://") or not bucket or not key or key.endswith("/"):
             return self._sm_error(400, "ValidationError", "invalid_input_location",
                                   f"InputLocation must be s3://bucket/key, got {location!r}")
         inference_id = headers.get("x-amzn-sagemaker-inference-id") or uuid.uuid4().hex
+        if not INFERENCE_ID.match(inference_id):  # it names the output object: no "../", no "failures/…"
+            return self._sm_error(400, "ValidationError", "invalid_inference_id",
+                                  "InferenceId must be 1-128 letters, digits, '.', '_' or '-', starting with a "
+                                  f"letter or digit; got {inference_id[:140]!r}")
         output = f"{self.async_output}{inference_id}.out"
         failure = f"{self.async_output}failures/{inference_id}-error.out"
         self._async_jobs.put((role, location, output, failure, headers.get("x-amzn-sagemaker-content-type"),
@@ -221,19 +234,42 @@ def make_handler(server: ModelServer) -> type[BaseHTTPRequestHandler]:
         protocol_version = "HTTP/1.1"
         disable_nagle_algorithm = True  # small JSON answers must not wait for a delayed ACK
         server_version = "restyle-model/1"
+        timeout = SOCKET_TIMEOUT_S  # a client that stops sending (headers or body) frees its thread
+
+        def _refuse(self, status: int, code: str, msg: str) -> tuple[int, bytes, dict]:
+            """A request we answer without reading its body: the connection closes after the answer."""
+            self.close_connection = True
+            if RUNTIME_PATH.match(urlsplit(self.path).path):  # shaped like SageMaker's answer
+                return server._sm_error(status, "ValidationError", code, msg)
+            return server._json(status, _error(code, msg))
+
+        def _length(self) -> tuple[int | None, tuple[int, bytes, dict] | None]:
+            """The body's length, or the answer that refuses it."""
+            if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+                return None, self._refuse(411, "length_required",
+                                          "send the body with a Content-Length (chunked bodies are not accepted)")
+            raw = (self.headers.get("Content-Length") or "0").strip()
+            if not raw.isdigit():
+                return None, self._refuse(400, "bad_content_length", f"Content-Length must be a whole number of "
+                                                                     f"bytes, got {raw[:40]!r}")
+            if int(raw) > HARD_LIMIT:
+                return None, self._refuse(413, "payload_too_large",
+                                          f"the request is {int(raw):,} bytes; the limit is {MAX_PAYLOAD:,} "
+                                          "bytes (6 MB)")
+            return int(raw), None
+
+        def handle_expect_100(self) -> bool:
+            """``Expect: 100-continue``: refuse an oversized or chunked body before the client uploads it."""
+            _, refusal = self._length()
+            if refusal is not None:
+                self._send(*refusal, method="POST")
+                return False
+            return super().handle_expect_100()
 
         def _serve(self, method: str) -> None:
-            try:
-                length = int(self.headers.get("Content-Length") or 0)
-            except ValueError:
-                length = -1
-            if length < 0 or length > HARD_LIMIT:
-                self.close_connection = True
-                msg = f"the request is over {MAX_PAYLOAD / 1e6:.1f} MB"
-                if RUNTIME_PATH.match(urlsplit(self.path).path):  # shaped like SageMaker's answer
-                    status, out, hdrs = server._sm_error(413, "ValidationError", "payload_too_large", msg)
-                else:
-                    status, out, hdrs = server._json(413, _error("payload_too_large", msg))
+            length, refusal = self._length()
+            if refusal is not None:
+                status, out, hdrs = refusal
             else:
                 body = self.rfile.read(length) if length else b""
                 headers = {k.lower(): v for k, v in self.headers.items()}
@@ -242,13 +278,26 @@ def make_handler(server: ModelServer) -> type[BaseHTTPRequestHandler]:
                 except Exception:
                     log.error("unhandled:\n%s", traceback.format_exc())
                     status, out, hdrs = server._json(500, _error("internal_error", "see the server log"))
+            self._send(status, out, hdrs, method=method)
+
+        def _send(self, status: int, out: bytes, hdrs: dict, *, method: str) -> None:
             self.send_response(status)
             for k, v in hdrs.items():
                 self.send_header(k, v)
             self.send_header("Content-Length", str(len(out)))
+            if self.close_connection:
+                self.send_header("Connection", "close")
             self.end_headers()
             if method != "HEAD":
                 self.wfile.write(out)
+
+        def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+            """The standard library's own errors (a garbled request line, an unknown method…) as JSON too."""
+            self.close_connection = True
+            self.request_version = "HTTP/1.1"  # a garbled request line reads as HTTP/0.9, which has no status line
+            text = message or self.responses.get(code, ("error",))[0]
+            self._send(code, json.dumps(_error("bad_http_request" if code < 500 else "internal_error",
+                                               text)).encode(), {"Content-Type": JSON}, method="POST")
 
         def do_GET(self) -> None:  # noqa: N802
             self._serve("GET")
@@ -262,15 +311,38 @@ def make_handler(server: ModelServer) -> type[BaseHTTPRequestHandler]:
         def do_PUT(self) -> None:  # noqa: N802
             self._serve("PUT")
 
+        def do_DELETE(self) -> None:  # noqa: N802
+            self._serve("DELETE")
+
+        def do_PATCH(self) -> None:  # noqa: N802
+            self._serve("PATCH")
+
+        def do_OPTIONS(self) -> None:  # noqa: N802
+            self._serve("OPTIONS")
+
         def log_message(self, fmt: str, *args) -> None:
             log.debug("%s " + fmt, self.address_string(), *args)
 
     return Handler
 
 
+class _HTTPServer(ThreadingHTTPServer):
+    # the standard library's backlog of 5 resets connections when a burst of requests arrives at once
+    request_queue_size = 128
+
+    def handle_error(self, request, client_address) -> None:
+        """A client that went away mid-answer is not our error; anything else is logged with its traceback."""
+        import sys
+
+        if isinstance(sys.exc_info()[1], ConnectionError | TimeoutError):
+            log.debug("client %s went away", client_address)
+            return
+        log.error("error serving %s:\n%s", client_address, traceback.format_exc())
+
+
 def start(server: ModelServer, host: str = "127.0.0.1", port: int = 8080) -> ThreadingHTTPServer:
     """Bind, start serving in a daemon thread, load models in another; returns the HTTP server."""
-    httpd = ThreadingHTTPServer((host, port), make_handler(server))
+    httpd = _HTTPServer((host, port), make_handler(server))
     httpd.daemon_threads = True
     threading.Thread(target=httpd.serve_forever, name="model-http", daemon=True).start()
     server.load_in_background()

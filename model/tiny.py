@@ -6,7 +6,9 @@
   BPE tokenizer), loadable exactly like ``CIDAS/clipseg-rd64-refined``;
 * ``OUTDIR/inpaint`` — a diffusers ``StableDiffusionInpaintPipeline`` folder (UNet with 9 input channels, VAE, CLIP
   text encoder + tokenizer, DDIM scheduler), loadable like an SD inpainting Hub id through
-  ``AutoPipelineForInpainting.from_pretrained``.
+  ``AutoPipelineForInpainting.from_pretrained``;
+* ``OUTDIR/looks/studio`` and ``OUTDIR/looks/resort`` — two brand looks: UNet LoRA adapters (random, seeded) in the
+  file layout ``model.train.lora_inpaint`` writes, for ``RESTYLE_LORA="studio=OUTDIR/looks/studio,resort=…"``.
 
 The weights are random (a fixed seed), so the pixels mean nothing; the shapes, file layout, tokenizer and code paths
 are the real ones.  The tokenizer's vocabulary covers the fashion words restyle sends, so ordinary words become
@@ -214,6 +216,27 @@ def build_inpaint(outdir: Path, seed: int = 0) -> Path:
     return outdir
 
 
+#: The tiny brand looks ``build_tiny`` writes under ``looks/``.
+TINY_LOOKS = ("studio", "resort")
+
+
+def build_look(inpaint_dir: Path, outdir: Path, seed: int, rank: int = 4) -> Path:
+    """A random UNet LoRA adapter for the tiny pipeline, saved like ``model.train.lora_inpaint`` saves one."""
+    from diffusers import StableDiffusionInpaintPipeline, UNet2DConditionModel
+    from diffusers.utils import convert_state_dict_to_diffusers
+    from peft import LoraConfig
+    from peft.utils import get_peft_model_state_dict
+
+    unet = UNet2DConditionModel.from_pretrained(inpaint_dir, subfolder="unet")
+    torch.manual_seed(seed)
+    # random A *and* B (init_lora_weights=False): unlike a fresh training adapter, it changes the pictures
+    unet.add_adapter(LoraConfig(r=rank, lora_alpha=rank, init_lora_weights=False,
+                                target_modules=["to_q", "to_k", "to_v", "to_out.0"]))
+    layers = convert_state_dict_to_diffusers(get_peft_model_state_dict(unet))
+    StableDiffusionInpaintPipeline.save_lora_weights(outdir, unet_lora_layers=layers, safe_serialization=True)
+    return outdir
+
+
 def build_tiny(outdir: str | Path, seed: int = 0) -> Path:
     """Write both checkpoints under ``outdir`` (idempotent: an existing complete set is kept)."""
     import hashlib
@@ -231,6 +254,9 @@ def build_tiny(outdir: str | Path, seed: int = 0) -> Path:
             shutil.rmtree(target)
         build(target, seed=seed)
         shutil.rmtree(target / "_tok", ignore_errors=True)
+    shutil.rmtree(outdir / "looks", ignore_errors=True)
+    for i, name in enumerate(TINY_LOOKS):
+        build_look(outdir / "inpaint", outdir / "looks" / name, seed=seed + 101 + i)
     done.write_text(stamp + "\n")
     return outdir
 
@@ -241,7 +267,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
     out = build_tiny(args.outdir, seed=args.seed)
-    print(f"tiny checkpoints in {out}/clipseg and {out}/inpaint")
+    print(f"tiny checkpoints in {out}/clipseg and {out}/inpaint; looks in {out}/looks/")
     return 0
 
 

@@ -74,3 +74,25 @@ def test_async_failure_is_reported_not_retried(async_server, s3_url):
     with pytest.raises(BackendError) as err:
         backend(url, s3_url).inpaint_many(bad, batch=True)
     assert err.value.code == "mask_size_mismatch"
+
+
+@pytest.mark.parametrize("headers, code", [
+    ({"X-Amzn-SageMaker-InputLocation": f"s3://{BUCKET}/"}, "invalid_input_location"),
+    ({"X-Amzn-SageMaker-InputLocation": "s3:///key"}, "invalid_input_location"),
+    ({"X-Amzn-SageMaker-InputLocation": f"s3://{BUCKET}/in/x.json",
+      "X-Amzn-SageMaker-Inference-Id": "../../secret/x"}, "invalid_inference_id"),
+    ({"X-Amzn-SageMaker-InputLocation": f"s3://{BUCKET}/in/x.json",
+      "X-Amzn-SageMaker-Inference-Id": "failures/x"}, "invalid_inference_id"),
+])
+def test_async_request_that_would_write_elsewhere_is_refused(async_server, headers, code):
+    """An empty bucket or key, or an inference id that would climb out of (or into failures/ of) the output
+    prefix, is a 400 before anything is queued."""
+    import urllib.error
+    import urllib.request
+
+    _, url = async_server
+    req = urllib.request.Request(f"{url}/endpoints/restyle-inpaint-async/async-invocations", data=b"",
+                                 headers=headers, method="POST")
+    with pytest.raises(urllib.error.HTTPError) as err:
+        urllib.request.urlopen(req, timeout=30)
+    assert err.value.code == 400 and json.loads(err.value.read())["error"]["code"] == code

@@ -484,15 +484,18 @@ def test_packed_inference_serves_tiny_checkpoints(tiny_dir, tmp_path):
     photo = Image.new("RGB", (64, 64), (200, 60, 60))
     mask = Image.new("L", (64, 64), 0)
     mask.paste(255, (16, 32, 48, 60))
-    cases = [("clipseg", {"image": _png_b64(photo), "prompts": ["skirt"]}, "masks"),
-             ("inpaint", {"image": _png_b64(photo), "mask": _png_b64(mask), "prompt": "a red skirt",
-                          "num_images": 1, "steps": 2}, "images")]
-    for role, request, field in cases:
+    inpaint = {"image": _png_b64(photo), "mask": _png_b64(mask), "prompt": "a red skirt", "num_images": 1, "steps": 2}
+    looks = ",".join(f"{n}={Path(tiny_dir) / 'looks' / n}" for n in ("studio", "resort"))
+    cases = [("clipseg", {"image": _png_b64(photo), "prompts": ["skirt"]}, "masks", {}),
+             ("inpaint", inpaint, "images", {}),
+             ("inpaint", {**inpaint, "look": "resort"}, "images", {"RESTYLE_LORA": looks})]  # brand looks
+    for role, request, field, extra_env in cases:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("RESTYLE_", "PYTHON"))}
         env.update(PYTHONPATH=str(code), RESTYLE_ROLE=role, RESTYLE_MODEL_ID=str(Path(tiny_dir) / role),
-                   HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
+                   HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", **extra_env)
         proc = subprocess.run([sys.executable, "-c", SERVE, str(tmp_path)], input=json.dumps(request), env=env,
                               cwd=tmp_path, capture_output=True, text=True, timeout=300)
         assert proc.returncode == 0, proc.stderr[-3000:]
         response = json.loads(proc.stdout)
         assert len(response[field]) == 1, response
+        assert response.get("look") == request.get("look")

@@ -535,3 +535,25 @@ def test_contact_sheets_close_up_on_a_small_garment():
     big = np.zeros((1536, 1024), dtype=bool)
     big[200:1400, 100:900] = True
     assert close_up_box(big) is None and close_up_box(np.zeros((8, 8), dtype=bool)) is None
+
+
+def test_a_thread_picks_a_brand_look(tmp_path, tiny_dir, monkeypatch):
+    """`settings look=resort` (or "use the resort look"): the thread's next requests name it; the settings reply
+    lists the looks; an unknown one is refused up front with what exists; `#N info` says which look made it."""
+    looks = ",".join(f"{n}={tiny_dir / 'looks' / n}" for n in ("studio", "resort"))
+    backend = LocalBackend(str(tiny_dir / "clipseg"), str(tiny_dir / "inpaint"), lora=looks)
+    sent, answers = spy_inpaint(backend, monkeypatch)
+    eng = make_engine(tmp_path, backend)
+    eng.handle(Photo("l", "u", to_bytes(PHOTO)))
+    assert "look=default" in texts(eng.handle(Message("l", "u", "settings")))
+    only(eng.handle(Message("l", "u", "make the skirt red")), Variations)
+    assert sent[-1].look is None and answers[-1].look == "studio"  # the endpoint's default look
+    refused = texts(eng.handle(Message("l", "u", "settings look=autumn")))
+    assert "`look=autumn`" in refused and "studio, resort" in refused
+    assert "look=resort" in texts(eng.handle(Message("l", "u", "use the resort look")))
+    out = only(eng.handle(Message("l", "u", "make the skirt blue")), Variations)
+    assert sent[-1].look == "resort" and answers[-1].look == "resort"
+    assert "look=resort" in texts(eng.handle(Message("l", "u", f"#{out.items[0].number} info")))
+    eng.handle(Message("l", "u", "settings look=none"))
+    only(eng.handle(Message("l", "u", "make the skirt green")), Variations)
+    assert sent[-1].look == "none" and answers[-1].look is None

@@ -257,3 +257,51 @@ def test_tiny_clipseg_fit_gives_the_same_weights_on_any_core_count(tiny_dir):
         fitted.append(model.state_dict())
     torch.set_num_threads(before)
     assert all(torch.equal(fitted[0][k], fitted[1][k]) for k in fitted[0])
+
+
+# -- brand looks (LoRA adapters) ---------------------------------------------------------------------------------
+def test_parse_looks():
+    from model.loading import format_looks, parse_looks
+
+    assert parse_looks(None) == {} and parse_looks(" , ") == {}
+    assert parse_looks("ss27=/a/b, Resort = s3://bucket/resort/") == {"ss27": "/a/b", "resort": "s3://bucket/resort/"}
+    assert parse_looks("s3://bucket/looks/SS27 Line/") == {"ss27-line": "s3://bucket/looks/SS27 Line/"}
+    assert parse_looks(format_looks({"a": "x", "b": "y"})) == {"a": "x", "b": "y"}
+    for bad, why in [("none=/x", "not a usable look name"), ("default=/x", "not a usable look name"),
+                     ("a=/x,a=/y", "named twice"), ("a=", "empty"), ("Bad Name!=/x", "not a usable look name")]:
+        with pytest.raises(ValueError, match=why):
+            parse_looks(bad)
+
+
+def test_looks_switch_per_request_and_one_look_is_fused(tiny_dir, inpainter):
+    """Two looks: each request picks one (or none = the base model) by name, without reloading; one look: fused,
+    the same pictures up to float rounding.  Unknown names are refused with what the endpoint has."""
+    from model.inpaint import UnknownLook
+    from model.tiny import TINY_LOOKS
+
+    studio, resort = (str(tiny_dir / "looks" / name) for name in TINY_LOOKS)
+    photo, mask = make_photo(64, 96), garment_mask(64, 96)
+
+    def run(engine, look=None):
+        res = engine(photo, mask, "a red skirt", seeds=[3], steps=2, look=look)
+        return arr(res.candidates[0].image), res.look
+
+    base, none_look = run(inpainter)
+    two = load_inpaint(str(tiny_dir / "inpaint"), device="cpu", lora=f"studio={studio},resort={resort}")
+    assert (two.looks, two.switchable) == (("studio", "resort"), True)
+    first, default_look = run(two)
+    as_resort, resort_look = run(two, "resort")
+    as_none, _ = run(two, "none")
+    again, _ = run(two, "studio")
+    assert (none_look, default_look, resort_look) == (None, "studio", "resort")
+    assert np.abs(first - base).max() > 5 and np.abs(as_resort - first).max() > 5  # each look changes the pictures
+    assert np.array_equal(as_none, base) and np.array_equal(again, first)  # switching back and forth is exact
+    one = load_inpaint(str(tiny_dir / "inpaint"), device="cpu", lora=studio)
+    fused, fused_look = run(one)
+    assert (one.looks, one.switchable, fused_look) == (("studio",), False, "studio")
+    assert np.abs(fused - first).max() <= 2  # fused weights = the adapter, up to float rounding
+    for engine, look, fragment in [(two, "autumn", "serves 'studio', 'resort' and 'none'"),
+                                   (one, "none", "fused into its weights"),
+                                   (inpainter, "studio", "base model only")]:
+        with pytest.raises(UnknownLook, match=fragment):
+            run(engine, look)

@@ -15,6 +15,7 @@ import io
 import json
 import logging
 import socket
+import threading
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -146,6 +147,64 @@ def test_body_over_hard_limit_is_refused_unread(server):
     assert head.startswith(b"HTTP/1.1 413")
     assert b"x-amzn-ErrorType: ValidationError" in head
     assert json.loads(body)["error"]["code"] == "payload_too_large"
+
+
+def raw_http(port: int, request: bytes) -> tuple[bytes, dict]:
+    """Send ``request`` as it is; the status line and the JSON body of the answer (the server closes after it)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+        sock.sendall(request)
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    return head.split(b"\r\n")[0], json.loads(body)
+
+
+@pytest.mark.parametrize("request_bytes, status, code", [
+    (b"POST /invocations?model=clipseg HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n",
+     b"411", "length_required"),
+    (b"POST /invocations?model=clipseg HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n", b"400",
+     "bad_content_length"),
+    (b"POST /invocations?model=clipseg HTTP/1.1\r\nHost: x\r\nContent-Length: -5\r\n\r\n", b"400",
+     "bad_content_length"),
+    (b"HELLO\r\n\r\n", b"400", "bad_http_request"),
+    (b"DELETE /invocations HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", b"405", "method_not_allowed"),
+    (b"POST /ping HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n", b"405",
+     "method_not_allowed"),
+])
+def test_http_level_mistakes_get_json_answers(server, request_bytes, status, code):
+    """What the standard library would answer with an HTML page, or misread (a chunked body read as the next
+    request), is a JSON error, and the connection closes cleanly."""
+    line, body = raw_http(server, request_bytes)
+    assert status in line and body["error"]["code"] == code
+
+
+def test_a_burst_of_connections_is_queued_not_reset(tiny_dir):
+    """64 clients connecting at the same moment all get an answer (the standard library's backlog is 5)."""
+    from model.serve import _HTTPServer, make_handler
+
+    srv = ModelServer({"clipseg": str(tiny_dir / "clipseg")}, device="cpu")
+    httpd = _HTTPServer(("127.0.0.1", 0), make_handler(srv))  # listening, not yet accepting
+    port = httpd.server_address[1]
+    socks = [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(64)]
+    for s in socks:
+        s.sendall(b"GET /ping HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        for s in socks:
+            with s:
+                assert s.recv(64).startswith(b"HTTP/1.1 503")  # answered ("loading": nothing was loaded)
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+def test_long_prompts_and_few_pndm_steps_are_served(runtime):
+    """CLIP reads 77 tokens: a longer garment prompt is cut there, not a 500; PNDM works at 2 steps."""
+    out = invoke(runtime, "restyle-clipseg", segment_body(prompts=[" ".join(["red"] * 120), "skirt"]))
+    assert len(out["masks"]) == 2
+    out = invoke(runtime, "restyle-inpaint", inpaint_body(scheduler="pndm", steps=2))
+    assert len(out["images"]) == 1
 
 
 # -- boto3 end to end ------------------------------------------------------------------------------------------
@@ -301,6 +360,15 @@ BAD = [
     Bad("mask-empty", "inpaint", inpaint_body(mask=b64(np.zeros((H, W), bool))), 400, "empty_mask",
         "nothing to repaint"),
     Bad("oversize", "clipseg", OVERSIZE, 413, "payload_too_large", "6 MB", runtime_error="ValidationError"),
+    Bad("no-denoising-step", "inpaint", inpaint_body(steps=2, strength=0.01), 400, "invalid_request",
+        "at least one denoising step"),
+    Bad("nested-json", "clipseg", b"[" * 100_000, 400, "malformed_json", "too deeply"),
+    Bad("lone-surrogate", "clipseg", json.dumps(segment_body(prompts=["skirt", "@"])).replace('"@"', '"\\ud800"')
+        .encode(), 400, "invalid_request", "lone surrogate"),
+    Bad("lab-mask", "inpaint", inpaint_body(mask=b64(to_bytes(make_photo(W, H).convert("LAB"), "TIFF"))), 400,
+        "invalid_image", "colour mode LAB"),
+    Bad("unknown-look", "inpaint", inpaint_body(look="studio"), 400, "unknown_look", "base model only"),
+    Bad("bad-look-name", "inpaint", inpaint_body(look="Studio Look"), 400, "invalid_request", "`look`"),
     Bad("unknown-endpoint", "sdxl", segment_body(), 404, "unknown_model", "sdxl",
         runtime_error="ValidationError", endpoint="restyle-sdxl"),
 ]
