@@ -179,7 +179,7 @@ class ModelServer:
             if key.strip() == "model" and value:
                 wanted = value.strip()
         if wanted:
-            return wanted
+            return wanted.lower()  # "model=Inpaint" is the inpaint model
         return next(iter(self.refs)) if len(self.refs) == 1 else None
 
     def _invoke(self, role: str | None, headers: dict[str, str], body: bytes, *, runtime: bool):

@@ -117,7 +117,7 @@ def test_invocations_by_query_and_by_custom_attributes(server):
     status, body, _ = post(server, "/invocations?model=clipseg", json.dumps(segment_body()).encode())
     assert status == 200 and json.loads(body)["prompts"] == ["skirt", "dress"]
     status, body, _ = post(server, "/invocations", json.dumps(inpaint_body()).encode(),
-                           {"X-Amzn-SageMaker-Custom-Attributes": "trace=1, model=inpaint"})
+                           {"X-Amzn-SageMaker-Custom-Attributes": "trace=1, model=Inpaint"})
     assert status == 200 and json.loads(body)["seeds"] == [3]
 
 
