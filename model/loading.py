@@ -187,7 +187,9 @@ def prepare_inpaint(pipe, *, device: str | torch.device | None = None, dtype=Non
     inpainter = Inpainter(pipe, looks=looks, switchable=switchable, look_scale=look_scale)
     if compile if compile is not None else os.environ.get("RESTYLE_COMPILE") == "1":
         # dynamic: crop-to-mask generates at many sizes and batch sizes; one graph serves them all
-        pipe.unet = torch.compile(pipe.unet, dynamic=True)
+        # in place (nn.Module.compile): the UNet stays a UNet2DConditionModel, so diffusers still finds its LoRA
+        # adapters (a torch.compile wrapper hides them from set_adapters)
+        pipe.unet.compile(dynamic=True)
         warm_up(inpainter)
     return inpainter
 

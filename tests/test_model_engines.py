@@ -224,19 +224,24 @@ def test_parallel_postprocessing_equals_serial(segmenter, monkeypatch):
 @pytest.mark.slow
 def test_compiled_unet_is_warmed_up_at_load_so_no_request_recompiles(tiny_dir):
     """RESTYLE_COMPILE's promise: compilation happens in load_inpaint, not on a request — new crop sizes, candidate
-    counts and guidance off (half the batch) all reuse the warmed-up graphs (a recompile would raise)."""
+    counts, guidance off (half the batch) and switching between brand looks (and none) all reuse the warmed-up
+    graphs (a recompile would raise)."""
     import torch._dynamo
     from torch._dynamo.utils import counters
 
-    compiled = load_inpaint(str(tiny_dir / "inpaint"), device="cpu", compile=True)
+    looks = ",".join(f"{n}={tiny_dir / 'looks' / n}" for n in ("studio", "resort"))
+    compiled = load_inpaint(str(tiny_dir / "inpaint"), device="cpu", compile=True, lora=looks)
     graphs = counters["stats"]["unique_graphs"]
     assert graphs >= 1
     with torch._dynamo.config.patch(error_on_recompile=True):
-        requests = (((200, 300), [1], 7.5), ((320, 240), [1, 2, 3], 7.5), ((256, 256), [5, 6], 1.0))
-        for (w, h), seeds, guidance in requests:
+        requests = (((200, 300), [1], 7.5, "resort"), ((320, 240), [1, 2, 3], 7.5, None),
+                    ((256, 256), [5, 6], 1.0, "none"), ((240, 320), [4], 7.5, "studio"), ((200, 300), [2], 7.5,
+                                                                                           "resort"))
+        for (w, h), seeds, guidance, look in requests:
             out = compiled(make_photo(w, h), garment_mask(w, h), "a red skirt", seeds=seeds, steps=2,
-                           guidance_scale=guidance)
+                           guidance_scale=guidance, look=look)
             assert len(out.candidates) + len(out.rejected) == len(seeds)
+            assert out.look == {None: "studio", "none": None}.get(look, look)
     assert counters["stats"]["unique_graphs"] == graphs
 
 
