@@ -68,7 +68,12 @@ SEND_MAX_PIXELS = 1_048_576
 #: Crops above this many pixels travel as JPEG (quality 95); only the garment and its feathered edge are kept.
 SEND_PNG_PIXELS = 1_000_000
 SETTING_RANGES = {"steps": (1, 150, int), "guidance": (0.0, 30.0, float), "seed": (0, 2**31 - 1, int),
-                  "count": (1, MAX_IMAGES, int), "strength": (0.05, 1.0, float)}
+                  "count": (1, MAX_IMAGES, int), "strength": (0.05, 1.0, float),
+                  # the garment mask: grown by `grow` pixels (on the ≤1024 px copy CLIPSeg sees), `threshold` the
+                  # probability above which a pixel is garment (lower: larger masks)
+                  "grow": (0, 128, int), "threshold": (0.05, 0.95, float)}
+MASK_DEFAULTS = {"grow": SegmentRequest.model_fields["dilate"].default,
+                 "threshold": SegmentRequest.model_fields["threshold"].default}
 
 
 @dataclass
@@ -269,8 +274,10 @@ class Engine:
             return [Text(T.NO_VARIATION.format(number=number), kind="error")]
         source = self.store.variation_by_path(thread, turn.base)
         made = turn.intent.get("made_with", {})
+        mask = {k: v for k, v in made.get("mask", {}).items() if MASK_DEFAULTS.get(k) != v}  # only what was set
         how = ", ".join([f"{k}={made[k]:g}" for k in ("steps", "guidance") if k in made] +
-                        [f"strength={turn.strength:g}"] + ([f"look={made['look']}"] if made.get("look") else []))
+                        [f"strength={turn.strength:g}"] + ([f"look={made['look']}"] if made.get("look") else []) +
+                        [f"{k}={v:g}" for k, v in mask.items()])
         return [Text(T.INFO.format(number=v.number, seed=v.seed, base=f"#{source.number}" if source else
                                    "the original photo", garments=" and ".join(turn.garments),
                                    prompt=turn.prompt, negative=f" (avoiding: {turn.negative_prompt})"
@@ -290,6 +297,10 @@ class Engine:
                 if why:
                     return [Text(T.BAD_SETTING.format(key=key, value=value, why=why), kind="error")]
                 clean["look"] = str(value).lower()
+                continue
+            if key == "grow_by":  # "make the mask bigger" / "tighter mask": relative to the thread's current grow
+                current = int(self._effective({**self.store.settings(thread), **clean})["grow"])
+                clean["grow"] = min(max(current + int(value), SETTING_RANGES["grow"][0]), SETTING_RANGES["grow"][1])
                 continue
             if key not in SETTING_RANGES:
                 return [Text(T.BAD_SETTING.format(key=key, value=value,
@@ -329,7 +340,8 @@ class Engine:
         return {"steps": thread_settings.get("steps", s.steps), "guidance": thread_settings.get("guidance", s.guidance),
                 "count": thread_settings.get("count", s.num_images),
                 "strength": thread_settings.get("strength", s.vary_strength),
-                "seed": thread_settings.get("seed", "random"), "look": thread_settings.get("look", DEFAULT_LOOK)}
+                "seed": thread_settings.get("seed", "random"), "look": thread_settings.get("look", DEFAULT_LOOK),
+                **{k: thread_settings.get(k, v) for k, v in MASK_DEFAULTS.items()}}
 
     # -- planning a generation -------------------------------------------------------------------------------------
     def _plan(self, thread: str, user: str, text: str, intent: Intent, action: str) -> Job | Text:
@@ -385,10 +397,11 @@ class Engine:
         total = int(steps * job.strength)  # denoising steps actually run (an iteration starts part-way)
         base = Image.open(job.base_path).convert("RGB")
         say(0, total, T.FINDING.format(what=what))
-        mask, missing = self._mask(job.thread, base, job.base_path, job.garments)
+        seg = {k: eff[k] for k in MASK_DEFAULTS}
+        mask, missing = self._mask(job.thread, base, job.base_path, job.garments, seg)
         if mask is None:
             return [Text(T.NOT_FOUND.format(what=f"a {what}"), kind="error")]
-        made_with = {"steps": steps, "guidance": float(eff["guidance"])}  # for "what's the seed of #2?"
+        made_with = {"steps": steps, "guidance": float(eff["guidance"]), "mask": seg}  # for "#2 info", and masks
         turn = self.store.start_turn(job.thread, job.user, job.text, "batch" if job.batch else job.intent.action,
                                      {**job.intent.to_dict(), "made_with": made_with}, job.prompt,
                                      job.negative_prompt, job.base_path, job.strength, job.garments)
@@ -427,39 +440,42 @@ class Engine:
         say(total, total, text)
         return [Variations(turn_id=turn, text=text, items=items, sheet=sheet, mask_preview=preview)]
 
-    def _mask(self, thread: str, base: Image.Image, base_path: Path, garments: list[str]):
+    def _mask(self, thread: str, base: Image.Image, base_path: Path, garments: list[str], seg: dict):
         """The union of the garments' masks at full resolution, and the garments not found.
 
         Each garment's mask is kept per base picture (``masks/``), so a follow-up on the same base asks CLIPSeg
         nothing.  A garment CLIPSeg misses on a *variation* falls back to the mask that variation was painted in:
         the region restyle itself regenerated is where that garment is ("try #2 in denim" must not answer "I
-        couldn't find a skirt" because #2's new skirt fools the segmenter)."""
+        couldn't find a skirt" because #2's new skirt fools the segmenter).  ``seg``: the thread's mask settings
+        (``grow``, ``threshold``), part of the cache key."""
         masks: dict[str, np.ndarray] = {}
         for g in garments:
-            if (cached := self._cached_mask(thread, base_path, g, base.size)) is not None:
+            if (cached := self._cached_mask(thread, base_path, g, seg, base.size)) is not None:
                 masks[g] = cached
         todo = [g for g in garments if g not in masks]
         if todo:
-            found = self._segment(base, todo)
+            found = self._segment(base, todo, seg)
             for g in todo:
                 mask = found.get(g)
                 if mask is None:
                     mask = self._painted_mask(thread, base_path, g, base.size)
                 if mask is not None and mask.any():
                     masks[g] = mask
-                    save_png(Image.fromarray(mask.astype(np.uint8) * 255), self._mask_path(thread, base_path, g))
+                    save_png(Image.fromarray(mask.astype(np.uint8) * 255),
+                             self._mask_path(thread, base_path, g, seg))
         missing = [g for g in garments if g not in masks]
         if not masks:
             return None, missing
         return np.logical_or.reduce([masks[g] for g in garments if g in masks]), missing
 
-    def _segment(self, base: Image.Image, garments: list[str]) -> dict[str, np.ndarray]:
+    def _segment(self, base: Image.Image, garments: list[str], seg: dict) -> dict[str, np.ndarray]:
         """Ask CLIPSeg for ``garments`` on a copy of at most SEGMENT_MAX_SIDE; the found masks at full size."""
         small = base.copy()
         small.thumbnail((SEGMENT_MAX_SIDE, SEGMENT_MAX_SIDE), Image.LANCZOS)
         fmt = "png" if small.width * small.height <= 600_000 else "jpeg"
         res = self.backend.segment(SegmentRequest(image=b64encode(encode_image(small, fmt, quality=92)),
-                                                  prompts=garments, include_union=False))
+                                                  prompts=garments, include_union=False, dilate=int(seg["grow"]),
+                                                  threshold=float(seg["threshold"])))
         out = {}
         for g, found, data in zip(garments, res.found, res.masks, strict=True):
             if found:
@@ -468,13 +484,16 @@ class Engine:
                 out[g] = mask if mask.shape == (base.height, base.width) else resize_mask(mask, base.size)
         return out
 
-    def _mask_path(self, thread: str, base_path: Path | str, garment: str) -> Path:
-        key = hashlib.sha1(f"{base_path}|{garment}".encode()).hexdigest()[:16]
+    def _mask_path(self, thread: str, base_path: Path | str, garment: str, seg: dict) -> Path:
+        name = f"{base_path}|{garment}"
+        if seg != MASK_DEFAULTS:  # the default settings keep the key data dirs already have
+            name += f"|grow={int(seg['grow'])}|threshold={float(seg['threshold']):g}"
+        key = hashlib.sha1(name.encode()).hexdigest()[:16]
         return self.store.thread_dir(thread) / "masks" / f"{key}.png"
 
-    def _cached_mask(self, thread: str, base_path: Path | str, garment: str,
+    def _cached_mask(self, thread: str, base_path: Path | str, garment: str, seg: dict,
                      size: tuple[int, int]) -> np.ndarray | None:
-        path = self._mask_path(thread, base_path, garment)
+        path = self._mask_path(thread, base_path, garment, seg)
         if not path.exists():
             return None
         mask = decode_mask(path.read_bytes())
@@ -486,7 +505,8 @@ class Engine:
         turn = self.store.turn(v.turn) if v else None
         if turn is None or garment not in turn.garments:
             return None
-        return self._cached_mask(thread, turn.base, garment, size)
+        seg = turn.intent.get("made_with", {}).get("mask", MASK_DEFAULTS)  # the settings that turn was painted with
+        return self._cached_mask(thread, turn.base, garment, seg, size)
 
     def _inpaint(self, job: Job, base: Image.Image, mask: np.ndarray, eff: dict, steps: int, total: int, what: str,
                  say):

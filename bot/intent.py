@@ -588,8 +588,17 @@ _SETTING_ALIASES = {
     "seed": ("seed",),
     "strength": ("denoising strength", "denoising_strength", "strength", "denoise", "denoising"),
     "count": ("num_images", "batch_size", "count"),
+    "grow": ("mask grow", "mask_grow", "grow", "dilate", "mask dilate", "mask_dilate"),
+    "threshold": ("mask threshold", "mask_threshold", "threshold"),
 }
-_SETTING_TYPES: dict[str, type] = {"steps": int, "seed": int, "count": int, "guidance": float, "strength": float}
+_SETTING_TYPES: dict[str, type] = {"steps": int, "seed": int, "count": int, "guidance": float, "strength": float,
+                                   "grow": int, "threshold": float, "grow_by": int}
+#: "make the mask bigger", "the mask is too small" → grow it; "tighter mask" → shrink it (pixels, relative)
+_MASK_BIGGER_RE = re.compile(r"\b(?:bigger|larger|wider|grow|expand|enlarge|extend)\s+(?:the\s+)?mask\b"
+                             r"|\bmask\s+(?:is\s+|was\s+)?(?:too\s+(?:small|tight|narrow)|bigger|larger|wider)\b")
+_MASK_SMALLER_RE = re.compile(r"\b(?:smaller|tighter|narrower|shrink|reduce)\s+(?:the\s+)?mask\b"
+                              r"|\bmask\s+(?:is\s+|was\s+)?(?:too\s+(?:big|large|wide|loose)|smaller|tighter)\b")
+MASK_STEP_PX = 16
 _ALIAS_TO_SETTING = {alias: key for key, aliases in _SETTING_ALIASES.items() for alias in aliases}
 _ALIAS_RE = "|".join(re.escape(a).replace(r"\ ", r"\s+") for a in sorted(_ALIAS_TO_SETTING, key=len, reverse=True))
 _NUMVAL = r"-?\d+(?:\.\d+)?"
@@ -626,6 +635,10 @@ def _extract_settings(text: str) -> tuple[dict[str, str | int | float], str]:
             raw_key = re.sub(r"\s+", " ", m.group("key"))
             key = _ALIAS_TO_SETTING.get(raw_key, _ALIAS_TO_SETTING.get(raw_key.replace(" ", "_"), raw_key))
             found.setdefault(key, _coerce(key, m.group("val")))
+            text = _blank(text, m.start(), m.end())
+    for regex, step in ((_MASK_BIGGER_RE, MASK_STEP_PX), (_MASK_SMALLER_RE, -MASK_STEP_PX // 2)):
+        for m in list(regex.finditer(text)):
+            found.setdefault("grow_by", step)
             text = _blank(text, m.start(), m.end())
     for m in list(_SET_LOOK_RE.finditer(text)):
         if m.group("val") not in _CATEGORY and m.group("val") not in GARMENTS:

@@ -7,7 +7,7 @@ HELP = """*restyle* — drop a photo of a model, then tell me what to change, in
 • `the top white and the skirt black` — several garments at once
 • `fav 2` (or react ⭐ ❤️ 👍) — mark a favourite · `use 2` — edit from #2 from now on · `undo` — back to the previous base · `start over` — back to the original photo
 • `#2 info` — how #2 was made: seed, prompt, settings
-• `settings steps=40 guidance=8 seed=7 count=4 strength=0.65` — this thread's settings
+• `settings steps=40 guidance=8 seed=7 count=4 strength=0.65` — this thread's settings · `make the mask bigger` / `tighter mask` (or `grow=24 threshold=0.3`) — when the mask misses or overshoots
 • `/restyle batch 8 <prompt>` · `/restyle favorites` · `/restyle settings …` · `/restyle help`"""
 
 SCALED_PHOTO = ("This photo is {size} ({mp:.0f} megapixels), more than I edit at full size: I'm working on a "
@@ -20,8 +20,8 @@ CAPPED = " ({cap} is the most I make in one go.)"
 UNKNOWN = "Sorry, I didn't catch that. Try _make the skirt red_, _try #2 in denim_, _fav 2_ — or say _help_."
 NO_GARMENT = ("Which garment should I change? Name it, e.g. _make the *skirt* red_ or "
               "_turn her pants into a pleated skirt_.")
-NOT_FOUND = ("I couldn't find {what} in this photo. Try another word (dress, top, pants …) or a photo where it "
-             "is clearly visible.")
+NOT_FOUND = ("I couldn't find {what} in this photo. Try another word (dress, top, pants …), a lower mask "
+             "threshold (_settings threshold=0.25_), or a photo where it is clearly visible.")
 NO_THREAD = "Share a photo first (or reply in a photo's thread), then tell me what to change."
 NO_VARIATION = "There is no #{number} in this thread yet."
 NO_PREVIOUS = "There is nothing to repeat yet — describe a change first, e.g. _make the skirt red_."

@@ -557,3 +557,29 @@ def test_a_thread_picks_a_brand_look(tmp_path, tiny_dir, monkeypatch):
     eng.handle(Message("l", "u", "settings look=none"))
     only(eng.handle(Message("l", "u", "make the skirt green")), Variations)
     assert sent[-1].look == "none" and answers[-1].look is None
+
+
+def test_the_mask_can_be_grown_or_tightened_per_thread(tmp_path, local_backend, monkeypatch):
+    """"make the mask bigger" / "tighter mask" / `grow=` / `threshold=` change how CLIPSeg's mask is made for the
+    thread; masks are kept per setting, and a variation is still edited where it was painted after a change."""
+    eng = make_engine(tmp_path, local_backend)
+    eng.handle(Photo("m", "u", to_bytes(PHOTO)))
+    sent_masks, _ = spy_inpaint(local_backend, monkeypatch)
+    asked = spy_segment(local_backend, monkeypatch)
+    first = only(eng.handle(Message("m", "u", "make the skirt black")), Variations)
+    assert "grow=24" in texts(eng.handle(Message("m", "u", "the mask is too small")))
+    only(eng.handle(Message("m", "u", "make the skirt black")), Variations)
+    assert [(r.dilate, r.threshold) for r in asked] == [(8, 0.4), (24, 0.4)]  # asked again: a new setting
+    small, big = (decode_mask(base64.b64decode(r.mask)) for r in sent_masks)
+    assert big.sum() > small.sum()
+    assert "grow=16" in texts(eng.handle(Message("m", "u", "tighter mask please")))
+    assert "it must be a whole number from 0 to 128" in texts(eng.handle(Message("m", "u", "settings grow=300")))
+    eng.handle(Message("m", "u", "settings grow=8"))
+    only(eng.handle(Message("m", "u", "make the skirt red")), Variations)
+    assert len(asked) == 2  # back to the first setting: its masks were kept
+    # #1 was painted with grow=8; under grow=40 CLIPSeg misses on it, and #1's own mask is used
+    eng.handle(Message("m", "u", "settings grow=40"))
+    spy_segment(local_backend, monkeypatch, miss=True)
+    only(eng.handle(Message("m", "u", f"#{first.items[0].number} in denim")), Variations)
+    assert decode_mask(base64.b64decode(sent_masks[-1].mask)).sum() == small.sum()
+    assert "grow=40" in texts(eng.handle(Message("m", "u", f"#{eng.store.variations('m')[-1].number} info")))
