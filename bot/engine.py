@@ -67,6 +67,8 @@ PNG_PIXEL_BUDGET = 1_200_000
 SEND_MAX_PIXELS = 1_048_576
 #: Crops above this many pixels travel as JPEG (quality 95); only the garment and its feathered edge are kept.
 SEND_PNG_PIXELS = 1_000_000
+#: "show favourites", "my favs", "starred": a request for the list (a bare "love it!" is praise)
+_LIST_FAVORITES = re.compile(r"\b(?:fav(?:ou?rite)?s?|faves?|starred|saved|list|show|see)\b", re.IGNORECASE)
 SETTING_RANGES = {"steps": (1, 150, int), "guidance": (0.0, 30.0, float), "seed": (0, 2**31 - 1, int),
                   "count": (1, MAX_IMAGES, int), "strength": (0.05, 1.0, float),
                   # the garment mask: grown by `grow` pixels (on the ≤1024 px copy CLIPSeg sees), `threshold` the
@@ -117,6 +119,14 @@ class Engine:
             return parse(event.text, self._context(event.thread)).action in GENERATING_ACTIONS
         return False
 
+    def preview_batch(self, thread: str, user: str, text: str) -> Job | Text:
+        """What ``batch …`` in ``thread`` will generate — its count and prompt, planned as the generation will
+        plan it — so an adapter can answer at once with what is coming (or why nothing is)."""
+        intent = parse(text, self._context(thread))
+        if intent.action not in GENERATING_ACTIONS:
+            return Text(T.NO_GARMENT)
+        return self._plan(thread, user, text, intent, "batch")
+
     def pending_notices(self, prefix: str = "") -> list[tuple[str, Text]]:
         """Interrupted turns not yet reported in threads whose id starts with ``prefix``, for adapters to post
         at start-up (each adapter asks for its own threads; the others stay for their next message)."""
@@ -166,7 +176,7 @@ class Engine:
         if isinstance(event, MoreLike):
             v = self.store.variation(event.variation_id)
             if v is None:
-                return [Text(T.NO_VARIATION.format(number="?"), kind="error")]
+                return [Text(T.GONE_VARIATION, kind="error")]
             text = f"{event.count or ''} more like #{v.number}".strip()
             return self._text(event.thread, event.user, text, progress)
         if isinstance(event, Command):
@@ -208,6 +218,8 @@ class Engine:
             return [Text(T.HELP, kind="help")]
         if action == "favorite":
             if intent.variation is None:
+                if not _LIST_FAVORITES.search(text):  # "love it!": praise, not a request
+                    return [Text(T.GLAD, kind="chatter")]
                 return [self._favorites(thread)]
             v = self.store.variation_by_number(thread, intent.variation)
             if v is None:
@@ -233,7 +245,7 @@ class Engine:
                 return [job]
             return self._generate(job, progress)
         if is_thanks(text):
-            return [Text(T.WELCOME)]
+            return [Text(T.WELCOME, kind="chatter")]
         return [Text(T.UNKNOWN)]
 
     # -- small actions ---------------------------------------------------------------------------------------------
@@ -241,7 +253,7 @@ class Engine:
                      at: float | None = None) -> list[Reply]:
         v = self.store.variation(variation_id)
         if v is None or v.thread != thread:
-            return [Text(T.NO_VARIATION.format(number="?"), kind="error")]
+            return [Text(T.GONE_VARIATION, kind="error")]
         still = self.store.set_favorite(v.id, user, on, source, at)
         if still is None:
             log.info("ignored an out-of-date %s of %r on #%d (a later one was already handled)",
@@ -262,7 +274,7 @@ class Engine:
     def _use(self, thread: str, number: int) -> list[Reply]:
         v = self.store.variation_by_number(thread, number)
         if v is None:
-            return [Text(T.NO_VARIATION.format(number=number if number > 0 else "?"), kind="error")]
+            return [Text(T.NO_VARIATION.format(number=number) if number > 0 else T.GONE_VARIATION, kind="error")]
         self.store.push_base(thread, v.id)
         return [Text(T.USING.format(number=v.number))]
 

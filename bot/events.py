@@ -83,7 +83,7 @@ Event = Photo | Message | Favorite | Use | MoreLike | Command
 @dataclass
 class Text:
     text: str
-    kind: Literal["info", "error", "help"] = "info"
+    kind: Literal["info", "error", "help", "chatter"] = "info"  # chatter: small talk, unsaid in channel threads
 
 
 @dataclass

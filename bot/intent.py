@@ -602,7 +602,7 @@ MASK_STEP_PX = 16
 _ALIAS_TO_SETTING = {alias: key for key, aliases in _SETTING_ALIASES.items() for alias in aliases}
 _ALIAS_RE = "|".join(re.escape(a).replace(r"\ ", r"\s+") for a in sorted(_ALIAS_TO_SETTING, key=len, reverse=True))
 _NUMVAL = r"-?\d+(?:\.\d+)?"
-_SET_KV_RE = re.compile(r"\b(?P<key>[a-z][a-z_]*)\s*=\s*(?P<val>[a-z0-9_.\-]+)")
+_SET_KV_RE = re.compile(r"\b(?P<key>[a-z][a-z_]*)\s*=\s*(?P<val>[a-z0-9_.\-]*)")  # "steps=" too: answered
 _SET_KEY_FIRST_RE = re.compile(rf"\b(?P<key>{_ALIAS_RE})\s*(?:=|:|\bto\b|\bof\b|\bat\b|\bis\b|\bas\b)?\s*"
                                rf"(?P<val>{_NUMVAL})(?![\w.])")
 _SET_VAL_FIRST_RE = re.compile(rf"(?<![\w.#])(?P<val>{_NUMVAL})\s*(?P<key>(?:inference\s+)?steps?|guidance|cfg)\b")

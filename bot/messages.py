@@ -13,6 +13,7 @@ HELP = """*restyle* — drop a photo of a model, then tell me what to change, in
 SCALED_PHOTO = ("This photo is {size} ({mp:.0f} megapixels), more than I edit at full size: I'm working on a "
                 "{working} copy, and the variations will be that size.")
 GOT_PHOTO = "Got the photo! Tell me what to change — e.g. _make the skirt a red floral maxi_."
+GLAD = "Glad you like it! React ⭐ on the variations to keep, or say _fav 2_."
 WELCOME = "You're welcome! Tell me what to change next, or react ⭐ to keep a variation."
 CANT_REMOVE = ("I can't take the {what} out of the picture — I restyle what is there. Try _make the {what} black_ "
                "or _make the {what} thinner_.")
@@ -24,6 +25,7 @@ NOT_FOUND = ("I couldn't find {what} in this photo. Try another word (dress, top
              "threshold (_settings threshold=0.25_), or a photo where it is clearly visible.")
 NO_THREAD = "Share a photo first (or reply in a photo's thread), then tell me what to change."
 NO_VARIATION = "There is no #{number} in this thread yet."
+GONE_VARIATION = "That variation isn't in this thread (any more) — its buttons and reactions do nothing now."
 NO_PREVIOUS = "There is nothing to repeat yet — describe a change first, e.g. _make the skirt red_."
 FAVORITED = "⭐ #{number} saved to favourites."
 UNFAVORITED = "#{number} removed from favourites."
@@ -60,6 +62,10 @@ FAILED = "Something went wrong on my side while generating; nothing was saved. P
 
 # Slack-specific
 DOWNLOAD_FAILED = "I couldn't download that photo from Slack ({why}). Please share it again."
+NOT_POSTED = ("I couldn't post {what} here ({why}). Nothing is lost: they are saved in this thread and answer to "
+              "their numbers (_fav 2_, _use 2_, _#2 info_).")
+FILE_HIDDEN = ("Slack hides that file from apps (the workspace's message-history limit), so I can't open it. "
+               "Share the photo again.")
 LOGIN_PAGE = ("Slack answered with a sign-in page instead of the photo — the app probably lacks the `files:read` "
               "scope. Ask a workspace admin to reinstall restyle, then share the photo again.")
 PHOTO_IN_THREAD = ("Each photo gets its own thread: post the new photo as a new message in the channel "

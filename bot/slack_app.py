@@ -121,8 +121,10 @@ class Status:
     """The status message ("On it…", then "Working on it… 3/30"), edited in place (throttled) until the job
     finishes."""
 
-    def __init__(self, client: WebClient, channel: str, ts: str, text: str) -> None:
+    def __init__(self, client: WebClient, channel: str, ts: str, text: str,
+                 fallback: Callable[[str], object] | None = None) -> None:
         self.client, self.channel, self.ts = client, channel, ts
+        self._fallback = fallback  # posts a text as a new thread message
         self._lock = threading.Lock()
         self._last_text = text
         self._last_at = time.monotonic()
@@ -141,14 +143,16 @@ class Status:
             if self.closed:
                 return
             self.closed = True
-            if text != self._last_text:
-                self._update(text)
+            if text != self._last_text and not self._update(text) and self._fallback is not None:
+                self._fallback(text)  # the status message is gone (deleted, rate-limited…): say it anew
 
-    def _update(self, text: str) -> None:
+    def _update(self, text: str) -> bool:
         try:
             self.client.chat_update(channel=self.channel, ts=self.ts, text=text)
+            return True
         except (SlackApiError, SlackClientError, OSError) as exc:
             log.warning("could not update the status message: %s", _why(exc))
+            return False
 
 
 def _why(exc: BaseException) -> str:
@@ -168,6 +172,8 @@ class SlackBot:
         self.client = client
         self.jobs = jobs
         self.bot_user_id: str | None = None
+        self._thread_locks: dict[str, threading.Lock] = {}  # one generation at a time per thread
+        self._locks_guard = threading.Lock()
         self._allowed_hosts = {"files.slack.com"}
         api_host = urllib.parse.urlsplit(settings.slack_api_url).hostname
         if api_host:
@@ -225,7 +231,7 @@ class SlackBot:
         place = parse_thread(variation.thread) if variation else None
         if variation is None or place is None:
             if channel:
-                self._ephemeral(channel, user, None, T.NO_VARIATION.format(number="?"))
+                self._ephemeral(channel, user, None, T.GONE_VARIATION)
             return
         aid = action.get("action_id")
         if aid == ACTION_FAV:
@@ -252,17 +258,14 @@ class SlackBot:
             return
         event = Command(thread, user, text)
         if sub == "batch":
-            m = re.match(r"batch(?:\s+(\d+))?(?:\s+(\S.*))?$", text, re.IGNORECASE)
-            last = self.store.last_turn(thread)
-            what = (m.group(2) if m else None) or (plain_prompt(last.prompt) if last else None)
-            if not m or not what:  # "batch 8" alone repeats the thread's last look; with none yet, say how
-                ack(text=T.BATCH_USAGE)
+            count = re.match(r"batch\s+(-?\d+)\b", text, re.IGNORECASE)
+            # the engine plans the batch now, exactly as it will run it: the answer names what will come
+            job = None if count and int(count.group(1)) < 1 else self.engine.preview_batch(thread, user, text)
+            if job is None or isinstance(job, Text):  # "batch 0", or "batch 8" with no look yet to repeat
+                ack(text=T.BATCH_USAGE if job is None or job.text in (T.NO_GARMENT, T.NO_PREVIOUS) else job.text)
                 return
-            wanted = int(m.group(1)) if m.group(1) else int(self.store.settings(thread).get(
-                "count", self.settings.num_images))
-            n = max(1, min(wanted, self.settings.max_batch))
-            capped = T.BATCH_CAPPED.format(cap=self.settings.max_batch) if wanted > n else ""
-            ack(text=T.BATCH_STARTED.format(n=n, prompt=escape(what)) + capped)
+            capped = T.BATCH_CAPPED.format(cap=job.count) if (job.intent.count or 0) > job.count else ""
+            ack(text=T.BATCH_STARTED.format(n=job.count, prompt=escape(plain_prompt(job.prompt))) + capped)
         else:
             ack()
         self._run(place, event)
@@ -273,8 +276,8 @@ class SlackBot:
         if event.get("bot_id") or not user or user == self.bot_user_id or not channel or not ts:
             return
         raw = str(event.get("text") or "")
-        if self.bot_user_id and f"<@{self.bot_user_id}>" in raw:
-            mentioned = True
+        if self.bot_user_id and re.search(rf"<@{re.escape(self.bot_user_id)}(?:\|[^>]*)?>", raw):
+            mentioned = True  # "<@U0BOT>" or "<@U0BOT|restyle>"
         text = re.sub(r"<@[A-Z0-9]+(?:\|[^>]*)?>", " ", raw).strip() if mentioned else raw.strip()
         parent = event.get("thread_ts") if event.get("thread_ts") not in (None, ts) else None
         is_dm = event.get("channel_type") == "im"
@@ -310,9 +313,13 @@ class SlackBot:
             self._post(Place(channel, parent), T.PHOTO_IN_THREAD)
             return
         place = Place(channel, parent or ts)
+        files = [self._resolve_file(f) for f in files]
         image = next((f for f in files if str(f.get("mimetype", "")).startswith("image/")), None)
         if image is None:
             f = files[0]
+            if f.get("mode") == "hidden_by_limit":
+                self._post(place, T.FILE_HIDDEN)
+                return
             what = f.get("pretty_type") or f.get("filetype") or f.get("mimetype") or "unknown type"
             self._post(place, T.NOT_AN_IMAGE.format(what=f"{f.get('name') or 'file'}: {what}"))
             return
@@ -328,28 +335,40 @@ class SlackBot:
 
         self._run(place, probe, make=make)
 
+    def _slack_host(self, url: str) -> bool:
+        host = urllib.parse.urlsplit(url).hostname or ""
+        return host in self._allowed_hosts or host.endswith(".slack.com")
+
+    def _resolve_file(self, file: dict) -> dict:
+        """A file stub (``file_access: "check_file_info"``, or no type and no URL) → its full object from
+        ``files.info``; a file Slack hides (``hidden_by_limit``) or cannot describe stays as it is."""
+        if file.get("mode") == "hidden_by_limit" or not file.get("id"):
+            return file
+        if file.get("file_access") != "check_file_info" and (file.get("mimetype") or file.get("url_private")):
+            return file
+        try:
+            return {**file, **(self.client.files_info(file=file["id"]).get("file") or {})}
+        except (SlackApiError, SlackClientError, OSError) as exc:
+            log.warning("files.info for a file stub failed: %s", _why(exc))
+            return file
+
     def _download(self, file: dict) -> bytes:
         """``url_private`` with the bot token; a sign-in page (no ``files:read``) is a DownloadError.  Whether the
         bytes are a usable picture is for the engine's ``decode_image`` to say (``BAD_IMAGE``/``TOO_LARGE``)."""
-        if file.get("size") and int(file["size"]) > MAX_DOWNLOAD_BYTES:
+        size = str(file.get("size") or "0")
+        if size.isdigit() and int(size) > MAX_DOWNLOAD_BYTES:
             raise DownloadError(T.TOO_LARGE.format(
-                why=f"the file is {int(file['size']) / 1e6:.0f} MB; the limit is {MAX_DOWNLOAD_BYTES / 1e6:.0f} MB"))
+                why=f"the file is {int(size) / 2**20:.0f} MB; the limit is {MAX_DOWNLOAD_BYTES / 2**20:.0f} MB"))
         url = file.get("url_private") or file.get("url_private_download")
-        if not url and file.get("id"):  # e.g. file_access: "check_file_info"
-            try:
-                info = self.client.files_info(file=file["id"])["file"]
-            except SlackApiError as exc:
-                raise DownloadError(T.DOWNLOAD_FAILED.format(why=_why(exc))) from None
-            url = info.get("url_private") or info.get("url_private_download")
         if not url:
             raise DownloadError(T.DOWNLOAD_FAILED.format(why="the event carried no file URL"))
-        host = urllib.parse.urlsplit(url).hostname or ""
-        if host not in self._allowed_hosts and not host.endswith(".slack.com"):
-            # never send the bot token anywhere but Slack
-            raise DownloadError(T.DOWNLOAD_FAILED.format(why=f"unexpected file host {host}"))
+        if not self._slack_host(url):  # never send the bot token anywhere but Slack
+            raise DownloadError(T.DOWNLOAD_FAILED.format(why=f"unexpected file host "
+                                                             f"{urllib.parse.urlsplit(url).hostname}"))
         req = urllib.request.Request(url, headers={"Authorization": f"Bearer {self.settings.slack_bot_token}"})
+        opener = urllib.request.build_opener(_SlackOnlyRedirects(self._slack_host))
         try:
-            with urllib.request.urlopen(req, timeout=DOWNLOAD_TIMEOUT_S) as resp:  # noqa: S310 - Slack URL
+            with opener.open(req, timeout=DOWNLOAD_TIMEOUT_S) as resp:
                 ctype = resp.headers.get_content_type()
                 data = resp.read(MAX_DOWNLOAD_BYTES + 1)
         except urllib.error.HTTPError as exc:
@@ -357,7 +376,7 @@ class SlackBot:
         except (urllib.error.URLError, OSError) as exc:
             raise DownloadError(T.DOWNLOAD_FAILED.format(why=type(exc).__name__)) from None
         if len(data) > MAX_DOWNLOAD_BYTES:
-            raise DownloadError(T.TOO_LARGE.format(why=f"the limit is {MAX_DOWNLOAD_BYTES / 1e6:.0f} MB"))
+            raise DownloadError(T.TOO_LARGE.format(why=f"the limit is {MAX_DOWNLOAD_BYTES / 2**20:.0f} MB"))
         if ctype == "text/html" or looks_like_html(data):
             log.warning("url_private answered an HTML page (missing files:read scope or a wrong token?)")
             raise DownloadError(T.LOGIN_PAGE)
@@ -372,7 +391,7 @@ class SlackBot:
             self._execute(place, make, None, ephemeral_to, quiet_unknown)
             return
         status = self._start_status(place)
-        if not self.jobs.submit(self._execute, place, make, status, ephemeral_to, quiet_unknown):
+        if not self.jobs.submit(self._execute_in_turn, place, make, status, ephemeral_to, quiet_unknown):
             if status is not None:
                 status.finish(T.BUSY)
             else:
@@ -383,7 +402,15 @@ class SlackBot:
         ahead = self.jobs.ahead()
         text = T.QUEUED.format(n=ahead, s="s" if ahead != 1 else "") if ahead else T.STARTING
         ts = self._post(place, text)
-        return Status(self.client, place.channel, ts, text) if ts else None
+        return Status(self.client, place.channel, ts, text, fallback=lambda t: self._post(place, t)) if ts else None
+
+    def _execute_in_turn(self, place: Place, *args) -> None:
+        """A generation, after any other generation of the same thread (with several workers, threads run side by
+        side; one thread's turns never interleave)."""
+        with self._locks_guard:
+            lock = self._thread_locks.setdefault(place.thread, threading.Lock())
+        with lock:
+            self._execute(place, *args)
 
     def _execute(self, place: Place, make: Callable[[], Event | Text], status: Status | None,
                  ephemeral_to: str | None, quiet_unknown: bool) -> None:
@@ -394,8 +421,9 @@ class SlackBot:
         except Exception:  # the engine turns its own failures into Text; this is a last resort
             log.exception("handling a Slack event failed")
             replies = [Text(T.FAILED, kind="error")]
-        if quiet_unknown:
-            replies = [r for r in replies if not (isinstance(r, Text) and r.text == T.UNKNOWN)]
+        if quiet_unknown:  # channel chatter ("love it!", "thanks") is for people; a mention or a DM gets answers
+            replies = [r for r in replies if not (isinstance(r, Text) and (r.text == T.UNKNOWN or
+                                                                          r.kind == "chatter"))]
         self.deliver(place, replies, status=status, ephemeral_to=ephemeral_to)
 
     # -- rendering -------------------------------------------------------------------------------------------------
@@ -405,11 +433,7 @@ class SlackBot:
             try:
                 if isinstance(reply, Variations):
                     self._say(place, reply.text, status)
-                    numbers = f"#{reply.items[0].number}–#{reply.items[-1].number}" if reply.items else ""
-                    sheets = [(reply.sheet, f"Contact sheet {numbers}"), (reply.mask_preview, "Mask")]
-                    self._upload_many(place, [(p, title) for p, title in sheets if p is not None])
-                    for item in reply.items:
-                        self._post_variation(place, item)
+                    self._deliver_variations(place, reply)
                 elif isinstance(reply, FavoritesList):
                     self._say(place, reply.text, status)
                     if reply.sheet is not None:
@@ -423,6 +447,25 @@ class SlackBot:
                             _why(exc))
         if status is not None:
             status.finish(T.DONE_STATUS)
+
+    def _deliver_variations(self, place: Place, reply: Variations) -> None:
+        """The sheet and mask, then each variation, each on its own: one failed upload costs that one picture, and
+        the thread is told which ones it does not show (they are saved and still answer to their numbers)."""
+        numbers = f"#{reply.items[0].number}–#{reply.items[-1].number}" if reply.items else ""
+        parts: list[tuple[str, Callable[[], object]]] = [("the contact sheet", lambda: self._upload_many(
+            place, [(p, title) for p, title in ((reply.sheet, f"Contact sheet {numbers}"),
+                                                 (reply.mask_preview, "Mask")) if p is not None]))]
+        parts += [(f"#{item.number}", lambda item=item: self._post_variation(place, item)) for item in reply.items]
+        missing, why = [], ""
+        for what, send in parts:
+            try:
+                send()
+            except (SlackApiError, SlackClientError, OSError) as exc:
+                log.warning("could not post %s to %s: %s", what, place.channel, _why(exc))
+                missing.append(what)
+                why = _why(exc)
+        if missing:
+            self._post(place, T.NOT_POSTED.format(what=", ".join(missing), why=why))
 
     def _say(self, place: Place, text: str, status: Status | None) -> None:
         """The first reply of a job replaces its status message; later ones are new thread messages."""
@@ -474,6 +517,19 @@ class SlackBot:
         return n
 
 
+class _SlackOnlyRedirects(urllib.request.HTTPRedirectHandler):
+    """Follow a redirect only to a Slack host: urllib would otherwise carry the bot token anywhere."""
+
+    def __init__(self, allowed: Callable[[str], bool]) -> None:
+        self.allowed = allowed
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        if not self.allowed(newurl):
+            host = urllib.parse.urlsplit(newurl).hostname
+            raise DownloadError(T.DOWNLOAD_FAILED.format(why=f"redirected to an unexpected host {host}"))
+        return super().redirect_request(req, fp, code, msg, headers, newurl)
+
+
 def uploadable(path: Path) -> Path:
     """The file to upload for a variation: itself, or beside it a JPEG copy when it is over
     ``UPLOAD_PNG_MAX_PIXELS`` (made once, written atomically)."""
@@ -513,6 +569,13 @@ def variation_blocks(item: VariationOut, permalink: str | None) -> list[dict]:
 
 
 # -- wiring --------------------------------------------------------------------------------------------------------
+class _NoBodies(logging.Filter):
+    """slack-sdk logs each request's body (message texts) at DEBUG: never, even at --log-level DEBUG."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.INFO
+
+
 class _QuietBolt(logging.Filter):
     """Bolt reads SLACK_BOT_TOKEN itself and warns that our (configured) client wins — which is intended."""
 
@@ -521,8 +584,10 @@ class _QuietBolt(logging.Filter):
 
 
 def build_client(settings: Settings) -> WebClient:
-    client = WebClient(token=settings.slack_bot_token, base_url=settings.slack_api_url,
-                       logger=logging.getLogger("restyle.slack.web"))
+    web_log = logging.getLogger("restyle.slack.web")
+    if not any(isinstance(f, _NoBodies) for f in web_log.filters):
+        web_log.addFilter(_NoBodies())
+    client = WebClient(token=settings.slack_bot_token, base_url=settings.slack_api_url, logger=web_log)
     client.retry_handlers.append(RateLimitErrorRetryHandler(max_retry_count=2))
     return client
 

@@ -55,6 +55,7 @@ class HostedFile:
     mimetype: str
     content: bytes
     login_page: bool = False  # always answer the HTML login page (e.g. a missing files:read scope)
+    redirect_to: str | None = None  # answer 302 with this Location instead of the bytes
     title: str = ""
     channel: str | None = None
     thread_ts: str | None = None
@@ -97,12 +98,12 @@ class SlackEmulator:
         return f"{prefix}0{next(self._ids):08d}"
 
     def host_file(self, content: bytes, name: str = "model.png", mimetype: str = "image/png", *,
-                  login_page: bool = False) -> dict:
+                  login_page: bool = False, redirect_to: str | None = None) -> dict:
         """Serve ``content`` at a ``url_private``; return the file object as it appears in a message event."""
         fid = self.new_id("F")
         with self._lock:
             self.files[fid] = HostedFile(fid, name, mimetype, content, login_page=login_page,
-                                         created=int(time.time()))
+                                         redirect_to=redirect_to, created=int(time.time()))
         return self.file_object(fid)
 
     def file_object(self, fid: str) -> dict:
@@ -322,6 +323,12 @@ class SlackEmulator:
                         f = emu.files.get(fid)
                     if f is None:
                         return self._send(404, b"<html>Not found</html>", "text/html; charset=utf-8")
+                    if f.redirect_to:
+                        self.send_response(302)
+                        self.send_header("Location", f.redirect_to)
+                        self.send_header("Content-Length", "0")
+                        self.end_headers()
+                        return None
                     if not call.authorized or f.login_page:  # real Slack: 200 + a sign-in page, not 401
                         return self._send(200, LOGIN_PAGE, "text/html; charset=utf-8")
                     return self._send(200, f.content, f.mimetype)

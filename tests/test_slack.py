@@ -286,6 +286,92 @@ def test_non_image_login_page_and_too_large_get_friendly_replies(harness):
     h.wait_text(ok, T.GOT_PHOTO)
 
 
+def test_file_stubs_hidden_files_and_redirects_off_slack(harness):
+    """A `check_file_info` stub is looked up with files.info and used; a file Slack hides says so; a url_private
+    that redirects to a host that is not Slack's is refused before the bot token could travel there."""
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    h, emu = harness, harness.emu
+    full = emu.host_file(PHOTO, "look.jpg", "image/jpeg")
+    stub = {"id": full["id"], "file_access": "check_file_info", "created": full["created"], "user": "U0DESIGNER"}
+    root = user_ts()
+    h.slack.event(file_share(CH, [stub], ts=root))
+    h.wait_text(root, T.GOT_PHOTO)
+    assert emu.count("files.info") == 1
+    hidden = user_ts()
+    h.slack.event(file_share(CH, [{"id": "F0HIDDEN", "mode": "hidden_by_limit"}], ts=hidden))
+    h.wait_text(hidden, T.FILE_HIDDEN)
+
+    seen: list[dict] = []
+
+    class Elsewhere(BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802
+            seen.append(dict(self.headers))
+            self.send_response(200)
+            self.send_header("Content-Type", "image/jpeg")
+            self.send_header("Content-Length", str(len(PHOTO)))
+            self.end_headers()
+            self.wfile.write(PHOTO)
+
+        def log_message(self, *args):
+            pass
+
+    other = ThreadingHTTPServer(("127.0.0.1", 0), Elsewhere)
+    threading.Thread(target=other.serve_forever, daemon=True).start()
+    try:
+        moved = emu.host_file(PHOTO, "moved.jpg", "image/jpeg",
+                              redirect_to=f"http://localhost:{other.server_address[1]}/moved.jpg")
+        root = user_ts()
+        h.slack.event(file_share(CH, [moved], ts=root))
+        h.wait_text(root, "redirected to an unexpected host localhost")
+        assert seen == []  # the token never left for a non-Slack host
+        # a redirect within Slack's hosts is followed
+        same = emu.host_file(PHOTO, "same.jpg", "image/jpeg", redirect_to=full["url_private"])
+        root = user_ts()
+        h.slack.event(file_share(CH, [same], ts=root))
+        h.wait_text(root, T.GOT_PHOTO)
+    finally:
+        other.shutdown()
+        other.server_close()
+
+
+def test_failed_uploads_and_status_edits_lose_nothing(harness):
+    """One failed upload costs that picture only, and the thread is told; a status message that can no longer be
+    edited gets its text posted anew."""
+    h, emu = harness, harness.emu
+    root = h.share_photo()
+    h.wait_text(root, T.GOT_PHOTO)
+    emu.fail_next("files.getUploadURLExternal", 200, {"ok": False, "error": "not_in_channel"})  # the sheet's
+    h.slack.event(message(CH, "make the skirt red", thread_ts=root))
+    h.wait_variations(root, 2)
+    h.wait_text(root, T.NOT_POSTED.format(what="the contact sheet", why="Slack error not_in_channel"))
+    emu.fail_next("chat.update", 200, {"ok": False, "error": "message_not_found"}, times=50)
+    h.slack.event(message(CH, "make the skirt green", thread_ts=root))
+    h.wait_variations(root, 4)
+    assert h.bot.jobs.join(timeout=60)
+    summaries = [m for m in emu.thread_messages(CH, root) if m["text"].startswith("Here are 2 variations")]
+    assert len(summaries) == 2 and not summaries[1].get("edits")  # the second summary is a message of its own
+
+
+def test_chatter_mentions_with_labels_and_batch_answers(harness):
+    """"love it!" among people is not for the bot (with a mention it gets a word); `<@BOT|name>` is a mention;
+    `/restyle batch` answers with what the engine will really make, and refuses counts below 1."""
+    h, emu = harness, harness.emu
+    root = h.share_photo(text="make the skirt pastel")
+    h.wait_variations(root, 2)
+    assert h.bot.jobs.join(timeout=60)
+    before = len(emu.thread_messages(CH, root))
+    h.slack.event(message(CH, "love it!", thread_ts=root))
+    h.slack.event(message(CH, "thanks!", thread_ts=root))
+    h.slack.event(message(CH, f"<@{BOT_USER_ID}|restyle> love it!", thread_ts=root))
+    h.wait_text(root, T.GLAD)
+    assert len(emu.thread_messages(CH, root)) == before + 1  # only the mention was answered
+    assert h.engine.store.favorites(f"slack:{CH}:{root}") == []
+    for text in ("batch 0 pastel skirt", "batch -3 pastel skirt"):
+        assert T.BATCH_USAGE in h.slack.command(text, channel=CH).body
+    assert "Starting a batch of 2 for _a pastel skirt_" in h.slack.command("batch 2 hello", channel=CH).body
+
+
 # -- 5. what must be ignored -------------------------------------------------------------------------------------------
 def test_ignored_events_and_reaction_removed(harness):
     h, emu = harness, harness.emu
@@ -398,6 +484,35 @@ def test_rate_limited_post_is_retried(harness):
     assert emu.count("chat.postMessage") == 2  # the 429, then the retry after Retry-After: 1
 
 
+def test_one_thread_generates_one_turn_at_a_time_even_with_several_workers(tmp_path, backend, monkeypatch):
+    """RESTYLE_WORKERS=2: two threads may generate side by side, but one thread's turns never overlap (its base,
+    context and numbering move turn by turn)."""
+    with running_bot(tmp_path, backend, workers=2) as h:
+        active: dict[str, int] = {}
+        overlaps = []
+        lock = threading.Lock()
+        real = h.engine.handle
+
+        def handle(event, progress=None):
+            with lock:
+                active[event.thread] = active.get(event.thread, 0) + 1
+                overlaps.append(active[event.thread])
+            try:
+                return real(event, progress)
+            finally:
+                with lock:
+                    active[event.thread] -= 1
+
+        monkeypatch.setattr(h.engine, "handle", handle)
+        root = h.share_photo()
+        h.wait_text(root, T.GOT_PHOTO)
+        for colour in ("red", "blue", "green"):
+            h.slack.event(message(CH, f"make the skirt {colour}", thread_ts=root))
+        h.wait_variations(root, 6)
+        assert h.bot.jobs.join(timeout=60)
+        assert overlaps and max(overlaps) == 1
+
+
 def test_busy_queue_says_so(tmp_path, backend):
     emu = SlackEmulator().start()
     try:
@@ -434,7 +549,9 @@ def test_no_token_in_logs(harness, caplog):
     h.slack.event(file_share(CH, [login], ts=r2))
     h.wait_text(r2, "sign-in page")
     assert h.bot.jobs.join(timeout=60)
-    assert "Sending a request" in caplog.text  # slack-sdk's DEBUG request log was captured (headers redacted)
+    # slack-sdk's DEBUG lines carry each request's body (message texts): never logged, even at DEBUG
+    assert "Sending a request" not in caplog.text and "make the skirt red" not in caplog.text
+    assert any(r.name.startswith("restyle.slack") for r in caplog.records)  # our own logging still flows
     assert BOT_TOKEN not in caplog.text
     assert SIGNING_SECRET not in caplog.text
 
