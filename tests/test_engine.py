@@ -136,6 +136,9 @@ def test_small_talk_removal_and_caps_get_straight_answers(tmp_path, local_backen
     eng = make_engine(tmp_path, local_backend, max_batch=3)
     eng.handle(Photo("c", "u", to_bytes(PHOTO)))
     assert texts(eng.handle(Message("c", "u", "thank you so much!"))) == T.WELCOME
+    assert texts(eng.handle(Message("c", "u", "love it!"))) == T.GLAD  # praise, not "show favourites"
+    assert isinstance(eng.handle(Message("c", "u", "show my favourites"))[0], FavoritesList)
+    assert "`steps=`" in texts(eng.handle(Message("c", "u", "settings steps=")))
     assert texts(eng.handle(Message("c", "u", "remove the belt"))) == T.CANT_REMOVE.format(what="belt")
     assert eng.store.variations("c") == []
     out = only(eng.handle(Message("c", "u", "make 5 variations of the skirt in red")), Variations)
