@@ -75,7 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="Hub id, or s3:// URI of a fine-tuned model (default: %(default)s)")
     e.add_argument("--inpaint-model", default=DEFAULT_INPAINT_MODEL,
                    help="Hub id, or s3:// URI of a fine-tuned model (default: %(default)s)")
-    e.add_argument("--lora", help="LoRA weights for the inpaint endpoints: Hub id or s3:// URI")
+    e.add_argument("--lora", help="brand looks for the inpaint endpoints: ss27=s3://…,resort=s3://… or one Hub id / s3:// URI")
     e.add_argument("--min-instances", type=int, default=1,
                    help="real-time endpoints: minimum instances, >= 1 (default: %(default)s)")
     e.add_argument("--max-instances", type=int, default=4,

@@ -88,7 +88,7 @@ def model_fn(model_dir):
     artifact = os.environ.get("RESTYLE_ARTIFACT_S3")
     if artifact and not os.environ.get("RESTYLE_MODEL_ID"):
         os.environ["RESTYLE_MODEL_ID"] = _localize(artifact)
-    from model.loading import format_looks, parse_looks
+    from model.schemas import format_looks, parse_looks
 
     looks = parse_looks(os.environ.get("RESTYLE_LORA"))  # "ss27=s3://…,resort=s3://…": each look downloaded
     if any(ref.startswith("s3://") for ref in looks.values()):

@@ -15,6 +15,8 @@ import re
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 
+from model.schemas import parse_looks
+
 DEFAULT_PREFIX = "restyle"
 DEFAULT_CLIPSEG_MODEL = "CIDAS/clipseg-rd64-refined"
 DEFAULT_INPAINT_MODEL = "stable-diffusion-v1-5/stable-diffusion-inpainting"
@@ -229,6 +231,11 @@ def _validate(s: Settings) -> None:
                         ("--lora", s.lora)]:
         if value is not None and not value.strip():
             raise PlanError(f"{flag} must be a Hub id or an s3:// URI, got {value!r}")
+    if s.lora:  # brand looks, checked here rather than when an endpoint fails to start
+        try:
+            parse_looks(s.lora)
+        except ValueError as exc:
+            raise PlanError(f"--lora: {exc}") from None
 
 
 def instance_types(s: Settings) -> dict[str, str]:

@@ -87,7 +87,7 @@ def load_model(role: str, ref: str, *, lora: str | None = None, device: str | No
 
 
 def model_fn(model_dir: str, context: Any = None) -> LoadedModel:
-    from model.loading import format_looks, parse_looks
+    from model.schemas import format_looks, parse_looks
 
     role = os.environ.get(ROLE_ENV) or detect_role(model_dir)
     ref = os.environ.get(MODEL_ENV) or str(model_dir)

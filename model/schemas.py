@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import sys
 from pathlib import Path
 from typing import Annotated, Literal
@@ -57,6 +58,35 @@ def min_steps(strength: float) -> int:
 LOOK_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,39}$"
 #: Look names a request uses for "the endpoint's default look" and "the base model, no LoRA".
 DEFAULT_LOOK, NO_LOOK = "default", "none"
+
+
+def parse_looks(spec: str | None) -> dict[str, str]:
+    """``RESTYLE_LORA`` / ``--lora``: ``"ss27=path,resort=s3://bucket/resort/"`` → ``{"ss27": "path", ...}``.
+
+    A single bare reference (``"path/to/ss27-lora"``, a Hub id) is named after its last part.  The first look is
+    the endpoint's default.  Names follow ``model.schemas.LOOK_PATTERN``; ``default`` and ``none`` are reserved.
+    """
+    looks: dict[str, str] = {}
+    for part in (p.strip() for p in (spec or "").split(",")):
+        if not part:
+            continue
+        name, sep, ref = part.partition("=")
+        if not sep:  # a bare reference: "s3://b/looks/ss27/" → "ss27"
+            ref = part
+            name = re.sub(r"[^a-z0-9_-]+", "-", ref.rstrip("/").rsplit("/", 1)[-1].lower()).strip("-_") or "look"
+        name, ref = name.strip().lower(), ref.strip()
+        if not re.fullmatch(LOOK_PATTERN, name) or name in (DEFAULT_LOOK, NO_LOOK):
+            raise ValueError(f"RESTYLE_LORA: {name!r} is not a usable look name (a-z, 0-9, '-', '_'; not "
+                             f"'{DEFAULT_LOOK}' or '{NO_LOOK}')")
+        if not ref or name in looks:
+            raise ValueError(f"RESTYLE_LORA: look {name!r} is {'empty' if not ref else 'named twice'} in {spec!r}")
+        looks[name] = ref
+    return looks
+
+
+def format_looks(looks: dict[str, str]) -> str:
+    """The inverse of ``parse_looks``."""
+    return ",".join(f"{name}={ref}" for name, ref in looks.items())
 
 
 class SegmentRequest(_Body):

@@ -131,6 +131,10 @@ def test_plan_is_pure_and_complete():
     inp = eps["inpaint"].model.environment
     assert inp["RESTYLE_ROLE"] == "inpaint" and "RESTYLE_MODEL_ID" not in inp
     assert inp["RESTYLE_ARTIFACT_S3"] == "s3://b/ft/model.tar.gz" and inp["RESTYLE_LORA"] == "s3://b/lora/"
+    looks = "ss27=s3://b/looks/ss27/,resort=s3://b/looks/resort/"  # several brand looks pass through as they are
+    multi = build_plan(settings(instance_type=ITYPE, clipseg_instance_type="ml.m5.xlarge", lora=looks),
+                       artifact_sha256="ab" * 32, images=images)
+    assert {e.key: e for e in multi.endpoints}["inpaint"].model.environment["RESTYLE_LORA"] == looks
     # capacities: chat endpoints never below 1, async scales to zero
     assert (eps["clipseg"].scaling.min_capacity, eps["clipseg"].scaling.max_capacity) == (2, 5)
     assert eps["inpaint"].scaling.min_capacity == 2
@@ -174,7 +178,8 @@ def test_plan_versions_change_only_with_content():
 
 
 @pytest.mark.parametrize("kw", [{"min_instances": 0}, {"max_instances": 0}, {"prefix": "bad_prefix"},
-                                {"clipseg_endpoint": "x" * 60}, {"async_endpoint": "restyle-clipseg"}])
+                                {"clipseg_endpoint": "x" * 60}, {"async_endpoint": "restyle-clipseg"},
+                                {"lora": "none=s3://b/l/"}, {"lora": "ss27=s3://b/a,ss27=s3://b/b"}])
 def test_plan_rejects_bad_settings(kw):
     with pytest.raises(PlanError):
         build_plan(settings(**kw), artifact_sha256="a" * 64, images={"ml.g5.xlarge": "img"})

@@ -266,7 +266,7 @@ def test_tiny_clipseg_fit_gives_the_same_weights_on_any_core_count(tiny_dir):
 
 # -- brand looks (LoRA adapters) ---------------------------------------------------------------------------------
 def test_parse_looks():
-    from model.loading import format_looks, parse_looks
+    from model.schemas import format_looks, parse_looks
 
     assert parse_looks(None) == {} and parse_looks(" , ") == {}
     assert parse_looks("ss27=/a/b, Resort = s3://bucket/resort/") == {"ss27": "/a/b", "resort": "s3://bucket/resort/"}
