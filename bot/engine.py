@@ -286,10 +286,10 @@ class Engine:
             return [Text(T.NO_VARIATION.format(number=number), kind="error")]
         source = self.store.variation_by_path(thread, turn.base)
         made = turn.intent.get("made_with", {})
-        mask = {k: v for k, v in made.get("mask", {}).items() if MASK_DEFAULTS.get(k) != v}  # only what was set
+        mask = {k: val for k, val in made.get("mask", {}).items() if MASK_DEFAULTS.get(k) != val}  # what was set
         how = ", ".join([f"{k}={made[k]:g}" for k in ("steps", "guidance") if k in made] +
                         [f"strength={turn.strength:g}"] + ([f"look={made['look']}"] if made.get("look") else []) +
-                        [f"{k}={v:g}" for k, v in mask.items()])
+                        [f"{k}={val:g}" for k, val in mask.items()])
         return [Text(T.INFO.format(number=v.number, seed=v.seed, base=f"#{source.number}" if source else
                                    "the original photo", garments=" and ".join(turn.garments),
                                    prompt=turn.prompt, negative=f" (avoiding: {turn.negative_prompt})"
