@@ -22,7 +22,8 @@ def _common(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--device", help="env RESTYLE_DEVICE: cpu, cuda …")
     ap.add_argument("--steps", type=int, help="env RESTYLE_STEPS (default 30)")
     ap.add_argument("--count", dest="num_images", type=int, help="env RESTYLE_NUM_IMAGES: variations per prompt")
-    ap.add_argument("--log-level", default="WARNING")
+    ap.add_argument("--log-level", default="WARNING", type=str.upper,
+                    choices=["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -38,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     slack.add_argument("--port", type=int, default=3000)
     _common(slack)
     args = ap.parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    logging.basicConfig(level=args.log_level, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     if logging.getLogger().getEffectiveLevel() >= logging.WARNING:
         # transformers/diffusers warn about things a restyle user cannot act on (no torchvision, dtype casts);
         # --log-level INFO or DEBUG shows them again
@@ -49,6 +50,7 @@ def main(argv: list[str] | None = None) -> int:
                                                "lora", "device", "steps", "num_images")}
     try:
         settings = Settings.from_env(**overrides)
+        _writable(settings.data_dir, "--data-dir / RESTYLE_DATA_DIR")
     except ValueError as exc:
         print(f"restyle: {exc}", file=sys.stderr)
         return 2
@@ -60,6 +62,28 @@ def main(argv: list[str] | None = None) -> int:
     return slack_app.main(["--http", "--port", str(args.port)] if args.http else [], settings)
 
 
+def _writable(folder: Path, what: str) -> None:
+    """``folder`` exists (created if need be) and takes files — checked before minutes of model loading."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / f".restyle-probe-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise ValueError(f"{what}: cannot write to {folder} ({exc.strerror or type(exc).__name__})") from None
+
+
+def _fresh_out(stem: str) -> Path:
+    """``./restyle-out/STEM``, or ``STEM-2``, ``STEM-3``… when an earlier session already filled it (its
+    variation-001.png is another picture than this session's #1)."""
+    root = Path("restyle-out")
+    for i in range(1, 1000):
+        out = root / (stem if i == 1 else f"{stem}-{i}")
+        if not out.exists() or not any(out.iterdir()):
+            return out
+    return root / stem
+
+
 def _chat(args, settings: Settings) -> int:
     from bot.engine import start_engine
     from bot.terminal import TerminalChat
@@ -67,10 +91,17 @@ def _chat(args, settings: Settings) -> int:
     if not args.photo.is_file():
         print(f"restyle: no such photo: {args.photo}", file=sys.stderr)
         return 2
+    out = args.out or _fresh_out(args.photo.stem)
+    try:
+        _writable(out, "--out")
+    except ValueError as exc:
+        print(f"restyle: {exc}", file=sys.stderr)
+        return 2
     engine = start_engine(settings)
     if engine is None:
         return 2
-    out = args.out or Path("restyle-out") / args.photo.stem
+    if hasattr(sys.stdin, "reconfigure"):  # a stray byte that is not UTF-8 becomes "�", not a failed turn
+        sys.stdin.reconfigure(errors="replace")
     return TerminalChat(engine, out).start(args.photo)
 
 

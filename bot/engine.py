@@ -628,10 +628,22 @@ def start_engine(settings: Settings) -> Engine | None:
     to set (or ``--tiny``) to stderr and returns None (the command then exits 2)."""
     import sys
 
+    from botocore.exceptions import BotoCoreError
+
     from model.loading import ModelUnavailable
 
-    engine = build_engine(settings)
+    try:
+        engine = build_engine(settings)
+    except (OSError, ValueError, BotoCoreError) as exc:  # no AWS region, a bad endpoint URL, an unusable data dir
+        print(f"restyle: cannot set up the {settings.backend} backend: {exc}", file=sys.stderr)
+        return None
     if settings.backend == "local":
+        import torch
+
+        if (settings.device or "").startswith("cuda") and not torch.cuda.is_available():
+            print(f"restyle: --device {settings.device}: this torch has no CUDA device (torch "
+                  f"{torch.__version__}); use --device cpu or install a CUDA build", file=sys.stderr)
+            return None
         print("loading models…" + (" (tiny random checkpoints)" if settings.tiny else ""), file=sys.stderr)
         try:
             engine.backend.warm()

@@ -48,6 +48,8 @@ MAX_COUNT = 64  # counts above this are capped ("give me 100 variations" -> 64)
 MAX_VARIATION = 99  # variation numbers outside 1..99 are ignored
 ACTIONS = ("restyle", "vary", "batch", "favorite", "use", "info", "undo", "reset", "settings", "help", "unknown")
 GENERATING_ACTIONS = frozenset({"restyle", "vary", "batch"})
+#: ``parse`` reads this many characters of a message (parsing time grows faster than linearly with length)
+MAX_TEXT = 2000
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -1178,9 +1180,10 @@ def _category(attr: str) -> str:
 # parse()
 # ---------------------------------------------------------------------------------------------------------------
 def parse(text: str, context: Context | None = None) -> Intent:
-    """Parse one message; ``context`` supplies the garment/target/attributes of the thread's last turn."""
+    """Parse one message; ``context`` supplies the garment/target/attributes of the thread's last turn.  Only the
+    first ``MAX_TEXT`` characters are read (a styling request is a sentence, not a 40 kB paste)."""
     ctx = context or Context()
-    normalized = _correct_typos(_normalize(text or ""))
+    normalized = _correct_typos(_normalize((text or "")[:MAX_TEXT]))
     settings, rest = _extract_settings(normalized)
     variation, count, count_kind, rest = _extract_numbers(rest)
     toks = _scan(re.findall(r"[a-z0-9_]+|[,.;:!?/&+]", rest))

@@ -94,12 +94,28 @@ class Settings:
         return settings
 
     def check(self) -> None:
+        """Every setting usable, or a ValueError naming its flag/variable: found at start-up, not at the first
+        prompt."""
         if self.backend not in ("local", "sagemaker"):
             raise ValueError(f"RESTYLE_BACKEND must be 'local' or 'sagemaker', got {self.backend!r}")
-        for name, lo, hi in (("steps", 1, 150), ("num_images", 1, 16), ("max_batch", 1, 64), ("workers", 1, 64)):
+        names = {name: var for var, (name, _) in ENV.items()}
+        for name, lo, hi in (("steps", 1, 150), ("num_images", 1, 16), ("max_batch", 1, 64), ("workers", 1, 64),
+                             ("queue_size", 1, 10_000), ("retries", 0, 10), ("guidance", 0.0, 30.0),
+                             ("vary_strength", 0.05, 1.0), ("timeout_s", 1.0, 3600.0)):
             v = getattr(self, name)
-            if not lo <= v <= hi:
-                raise ValueError(f"{name} must be in [{lo}, {hi}], got {v}")
+            if not lo <= v <= hi:  # NaN fails this too
+                flag = {"steps": "--steps", "num_images": "--count"}.get(name)
+                label = f"{flag} / {names.get(name)}" if flag else names.get(name, name)
+                raise ValueError(f"{label} must be from {lo} to {hi}, got {v}")
+        if self.lora:
+            from model.schemas import parse_looks
+
+            parse_looks(self.lora)  # "RESTYLE_LORA: 'none' is not a usable look name …"
+        if self.device:
+            import re
+
+            if not re.fullmatch(r"cpu|mps|cuda(?::\d+)?", self.device):
+                raise ValueError(f"--device / RESTYLE_DEVICE must be cpu, cuda, cuda:N or mps, got {self.device!r}")
 
     def with_tiny_models(self) -> Settings:
         """Point both models at tiny random checkpoints (built once under the data dir)."""

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import sys
 import time
+import uuid
 from pathlib import Path
 from typing import TextIO
 
@@ -14,6 +16,13 @@ from bot.engine import Engine
 from bot.events import FavoritesList, Message, Photo, Reply, Text, Variations
 
 QUIT = {"quit", "exit", "q", ":q", "bye"}
+#: Slack's markup around words (_italic_, *bold*, `code`) — not the underscores inside names and paths
+_MARKUP = re.compile(r"(?<![\w/.])([_*`])(?=\S)(.+?)(?<=\S)\1(?![\w/]|\.\w)")
+
+
+def plain(text: str) -> str:
+    """A reply as terminal text: ``_use 2_`` → ``use 2``; ``RESTYLE_LORA`` and ``o_one/x.png`` stay as they are."""
+    return _MARKUP.sub(r"\2", text)
 
 
 class TerminalChat:
@@ -26,7 +35,7 @@ class TerminalChat:
         self.thread = ""
 
     def say(self, text: str) -> None:
-        print(text.replace("*", "").replace("_", ""), file=self.stdout, flush=True)
+        print(plain(text), file=self.stdout, flush=True)
 
     def render(self, replies: list[Reply]) -> None:
         for r in replies:
@@ -35,17 +44,16 @@ class TerminalChat:
                 self.out_dir.mkdir(parents=True, exist_ok=True)
                 for item in r.items:
                     dest = self.out_dir / f"variation-{item.number:03d}.png"
-                    if not dest.exists():
-                        shutil.copyfile(item.path, dest)
-                    self.say(f"  #{item.number}: {dest}  (seed {item.seed})")
+                    shutil.copyfile(item.path, dest)  # this thread's #N, even where an earlier session left one
+                    print(f"  #{item.number}: {dest}  (seed {item.seed})", file=self.stdout, flush=True)
                 if r.sheet:
                     dest = self.out_dir / r.sheet.name
                     shutil.copyfile(r.sheet, dest)
-                    self.say(f"  contact sheet: {dest}")
+                    print(f"  contact sheet: {dest}", file=self.stdout, flush=True)
                 if isinstance(r, Variations) and r.mask_preview:
                     dest = self.out_dir / r.mask_preview.name
                     shutil.copyfile(r.mask_preview, dest)
-                    self.say(f"  mask: {dest}")
+                    print(f"  mask: {dest}", file=self.stdout, flush=True)
             elif isinstance(r, Text):
                 self.say(r.text)
 
@@ -72,7 +80,8 @@ class TerminalChat:
         self.render(replies)
 
     def start(self, photo: Path) -> int:
-        self.thread = f"term:{photo.stem}-{int(time.time())}"
+        # unique even for two chats started in the same second on one data dir
+        self.thread = f"term:{photo.stem}-{int(time.time())}-{uuid.uuid4().hex[:6]}"
         self.run_event(Photo(thread=self.thread, user="you", image=photo.read_bytes(), filename=photo.name))
         if not self.engine.store.has_thread(self.thread):
             return 2
@@ -88,5 +97,6 @@ class TerminalChat:
             if text.lower() in QUIT:
                 break
             self.run_event(Message(thread=self.thread, user="you", text=text))
-        self.say(f"bye — everything is in {self.out_dir}")
+        wrote = self.out_dir.is_dir() and any(self.out_dir.iterdir())
+        print(f"bye — everything is in {self.out_dir}" if wrote else "bye", file=self.stdout, flush=True)
         return 0

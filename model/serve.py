@@ -20,6 +20,7 @@ import json
 import logging
 import queue
 import re
+import sys
 import threading
 import traceback
 import uuid
@@ -27,6 +28,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
 from model.handlers import JSON, MAX_PAYLOAD, LoadedModel, handle, load_model
+from model.schemas import parse_looks
 
 log = logging.getLogger("restyle.serve")
 
@@ -353,7 +355,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m model.serve", description=__doc__.splitlines()[0])
     ap.add_argument("--clipseg", help="CLIPSeg checkpoint: Hub id or folder")
     ap.add_argument("--inpaint", help="diffusers inpainting checkpoint: Hub id or folder")
-    ap.add_argument("--lora", help="LoRA adapter for the inpainting model (folder or Hub id)")
+    ap.add_argument("--lora", help="brand looks for the inpainting model: name=REF,name2=REF2 or one REF "
+                                   "(folder or Hub id)")
     ap.add_argument("--tiny", metavar="DIR", nargs="?", const=".cache/tiny",
                     help="serve tiny random checkpoints from DIR (built there if missing)")
     ap.add_argument("--host", default="127.0.0.1")
@@ -363,9 +366,25 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--async-output", metavar="S3_URI",
                     help="serve InvokeEndpointAsync on PREFIX-inpaint-async: read inputs from S3, write results "
                          "under this s3:// prefix (S3 via the standard AWS chain / AWS_ENDPOINT_URL)")
-    ap.add_argument("--log-level", default="INFO")
+    ap.add_argument("--log-level", default="INFO", type=str.upper,
+                    choices=["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"])
     args = ap.parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    # what can be known to be wrong is said now, in one line, not as a traceback after loading
+    if not 0 <= args.port <= 65535:
+        ap.error(f"--port must be 0-65535, got {args.port}")
+    if not re.fullmatch(r"[a-z0-9](?:[a-z0-9-]{0,38}[a-z0-9])?", args.prefix):
+        ap.error(f"--prefix must be lowercase letters, digits and '-' (like a SageMaker endpoint name), "
+                 f"got {args.prefix!r}")
+    if args.device and not re.fullmatch(r"cpu|mps|cuda(?::\d+)?", args.device):
+        ap.error(f"--device must be cpu, cuda, cuda:N or mps, got {args.device!r}")
+    if args.async_output and not re.fullmatch(r"s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](?:/.*)?", args.async_output):
+        ap.error(f"--async-output must be an s3://bucket/prefix/ URI, got {args.async_output!r}")
+    if args.lora:
+        try:
+            parse_looks(args.lora)
+        except ValueError as exc:
+            ap.error(f"--lora: {exc}")
+    logging.basicConfig(level=args.log_level, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     refs = {}
     if args.tiny:
         from model.tiny import build_tiny
@@ -381,7 +400,12 @@ def main(argv: list[str] | None = None) -> int:
     server = ModelServer(refs, lora=args.lora, endpoint_names=default_endpoint_names(args.prefix),
                          async_output=args.async_output,
                          device=args.device)
-    httpd = start(server, args.host, args.port)
+    try:
+        httpd = start(server, args.host, args.port)
+    except OSError as exc:  # the port is taken, the host is not an address of this machine…
+        print(f"python -m model.serve: cannot listen on {args.host}:{args.port}: {exc.strerror or exc}",
+              file=sys.stderr)
+        return 2
     print(f"serving on http://{httpd.server_address[0]}:{httpd.server_address[1]}", flush=True)
     try:
         threading.Event().wait()

@@ -404,14 +404,50 @@ def test_terminal_chat_walks_the_flow(tmp_path, tiny_dir):
     photo = tmp_path / "model.png"
     make_photo(96, 128).save(photo)
     env = {**os.environ, "RESTYLE_DATA_DIR": str(data), "RESTYLE_STEPS": "2", "RESTYLE_NUM_IMAGES": "2"}
-    script = "make the skirt red floral\nfav 2\n2 more like that\nfavorites\nhelp\nquit\n"
-    proc = subprocess.run([sys.executable, "-m", "bot", "chat", str(photo), "--tiny", "--out", str(tmp_path / "out")],
-                          input=script, capture_output=True, text=True, timeout=300, env=env)
-    assert proc.returncode == 0, proc.stderr
-    assert "contact sheet:" in proc.stdout and "#2 saved to favourites" in proc.stdout
-    assert (tmp_path / "out" / "variation-002.png").exists()
-    assert (tmp_path / "out" / "variation-004.png").exists()
-    assert "generating" in proc.stderr  # the tqdm bar
+    # a byte that is not UTF-8 in a line is replaced, not a failed turn
+    script = b"make the skirt red floral\nfav 2\n2 more like that \xff\nfavorites\nhelp\nquit\n"
+    out = tmp_path / "my_out"  # printed paths keep their underscores (only Slack's _markup_ is plain text)
+    proc = subprocess.run([sys.executable, "-m", "bot", "chat", str(photo), "--tiny", "--out", str(out)],
+                          input=script, capture_output=True, timeout=300, env=env)
+    stdout, stderr = proc.stdout.decode(), proc.stderr.decode()
+    assert proc.returncode == 0, stderr
+    assert "contact sheet:" in stdout and "#2 saved to favourites" in stdout and "went wrong" not in stdout
+    assert f"#2: {out / 'variation-002.png'}" in stdout and "say use 2, try #2 in denim" in stdout
+    assert (out / "variation-002.png").exists()
+    assert (out / "variation-004.png").exists()
+    assert "generating" in stderr  # the tqdm bar
+    # a second session on the same photo: its own folder by default, so no path shows the first session's #1
+    proc = subprocess.run([sys.executable, "-m", "bot", "chat", str(photo), "--tiny"], input=b"quit\n",
+                          capture_output=True, timeout=300, env=env, cwd=tmp_path)
+    assert proc.returncode == 0 and (tmp_path / "restyle-out" / "model").is_dir()
+    (tmp_path / "restyle-out" / "model" / "variation-001.png").write_bytes(b"an earlier session's picture")
+    proc = subprocess.run([sys.executable, "-m", "bot", "chat", str(photo), "--tiny"],
+                          input=b"make the skirt red\nquit\n", capture_output=True, timeout=300, env=env, cwd=tmp_path)
+    assert proc.returncode == 0 and "restyle-out/model-2/variation-001.png" in proc.stdout.decode()
+
+
+@pytest.mark.parametrize("args, env, says", [
+    (["--device", "nonsense"], {}, "--device / RESTYLE_DEVICE must be cpu, cuda"),
+    (["--log-level", "LOUD"], {}, "invalid choice: 'LOUD'"),
+    (["--lora", "none=/x"], {}, "'none' is not a usable look name"),
+    ([], {"RESTYLE_GUIDANCE": "nan"}, "RESTYLE_GUIDANCE must be from 0.0 to 30.0"),
+    (["--count", "99"], {}, "--count / RESTYLE_NUM_IMAGES must be from 1 to 16"),
+    (["--out", "{photo}"], {}, "--out: cannot write to"),
+    (["--data-dir", "{photo}"], {}, "--data-dir / RESTYLE_DATA_DIR: cannot write to"),
+])
+def test_terminal_refuses_unusable_settings_before_loading_anything(tmp_path, args, env, says):
+    """One line on stderr and exit 2, before minutes of model loading — never a traceback mid-conversation."""
+    import os
+    import subprocess
+    import sys
+
+    photo = tmp_path / "p.png"
+    make_photo().save(photo)
+    argv = [a.format(photo=photo) for a in args]
+    proc = subprocess.run([sys.executable, "-m", "bot", "chat", str(photo), *argv], input="", capture_output=True,
+                          text=True, timeout=120, env={**os.environ, "RESTYLE_DATA_DIR": str(tmp_path), **env})
+    assert proc.returncode == 2 and says in proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stderr and "loading models" not in proc.stderr
 
 
 def test_terminal_says_plainly_when_weights_are_missing(tmp_path):

@@ -460,3 +460,26 @@ def test_broken_model_is_a_500_with_the_traceback_in_the_log(caplog, exc):
     sm = json.loads(out)
     assert sm["OriginalStatusCode"] == 500 and json.loads(sm["OriginalMessage"])["error"]["code"] == "internal_error"
     assert "Traceback" not in out.decode()
+
+
+@pytest.mark.parametrize("argv, says", [
+    (["--clipseg", "x", "--port", "99999"], "--port must be 0-65535"),
+    (["--clipseg", "x", "--prefix", "Bad_Prefix!"], "--prefix must be lowercase"),
+    (["--clipseg", "x", "--device", "nonsense"], "--device must be cpu, cuda"),
+    (["--clipseg", "x", "--async-output", "notS3"], "--async-output must be an s3://"),
+    (["--inpaint", "x", "--lora", "none=/x"], "'none' is not a usable look name"),
+    (["--clipseg", "x", "--log-level", "LOUD"], "invalid choice: 'LOUD'"),
+])
+def test_serve_flags_are_checked_before_anything_loads(argv, says, capsys):
+    from model.serve import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    assert exit_.value.code == 2 and says in capsys.readouterr().err
+
+
+def test_serve_on_a_taken_port_says_so(server, capsys):
+    from model.serve import main
+
+    assert main(["--clipseg", "x", "--port", str(server)]) == 2
+    assert f"cannot listen on 127.0.0.1:{server}" in capsys.readouterr().err
