@@ -55,6 +55,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"restyle: {exc}", file=sys.stderr)
         return 2
     logging.getLogger("restyle").info("settings: %s", settings.redacted())  # tokens and secrets masked
+    if settings.backend == "local" and logging.getLogger().getEffectiveLevel() >= logging.WARNING:
+        # "loading models…" is our one line: not the libraries' loading/saving progress bars
+        from diffusers.utils import logging as diffusers_logging
+        from transformers.utils import logging as transformers_logging
+
+        diffusers_logging.disable_progress_bar()
+        transformers_logging.disable_progress_bar()
     if args.cmd == "chat":
         return _chat(args, settings)
     from bot import slack_app
