@@ -13,6 +13,7 @@ import sys
 from dataclasses import fields
 
 import boto3
+from botocore.exceptions import UnknownRegionError
 
 from deploy import package
 from deploy.aws import Deployer, DeployError, account_and_partition, changes_as_dicts, resolve_image
@@ -22,18 +23,25 @@ from deploy.plan import (
     DEFAULT_INSTANCE_TYPE,
     DEFAULT_PREFIX,
     DEFAULT_TRAIN_INSTANCE_TYPE,
+    PLACEHOLDER_ACCOUNT,
+    PLACEHOLDER_BUCKET,
+    PLACEHOLDER_ROLE_ARN,
     TRAINING_PROGRAMS,
     PlanError,
     Settings,
     TrainSettings,
     build_plan,
     build_training_jobs,
+    check_common,
+    check_region,
     instance_types,
     names_for,
     render_plan,
     resource_id,
     sourcedir_key,
     topic_arns,
+    validate_settings,
+    validate_training,
 )
 
 
@@ -119,11 +127,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _region(args: argparse.Namespace, session: boto3.Session) -> str:
+    """--region, else the AWS config; checked offline against botocore's partitions (no AWS call)."""
+    if args.region is not None and not args.region.strip():
+        raise UsageError("--region must not be empty (leave it out for the AWS config / AWS_REGION)")
     region = args.region or session.region_name
     if not region:
         if args.dry_run:
             return "us-east-1"
         raise UsageError("no AWS region: pass --region or set AWS_REGION / AWS_DEFAULT_REGION")
+    source = "--region" if args.region else "the AWS config / AWS_REGION / AWS_DEFAULT_REGION"
+    try:
+        check_region(region)
+        session.get_partition_for_region(region)
+    except (PlanError, UnknownRegionError):
+        raise UsageError(f"unknown AWS region {region!r} (from {source}); expected e.g. us-east-1") from None
     return region
 
 
@@ -139,14 +156,14 @@ def _identity(args: argparse.Namespace, session: boto3.Session, region: str) -> 
     if not args.dry_run:
         return account_and_partition(session, region)
     parts = (args.role_arn or "").split(":")
-    account = parts[4] if len(parts) > 4 and parts[4] else "<account-id>"
+    account = parts[4] if len(parts) > 4 and parts[4] else PLACEHOLDER_ACCOUNT
     return account, session.get_partition_for_region(region)
 
 
 def _settings(args: argparse.Namespace, region: str, account: str, partition: str) -> Settings:
     values = {f.name: getattr(args, f.name) for f in fields(Settings) if hasattr(args, f.name)}
     values.update(region=region, account_id=account, partition=partition,
-                  bucket=args.bucket or "<bucket>", role_arn=args.role_arn or "<role-arn>")
+                  bucket=args.bucket or PLACEHOLDER_BUCKET, role_arn=args.role_arn or PLACEHOLDER_ROLE_ARN)
     return Settings(**values)
 
 
@@ -158,10 +175,21 @@ def _log(args: argparse.Namespace):
     return (lambda line: print(line, file=sys.stderr)) if args.json else print
 
 
+def _checked(args: argparse.Namespace, session: boto3.Session, region: str) -> Settings:
+    """The settings, checked before any AWS call (so with a placeholder account; the partition is offline data)."""
+    settings = _settings(args, region, PLACEHOLDER_ACCOUNT, session.get_partition_for_region(region))
+    if args.command == "down":
+        check_common(settings)
+        names_for(settings)
+    else:
+        validate_settings(settings)
+    return settings
+
+
 def _plan(args, session, region):
+    _checked(args, session, region)  # usage errors before any AWS call and the slow parts
     account, partition = _identity(args, session, region)
     settings = _settings(args, region, account, partition)
-    names_for(settings)  # name errors before the slow parts
     bundle = package.model_tarball()
     images = {}
     for itype in sorted(set(instance_types(settings).values())):
@@ -217,10 +245,11 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_down(args: argparse.Namespace) -> int:
-    if args.purge_s3:
-        _require(args, "--bucket")
+    if args.purge_s3 and not args.bucket:  # even with --dry-run: there is nothing to show without it
+        raise UsageError("down --purge-s3 needs --bucket (or env RESTYLE_BUCKET)")
     session = boto3.Session(region_name=args.region)
     region = _region(args, session)
+    _checked(args, session, region)  # usage errors before any AWS call
     account, partition = _identity(args, session, region)
     names = names_for(_settings(args, region, account, partition))
     topics = topic_arns(names, partition, region, account)
@@ -246,13 +275,16 @@ def cmd_train(args: argparse.Namespace) -> int:
     session = boto3.Session(region_name=args.region)
     region = _region(args, session)
     settings = TrainSettings(
-        region=region, bucket=args.bucket or "<bucket>", role_arn=args.role_arn or "<role-arn>",
+        region=region, bucket=args.bucket or PLACEHOLDER_BUCKET, role_arn=args.role_arn or PLACEHOLDER_ROLE_ARN,
         prefix=args.prefix, lora_data=args.lora_data, clipseg_data=args.clipseg_data,
         train_instance_type=args.train_instance_type,
         hyperparameters=dict(args.hp), lora_hyperparameters=dict(args.lora_hp),
         clipseg_hyperparameters=dict(args.clipseg_hp), max_runtime=args.max_runtime, volume_size=args.volume_size)
     if not (args.lora_data or args.clipseg_data):
         raise UsageError("train needs --lora-data s3://... and/or --clipseg-data s3://...")
+    if args.train_image_uri is not None and not args.train_image_uri.strip():
+        raise UsageError("--train-image-uri must not be empty (leave it out for the default)")
+    validate_training(settings)  # usage errors before the slow parts
     image = args.train_image_uri or resolve_image(region, args.train_instance_type, "training")
     if image is None:
         raise UsageError(f"the installed sagemaker SDK knows no Hugging Face training image for "

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
@@ -29,6 +30,14 @@ DIMENSION = "sagemaker:variant:DesiredInstanceCount"
 TRAINING_PROGRAMS = {"lora": "model/train/lora_inpaint.py", "clipseg": "model/train/clipseg.py"}
 MAX_NAME = 63  # SageMaker names: [a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}
 _NAME_RE = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9])*$")
+# What --dry-run shows for a missing --bucket / --role-arn / account (the check functions accept them).
+PLACEHOLDER_BUCKET = "<bucket>"
+PLACEHOLDER_ROLE_ARN = "<role-arn>"
+PLACEHOLDER_ACCOUNT = "<account-id>"
+_BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")  # S3 general purpose bucket names
+_ROLE_ARN_RE = re.compile(r"^arn:aws[-a-z]*:iam::[0-9]{12}:role/[\w+=,.@/-]+$")
+_REGION_RE = re.compile(r"^[a-z]{2}(-[a-z]+)+-[0-9]+$")  # us-east-1, us-gov-west-1, eu-isoe-west-1
+RESERVED_HP_PREFIX = "sagemaker_"  # the training toolkit's own hyperparameters (entry point, code, region, ...)
 
 
 class PlanError(ValueError):
@@ -169,8 +178,57 @@ def _check_name(name: str, what: str, room: int = 0) -> str:
     return name
 
 
+def check_bucket(bucket: str, flag: str = "--bucket") -> str:
+    """An S3 bucket name: 3-63 lowercase letters, digits, dots and hyphens, starting and ending with a letter or
+    digit, no "..", not an IP address."""
+    if bucket == PLACEHOLDER_BUCKET:
+        return bucket
+    if bucket.lower().startswith("s3://"):
+        raise PlanError(f"{flag} takes the bare bucket name, not an s3:// URI: got {bucket!r}")
+    if (not _BUCKET_RE.match(bucket) or ".." in bucket or re.fullmatch(r"[0-9]+(\.[0-9]+){3}", bucket)):
+        raise PlanError(f"{flag} {bucket!r} is not an S3 bucket name (3-63 lowercase letters, digits, dots and "
+                        "hyphens, starting and ending with a letter or digit)")
+    return bucket
+
+
+def check_role_arn(arn: str) -> str:
+    """An IAM role ARN: ``arn:aws:iam::123456789012:role/name`` (any partition, optional path)."""
+    if arn != PLACEHOLDER_ROLE_ARN and not _ROLE_ARN_RE.match(arn):
+        raise PlanError(f"--role-arn {arn!r} is not an IAM role ARN (arn:aws:iam::123456789012:role/NAME)")
+    return arn
+
+
+def check_region(region: str) -> str:
+    """The shape of an AWS region name (whether botocore knows it is checked by the CLI)."""
+    if not _REGION_RE.match(region):
+        raise PlanError(f"region {region!r} is not an AWS region name (e.g. us-east-1)")
+    return region
+
+
+def check_s3_uri(uri: str, flag: str) -> str:
+    """An ``s3://BUCKET[/KEY]`` URI names a bucket (the key may be empty: the whole bucket)."""
+    if not uri[len("s3://"):].split("/", 1)[0].strip():
+        raise PlanError(f"{flag} {uri!r} names no bucket: expected s3://BUCKET/KEY")
+    return uri
+
+
+def _check_not_empty(pairs: list[tuple[str, str | None]]) -> None:
+    for flag, value in pairs:
+        if value is not None and not value.strip():
+            raise PlanError(f"{flag} must not be empty (leave it out for the default)")
+
+
+def check_common(s: Settings | TrainSettings) -> None:
+    """Region, bucket and role: shared by every command (down checks only these)."""
+    check_region(s.region)
+    check_bucket(s.bucket)
+    check_role_arn(s.role_arn)
+
+
 def names_for(s: Settings) -> Names:
     _check_name(s.prefix, "--prefix", room=len("-inpaint-async-12345678"))
+    _check_not_empty([("--clipseg-endpoint", s.clipseg_endpoint), ("--inpaint-endpoint", s.inpaint_endpoint),
+                      ("--async-endpoint", s.async_endpoint)])
     endpoints = {
         "clipseg": s.clipseg_endpoint or f"{s.prefix}-clipseg",
         "inpaint": s.inpaint_endpoint or f"{s.prefix}-inpaint",
@@ -214,6 +272,10 @@ def _environment(role: str, model: str, lora: str | None, *, is_async: bool) -> 
 
 
 def _validate(s: Settings) -> None:
+    check_common(s)
+    _check_not_empty([("--instance-type", s.instance_type), ("--clipseg-instance-type", s.clipseg_instance_type),
+                      ("--inpaint-instance-type", s.inpaint_instance_type),
+                      ("--async-instance-type", s.async_instance_type), ("--image-uri", s.image_uri)])
     if s.min_instances < 1:
         raise PlanError("--min-instances must be >= 1: the real-time endpoints never scale to zero")
     if s.max_instances < s.min_instances:
@@ -225,17 +287,30 @@ def _validate(s: Settings) -> None:
     for flag, value in [("--clipseg-target-invocations", s.clipseg_target_invocations),
                         ("--inpaint-target-invocations", s.inpaint_target_invocations),
                         ("--async-target-backlog", s.async_target_backlog)]:
-        if value <= 0:
-            raise PlanError(f"{flag} must be > 0")
+        if not math.isfinite(value) or value <= 0:
+            raise PlanError(f"{flag} must be a finite number > 0, got {value}")
     for flag, value in [("--clipseg-model", s.clipseg_model), ("--inpaint-model", s.inpaint_model),
                         ("--lora", s.lora)]:
         if value is not None and not value.strip():
             raise PlanError(f"{flag} must be a Hub id or an s3:// URI, got {value!r}")
+        if flag != "--lora" and value.startswith("s3://"):
+            check_s3_uri(value, flag)
     if s.lora:  # brand looks, checked here rather than when an endpoint fails to start
         try:
-            parse_looks(s.lora)
+            looks = parse_looks(s.lora)
         except ValueError as exc:
             raise PlanError(f"--lora: {exc}") from None
+        if not looks:
+            raise PlanError(f"--lora {s.lora!r} names no look")
+        for ref in looks.values():
+            if ref.startswith("s3://"):
+                check_s3_uri(ref, "--lora")
+
+
+def validate_settings(s: Settings) -> None:
+    """Every check ``build_plan`` makes, without building anything (the CLI runs it before the slow parts)."""
+    _validate(s)
+    names_for(s)
 
 
 def instance_types(s: Settings) -> dict[str, str]:
@@ -398,15 +473,35 @@ def sourcedir_key(s3_prefix: str, sha256: str) -> str:
     return f"{s3_prefix}/training/code/sourcedir-{sha256[:12]}.tar.gz"
 
 
-def build_training_jobs(s: TrainSettings, *, sourcedir_sha256: str, image: str, timestamp: str) -> list[dict]:
-    """``create_training_job`` requests, one per data set given.  ``timestamp`` (e.g. 20250101-120000) makes the
-    job names unique."""
+def validate_training(s: TrainSettings) -> None:
+    """Every check ``build_training_jobs`` makes on its settings."""
+    check_common(s)
+    _check_name(s.prefix, "--prefix", room=len("-clipseg-20250101-000000-000"))
     data = {"lora": s.lora_data, "clipseg": s.clipseg_data}
     if not any(data.values()):
         raise PlanError("train needs --lora-data s3://... and/or --clipseg-data s3://...")
     for kind, uri in data.items():
         if uri is not None and not uri.startswith("s3://"):
             raise PlanError(f"--{kind}-data must be an s3:// URI, got {uri!r}")
+        if uri is not None:
+            check_s3_uri(uri, f"--{kind}-data")
+    _check_not_empty([("--train-instance-type", s.train_instance_type)])
+    for flag, value in [("--max-runtime", s.max_runtime), ("--volume-size", s.volume_size)]:
+        if value < 1:
+            raise PlanError(f"{flag} must be a positive integer, got {value}")
+    for flag, hps in [("--hp", s.hyperparameters), ("--lora-hp", s.lora_hyperparameters),
+                      ("--clipseg-hp", s.clipseg_hyperparameters)]:
+        reserved = sorted(k for k in hps if k.lower().startswith(RESERVED_HP_PREFIX))
+        if reserved:
+            raise PlanError(f"{flag} {reserved[0]}: {RESERVED_HP_PREFIX}* hyperparameters are set by train "
+                            "itself (entry point, code, region, job name) and cannot be overridden")
+
+
+def build_training_jobs(s: TrainSettings, *, sourcedir_sha256: str, image: str, timestamp: str) -> list[dict]:
+    """``create_training_job`` requests, one per data set given.  ``timestamp`` (e.g. 20250101-120000) makes the
+    job names unique."""
+    validate_training(s)
+    data = {"lora": s.lora_data, "clipseg": s.clipseg_data}
     code_url = f"s3://{s.bucket}/{sourcedir_key(s.prefix, sourcedir_sha256)}"
     jobs = []
     for kind, uri in data.items():

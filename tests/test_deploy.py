@@ -179,10 +179,120 @@ def test_plan_versions_change_only_with_content():
 
 @pytest.mark.parametrize("kw", [{"min_instances": 0}, {"max_instances": 0}, {"prefix": "bad_prefix"},
                                 {"clipseg_endpoint": "x" * 60}, {"async_endpoint": "restyle-clipseg"},
-                                {"lora": "none=s3://b/l/"}, {"lora": "ss27=s3://b/a,ss27=s3://b/b"}])
+                                {"lora": "none=s3://b/l/"}, {"lora": "ss27=s3://b/a,ss27=s3://b/b"},
+                                # S3 bucket names
+                                {"bucket": "My_Bucket!!"}, {"bucket": "s3://mybucket"}, {"bucket": "ab"},
+                                {"bucket": "-bucket"}, {"bucket": "bucket."}, {"bucket": "a..b"},
+                                {"bucket": "x" * 64}, {"bucket": "192.168.5.4"}, {"bucket": ""},
+                                # IAM role ARNs
+                                {"role_arn": "not-an-arn"}, {"role_arn": "arn:aws:iam::12345:role/x"},
+                                {"role_arn": "arn:aws:iam::123456789012:user/x"}, {"role_arn": ""},
+                                # finite positive targets
+                                {"clipseg_target_invocations": float("nan")},
+                                {"clipseg_target_invocations": float("inf")},
+                                {"inpaint_target_invocations": float("nan")},
+                                {"inpaint_target_invocations": float("-inf")},
+                                {"async_target_backlog": float("inf")}, {"async_target_backlog": 0.0},
+                                # s3:// values name a bucket
+                                {"clipseg_model": "s3://"}, {"inpaint_model": "s3:///key"}, {"lora": "s3://"},
+                                {"lora": "ss27=s3://,resort=s3://b/r/"}, {"lora": ","},
+                                # empty strings do not silently mean "the default"
+                                {"clipseg_endpoint": ""}, {"inpaint_endpoint": " "}, {"async_endpoint": ""},
+                                {"instance_type": ""}, {"clipseg_instance_type": ""},
+                                {"inpaint_instance_type": ""}, {"async_instance_type": ""}, {"image_uri": ""},
+                                {"region": "mars-1"}, {"region": ""}])
 def test_plan_rejects_bad_settings(kw):
     with pytest.raises(PlanError):
         build_plan(settings(**kw), artifact_sha256="a" * 64, images={"ml.g5.xlarge": "img"})
+
+
+def test_plan_error_messages_say_what_to_do():
+    images = {"ml.g5.xlarge": "img"}
+    with pytest.raises(PlanError, match="bare bucket name"):
+        build_plan(settings(bucket="s3://mybucket"), artifact_sha256="a" * 64, images=images)
+    with pytest.raises(PlanError, match="--role-arn 'not-an-arn' is not an IAM role ARN"):
+        build_plan(settings(role_arn="not-an-arn"), artifact_sha256="a" * 64, images=images)
+    with pytest.raises(PlanError, match="--clipseg-target-invocations must be a finite number > 0, got nan"):
+        build_plan(settings(clipseg_target_invocations=float("nan")), artifact_sha256="a" * 64, images=images)
+    with pytest.raises(PlanError, match="--clipseg-model 's3://' names no bucket"):
+        build_plan(settings(clipseg_model="s3://"), artifact_sha256="a" * 64, images=images)
+
+
+def test_plan_accepts_valid_names():
+    s = settings(bucket="my.bucket-1", role_arn="arn:aws-us-gov:iam::123456789012:role/service/restyle_x+y=z",
+                 region="us-gov-west-1", partition="aws-us-gov", clipseg_model="s3://b", lora="s3://b/x/")
+    plan = build_plan(s, artifact_sha256="a" * 64, images={"ml.g5.xlarge": "img"})
+    assert plan.artifact_url.startswith("s3://my.bucket-1/restyle/")
+    build_plan(settings(bucket="<bucket>", role_arn="<role-arn>"), artifact_sha256="a" * 64,
+               images={"ml.g5.xlarge": "img"})  # the --dry-run placeholders
+
+
+@pytest.mark.parametrize("kw", [{"lora_data": "s3://"}, {"clipseg_data": "s3:///x"}, {"lora_data": "/local/dir"},
+                                {"max_runtime": -5}, {"max_runtime": 0}, {"volume_size": 0},
+                                {"hyperparameters": {"sagemaker_program": "evil.py"}},
+                                {"lora_hyperparameters": {"sagemaker_submit_directory": "s3://evil/x"}},
+                                {"clipseg_hyperparameters": {"SageMaker_region": "x"}},
+                                {"bucket": "My_Bucket!!"}, {"bucket": "s3://mybucket"}, {"role_arn": "not-an-arn"},
+                                {"region": "mars-1"}, {"train_instance_type": ""}, {"prefix": "p" * 40}])
+def test_training_rejects_bad_settings(kw):
+    s = TrainSettings(**{"region": REGION, "bucket": BUCKET, "role_arn": ROLE, "lora_data": "s3://d/lora/", **kw})
+    with pytest.raises(PlanError):
+        build_training_jobs(s, sourcedir_sha256="c" * 64, image="img", timestamp="20250101-000000-000")
+
+
+@pytest.fixture
+def offline(monkeypatch):
+    """No AWS config, credentials or region from the host, and a dead endpoint: nothing can reach AWS."""
+    for var in ("AWS_PROFILE", "AWS_REGION", "AWS_DEFAULT_REGION", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
+                "AWS_SESSION_TOKEN", "RESTYLE_BUCKET", "RESTYLE_ROLE_ARN"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("AWS_CONFIG_FILE", os.devnull)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", os.devnull)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["up", "--dry-run", "--region", "mars-1"], "unknown AWS region 'mars-1'"),
+    (["down", "--dry-run", "--region", "mars-1"], "unknown AWS region 'mars-1'"),
+    (["train", "--dry-run", "--region", "mars-1", "--lora-data", "s3://d/l"], "unknown AWS region 'mars-1'"),
+    (["up", "--region", "mars-1", *BASE], "unknown AWS region 'mars-1'"),
+    (["up", "--dry-run", "--region", ""], "--region must not be empty"),
+    (["up", "--dry-run", "--bucket", "My_Bucket!!"], "is not an S3 bucket name"),
+    (["up", "--dry-run", "--bucket", "s3://mybucket"], "bare bucket name"),
+    (["down", "--dry-run", "--bucket", "s3://mybucket"], "bare bucket name"),
+    (["train", "--dry-run", "--bucket", "s3://mybucket", "--lora-data", "s3://d/l"], "bare bucket name"),
+    (["up", "--dry-run", "--role-arn", "not-an-arn"], "not an IAM role ARN"),
+    (["up", "--dry-run", "--clipseg-target-invocations", "nan"], "finite number > 0"),
+    (["up", "--dry-run", "--inpaint-target-invocations", "inf"], "finite number > 0"),
+    (["up", "--dry-run", "--async-target-backlog", "nan"], "finite number > 0"),
+    (["up", "--dry-run", "--clipseg-model", "s3://"], "names no bucket"),
+    (["train", "--dry-run", "--lora-data", "s3://"], "names no bucket"),
+    (["train", "--dry-run", "--lora-data", "s3://d/l", "--max-runtime", "-5"], "--max-runtime must be a positive"),
+    (["train", "--dry-run", "--lora-data", "s3://d/l", "--volume-size", "0"], "--volume-size must be a positive"),
+    (["train", "--dry-run", "--lora-data", "s3://d/l", "--hp", "sagemaker_program=evil.py"], "sagemaker_*"),
+    (["train", "--dry-run", "--lora-data", "s3://d/l", "--lora-hp", "sagemaker_job_name=x"], "sagemaker_*"),
+    (["train", "--dry-run", "--lora-data", "s3://d/l", "--train-image-uri", ""], "must not be empty"),
+    (["up", "--dry-run", "--clipseg-endpoint", ""], "--clipseg-endpoint must not be empty"),
+    (["up", "--dry-run", "--clipseg-instance-type", ""], "--clipseg-instance-type must not be empty"),
+    (["down", "--dry-run", "--clipseg-endpoint", ""], "--clipseg-endpoint must not be empty"),
+    (["down", "--dry-run", "--purge-s3"], "--purge-s3 needs --bucket"),
+    # without --dry-run too, before any AWS call (no credentials and a dead endpoint here)
+    (["up", "--region", REGION, *BASE[2:], "--bucket", "s3://mybucket", "--role-arn", ROLE], "bare bucket name"),
+    (["status", "--region", REGION, "--bucket", BUCKET, "--role-arn", "not-an-arn"], "not an IAM role ARN"),
+    (["down", "--region", REGION, "--bucket", "My_Bucket!!"], "is not an S3 bucket name"),
+    (["train", "--region", REGION, "--bucket", BUCKET, "--role-arn", ROLE, "--lora-data", "s3://d/l",
+      "--hp", "sagemaker_program=evil.py"], "sagemaker_*"),
+])
+def test_cli_rejects_bad_flags_before_aws(offline, capsys, argv, message):
+    rc, out, err = run(capsys, *argv)
+    assert rc == 2 and out == ""
+    assert err.startswith("error: ") and err.count("\n") == 1 and message in err, err
+
+
+def test_cli_valid_region_works_offline(offline, capsys):
+    rc, out, err = run(capsys, "down", "--dry-run", "--region", "eu-west-1", "--purge-s3", "--bucket", BUCKET)
+    assert rc == 0, err
+    assert "arn:aws:sns:eu-west-1:" in out and f"s3://{BUCKET}/restyle/" in out and "None" not in out
 
 
 def test_training_jobs_plan():
