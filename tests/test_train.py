@@ -160,6 +160,116 @@ def test_lora_empty_data_exits_2(tmp_path, capsys):
     assert not (tmp_path / "o").exists()
 
 
+def lora_argv(photos_dir: Path, base: Path | str, out: Path | str, *extra: str) -> list[str]:
+    return ["--data", str(photos_dir), "--base", str(base), "--out", str(out), "--instance-prompt", "a photo of sks",
+            "--steps", "3", *extra]
+
+
+def clipseg_argv(coco_dir: Path, base: Path | str, out: Path | str, *extra: str) -> list[str]:
+    return ["train", "--data", str(coco_dir), "--base", str(base), "--out", str(out), "--steps", "3",
+            "--batch-size", "2", *extra]
+
+
+@pytest.mark.parametrize("trainer", ["lora", "clipseg"])
+def test_unusable_out_fails_before_any_loading(trainer, tiny_dir, photos_dir, coco_dir, tmp_path, capsys,
+                                               monkeypatch):
+    import model.loading
+
+    def no_loading(*args, **kwargs):
+        raise AssertionError("--out must be checked before the models are loaded")
+
+    monkeypatch.setattr(model.loading, "load_inpaint", no_loading)
+    monkeypatch.setattr(model.loading, "load_clipseg", no_loading)
+    a_file = tmp_path / "taken"
+    a_file.write_text("not a folder")
+    for out, says in ((a_file, "is an existing file"), (a_file / "sub", "cannot be created or written")):
+        if trainer == "lora":
+            rc = li.main(lora_argv(photos_dir, tiny_dir / "inpaint", out))
+        else:
+            rc = cs.main(clipseg_argv(coco_dir, tiny_dir / "clipseg", out))
+        assert rc == 2
+        err = capsys.readouterr().err
+        assert f"ERROR --out {out} {says}" in err, err
+    assert a_file.read_text() == "not a folder"
+    # a usable --out is created by the check, and the probe file does not stay behind
+    out = tmp_path / "new" / "deeper"
+    assert common.check_out(out) == out and out.is_dir() and not list(out.iterdir())
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf", "NaN"])
+def test_non_finite_float_flags_are_usage_errors(value, capsys):
+    cases = [(li.parse_args, ["--data", "d", "--out", "o", "--instance-prompt", "x"], flag)
+             for flag in ("--lr", "--prior-loss-weight")]
+    cases += [(cs.parse_args, ["train", "--data", "d", "--out", "o"], flag) for flag in ("--lr", "--dice-weight")]
+    cases += [(cs.parse_args, ["eval", "--data", "d", "--model", "m"], "--threshold")]
+    for parse, argv, flag in cases:
+        with pytest.raises(SystemExit) as exc:
+            parse([*argv, f"{flag}={value}"])
+        assert exc.value.code == 2, (flag, value)
+        assert f"argument {flag}: expected a finite number" in capsys.readouterr().err
+
+
+def test_diverging_loss_is_one_error_line(tiny_dir, photos_dir, coco_dir, tmp_path, capsys):
+    """A finite but absurd --lr: the loss turns NaN; main returns 1 with one ERROR line (no FloatingPointError)."""
+    rc = li.main(lora_argv(photos_dir, tiny_dir / "inpaint", tmp_path / "lora", "--lr", "1e30"))
+    assert rc == 1
+    err = capsys.readouterr().err
+    assert "ERROR the loss became nan at step " in err and "lower --lr" in err, err
+    rc = cs.main(clipseg_argv(coco_dir, tiny_dir / "clipseg", tmp_path / "clipseg", "--lr", "1e30"))
+    assert rc == 1
+    err = capsys.readouterr().err
+    assert "ERROR the loss became nan at step " in err and "lower --lr" in err, err
+
+
+def test_missing_checkpoint_names_the_trainers_flag(photos_dir, coco_dir, tmp_path, capsys):
+    missing = str(tmp_path / "no-such-checkpoint")
+    runs = [(li.main, lora_argv(photos_dir, missing, tmp_path / "o1"), "--base"),
+            (cs.main, clipseg_argv(coco_dir, missing, tmp_path / "o2"), "--base"),
+            (cs.main, ["eval", "--data", str(coco_dir), "--model", missing], "--model")]
+    for main, argv, flag in runs:
+        assert main(argv) == 1
+        err = capsys.readouterr().err
+        assert f"({flag}): it is neither a local folder nor in the Hugging Face cache" in err, err
+        assert f"Point {flag} at a local checkpoint folder" in err
+        assert "--tiny" not in err and "RESTYLE_" not in err and "--inpaint" not in err
+
+
+def test_wrong_kind_of_checkpoint_exits_2(tiny_dir, photos_dir, coco_dir, tmp_path, capsys):
+    runs = [(li.main, lora_argv(photos_dir, tiny_dir / "clipseg", tmp_path / "o1"),
+             f"--base {tiny_dir / 'clipseg'} is not a usable Stable Diffusion inpainting checkpoint ("),
+            (li.main, lora_argv(photos_dir, tiny_dir / "inpaint", tmp_path / "o2", "--masks", "clipseg",
+                                "--mask-prompt", "skirt", "--clipseg", str(tiny_dir / "inpaint")),
+             f"--clipseg {tiny_dir / 'inpaint'} is not a usable CLIPSeg checkpoint ("),
+            (cs.main, clipseg_argv(coco_dir, tiny_dir / "inpaint", tmp_path / "o3"),
+             f"--base {tiny_dir / 'inpaint'} is not a usable CLIPSeg checkpoint ("),
+            (cs.main, ["eval", "--data", str(coco_dir), "--model", str(tiny_dir / "inpaint")],
+             f"--model {tiny_dir / 'inpaint'} is not a usable CLIPSeg checkpoint ("),
+            (cs.main, clipseg_argv(coco_dir, coco_dir / "annotations.json", tmp_path / "o4"),
+             f"--base {coco_dir / 'annotations.json'} is a file, not a CLIPSeg checkpoint folder")]
+    for main, argv, says in runs:
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert f"ERROR {says}" in err, err
+        assert "neither a local folder" not in err
+
+
+def test_blank_prompts_and_mistyped_command_are_usage_errors(capsys):
+    base = ["--data", "d", "--out", "o"]
+    for argv in ([*base, "--instance-prompt", ""], [*base, "--instance-prompt", "  "],
+                 [*base, "--instance-prompt", "x", "--masks", "clipseg", "--mask-prompt", " "],
+                 [*base, "--instance-prompt", "x", "--prior-preservation", "--class-prompt", ""],
+                 [*base, "--instance-prompt", "x", "--prior-loss-weight", "-1"]):
+        with pytest.raises(SystemExit) as exc:
+            li.parse_args(argv)
+        assert exc.value.code == 2, argv
+    assert "--instance-prompt must not be blank" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exc:
+        cs.parse_args(["bogus", *base])
+    assert exc.value.code == 2
+    assert "invalid choice: 'bogus'" in capsys.readouterr().err
+    assert cs.parse_args(base).command == "train"  # SageMaker: hyperparameters only
+
+
 # --- 2. CLIPSeg fine-tuning -------------------------------------------------------------------------------------
 def test_clipseg_train_learns_saves_and_loads(tiny_dir, coco_dir, tmp_path, capsys):
     from model.loading import load_clipseg

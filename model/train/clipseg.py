@@ -116,10 +116,11 @@ def build_parser() -> argparse.ArgumentParser:
     length = t.add_mutually_exclusive_group()
     length.add_argument("--epochs", type=int, help=f"passes over the images (default: {DEFAULT_EPOCHS})")
     length.add_argument("--steps", type=int, help="optimizer steps instead of --epochs")
-    t.add_argument("--lr", type=float, default=1e-4, help="AdamW learning rate (default: %(default)s)")
+    t.add_argument("--lr", type=common.finite_float, default=1e-4, help="AdamW learning rate (default: %(default)s)")
     t.add_argument("--batch-size", type=int, default=8,
                    help="images per step; each brings all its categories as prompts (default: %(default)s)")
-    t.add_argument("--dice-weight", type=float, default=1.0, help="loss = BCE + w * Dice (default: %(default)s)")
+    t.add_argument("--dice-weight", type=common.finite_float, default=1.0,
+                   help="loss = BCE + w * Dice (default: %(default)s)")
     t.add_argument("--negatives", type=int, default=0,
                    help="per image and epoch, this many categories absent from it trained to an empty mask "
                         "(default: %(default)s)")
@@ -130,7 +131,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--data", required=True, help="COCO data set folder")
     e.add_argument("--annotations", help="COCO json (default: DATA/annotations.json, or the only .json in DATA)")
     e.add_argument("--model", required=True, help="CLIPSeg checkpoint: folder (e.g. a train --out) or Hub id")
-    e.add_argument("--threshold", type=float, default=0.4, help="mask = probability > this (default: %(default)s)")
+    e.add_argument("--threshold", type=common.finite_float, default=0.4,
+                   help="mask = probability > this (default: %(default)s)")
     common.add_flag(e, "--json", help="print the result as JSON")
     return p
 
@@ -248,8 +250,10 @@ def train(args: argparse.Namespace) -> dict:
     random.seed(args.seed)
     np.random.seed(args.seed)
     torch.manual_seed(args.seed)
+    common.check_out(args.out)  # before the model loading and training, not after
     device = pick_device()
-    seg = load_clipseg(args.base, device=str(device), dtype=torch.float32)
+    with common.loading("--base", args.base, "CLIPSeg", "SM_CHANNEL_BASE"):
+        seg = load_clipseg(args.base, device=str(device), dtype=torch.float32)
     model, processor = seg.model, seg.processor
     dataset = ImageSet(ds, processor.image_processor, negatives=args.negatives, seed=args.seed)
     loader = torch.utils.data.DataLoader(dataset, batch_size=args.batch_size, shuffle=True, collate_fn=collate,
@@ -363,7 +367,9 @@ def run_eval(args: argparse.Namespace) -> int:
     ds = read_dataset(args.data, args.annotations)
     if not ds.images:
         raise DataError(f"no usable images in {args.data} ({ds.image_skips.summary()})")
-    result = evaluate(load_clipseg(args.model), ds, args.threshold)
+    with common.loading("--model", args.model, "CLIPSeg"):
+        segmenter = load_clipseg(args.model)
+    result = evaluate(segmenter, ds, args.threshold)
     result["model"] = args.model
     print(json.dumps(result, indent=1) if args.json else format_result(result), flush=True)
     return 0
@@ -372,8 +378,8 @@ def run_eval(args: argparse.Namespace) -> int:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """The command line (or SageMaker's ``--key value`` hyperparameters, where ``train`` is implied)."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] not in (*COMMANDS, "-h", "--help"):
-        argv = ["train", *argv]  # SageMaker passes only hyperparameters
+    if not argv or (argv[0].startswith("-") and argv[0] not in ("-h", "--help")):
+        argv = ["train", *argv]  # SageMaker passes only hyperparameters; a mistyped command stays an error
     parser = build_parser()
     args = common.parse(parser, argv)
     if args.command == "train":

@@ -3,7 +3,8 @@ the progress bar and the loss curve.
 
 Data problems never crash a run: every unreadable image, missing file or bad annotation is logged as one warning
 line naming the file, skipped, and summed up as ``skipped 2 of 14 images: bad.jpg (…), gone.jpg (file not found)``.
-Only an empty data set (after skipping) stops the run, with ``DataError`` → exit code 2.
+Only an empty data set (after skipping) stops the run, with ``DataError`` → exit code 2 (as do an unusable
+``--out`` and an unusable checkpoint, checked before any training).
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ import logging
 import math
 import os
 import sys
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,10 +32,13 @@ log = logging.getLogger("model.train")
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
 #: Exit code for bad usage and for a data set that is empty after skipping (argparse uses 2 too).
 EXIT_DATA = 2
+#: Exit code when the base weights cannot be found/downloaded, or the training diverged.
+EXIT_FAILED = 1
 
 
 class DataError(Exception):
-    """The data set cannot be used at all (nothing left after skipping, no annotation file …): exit code 2."""
+    """The data set cannot be used at all (nothing left after skipping, no annotation file …), or another input
+    is unusable (an ``--out`` that cannot be written, a checkpoint of the wrong kind): exit code 2."""
 
 
 # --- logging ----------------------------------------------------------------------------------------------------
@@ -520,9 +525,70 @@ def require(parser: argparse.ArgumentParser, args: argparse.Namespace, name: str
         parser.error(f"--{name} is required (or set {env_name})")
 
 
+def finite_float(value) -> float:
+    """argparse ``type`` for every float flag: NaN and ±inf are usage errors (``lr <= 0`` lets NaN through)."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise argparse.ArgumentTypeError(f"expected a number, got {value!r}") from None
+    if not math.isfinite(number):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {value!r}")
+    return number
+
+
+def check_out(out: str | Path) -> Path:
+    """Make sure ``--out`` can hold the results before anything is loaded or trained: create the folder, write and
+    remove a probe file.  ``DataError`` (exit 2) when it cannot."""
+    path = Path(out)
+    if path.exists() and not path.is_dir():
+        raise DataError(f"--out {out} is an existing file, not a folder: pass a folder to create or reuse")
+    probe = path / f".restyle-write-check-{os.getpid()}"
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        reason = exc.strerror or f"{type(exc).__name__}: {exc}"
+        where = f" ({exc.filename})" if exc.filename and str(exc.filename) not in (str(path), str(probe)) else ""
+        raise DataError(f"--out {out} cannot be created or written: {reason}{where}") from None
+    return path
+
+
+def _first_line(exc: BaseException, limit: int = 300) -> str:
+    text = (str(exc).strip().splitlines() or [""])[0]
+    text = text if len(text) <= limit else text[:limit - 1] + "…"
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+@contextmanager
+def loading(flag: str, ref: str, what: str, env_name: str | None = None) -> Iterator[None]:
+    """Wrap the ``model.loading`` call that reads the checkpoint given by ``flag``, so its failures name the trainer's
+    own flag (``model.loading``'s messages name the bot's settings): an existing path that does not load as a
+    ``what`` checkpoint → ``DataError`` (exit 2); weights that cannot be found or downloaded → ``ModelUnavailable``
+    (exit 1) naming ``flag``."""
+    from model.loading import ModelUnavailable
+
+    try:
+        yield
+    except (ModelUnavailable, OSError, ValueError) as exc:
+        cause = exc.__cause__ if isinstance(exc, ModelUnavailable) and exc.__cause__ is not None else exc
+        path = Path(ref)
+        if path.exists() and not path.is_dir():
+            raise DataError(f"{flag} {ref} is a file, not a {what} checkpoint folder") from exc
+        if path.exists() or not isinstance(exc, ModelUnavailable):
+            raise DataError(f"{flag} {ref} is not a usable {what} checkpoint ({_first_line(cause)})") from exc
+        offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes")
+        also = f" (or set {env_name})" if env_name else ""
+        raise ModelUnavailable(
+            f"could not load the {what} checkpoint {ref!r} ({flag}): it is neither a local folder nor in the Hugging "
+            f"Face cache, and it could not be downloaded ({type(cause).__name__}"
+            f"{'; HF_HUB_OFFLINE is set' if offline else ''}). Point {flag} at a local checkpoint folder{also}, or "
+            f"at a Hub id that is cached or reachable.") from exc
+
+
 def run(main: Callable[[], object]) -> int:
-    """Call a trainer's body: data/usage problems → exit 2, unavailable weights → exit 1, each with one clear
-    line; otherwise the body's int result (or 0)."""
+    """Call a trainer's body: data/usage problems → exit 2, unavailable weights or a diverging loss → exit 1, each
+    with one clear line (no traceback); otherwise the body's int result (or 0)."""
     from model.loading import ModelUnavailable
 
     try:
@@ -530,9 +596,9 @@ def run(main: Callable[[], object]) -> int:
     except DataError as exc:
         log.error("%s", exc)
         return EXIT_DATA
-    except ModelUnavailable as exc:
+    except (ModelUnavailable, FloatingPointError) as exc:
         log.error("%s", exc)
-        return 1
+        return EXIT_FAILED
     return result if isinstance(result, int) else 0
 
 

@@ -71,11 +71,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--class-data", default=common.env("SM_CHANNEL_CLASS"),
                    help="folder of class images (default: $SM_CHANNEL_CLASS, else DATA/class/)")
     p.add_argument("--class-prompt", help='e.g. "a photo of a skirt"')
-    p.add_argument("--prior-loss-weight", type=float, default=1.0, help="(default: %(default)s)")
+    p.add_argument("--prior-loss-weight", type=common.finite_float, default=1.0, help="(default: %(default)s)")
     common.add_flag(p, "--train-text-encoder", help="also put LoRA on the CLIP text encoder")
     p.add_argument("--rank", type=int, default=4, help="LoRA rank, also its alpha (default: %(default)s)")
     p.add_argument("--steps", type=int, default=500, help="optimizer steps (default: %(default)s)")
-    p.add_argument("--lr", type=float, default=1e-4, help="AdamW learning rate (default: %(default)s)")
+    p.add_argument("--lr", type=common.finite_float, default=1e-4, help="AdamW learning rate (default: %(default)s)")
     p.add_argument("--batch-size", type=int, default=1,
                    help="instance images per step; prior preservation adds as many class images (default: 1)")
     p.add_argument("--resolution", type=int, default=None,
@@ -90,15 +90,19 @@ def build_parser() -> argparse.ArgumentParser:
 def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     common.require(parser, args, "data", "SM_CHANNEL_TRAIN")
     common.require(parser, args, "out", "SM_MODEL_DIR")
-    if args.masks == "clipseg" and not args.mask_prompt:
+    if not args.instance_prompt.strip():
+        parser.error("--instance-prompt must not be blank (e.g. \"a photo of sks skirt\")")
+    if args.masks == "clipseg" and not (args.mask_prompt or "").strip():
         parser.error("--masks clipseg needs --mask-prompt (e.g. --mask-prompt skirt)")
-    if args.prior_preservation and not args.class_prompt:
+    if args.prior_preservation and not (args.class_prompt or "").strip():
         parser.error("--prior-preservation needs --class-prompt (e.g. \"a photo of a skirt\")")
     for name in ("rank", "steps", "batch_size"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be >= 1")
-    if args.lr <= 0:
+    if args.lr <= 0:  # (finite_float has refused NaN and inf already)
         parser.error("--lr must be > 0")
+    if args.prior_loss_weight < 0:
+        parser.error("--prior-loss-weight must be >= 0")
     if args.resolution is not None and args.resolution < 8:
         parser.error("--resolution must be >= 8")
 
@@ -159,7 +163,8 @@ def clipseg_masks(sets: list[list[tuple[str, Image.Image]]], ref: str, prompt: s
     grown, protected regions — face, hands, hair — taken out).  None where nothing was found."""
     from model.loading import load_clipseg
 
-    seg = load_clipseg(ref, device=str(device), dtype=torch.float32)
+    with common.loading("--clipseg", ref, "CLIPSeg", "SM_CHANNEL_CLIPSEG"):
+        seg = load_clipseg(ref, device=str(device), dtype=torch.float32)
     out: list[list[np.ndarray | None]] = []
     for images in sets:
         masks: list[np.ndarray | None] = []
@@ -222,7 +227,8 @@ def load_pipeline(ref: str, device):
 
     from model.loading import load_inpaint
 
-    pipe = load_inpaint(ref, device=str(device), dtype=torch.float32, compile=False).pipe
+    with common.loading("--base", ref, "Stable Diffusion inpainting", "SM_CHANNEL_BASE"):
+        pipe = load_inpaint(ref, device=str(device), dtype=torch.float32, compile=False).pipe
     if not isinstance(pipe, StableDiffusionInpaintPipeline):
         raise DataError(f"{ref} loads as {type(pipe).__name__}; this trainer handles SD 1.x/2.x inpainting "
                         f"checkpoints (StableDiffusionInpaintPipeline)")
@@ -262,6 +268,7 @@ def train(args: argparse.Namespace) -> dict:
             raise DataError(f"--prior-preservation needs class images: pass --class-data DIR "
                             f"(or set SM_CHANNEL_CLASS, or put them in {Path(args.data) / 'class'})")
         classes = read_photos(class_dir, "class")
+    common.check_out(out)  # before the (slow) model loading and training, not after
 
     cpu = pick_device().type != "cuda"
     mixed = pick_mixed_precision(args.mixed_precision, not cpu)
@@ -404,7 +411,7 @@ def train(args: argparse.Namespace) -> dict:
         if args.train_text_encoder:
             text_layers = convert_state_dict_to_diffusers(
                 get_peft_model_state_dict(accelerator.unwrap_model(text_encoder)))
-        out.mkdir(parents=True, exist_ok=True)
+        out.mkdir(parents=True, exist_ok=True)  # (checked writable up front; may have been removed since)
         StableDiffusionInpaintPipeline.save_lora_weights(out, unet_lora_layers=unet_layers,
                                                          text_encoder_lora_layers=text_layers,
                                                          safe_serialization=True)
