@@ -92,11 +92,16 @@ def _fresh_out(stem: str) -> Path:
 
 
 def _chat(args, settings: Settings) -> int:
-    from bot.engine import start_engine
-    from bot.terminal import TerminalChat
+    from bot.engine import read_photo, start_engine
+    from bot.events import Text
+    from bot.terminal import TerminalChat, plain
 
     if not args.photo.is_file():
         print(f"restyle: no such photo: {args.photo}", file=sys.stderr)
+        return 2
+    photo = read_photo(args.photo.read_bytes(), args.photo.name)  # before minutes of model loading
+    if isinstance(photo, Text):
+        print(f"restyle: {plain(photo.text)}", file=sys.stderr)
         return 2
     out = args.out or _fresh_out(args.photo.stem)
     try:

@@ -57,6 +57,8 @@ log = logging.getLogger("restyle.engine")
 Progress = Callable[[int, int, str], None]
 #: Mask previews (the tinted photo shown with each turn) are at most this many pixels a side.
 PREVIEW_MAX_SIDE = 1024
+#: Photos with a side shorter than this are refused (CLIPSeg reads 352², SD paints 512²: an icon has no garment)
+MIN_PHOTO_SIDE = 64
 #: Segmentation runs on a copy no larger than this (the mask is scaled back up): small payload, same garment.
 SEGMENT_MAX_SIDE = 1024
 #: Above this many crop pixels x candidates, ask the endpoint for JPEG so the response stays under 6 MB.
@@ -189,12 +191,9 @@ class Engine:
         raise TypeError(f"unknown event {event!r}")
 
     def _photo(self, event: Photo, progress: Progress | None) -> list[Reply]:
-        try:
-            image = decode_image(event.image, field=event.filename or "photo", shrink=True)
-        except ImageTooLarge as exc:
-            return [Text(T.TOO_LARGE.format(why=exc.message), kind="error")]
-        except InvalidImage as exc:
-            return [Text(T.BAD_IMAGE.format(why=exc.message), kind="error")]
+        image = read_photo(event.image, event.filename)
+        if isinstance(image, Text):
+            return [image]
         self.store.create_thread(event.thread, event.user, image)
         notes = []
         if "source_size" in image.info:  # a 48 MP camera's JPEG: decoded at half size
@@ -578,6 +577,20 @@ class Engine:
             imgs, labels = [lead[0], *imgs], [lead[1], *labels]
         sheet = contact_sheet(imgs, labels, title=title)
         return save_png(sheet, self.store.thread_dir(thread) / f"sheet-{name}.png")
+
+
+def read_photo(data: bytes, filename: str = "") -> Image.Image | Text:
+    """A person's upload → the picture a thread works on, or the reply that says why it cannot be one (also used by
+    the terminal before any model loads)."""
+    try:
+        image = decode_image(data, field=filename or "photo", shrink=True)
+    except ImageTooLarge as exc:
+        return Text(T.TOO_LARGE.format(why=exc.message), kind="error")
+    except InvalidImage as exc:
+        return Text(T.BAD_IMAGE.format(why=exc.message), kind="error")
+    if min(image.size) < MIN_PHOTO_SIDE:  # a thumbnail or an icon: nothing a garment could be found in
+        return Text(T.TOO_SMALL.format(size=f"{image.width}x{image.height}", side=MIN_PHOTO_SIDE), kind="error")
+    return image
 
 
 def close_up_box(mask: np.ndarray, max_fraction: float = 0.5) -> tuple[int, int, int, int] | None:

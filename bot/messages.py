@@ -50,6 +50,7 @@ ALL_REJECTED = "All candidates came out blank (the model's output was black or i
 BAD_IMAGE = "I couldn't read that file as a photo: {why}"
 NOT_AN_IMAGE = "That file isn't an image I can use ({what}). Share a JPEG, PNG or WebP photo."
 TOO_LARGE = "That photo is too large: {why}"
+TOO_SMALL = "That photo is only {size} pixels: share one at least {side} pixels on each side."
 MODEL_DOWN = ("The styling model is not reachable right now ({why}). Nothing was lost — try again in a minute.")
 MODEL_REFUSED = "The model refused the request: {why}"
 MODEL_MISSING = "The model weights are not available: {why}"

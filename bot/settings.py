@@ -118,11 +118,13 @@ class Settings:
                 raise ValueError(f"--device / RESTYLE_DEVICE must be cpu, cuda, cuda:N or mps, got {self.device!r}")
 
     def with_tiny_models(self) -> Settings:
-        """Point both models at tiny random checkpoints (built once under the data dir)."""
-        from model.tiny import build_tiny
+        """Point both models at tiny random checkpoints (built once under the data dir), with the two tiny brand
+        looks unless ``--lora`` names others — so the offline flow has looks to choose from too."""
+        from model.tiny import TINY_LOOKS, build_tiny
 
         root = build_tiny(self.data_dir / "tiny")
-        return replace(self, clipseg_model=str(root / "clipseg"), inpaint_model=str(root / "inpaint"))
+        lora = self.lora or ",".join(f"{name}={root / 'looks' / name}" for name in TINY_LOOKS)
+        return replace(self, clipseg_model=str(root / "clipseg"), inpaint_model=str(root / "inpaint"), lora=lora)
 
     def redacted(self) -> dict:
         """For logs: every field, secrets masked."""

@@ -244,6 +244,7 @@ def test_same_seed_same_pixels_and_settings(tmp_path, local_backend):
     (b"", "0 bytes"),
     (b"%PDF-1.7 not a photo", "not an image"),
     (to_bytes(make_photo(64, 64))[:60], "truncated"),
+    (to_bytes(make_photo(48, 200)), "only 48x200 pixels"),
 ])
 def test_bad_photo_gets_a_friendly_reply_and_no_thread(tmp_path, local_backend, payload, expected):
     eng = make_engine(tmp_path, local_backend)
@@ -424,6 +425,20 @@ def test_terminal_chat_walks_the_flow(tmp_path, tiny_dir):
     proc = subprocess.run([sys.executable, "-m", "bot", "chat", str(photo), "--tiny"],
                           input=b"make the skirt red\nquit\n", capture_output=True, timeout=300, env=env, cwd=tmp_path)
     assert proc.returncode == 0 and "restyle-out/model-2/variation-001.png" in proc.stdout.decode()
+
+
+def test_terminal_refuses_an_unusable_photo_before_loading_anything(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    for name, data, says in [("icon.png", to_bytes(make_photo(16, 16)), "only 16x16 pixels"),
+                             ("brief.png", b"%PDF-1.7", "couldn't read that file as a photo")]:
+        (tmp_path / name).write_bytes(data)
+        proc = subprocess.run([sys.executable, "-m", "bot", "chat", str(tmp_path / name)], input="",
+                              capture_output=True, text=True, timeout=120,
+                              env={**os.environ, "RESTYLE_DATA_DIR": str(tmp_path)})
+        assert proc.returncode == 2 and says in proc.stderr and "loading models" not in proc.stderr, proc.stderr
 
 
 @pytest.mark.parametrize("args, env, says", [
