@@ -71,13 +71,10 @@ def main(argv: list[str] | None = None) -> int:
 
 def _writable(folder: Path, what: str) -> None:
     """``folder`` exists (created if need be) and takes files — checked before minutes of model loading."""
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        probe = folder / f".restyle-probe-{os.getpid()}"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as exc:
-        raise ValueError(f"{what}: cannot write to {folder} ({exc.strerror or type(exc).__name__})") from None
+    from model.checks import unwritable
+
+    if exc := unwritable(folder):
+        raise ValueError(f"{what}: cannot write to {folder} ({exc.strerror or type(exc).__name__})")
 
 
 def _fresh_out(stem: str) -> Path:

@@ -112,10 +112,10 @@ class Settings:
 
             parse_looks(self.lora)  # "RESTYLE_LORA: 'none' is not a usable look name …"
         if self.device:
-            import re
+            from model.checks import bad_device
 
-            if not re.fullmatch(r"cpu|mps|cuda(?::\d+)?", self.device):
-                raise ValueError(f"--device / RESTYLE_DEVICE must be cpu, cuda, cuda:N or mps, got {self.device!r}")
+            if why := bad_device(self.device):
+                raise ValueError(f"--device / RESTYLE_DEVICE {why}")
 
     def with_tiny_models(self) -> Settings:
         """Point both models at tiny random checkpoints (built once under the data dir), with the two tiny brand

@@ -27,6 +27,7 @@ import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
+from model.checks import bad_device
 from model.handlers import JSON, MAX_PAYLOAD, LoadedModel, handle, load_model
 from model.schemas import parse_looks
 
@@ -375,8 +376,8 @@ def main(argv: list[str] | None = None) -> int:
     if not re.fullmatch(r"[a-z0-9](?:[a-z0-9-]{0,38}[a-z0-9])?", args.prefix):
         ap.error(f"--prefix must be lowercase letters, digits and '-' (like a SageMaker endpoint name), "
                  f"got {args.prefix!r}")
-    if args.device and not re.fullmatch(r"cpu|mps|cuda(?::\d+)?", args.device):
-        ap.error(f"--device must be cpu, cuda, cuda:N or mps, got {args.device!r}")
+    if args.device and (why := bad_device(args.device)):
+        ap.error(f"--device {why}")
     if args.async_output and not re.fullmatch(r"s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](?:/.*)?", args.async_output):
         ap.error(f"--async-output must be an s3://bucket/prefix/ URI, got {args.async_output!r}")
     if args.lora:

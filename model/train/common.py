@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from model.checks import unwritable
 from model.errors import RequestError
 from model.images import decode_image
 
@@ -542,15 +543,10 @@ def check_out(out: str | Path) -> Path:
     path = Path(out)
     if path.exists() and not path.is_dir():
         raise DataError(f"--out {out} is an existing file, not a folder: pass a folder to create or reuse")
-    probe = path / f".restyle-write-check-{os.getpid()}"
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as exc:
+    if exc := unwritable(path):
         reason = exc.strerror or f"{type(exc).__name__}: {exc}"
-        where = f" ({exc.filename})" if exc.filename and str(exc.filename) not in (str(path), str(probe)) else ""
-        raise DataError(f"--out {out} cannot be created or written: {reason}{where}") from None
+        where = f" ({exc.filename})" if exc.filename and path not in (Path(exc.filename), Path(exc.filename).parent) else ""
+        raise DataError(f"--out {out} cannot be created or written: {reason}{where}")
     return path
 
 
