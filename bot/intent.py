@@ -24,7 +24,10 @@ import json
 import re
 import sys
 import unicodedata
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from enum import StrEnum
+from functools import cache
+from pathlib import Path
 
 __all__ = [
     "ACTIONS",
@@ -46,8 +49,31 @@ PROMPT_SUFFIX = "fashion photography, detailed fabric texture, high quality"
 FALLBACK_NOUN = "outfit"  # prompt noun when attributes are known but no garment is
 MAX_COUNT = 64  # counts above this are capped ("give me 100 variations" -> 64)
 MAX_VARIATION = 99  # variation numbers outside 1..99 are ignored
-ACTIONS = ("restyle", "vary", "batch", "favorite", "use", "info", "undo", "reset", "settings", "help", "unknown")
-GENERATING_ACTIONS = frozenset({"restyle", "vary", "batch"})
+class Action(StrEnum):
+    """What a message asks for.  Values are the strings ``python -m bot.intent`` prints."""
+
+    RESTYLE = "restyle"
+    VARY = "vary"
+    BATCH = "batch"
+    FAVORITE = "favorite"
+    USE = "use"
+    INFO = "info"
+    UNDO = "undo"
+    RESET = "reset"
+    SETTINGS = "settings"
+    HELP = "help"
+    CONFIRM = "confirm"  # "yes" / "go ahead": an answer to restyle's "Generate …?"
+    CANCEL = "cancel"  # "no" / "not that"
+    UNKNOWN = "unknown"
+
+
+ACTIONS = tuple(a.value for a in Action)
+GENERATING_ACTIONS = frozenset({Action.RESTYLE, Action.VARY, Action.BATCH})
+#: Why an ``unknown`` message is not acted on (or, on a generating intent, the part of it restyle cannot do).
+UNKNOWN_TOPICS = ("chatter", "praise", "thanks", "question", "background", "hair", "makeup", "jewellery", "pose",
+                  "body", "lighting", "upscale", "compare", "lookbook", "link", "other_photos", "removal", "other")
+#: What a how-to question (action ``help``) is about.
+HELP_TOPICS = ("reset", "undo", "favorite", "use", "batch", "settings", "more", "restyle", "looks", "info")
 #: ``parse`` reads this many characters of a message (parsing time grows faster than linearly with length)
 MAX_TEXT = 2000
 
@@ -55,32 +81,55 @@ MAX_TEXT = 2000
 # ---------------------------------------------------------------------------------------------------------------
 # Public data types
 # ---------------------------------------------------------------------------------------------------------------
+Look = tuple[tuple[str, str, tuple[str, ...]], ...]  # ((garment in the photo, new noun, attributes), ...)
+
+
 @dataclass(frozen=True)
 class Context:
-    """What the thread already knows, for follow-ups ("try it in blue", "#2 but longer")."""
+    """What the thread already has, for follow-ups ("try it in blue", "#2 but longer"): the look of the turn a
+    follow-up refines.  ``looks`` holds every garment of a multi-garment look; ``garment``/``target``/``attributes``
+    describe the first (and are all a one-garment look needs)."""
 
     garment: str | None = None
     target: str | None = None
     attributes: tuple[str, ...] = ()
+    looks: Look = ()
 
     def __post_init__(self) -> None:
         if not isinstance(self.attributes, tuple):
             object.__setattr__(self, "attributes", tuple(self.attributes or ()))
+        if not self.looks and self.garment:
+            object.__setattr__(self, "looks", ((self.garment, self.target or self.garment, self.attributes),))
+        elif self.looks and not self.garment:
+            g, t, a = self.looks[0]
+            object.__setattr__(self, "garment", g)
+            object.__setattr__(self, "target", t)
+            object.__setattr__(self, "attributes", tuple(a))
+
+    @classmethod
+    def of(cls, garments: list[str], per_garment: dict[str, list[str]], target: str | None = None,
+           attributes: list[str] | tuple[str, ...] = ()) -> Context:
+        """The context a finished turn leaves: its garments, each with its own attributes."""
+        if not garments:
+            return cls(target=target, attributes=tuple(attributes))
+        looks = tuple((g, (target if i == 0 and target else g), tuple(per_garment.get(g, attributes if i == 0 else ())))
+                      for i, g in enumerate(garments))
+        return cls(looks=looks)
 
     @classmethod
     def from_intent(cls, intent: Intent, previous: Context | None = None) -> Context:
-        """The context for the next turn: the intent's garment/target/attributes, else the previous ones."""
+        """The context for the next turn: the intent's look, else the previous one."""
         if intent.action not in GENERATING_ACTIONS:
             return previous or cls()
-        return cls(garment=intent.garment, target=intent.target, attributes=tuple(intent.attributes))
+        return cls.of(intent.garments, intent.per_garment, intent.target, intent.attributes)
 
 
 @dataclass(frozen=True)
 class Intent:
-    """One parsed message; field meanings in docs/intent.md.  Non-generating actions (favorite, use, undo,
-    settings, help, unknown) carry only ``variation`` (favorite/use) and ``settings``; the rest stays empty."""
+    """One parsed message; field meanings in docs/intent.md.  Non-generating actions carry only ``variation``
+    (favorite/use/info), ``settings``, ``topic`` (unknown/help) and, for a removal, ``negatives``."""
 
-    action: str
+    action: Action
     garment: str | None = None
     garments: list[str] = field(default_factory=list)
     target: str | None = None
@@ -92,11 +141,32 @@ class Intent:
     negative_prompt: str = ""
     settings: dict[str, str | int | float] = field(default_factory=dict)
     per_garment: dict[str, list[str]] = field(default_factory=dict)
+    colourways: list[str] = field(default_factory=list)
+    topic: str | None = None
+    ambiguous: bool = False
+
+    @property
+    def generates(self) -> bool:
+        return self.action in GENERATING_ACTIONS
+
+    def colourway_prompts(self) -> list[tuple[str, str]]:
+        """(colourway, prompt) for each colourway ("navy", "a navy midi dress, …"); [] without colourways."""
+        out = []
+        for way in self.colourways:
+            cats = {_category(w) for w in way.split(" & ")}
+            items = []
+            for g in self.garments or [None]:
+                noun = (self.target if g == self.garment else g) or g
+                attrs = [a for a in (self.per_garment.get(g, self.attributes) if g else self.attributes)
+                         if _category(a) not in cats]
+                items.append((noun, [*attrs, *way.split(" & ")]))
+            out.append((way, build_prompt(items)))
+        return out
 
     def to_dict(self) -> dict:
         """JSON-ready copy of every field (lists and dicts are copied)."""
         return {
-            "action": self.action,
+            "action": str(self.action),
             "garment": self.garment,
             "garments": list(self.garments),
             "target": self.target,
@@ -108,196 +178,45 @@ class Intent:
             "negative_prompt": self.negative_prompt,
             "settings": dict(self.settings),
             "per_garment": {k: list(v) for k, v in self.per_garment.items()},
+            "colourways": list(self.colourways),
+            "topic": self.topic,
+            "ambiguous": self.ambiguous,
         }
 
 
 # ---------------------------------------------------------------------------------------------------------------
 # Vocabulary.  Synonyms are "|"-separated; hyphens and spaces are equivalent in the input.
 # ---------------------------------------------------------------------------------------------------------------
-_GARMENT_SYNONYMS: dict[str, str] = {
-    "skirt": "skirts|skort|skorts",
-    "dress": "dresses|frock|frocks|gown|gowns|sundress|sundresses",
-    "jacket": "jackets",
-    "coat": "coats|overcoat|overcoats",
-    "jeans": "denims",
-    "pants": "pant|trousers|trouser|slacks",
-    "shorts": "",
-    "t-shirt": "t-shirts|tshirt|tshirts|tee|tees|teeshirt|tee shirt",
-    "shirt": "shirts",
-    "blouse": "blouses",
-    "top": "tops|bodysuit|bodysuits",
-    "sweater": "sweaters|jumper|jumpers|pullover|pullovers|sweatshirt|sweatshirts|crewneck",
-    "hoodie": "hoodies|hoody|hooded sweatshirt|zip up hoodie",
-    "cardigan": "cardigans|cardi|cardis",
-    "blazer": "blazers|sport coat|sports coat|suit jacket|sport jacket",
-    "vest": "vests|waistcoat|waistcoats|gilet|gilets|sweater vest",
-    "suit": "suits|pantsuit|pantsuits|trouser suit",
-    "jumpsuit": "jumpsuits|romper|rompers|playsuit|playsuits|overalls|dungarees|boilersuit",
-    "shoes": "shoe|loafers|loafer|flats|ballet flats|sandals|sandal|mules|oxfords|brogues|footwear|dress shoes",
-    "boots": "boot|booties|ankle boots",
-    "sneakers": "sneaker|trainers|trainer|kicks|tennis shoes|running shoes",
-    "heels": "heel|high heels|stilettos|stiletto|pumps|slingbacks",
-    "hat": "hats|cap|caps|beanie|beanies|beret|berets|fedora|fedoras|baseball cap",
-    "scarf": "scarves|scarfs|shawl|shawls|bandana|bandanas",
-    "bag": "bags|handbag|handbags|purse|purses|tote|totes|tote bag|clutch|backpack|backpacks",
-    "belt": "belts",
-    "tie": "ties|necktie|neckties|bowtie|bow tie",
-    "leggings": "legging|tights|yoga pants",
-}
+_LEXICON_PATH = Path(__file__).with_name("data") / "lexicon.json"
+#: The vocabulary as data (bot/data/lexicon.json): garments and their UK/US synonyms, garment kinds, attributes by
+#: category, negators, emoji.  Code below only builds lookup tables from it.
+LEXICON: dict = json.loads(_LEXICON_PATH.read_text(encoding="utf-8"))
+_GARMENT_SYNONYMS: dict[str, str] = LEXICON["garments"]
 GARMENTS: tuple[str, ...] = tuple(_GARMENT_SYNONYMS)
-
 # Surface forms that mean a garment *and* an attribute: "miniskirt" -> ("mini", "skirt").
 _GARMENT_COMPOUNDS: dict[str, tuple[tuple[str, str], str]] = {
-    "miniskirt": (("length", "mini"), "skirt"),
-    "miniskirts": (("length", "mini"), "skirt"),
-    "mini skirt": (("length", "mini"), "skirt"),
-    "maxiskirt": (("length", "maxi"), "skirt"),
-    "minidress": (("length", "mini"), "dress"),
-    "maxidress": (("length", "maxi"), "dress"),
-    "crop top": (("length", "cropped"), "top"),
-    "crop tops": (("length", "cropped"), "top"),
-    "croptop": (("length", "cropped"), "top"),
-    "halter top": (("detail", "halter"), "top"),
-    "khakis": (("colour", "khaki"), "pants"),
-    "jean jacket": (("material", "denim"), "jacket"),
-    "jean skirt": (("material", "denim"), "skirt"),
-    "jean shorts": (("material", "denim"), "shorts"),
-    "jorts": (("material", "denim"), "shorts"),
-    "jean shirt": (("material", "denim"), "shirt"),
-    "jean vest": (("material", "denim"), "vest"),
-    "jean dress": (("material", "denim"), "dress"),
-}
-
+    surface: ((cat_attr[0], cat_attr[1]), canon) for surface, (cat_attr, canon) in LEXICON["garment_compounds"].items()}
 # Garment kinds: words naming one cut of a canonical garment.  CLIPSeg looks for the canonical garment; the kind
 # stays in the prompt, right before the noun ("change the coat to a camel trench" -> "a camel trench coat").
-# (kind, canonical garment, "|"-separated surfaces)
-_GARMENT_KINDS: tuple[tuple[str, str, str], ...] = (
-    ("trench", "coat", "trench|trenches|trenchcoat|trenchcoats|trench coat|trench coats"),
-    ("parka", "coat", "parka|parkas"),
-    ("pea", "coat", "peacoat|peacoats|pea coat|pea coats"),
-    ("rain", "coat", "raincoat|raincoats|rain coat|rain coats"),
-    ("bomber", "jacket", "bomber|bombers|bomber jacket|bomber jackets"),
-    ("windbreaker", "jacket", "windbreaker|windbreakers"),
-    ("anorak", "jacket", "anorak|anoraks"),
-    ("chino", "pants", "chinos|chino|chino pants"),
-    ("jogger", "pants", "joggers|jogger pants"),
-    ("sweat", "pants", "sweatpants|sweat pants"),
-    ("cargo", "pants", "cargo pants"),
-    ("dress", "pants", "dress pants"),
-    ("button-down", "shirt", "button down|button downs|buttondown|buttondowns|button up|button ups"
-                             "|button-down shirt"),
-    ("dress", "shirt", "dress shirt|dress shirts"),
-    ("tank", "top", "tank|tanks|tank top|tank tops"),
-    ("camisole", "top", "cami|camis|camisole|camisoles|camisole top"),
-    ("tube", "top", "tube top|tube tops"),
-    ("turtleneck", "sweater", "turtleneck|turtlenecks|turtleneck sweater"),
-    ("slip", "dress", "slip dress|slip dresses"),
-    ("shirt", "dress", "shirt dress|shirtdress|shirt dresses|t-shirt dress|tshirt dress"),
-    ("sweater", "dress", "sweater dress|sweater dresses"),
-    ("tuxedo", "suit", "tuxedo|tuxedos|tux"),
-)
-
-_ATTRIBUTE_SYNONYMS: dict[str, dict[str, str]] = {
-    "colour": {
-        "red": "", "orange": "", "yellow": "", "green": "", "blue": "", "purple": "", "pink": "", "brown": "",
-        "black": "jet black", "white": "pure white|snow white", "grey": "gray", "beige": "", "navy": "navy blue",
-        "burgundy": "", "maroon": "", "teal": "", "turquoise": "", "olive": "olive green", "khaki": "",
-        "cream": "", "ivory": "", "off-white": "offwhite", "tan": "", "camel": "", "coral": "", "lavender": "",
-        "lilac": "", "mint": "mint green", "mustard": "mustard yellow", "gold": "golden", "silver": "",
-        "charcoal": "", "magenta": "", "fuchsia": "fuschia|fushia", "emerald": "emerald green",
-        "cobalt": "cobalt blue", "indigo": "", "violet": "", "peach": "", "rust": "", "sage": "sage green",
-        "terracotta": "", "champagne": "", "nude": "", "blush": "blush pink", "wine": "", "plum": "", "taupe": "",
-        "mauve": "", "lime": "lime green", "aqua": "", "salmon": "", "bronze": "", "copper": "",
-        "chocolate": "chocolate brown", "rose": "", "scarlet": "", "crimson": "", "pastel": "pastels", "neon": "",
-        "multicolour": "multicolor|multicolored|multicoloured|multi colour|multi color|multi coloured"
-                       "|multi colored",
-        "rainbow": "", "sky blue": "", "baby blue": "", "royal blue": "", "hot pink": "", "baby pink": "",
-        "forest green": "", "bottle green": "", "cherry red": "",
-    },
-    # Colour tones; "light"/"dark" + a colour make one compound colour ("light blue").
-    "tone": {"dark": "darker", "light": "lighter", "bright": "brighter", "pale": "paler", "muted": ""},
-    "pattern": {
-        "floral": "florals|flowers|flower|flowery|flowered|flower print|floral print",
-        "striped": "stripes|stripe|stripy|stripey|stripe print",
-        "pinstriped": "pinstripe|pinstripes|pin stripe|pin stripes|pin striped",
-        "polka dot": "polka dots|polka|polkadot|polkadots|dots|dotted|polka dotted|spotted|spots",
-        "plaid": "", "tartan": "",
-        "checked": "checkered|chequered|checks|check print|checkerboard",
-        "gingham": "", "houndstooth": "dogtooth",
-        "leopard print": "leopard|leopard spots", "animal print": "",
-        "zebra print": "zebra|zebra stripes", "snake print": "snakeskin|snake skin|python print",
-        "paisley": "", "camo": "camouflage", "tie-dye": "tiedye|tie dyed",
-        "geometric": "", "solid": "plain|solid color|solid colour", "abstract": "abstract print",
-        "colour-block": "colorblock|colourblock|color block|color blocked|colour blocked",
-        "argyle": "", "herringbone": "", "ombre": "", "graphic print": "graphic",
-    },
-    "material": {
-        "denim": "", "leather": "", "faux leather": "vegan leather|pleather", "patent leather": "patent",
-        "silk": "silky|silken", "satin": "satiny", "velvet": "velvety|velour", "linen": "", "cotton": "",
-        "wool": "woolen|woollen|wooly|woolly|merino", "cashmere": "", "lace": "lacy",
-        "sequined": "sequin|sequins|sequinned", "tweed": "", "corduroy": "cord|corduroys", "chiffon": "",
-        "tulle": "", "knit": "knitted|knits|knitwear|cable knit|chunky knit", "suede": "",
-        "faux fur": "fake fur", "fur": "furry", "mesh": "", "jersey": "", "organza": "", "nylon": "",
-        "polyester": "", "vinyl": "pvc", "crochet": "crocheted", "fleece": "", "sheer": "", "metallic": "",
-        "glitter": "glittery|sparkly|sparkle|sparkles", "shiny": "glossy|shine", "matte": "", "spandex": "lycra",
-    },
-    "length": {
-        "maxi": "", "midi": "mid length", "mini": "", "long": "longer|lengthen", "short": "shorter|shorten",
-        "cropped": "crop", "ankle-length": "", "knee-length": "", "floor-length": "floor sweeping|full length",
-        "knee-high": "",
-    },
-    "fit": {
-        "fitted": "tight|tighter|form fitting|snug", "loose": "looser|loose fitting|loosen",
-        "oversized": "oversize|baggy|baggier|boxy", "slim": "slimmer|slim fit", "skinny": "",
-        "wide-leg": "wide legged|palazzo", "flared": "flare|flares|bell bottom|bell bottoms|bellbottoms",
-        "bootcut": "boot cut|bootleg", "straight": "straight leg|straight cut", "relaxed": "relaxed fit",
-        "tailored": "", "a-line": "aline", "pleated": "pleats|pleat|pleating", "wrap": "wraparound|wrap around",
-        "bodycon": "", "high-waisted": "high waist|highwaisted|high rise", "low-rise": "low waisted",
-        "flowy": "flowing|floaty", "structured": "",
-    },
-    "style": {
-        "vintage": "", "retro": "", "boho": "bohemian|boho chic", "minimalist": "minimal|minimalistic|minimalism",
-        "elegant": "classy|sophisticated", "casual": "", "formal": "", "sporty": "athletic|athleisure",
-        "streetwear": "street style|street wear|urban", "preppy": "", "60s": "sixties", "70s": "seventies",
-        "80s": "eighties", "90s": "nineties", "y2k": "2000s|noughties", "gothic": "goth", "romantic": "",
-        "punk": "", "grunge": "", "edgy": "", "glam": "glamorous|glamour|glamor", "cottagecore": "",
-        "classic": "", "chic": "", "futuristic": "", "western": "cowboy", "evening": "", "party": "",
-        "bridal": "", "festival": "", "military": "", "nautical": "",
-        "luxurious": "luxury|luxe|expensive|high end|upscale|opulent", "summery": "summer|summertime",
-        "wintry": "winter|wintery", "bold": "bolder|daring|statement", "understated": "subtle|subtler|toned down",
-        "monochrome": "monochromatic|tonal",
-    },
-    "detail": {
-        "ruffled": "ruffles|ruffle|ruffly|frilly|frills|frill|frilled", "embroidered": "embroidery",
-        "beaded": "beads|beading", "fringed": "fringe", "sleeveless": "",
-        "long-sleeved": "long sleeve|long sleeves", "short-sleeved": "short sleeve|short sleeves",
-        "off-the-shoulder": "off shoulder", "strapless": "", "v-neck": "vneck", "backless": "open back",
-        "belted": "", "puff-sleeved": "puff sleeve|puff sleeves|puffed sleeves|puffy sleeves", "quilted": "",
-        "ruched": "", "distressed": "ripped", "halter": "halter neck|halterneck", "lace-up": "",
-        "cut-out": "cutout|cutouts|cut outs",
-        "high-slit": "slit|slits|high slit|side slit|thigh slit|leg slit|thigh high slit",
-    },
-}
+_GARMENT_KINDS: tuple[tuple[str, str, str], ...] = tuple(tuple(k) for k in LEXICON["garment_kinds"])
+_ATTRIBUTE_SYNONYMS: dict[str, dict[str, str]] = LEXICON["attributes"]
 VOCABULARY: dict[str, tuple[str, ...]] = {cat: tuple(words) for cat, words in _ATTRIBUTE_SYNONYMS.items()}
 
 # Prompt order: styles, non-compound lengths, fits, tone, colour, pattern, material, details, then the lengths and
 # fits that read as part of the noun ("a red floral maxi skirt", "a black wrap dress").
 _PROMPT_ORDER = ("style", "length", "fit", "tone", "colour", "pattern", "material", "detail", "compound", "kind")
-_NOUN_COMPOUNDS = frozenset({"maxi", "midi", "mini", "wrap", "bodycon", "a-line", "wide-leg", "bootcut"})
+_NOUN_COMPOUNDS = frozenset(LEXICON["noun_compounds"])
 # Categories where a follow-up replaces the earlier value instead of adding to it ("#2 in blue" drops "red").
 _EXCLUSIVE = frozenset({"length", "colour", "tone", "pattern", "material", "kind"})
 _TIGHT_FITS = frozenset({"fitted", "slim", "skinny", "bodycon"})
 _LOOSE_FITS = frozenset({"loose", "oversized", "relaxed", "flowy"})
 _OPPOSED_FITS = ((_TIGHT_FITS, _LOOSE_FITS), (_LOOSE_FITS, _TIGHT_FITS))  # "#2 but tighter" drops "loose"
-_PLURAL_NOUNS = frozenset({"jeans", "pants", "shorts", "shoes", "boots", "sneakers", "heels", "leggings"})
+_PLURAL_NOUNS = frozenset(LEXICON["plural_nouns"])
 
-_NEGATORS = ("no|not|without|avoid|avoiding|less|minus|non|never|nothing|none|hate|dislike|dont|do not|doesnt"
-             "|remove|ditch|drop|lose|nix|skip|except|anything but|other than|get rid of|take off|take away"
-             "|instead of|rather than|in place of|but not")
+_NEGATORS: str = LEXICON["negators"]
 _REVERSE_CONNECTORS = frozenset({"instead of", "rather than", "in place of"})  # "a skirt instead of the jeans"
-_KEEPERS = "keep|leave|preserve|dont change|dont touch|do not change|do not touch|leave alone"
-_COLOUR_MODIFIERS = frozenset({"light", "dark", "pale", "bright", "deep", "pastel", "neon", "dusty", "muted", "soft",
-                               "rich", "vivid", "electric"})
+_KEEPERS: str = LEXICON["keepers"]
+_COLOUR_MODIFIERS = frozenset(LEXICON["colour_modifiers"])
 
 _NUMBER_WORDS = {
     "zero": 0, "one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7, "eight": 8, "nine": 9,
@@ -327,129 +246,6 @@ _SWAP_VERBS = frozenset("swap switch exchange trade replace substitute change".s
 _AS_VERBS = frozenset("restyle redo reimagine reinvent redesign make turn show render imagine see".split())
 _DIRECT_VERBS = frozenset({"make", "turn"})
 _STOP_CLAUSE = frozenset({"and", "but", "then", "also", "&", "plus"})
-
-# Ordinary English words that must never be "typo-corrected" into the vocabulary ("that" -> "hat", ...).
-_STOPWORDS = frozenset("""
-about above after again against almost also always among another answer anything anyway anymore around away back
-backs bake base based batch beach bear beat because been before being believe below belong best better between
-beyond bigger blank block boost both bring build built came cancel cant change check checking chat clean close cold
-come could cute days deal dear didnt does doesnt done down draw dream dressed dresser address each edit else even
-ever every exactly fact feel feels fine first five four free fresh from front full gave getting give gives goes
-going gone good great grown guess half hand happy hard have hello help helps here hers hold home hope idea ideas
-image images inch inches into just keep kind know last late later lets like likes line lines little look looks lose
-lost love loved made make makes many maybe mean means might mind mine mode more most much must name need needs
-next nice nope normal note okay once only open other over pair paid park part place plan please point pose post
-press pretty quite rather real really reach right same save says scare scary seem seen send sent shes shift shoot
-shore shot should show shows side since size sizes some something sort soon start still stop stuff such sure take
-talk team tell than thank thanks that thats their them then there these they thing things think this those three
-tied tier time times today together took totally tried tries true turn tweet under until upon very want wants
-wear wearing well went were what when where which while who whole will wish with work would write yeah year your
-yours stain steal alive along books costs coast dropped laces peace sheet sports stress skin goodie speakers kick
-format spotty those stunning beautiful gorgeous photo photos picture pictures model person woman women girl lady guy
-outfit outfits style styles vibe vibes color colour colors colours fabric pattern print prints material version
-versions option options result results sleeve sleeves neck waist length instead looking maybe perfect awesome
-lovely amazing cool thing fabulous great sweet sweat shirtless hmmm please thanks thank regenerate variation
-variations variant variants favorite favourite favorites settings setting config steps step guidance seed strength
-denoise denoising count undo revert cancel help commands usage previous pick choose select continue similar
-another again retry reroll redo tweak vary riff iterate render generate create produce making wanted needs love
-lovely adore heart bookmark keeper winner use using base build work proceed start could should would might think
-guess tried tries trying actually probably definitely absolutely please still left right both either neither
-swap switch replace change turn convert transform exchange trade substitute into onto from with without about
-over under after before while during since until because although though whether plus minus times
-""".split())
-
-# English words (from /usr/share/dict/american-english, Debian "wamerican") that the typo repair would otherwise
-# turn into vocabulary ("matter" -> "matte", "following" -> "flowing").  When the vocabulary changes, run
-# tests/test_intent.py::test_dictionary_words_are_not_corrected: it prints the words to add here.
-_DICTIONARY_STOPWORDS = frozenset("""
-abiding abstracted abstractly airline alien aliened aligned alike alined alpine angoras anther anthers aquae
-athlete attract avid avoided avowing backers backpacked backpacker backpackers backrests backspace backspaces
-backtrack backtracks baggiest balder balding banana bananas bandanna bandannas bandies banding bangs banyans
-beaching bead beadiest beady beaked beaks beamed beaming beams beaned beaning beans bearded bearding beards
-bearing bearings bears beating beatings beatniks beats beaus beauties bedded bedding beds beet beets beget
-begets behaving beheaded beheading beheads beholder belated belaying belied belled bells bending bends bents
-berating bereft beset besets besiege bested bests betaking betiding bets betted bewaring bight blacked blacken
-blacker blackjack blackjacks blackness bladders blamer blasters blaze blazed blazes bleating bleeding blending
-blight bloodies blots bloused blown blued bluer bluish blushed blusher blushes boarding boats boggier boggy
-bolted bolts bombards bombed bonuses boobies boobs boogies bookies booms boons boors boos boosts bootees booth
-booths bootie bootless booty booziest border boulder boulders bounties bouts bowlder bowlders brads bragger
-brags braiding brandies branding brawn braziers breaded breading breads breaking breeding brighten brightens
-brightest brightly brogue bronzed brow browned browner brownie brows brush buckles buggier buggy bulrush
-bumblers bush cameo camouflaged camps cams capes caramel card cardiac carding cardio cards carpi carps cashier
-cashiered casually casualty cats causal chamois chaps chats checker checkers checkups cheeked cheeks cheered
-chick chicks chignon chignons chin china chink chinks chins chocked chocks chopped chopper choppers choppier
-choral chorale chorals chord chucked chuckled chucks claps class classical classier classify classing clopped
-clutched clutches coal coals coasts colts combats cooper coots copier copped coppery copter cordial cored
-corneal corral corrals cots cottoned cram crapped craps creak creamed creamer creamy crimsoned crippled
-cropper croppers crotches crotchet crotchets crotchety crouched crouches croup crutch dairying danker daringly
-darken darling darlings darning darting dating dazing denies depress depresses digress digressed digresses
-disliked distress distresses distrusted ditched ditches dogtrot dolts donut doted dotes dregs dressers
-dressier dressiest dressy droop dross dryness dungaree duress dwarfing eighteens eighths eightieth eightieths
-elegance elegantly elephant embroider embroideries embroiders emending evincing excepted excerpt excerpts
-expansive expense expensively expressive extensive fallowing fare fared fares fats feared feats federals
-femora ferry festive festively fiats fill filled fills filly fitter flags flake flaked flakes flame flamed
-flames flaps flat flaunts flavored flawed flawing flaws flayed flays fleeced fleecier fleecy flits flitted
-float floaters floating floats flock flocking flocks flogging flooding floored flooring flopping flora florae
-floras flossing floured flouring flouting flow flowed flowerbed flowerbeds flowerier flowering flown flows
-flurry flyovers follower followers following formally fowling frack fracks frats fridge friended frillier
-frizzled frowning fury geocentric geometrical geometries geometry giblet giblets gilt gilts gimlet gimlets
-glamored glamorously glamoured glamourous glassy gleam glittered glitzier gloss glossary goldener goons grange
-graphical graphing graphite gravy greed greened greener greet grittier grudge grungier grungy hafts haler
-halted haltered halts handball handballs harts haste hated hater hatter heals heats heeds hood hoods hooey
-hooky howdy jacked jackpots jiggers jogger joggles jolts jots jugglers jumped jumpier junipers kickers kicky
-kinks kits knighted knights knitter knitters knots knotted laced lagging lance lather lathers laughter launder
-leaguing lease leathery leaved leaven leavens leggin leggins lengthened lengthier lengths lengthy leotard
-leotards lien lighted lighten lightens lightest lightly liken limed linden lindens lined lineman linemen liner
-linger liven loader loaders loafed loaner loaners lodger logger logging loner longed loosed loosely loosened
-loosest looter loser louse lugging lugubrious luxuries luxuriously macaroon males marooned mate mated matt
-matted matter matters matts maxim menus metabolic meted miles militancy militarily mindless minds mines
-minibus minim minima minimally minks minty minuets minuses minuted minutes modules moles mounted mouthed
-muddles muffles muggles mulches mule mullets mulls mumbles muscles mused muses mustered mutated mute muter
-mutes muzzles naughtiest nautically neckline necklines nervier newer niceties nighties nineteens ninetieth
-ninetieths ninnies nonce noshing notching noticing noting noughts nuder nudge opulence organize outlive
-overall overcast overcasts overeat overeats overhauls overlie oversee oversells oxford pacts pager pain paint
-paints palaver palazzi paled palmier palpated palpating panes pangs pans panties panty paper paprika parent
-parents parity parks parkway parkways parry parse parses parsley partly parts partway passel passels paste
-pasted pasterns pastes pasties pasts pasty patented patently patient patients pats patty payer peaches peaking
-pealing peanuts peat pedants pelting peppy perch petting pimps pinky pints placated placating placid placing
-plainer plainly plaint plaints plait plaited plaiting planets planing plant planted planting plants plasters
-plated plating platter playing plea plead pleaded pleader pleading pleads pleas pleased pleasing pleasings
-plovers plumb plume plump plumps plunk poach polecat polecats polestar polkaed pollster potent prating preach
-preachy predated predating prepay preserved preserver preservers pullers pulps pulsated pulsating pulse pulses
-pumas pump pumpers punts pups puree purees purge purges purpler purplest purpose purposes pursed purser
-pursers pursue pursued pursuer pursuers pursues pusses quailed quieted quilter quilters quitted quoited raffle
-raffled raffles rapped regenerated regenerates regenerative relapsed related relaxes relayed released reloaded
-remote removed remover removers remunerate replaced replayed retrod riffle riffled riffles ripper rippled
-roamers romped roomers rouse ruffed rushed rusty sacks sager salon saloon saltine salting salver sandbags
-sandbars sating scandal scandals scar scarcest scares scarfed scariest scarify scars schemer scrimped scripted
-scummier scurf sealers seating sedater seeings seekers seer sequenced sequoias setters settling seventeens
-sevenths seventieth seventieths sexpots sexting shacks shakers shall shear shearer sheen sheep sheered sheerer
-sheller shelter shies shifts shimmer shimmers shimmery shin shined shiner shiners shingle shinier shinned
-shinny shins shire shires shirk shirks shirr shirrs shirted shit shits shoed shone shoos shooter shooters
-shoots shops shores shorn shorted shortened shortest shorting shortish shortly shots shout shouts shove
-shovels shoves showers shrimped shrine shrines shyer sicken silly silts silvered silvery simmer simmers sine
-sits sitting sittings sixteens sixtieth sixtieths skaters skating skimp skirted skit skits slack slackens
-slackers slackest slammer slammers slating slats sleepless slicks slid slights slime slimier slimmed slimmest
-slimy slips slits sliver sloes slots slotted slummer sluts smacks snacks snakier snarf snarfs sneaked sneakier
-sneer snits snort snorts snots sold soled soli solider solidly solver sophisticate sophisticates sorter
-sorters sorts sots soundless soundness sparely sparked sparkled sparkler sparklers sparsely spats spatted
-speaker spigots spine spiny spits spitted splatted splints split splits sported sportier spot spotter spotters
-spottier spouted spouts sprouted sprouts squinted squints squired squirts stacks stage staplers staples
-starkly starless starlet starlets starlight starves statesmen stating station steer stilettoes stipend stolid
-storied stories straighten straighter strained straplesses strapped streetcar striated stricture strictures
-stride strides strife strike strikers strikes stringed strings strip stripped stripper strippers strips stript
-strive strived strives strophes stropped structural structure structures submits subtitle subtlest subtlety
-subtly sued suite suites suitors sulky summary summed summered summitry summits summoner sundaes sunders
-sundials sundries sunless suppresses swatter swatters swearer swearers sweatier sweeter swelter swelters
-swimmer swimmers swine symmetry tacks tailors talks tangs tankers tanners tape tartar tasks teaches teed teems
-teens thees thirsts tides tiers tighten tightens tightest tightly tikes tiles tines tires toenail toes tokes
-tomes tones tonight torte tortes total toted totem totems tots totters toweled towered tracers traders trailer
-trailers trained trainee trainees trances treed trees trenched trouper troupers tuxedoes tweaked twee tweedy
-tweeted twerked undercoated underrated understaffed understand understate understates urbane urbaner vacation
-vacations validation validations valuations vantage vantages vasts vents vets violent westerly westerner whine
-whistle whit whiten whitens whiter whitest whither whits whittle wholly wince windbreak windbreaks wined
-winery winger wintered wintrier wooden woody woollier woollies woozy wrapt yellowed yellower
-""".split())
 
 
 def _norm_key(phrase: str) -> tuple[str, ...]:
@@ -487,32 +283,25 @@ _CATEGORY = {attr: cat for cat, table in _ATTRIBUTE_SYNONYMS.items() for attr in
 _KINDS = frozenset(kind for kind, _, _ in _GARMENT_KINDS)
 
 # Typo targets: single-word vocabulary entries of >= 4 letters, bucketed by first letter, plus a few keywords.
-_FUZZY_EXTRA = ("favorite", "favourite", "variations", "variation", "settings", "regenerate", "another")
+_FUZZY_EXTRA = ("favorite", "favourite", "variations", "variation", "settings", "regenerate", "another", "make",
+                "change", "could", "would", "please", "show", "switch", "swap", "give", "turn")
 _FUZZY_BY_LETTER: dict[str, list[str]] = {}
-for _key in sorted(_LEX):
-    if len(_key) == 1 and len(_key[0]) >= 4 and _key[0].isalpha():
-        _FUZZY_BY_LETTER.setdefault(_key[0][0], []).append(_key[0])
+for _word in sorted({w for _key in _LEX for w in _key if len(w) >= 4 and w.isalpha()}):
+    _FUZZY_BY_LETTER.setdefault(_word[0], []).append(_word)
 for _word in _FUZZY_EXTRA:
     _FUZZY_BY_LETTER.setdefault(_word[0], []).append(_word)
-_KNOWN = (_STOPWORDS | _DICTIONARY_STOPWORDS | set(_NUMBER_WORDS) | set(_ORDINALS) | _ARTICLES | _GLUE | _NEG_FILLERS
+_KNOWN = (set(_NUMBER_WORDS) | set(_ORDINALS) | _ARTICLES | _GLUE | _NEG_FILLERS
           | {w for key in _LEX if len(key) > 1 for w in key})
 
 # Emoji that carry meaning; every other symbol becomes a space.
-_EMOJI = {
-    "⭐": "star", "🌟": "star", "❤": "love", "♥": "love", "😍": "love", "🥰": "love", "💖": "love", "💕": "love",
-    "💗": "love", "↩": "undo", "⏪": "undo", "🔙": "undo", "❓": "?", "❔": "?", "🔁": "again", "🔄": "again",
-    "⚙": "settings", "🆘": "help",
-    "🔴": "red", "🟠": "orange", "🟡": "yellow", "🟢": "green", "🔵": "blue", "🟣": "purple", "🟤": "brown",
-    "⚫": "black", "⚪": "white", "💙": "blue", "💚": "green", "💛": "yellow", "🧡": "orange", "💜": "purple",
-    "🖤": "black", "🤍": "white", "🤎": "brown", "🌸": "floral", "🌺": "floral", "🌼": "floral", "🌷": "floral",
-    "🐆": "leopard", "🦓": "zebra",
-}
+# Emoji that carry meaning; every other symbol becomes a space.
+_EMOJI: dict[str, str] = LEXICON["emoji"]
 # Garment emoji count only when no garment is named in words ("a tweed blazer 🧥" is a blazer, not two items).
-_GARMENT_EMOJI = {
-    "👗": "dress", "👖": "jeans", "👕": "tshirt", "👔": "shirt", "🧥": "coat", "👠": "heels", "👡": "heels",
-    "👟": "sneakers", "👞": "shoes", "👢": "boots", "👜": "bag", "👛": "bag", "🎒": "bag", "🧣": "scarf",
-    "🎩": "hat", "👒": "hat", "🧢": "hat", "🩳": "shorts", "👚": "blouse",
-}
+_GARMENT_EMOJI: dict[str, str] = LEXICON["garment_emoji"]
+#: Slack's emoji codes (":heart_eyes:") that carry meaning; others are dropped
+_EMOJI_CODES: dict[str, str] = LEXICON["emoji_codes"]
+#: Short misspellings and chat spellings the fuzzy repair cannot reach ("mak", "cna", "gimme")
+_TYPO_WORDS: dict[str, str] = LEXICON["typos"]
 _EMOJI_MARK = "_e"  # "👗" -> "dress_e": a garment token flagged as coming from an emoji
 
 
@@ -521,6 +310,13 @@ _EMOJI_MARK = "_e"  # "👗" -> "dress_e": a garment token flagged as coming fro
 # ---------------------------------------------------------------------------------------------------------------
 def _normalize(text: str) -> str:
     text = unicodedata.normalize("NFKC", text)
+    text = re.sub(r":([a-z0-9_+-]+):", lambda m: f" {_EMOJI_CODES.get(m.group(1), '')} ", text)  # Slack :fire:
+    text = re.sub(r"(?<![\w~])~[^~\n]+~(?![\w~])", " ", text)  # ~struck out~ words were taken back
+    text = re.sub(r"(?<![\w])[_*~]+|[_*~]+(?![\w])", " ", text)  # Slack _italics_, *bold*, ~strike~
+    text = re.sub(r"(?i)\bbelt\s+(?:it|her|them|the\s+waist)\b", " belted ", text)
+    text = re.sub(r"(?i)\bw/o\b", " without ", text)
+    text = re.sub(r"\b[A-Za-z]+\b", lambda m: _TYPO_WORDS.get(m.group(0).lower(), m.group(0)), text)
+    text = re.sub(r"(?i)\bw/(?=\s)", " with ", text)
     text = re.sub(r"<(?:[@#!]|https?:|mailto:)[^>]*>", " ", text)  # Slack mentions, channels, links
     text = re.sub(r"https?://\S+", " ", text)
     text = re.sub(r"(?<!\w)@[\w.-]+", " ", text)
@@ -539,7 +335,8 @@ def _normalize(text: str) -> str:
     text = re.sub(r"\b19([2-9]0)s\b", r"\1s", text)  # 1970s -> 70s
     # "no pattern", "without the print": plain (the pattern category's own word, replacing "floral")
     # ("no prints or ruffles": the negation goes on to "ruffles")
-    text = re.sub(r"\b(?:no|without(?: an?| the| any)?|lose the|drop the)\s+(?:patterns?|prints?|patterning)\b"
+    text = re.sub(r"\b(?:no|without(?: an?| the| any)?|lose the|drop the|ditch the|get rid of the|remove the"
+                  r"|no more)\s+(?:patterns?|prints?|patterning)\b"
                   r"(\s*(?:or|and|nor)\b)?", lambda m: "plain, no" if m.group(1) else "plain", text)
     text = re.sub(r"\b(?:no|without(?: the| any)?)\s+sleeves\b", "sleeveless", text)
     text = re.sub(r"\btone\s+(?:it|this|that|them)\s+down\b", "toned down", text)
@@ -564,14 +361,26 @@ def _edit_distance(a: str, b: str) -> int:
     return prev[-1]
 
 
+@cache
+def _english() -> frozenset[str]:
+    """English words (pyspellchecker's frequency list, shipped in its wheel): never "repaired" into vocabulary
+    ("matter" is not "matte", "following" is not "flowing").  Loaded on the first unknown word (~0.1 s)."""
+    from spellchecker import SpellChecker
+
+    return frozenset(SpellChecker(language="en", distance=1).word_frequency.dictionary)
+
+
 def _correct_word(word: str) -> str:
     """Repair a typo ("skrit" -> "skirt"): difflib ratio >= 0.8, same first letter, at most one edit (two for
-    words of 7+ letters), and never for English words (:data:`_STOPWORDS`, :data:`_DICTIONARY_STOPWORDS`)."""
+    words of 7+ letters), and never for English words (:func:`_english`)."""
     if len(word) < 4 or not word.isalpha() or word in _KNOWN or (word,) in _LEX:
         return word
     if word.endswith("s") and (word[:-1],) in _LEX:
         return word
-    for match in difflib.get_close_matches(word, _FUZZY_BY_LETTER.get(word[0], ()), n=3, cutoff=0.8):
+    candidates = difflib.get_close_matches(word, _FUZZY_BY_LETTER.get(word[0], ()), n=3, cutoff=0.8)
+    if not candidates or word in _english():
+        return word
+    for match in candidates:
         if _edit_distance(word, match) <= (1 if len(word) <= 6 else 2):
             return match
     return word
@@ -597,9 +406,11 @@ _SETTING_TYPES: dict[str, type] = {"steps": int, "seed": int, "count": int, "gui
                                    "grow": int, "threshold": float, "grow_by": int}
 #: "make the mask bigger", "the mask is too small" → grow it; "tighter mask" → shrink it (pixels, relative)
 _MASK_BIGGER_RE = re.compile(r"\b(?:bigger|larger|wider|grow|expand|enlarge|extend)\s+(?:the\s+)?mask\b"
-                             r"|\bmask\s+(?:is\s+|was\s+)?(?:too\s+(?:small|tight|narrow)|bigger|larger|wider)\b")
+                             r"|\bmasks?\s+(?:is\s+|was\s+)?(?:a\s+bit\s+|a\s+little\s+|slightly\s+)?"
+                             r"(?:too\s+(?:small|tight|narrow)|bigger|larger|wider)\b")
 _MASK_SMALLER_RE = re.compile(r"\b(?:smaller|tighter|narrower|shrink|reduce)\s+(?:the\s+)?mask\b"
-                              r"|\bmask\s+(?:is\s+|was\s+)?(?:too\s+(?:big|large|wide|loose)|smaller|tighter)\b")
+                              r"|\bmasks?\s+(?:is\s+|was\s+)?(?:a\s+bit\s+|a\s+little\s+|slightly\s+)?"
+                              r"(?:too\s+(?:big|large|wide|loose)|smaller|tighter)\b")
 MASK_STEP_PX = 16
 _ALIAS_TO_SETTING = {alias: key for key, aliases in _SETTING_ALIASES.items() for alias in aliases}
 _ALIAS_RE = "|".join(re.escape(a).replace(r"\ ", r"\s+") for a in sorted(_ALIAS_TO_SETTING, key=len, reverse=True))
@@ -665,10 +476,12 @@ _REF_NOUNS = ("one|ones|image|images|pic|pics|picture|photo|option|version|varia
 _COUNT_NOUNS = ("variations?|variants?|versions?|options?|takes|looks|ideas|designs|alternatives|images|pics"
                 "|pictures|photos|renders|samples|outputs|results|examples|shots|tries|attempts|generations"
                 "|outfits|iterations|rerolls")
+_REF_NOUNS_SET = frozenset(_REF_NOUNS.split("|"))
 _VAR_VERBS = ("use|fav|fave|favorite|favourite|star|love|i like|i really like|something like|pick|choose|select|take|keep|save|continue from"
               "|continue with|go with|going with|go back to|back to|start from|start with|build on|build from"
               "|base on|based on|work from|work on|revert to|more like|similar to|vary|riff on|variations of"
-              "|variants of|versions of|variations on|same as|try|tweak|edit|redo|heart|bookmark|proceed with")
+              "|variants of|versions of|variations on|same as|try|tweak|edit|redo|heart|bookmark|proceed with"
+              "|obsessed with|in love with|crazy about|into")
 _VAR_VERBS_RE = _VAR_VERBS.replace(" ", r"\s+")
 
 _VAR_EXPLICIT = [
@@ -731,6 +544,8 @@ def _extract_numbers(text: str) -> tuple[int | None, int | None, str | None, str
             verb_before = bool(before) and re.fullmatch(rf"(?:{_VAR_VERBS})", before[-1]) is not None
             if pre == "a" or not (word[0].isdigit() or pre or post or verb_before):
                 continue
+            if re.match(r"\s+of\s+the\s+(?:day|morning|week|year|season|batch|bunch|shoot)\b", text[m.end():]):
+                continue  # "first one of the day": not a variation
             n = int(re.match(r"\d+", word).group(0)) if word[0].isdigit() else _ORDINALS[word]
             take_variation(m, n)
 
@@ -1051,66 +866,227 @@ _RESET_RE = re.compile(r"\b(?:start\s+(?:over|again|afresh|fresh)|from\s+scratch
 _UNDO_WEAK_RE = re.compile(r"\b(?:go\s+back|step\s+back|take\s+(?:it|that|this)\s+back|back|previous"
                            r"|cancel\s+(?:that|it|this))\b")
 _HELP_RE = re.compile(r"^\s*(?:\?+|h|help|commands|usage|instructions|menu|info)\s*[?!.]*\s*$"
-                      r"|\b(?:help|what\s+can\s+you\s+do|what\s+do\s+you\s+do|how\s+does\s+(?:this|it|that)\s+work"
+                      r"|\b(?:help|what\s+(?:else\s+)?can\s+you\s+do|what\s+do\s+you\s+do"
+                      r"|how\s+does\s+(?:this|it|that|the\s+bot|this\s+bot|restyle)\s+work"
                       r"|how\s+do\s+i\s+(?:use|start)|how\s+to\s+use|what\s+can\s+i\s+(?:say|ask|do|type)"
                       r"|what\s+are\s+the\s+commands|show\s+commands|who\s+are\s+you)\b")
 _BATCH_RE = re.compile(r"\b(?:batch|bulk)\b")
 _VARY_RE = re.compile(rf"\b(?:more\s+like|something\s+like|similar|again|vary|variations?"
                       rf"|variants?|regenerate|re\s*roll|retry|redo|riff|iterate|tweak|another|one\s+more"
-                      rf"|same\s+(?:but|again|thing|as|one|vibe|style))\b"
+                      rf"|same\s+(?:again|thing\s+again|as|one|vibe|style))\b"
                       rf"|\b(?:more|other|different|new|fresh)\s+(?:{_COUNT_NOUNS})\b|\bshow\s+me\s+more\b"
                       rf"|\bkeep\s+(?:going|them\s+coming)\b"
                       rf"|\b(?:{_NUM}|some|few|couple|several|any)\s+more\b"
-                      rf"|\bmore\s*(?:$|[,.!?;#\d]|(?:please|pls|plz|of\s+(?:those|these|that|this|them|it"
+                      rf"|\bmore\s*(?:$|[,.!?;#]|(?:please|pls|plz|of\s+(?:those|these|that|this|them|it"
                       rf"|the\s+same))\b)")
 _FAV_RE = re.compile(r"\b(?:fav|fave|favs|faves|favorite|favourite|favorites|favourites|favorited|favourited"
                      r"|star|starred|love|loved|adore|heart|bookmark|save|saved|keeper)\b"
                      r"|\bi\s+(?:really\s+|do\s+|quite\s+)?(?:like|love|adore|dig)\b|^\s*like\s+(?:it|this|that)\b")
 _INFO_RE = re.compile(r"\b(?:seed|prompt|details?|info|settings|how\s+(?:did\s+you|was\s+it|were\s+they)\s+"
                       r"(?:make|made|get|got|do|done)|what\s+(?:did\s+you\s+use|was\s+used))\b")
-_PRAISE_RE = re.compile(r"\b(?:great|perfect|gorgeous|beautiful|stunning|amazing|awesome|lovely|fantastic|nice"
+_PRAISE_RE = re.compile(r"\b(?:slaps|slay\w*|serving|ate|iconic|giving|vibe|hits\s+different|exactly\s+what"
+                        r"|winner|the\s+one|keeper|incredible|unreal|insane|sick|in\s+love|the\s+moment|love\s+love|dream|stunning|chic|elegant\s+af|obsessed|chefs\s+kiss|yes\s+queen|10\s*/\s*10|love\s+it|love\s+this|stunner|dreamy|cute|beautiful|pretty"
+                        r"|great|perfect|gorgeous|beautiful|stunning|amazing|awesome|lovely|fantastic|nice"
                         r"|wonderful|brilliant|excellent|obsessed|fire|chef'?s\s+kiss|looks?\s+good|spot\s+on"
                         r"|nailed\s+it|so\s+good|the\s+best|best\s+one|wow)\b")
 _USE_RE = re.compile(r"\b(?:use|using|pick|choose|chose|select|go\s+with|going\s+with|continue|start\s+from"
                      r"|build\s+(?:on|from)|base|based\s+on|work\s+(?:from|with|on)|proceed\s+with|take"
-                     r"|that\s+one|this\s+one|winner|revert\s+to|back\s+to)\b")
+                     r"|that\s+one|this\s+one|revert\s+to|back\s+to)\b")
+
+
+# A clear request to the bot: an imperative at the start of a clause, a polite ask, a suggestion with a style.
+_REQUEST_RE = re.compile(
+    r"(?:^|[.,;!?]\s*|\b(?:and|but|then|so|now|also|ok|okay|pls|please|plz|hey|hi|hmm+|right|alright|cool|great"
+    r"|nice|yes|yeah|next|instead|maybe)\s+)"
+    r"(?:(?:just|pls|please|plz|now|quickly|also|then)\s+)?"
+    r"(?:make|try|change|turn|give|gimme|show|do|render|generate|create|swap|switch|replace|put|add|go|lets|let\s+s"
+    r"|restyle|redo|dress|style|paint|recolou?r|colou?r|repaint|see|get|keep|vary|batch|lose|ditch|drop|lengthen"
+    r"|shorten|reimagine|redesign|convert|transform|experiment|mix|remake|rework|update|use|apply|shift|bring|tweak"
+    r"|upscale|enhance|sharpen|compare|export|download|send|share|print|place|remove|take|fix|adjust|recut|rerun"
+    r"|maybe\s+try|how\s+about|what\s+about|what\s+if)\b"
+    r"|\b(?:make|try|change|turn|give|show|do|swap|switch|replace|add|render|generate|paint|recolou?r"
+    r"|restyle|redo|see)\s+(?:the|it|her|his|them|this|that|a|an|#|me|us|some|one|those|these|both)\b"
+    r"|\b(?:can|could|would|will|cud|wud|can't|cant)\s+(?:you|u|ya|we|i|it|the|this|that|she|her|they|these)\b"
+    r"|\b(?:should|could|can|would)\s+(?:be|have)\b|\b(?:want|need)\s+(?:this|it|them|that|these)\s+in\b"
+    r"|\bpl(?:ease|s|z)\b|\b(?:i|we)\s*(?:d|would)?\s*(?:really\s+|just\s+|so\s+)?(?:like|love|want|need|wanna)\s+(?:to\s+(?:see|try|get)|it|them"
+    r"|this|that|a|an|some|more|#)|\bi\s+(?:want|wanna|need)\b|\bwhat\s+would\s+(?:it|this|that|she|he|they)\s+look"
+    r"|\bhow\s+would\s+(?:it|this|that|she|he|they)\s+look|\bany\s+chance\b|\b(?:let\s*me|lemme|lets)\s+see\b"
+    r"|\bshow\s+(?:me|us)\b|\bin\s+(?:a\s+)?(?:different|another)\b")
+_TERSE_OK = frozenset("in with but and or as a an the it its this that some please pls plz now instead also then "
+                      "touch tad all just even less lot smidge bit abit "
+                      "too version versions one ones same again like more bit little slightly much way really so "
+                      "very kinda quite style for both each".split())
+_SENTENCE_WORDS = frozenset("is are was were am be been looks look seems seem feel feels think thought need needs "
+                            "should would could can did does has have had i we she he they you its it thats getting "
+                            "got shot wore".split())
+_LAUGH_RE = re.compile(r"\b(?:lol+|lmao+|lmfao|rofl|haha\w*|hehe\w*|omg|omfg|wtf|ikr|anyone|anybody|guys|team"
+                       r"|everyone|lunch|meeting|call|email|client\s+call|fyi|btw|this\s+thread)\b")
+_QUESTION_START_RE = re.compile(r"^(?:is|are|was|were|does|do|did|has|have|had|who|why|where|when|whose|whats"
+                                r"|what\s+(?:colou?r|fabric|material|seed|prompt|guidance|steps|settings|did|was|were"
+                                r"|does|do|made|happened)"
+                                r"|what\s+is|what\s+s|how\s+come|isnt|arent|doesnt|didnt|should|shall|will|am|which)\b")
+_HOWTO_RE = re.compile(r"^(?:\w+\s+){0,3}?(?:how\s+(?:do|can|would|should|could)\s+(?:i|we|you|one)|how\s+to"
+                       r"|is\s+there\s+a\s+way\s+to|where\s+do\s+i|what\s+do\s+i\s+(?:type|say|write)"
+                       r"|can\s+i\s+(?:undo|go\s+back|save|star|change\s+the\s+settings|set|get\s+back)"
+                       r"|whats?\s+(?:s\s+)?the\s+command|what\s+is\s+the\s+command|which\s+command|what\s+command"
+                       r"|(?:can\s+you\s+)?explain|what\s+does\s+(?:strength|guidance|seed|steps|threshold|grow)\s+do"
+                       r"|what\s+is\s+(?:strength|guidance|a\s+seed|steps)"
+                       r"|what\s+(?:settings|options)\s+can\s+i)\b")
+_HOWTO_TOPICS = [  # (topic, regex) — the first that matches the question names it
+    ("reset", r"\boriginal|start\s+over|from\s+scratch|reset|beginning"),
+    ("undo", r"\bundo|go\s+back|previous|revert|step\s+back|get\s+back|take\s+back"),
+    ("use", r"\bbase\b|continue\s+from|build\s+on|work\s+from|working\s+from|keep\s+working|use\s+(?:one|a|#|\d)"),
+    ("info", r"\bprompt|seed\s+of|how\s+(?:it|#?\d+)\s+was\s+made|(?:find|see|get)\s+the\s+seed"),
+    ("favorite", r"\bfav\w*|star\w*|save|keep|bookmark|heart|like\s+one|pick\s+(?:one|a\s+favou?rite)"),
+    ("use", r"\bbase|continue\s+from|build\s+on|work\s+from|use\s+(?:one|a|#|\d)"),
+    ("batch", r"\bbatch|bulk|(?:lots|many|several|more|\d+)\s+at\s+once|slash\s+command"),
+    ("settings", r"\bsettings?|steps|seed|guidance|strength|count|mask|threshold"),
+    ("more", r"\bmore\s+(?:like|of|variations|options)|variations|regenerate|another"),
+    ("looks", r"\blooks?\b|lora|brand"),
+    ("info", r"\bprompt|how\s+(?:it|#?\d+)\s+was\s+made"),
+    ("restyle", r"\bchange|colou?r|make|restyle|fabric|garment|try|edit|swap"),
+]
+_HOWTO_TOPICS_RE = [(t, re.compile(r)) for t, r in _HOWTO_TOPICS]
+_CONFIRM_RE = re.compile(r"^(?:(?:y|ya|yes|yep|yup|yeah|yea|sure|ok|okay)\W+)?"
+                         r"(?:y|ya|yes|yep|yup|yeah|yea|sure|ok|okay|k|go|go\s+ahead|go\s+for\s+it|do\s+it|generate(?:\s+it)?"
+                         r"|please\s+do|yes\s+please|sounds\s+good|lets\s+do\s+it|lets\s+go|correct|right|exactly"
+                         r"|perfect\s+go|yes\s+do\s+it|confirm(?:ed)?)(?:\s+(?:please|pls|thanks|thx|then|now))?[\s.!]*$")
+_CANCEL_RE = re.compile(r"^(?:(?:nah|no|nope|ok|okay|actually|hmm+|wait|never\s*mind|stop)\W+)*(?:n|no|nope|nah"
+                        r"|not\s+that(?:\s+one)?|leave\s+it(?:\s+as\s+(?:is|it\s+is))?|wrong\s+one|no\s+wrong\s+one"
+                        r"|cancel\s+(?:that|it|this)|scratch\s+that|never\s*mind|nvm|cancel|stop|dont|no\s+thanks"
+                        r"|no\s+thank\s+you"
+                        r"|wrong|not\s+what\s+i\s+meant|thats\s+not\s+it|forget\s+it|scrap\s+that)[\s.!]*$")
+# Things restyle does not (yet) do, and how people say them.  Checked on the normalised text, whole words only.
+_TOPIC_PATTERNS: list[tuple[str, str]] = [
+    ("other_photos", r"\b(?:other|rest\s+of\s+the|all\s+(?:the|my|our)|every|each|these|those|remaining|whole)\s+"
+                     r"(?:\d+\s+|[a-z]+\s+)?(?:photos|pics|images|shots|pictures|looks\s+in\s+the\s+shoot|shoot)\b"
+                     r"|\bwhole\s+(?:shoot|collection|lookbook\s+shoot)\b|\bbatch\s+of\s+photos\b"),
+    ("upscale", r"\b(?:\d+\s*dpi|dpi|upscale\w*|up\s*res|upres|hi\s*res|high\s*res|higher\s+res\w*|full\s+res\w*|resolution|4k|8k"
+                r"|enhance|sharpen\w*|sharper|less\s+blurry|blurry|pixelated|print\s+quality|super\s*res\w*)\b"),
+    ("compare", r"#?\s*\d+\s+or\s+#?\s*\d+|\b(?:different\s+(?:from|between|than)|what\s+changed\s+between|rank"
+                r"|which\s+(?:of\s+these|one)\s+(?:would|will|is|looks|reads)|vs|versus|side\s+by\s+side|next\s+to\s+each\s+other|compare\w*|comparison|difference\s+between"
+                r"|which\s+(?:one\s+)?(?:is|looks|do\s+you\s+think\s+is)\s+better|which\s+(?:is|one\s+is)\s+"
+                r"(?:best|nicer)|better\s*,?\s*#?\d+\s+or\s+#?\d+|which\s+do\s+you\s+prefer|preferred)\b"),
+    ("lookbook", r"\b(?:look\s*book|pdf|deck|slide\s+deck|keynote|powerpoint|export\w*|download\w*|zip\s+(?:file|it|them|of)"
+                 r"|email\w*|print\s+(?:it|them|this|out)|presentation|moodboard|mood\s+board"
+                 r"|send\s+(?:it|them|this|these|those|#?\d+)\s+to|share\s+(?:it|them|this|these|#?\d+)|google\s+drive"
+                 r"|dropbox|drive\s+folder|(?:make|add|put)\s+(?:a|it\s+on\s+a|them\s+on\s+a)\s+slide)\b"),
+    ("background", r"\b(?:background|backdrop|bg|scenery|scene|setting\s+of\s+the\s+photo|location|backgrounds"
+                   r"|(?:on|at)\s+(?:a|the)\s+(?:beach|rooftop|runway|street|balcony)|in\s+(?:paris|milan|tokyo|london|new\s+york)"
+                   r"|street\s+scene|setting\s+(?:a|an|to|in)|cafe|sunset|brick\s+wall|in\s+front\s+of|behind\s+her"
+                   r"|studio\s+(?:grey|gray|white|backdrop))\b"),
+    ("hair", r"\b(?:(?:give|cut)\s+her\s+(?:a\s+)?(?:fringe|bob|bangs|pixie)|hair\w*|ponytail|braids?|braided|updo|curls|curly|fringe\s+cut|blonde|brunette|redhead|bun)\b"),
+    ("makeup", r"\b(?:make\s*up|lipstick|lips|lip\s+colou?r|eyeshadow|eyeliner|mascara|nail\s*polish|nails|manicure"
+               r"|blusher|contour|smok[e]?y\s+eyes?|eyebrows?|cheeks?|lashes|freckles)\b"),
+    ("jewellery", r"\b(?:hoops|sunnies|studs|jewel\w*|earrings?|necklaces?|bracelets?|rings?|sunglasses|glasses|shades|watch|watches"
+                  r"|pendant|choker|anklets?|brooch|piercings?|chains?|bangles?)\b"),
+    ("lighting", r"\b(?:lighting|golden\s+hour|exposure|shadows?|sunlight|flash|white\s+balance|brighter\s+(?:photo"
+                 r"|image|picture|pic)|too\s+dark\s+(?:photo|image|picture)|backlit|contrast)\b"),
+    ("other", r"\b(?:crop\s+(?:the|this|that|her|it)\b(?!\s+top)|rotate|flip\s+the\s+(?:photo|image|pic)|watermark"
+              r"|resize|change\s+the\s+model|another\s+model|different\s+model)\b"),
+    ("pose", r"\b(?:turn\s+to\s+the\s+side|pose|posing|her\s+arms?|his\s+arms?|standing|sitting|facing|turn\s+her\s+(?:around|head)|smile"
+             r"|smiling|expression)\b"),
+    ("body", r"\b(?:(?:her|his|the\s+models?)\s+(?:body|face|skin|legs|figure|weight|height|eyes)|body\s+shape"
+             r"|plus\s+size|skin\s+tone|tattoos?|thinner\s+model|taller|curvier|skinnier\s+model)\b"),
+]
+_TOPIC_RES = [(t, re.compile(p)) for t, p in _TOPIC_PATTERNS]
+_FEATURE_TOPICS = frozenset({"upscale", "compare", "lookbook", "other_photos", "other"})
+_REMOVAL_RE = re.compile(r"\b(?:remove|take\s+off|take\s+away|get\s+rid\s+of|delete|erase|without|lose|ditch|drop)\b")
+#: "the red one", "the floral ones": a variation pointed at by its look, not a new style
+_DESCRIBED_REF_RE = re.compile(r"\b(?:the|that|this|those|these)\s+((?:[a-z]+\s+){1,2})(?:one|ones)\b")
+_COUNT_SETTING_RE = re.compile(rf"\b(?P<num>\d+|{_NUM_NO_ONE})\s+(?:per|each|every|at\s+a)\s+(?:round|time|go|batch"
+                               rf"|turn|prompt|request)\b|\b(?:from\s+now\s+on|always|by\s+default)\s+(?:do|make"
+                               rf"|give\s+me|generate|show\s+me)\s+(?P<num2>\d+|{_NUM_NO_ONE})\b")
+# Complaints say what is wrong; restyle makes the opposite ("too long" -> shorter).  (regex, replacement)
+_COMPLAINTS: list[tuple[str, str]] = [
+    (r"\bsleeves?\s+(?:are\s+|is\s+|look\s+|feel\s+)?(?:way\s+|a\s+bit\s+|a\s+little\s+|slightly\s+|much\s+|kinda\s+)?"
+     r"too\s+long\b", " short sleeves "),
+    (r"\bsleeves?\s+(?:are\s+|is\s+|look\s+|feel\s+)?(?:way\s+|a\s+bit\s+|a\s+little\s+|slightly\s+|much\s+|kinda\s+)?"
+     r"too\s+short\b", " long sleeves "),
+    (r"\btoo\s+long\b", " shorter "), (r"\btoo\s+short\b", " longer "), (r"\btoo\s+(?:tight|fitted|snug|clingy)\b",
+                                                                       " looser "),
+    (r"\btoo\s+(?:loose|baggy|boxy|oversized|big|wide|shapeless)\b", " fitted "),
+    (r"\btoo\s+(?:busy|loud|much|flashy|bold|bright\s+and\s+busy)\b", " understated "),
+    (r"\btoo\s+(?:plain|boring|basic|simple|bland|safe)\b", " bold "),
+    (r"\btoo\s+dark\b", " lighter "), (r"\btoo\s+(?:bright|neon|garish)\b", " muted "),
+    (r"\btoo\s+(?:light|pale|washed\s+out)\b", " darker "), (r"\btoo\s+(?:formal|stiff|dressy)\b", " casual "),
+    (r"\btoo\s+(?:casual|sloppy)\b", " elegant "), (r"\btoo\s+(?:shiny|glossy)\b", " matte "),
+    (r"\btoo\s+(?:sheer|see\s+through|revealing)\b", " structured "),
+    (r"\btoo\s+cropped\b", " longer "),
+    (r"\b(?:a\s+bit|a\s+little|kinda|kind\s+of|quite|so|really|very|bit|rather|pretty|way)\s+(?:loud|busy|garish)\b",
+     " understated "),
+    (r"\b(?:a\s+bit|a\s+little|kinda|kind\s+of|quite|so|really|very|bit|rather|pretty|way|looks)\s+"
+     r"(?:boring|dull|flat|bland|basic|plain)\b", " bold "),
+    (r"\b(?:looks?|feels?)\s+(?:a\s+bit\s+|really\s+|so\s+|very\s+|kinda\s+)?heavy\b", " lighter "),
+]
+_COMPLAINT_RES = [(re.compile(p), r) for p, r in _COMPLAINTS]
+_COLOURWAY_CATS = frozenset({"colour", "pattern", "material"})
+_HEDGE_RE = re.compile(r"\b(?:i\s+feel\s+like|i\s+think|i\s+wonder|wondering|maybe|perhaps|not\s+sure|might|probably"
+                       r"|could\s+be|would\s+be|kinda\s+want)\b")
+_STRONG_REQUEST_RE = re.compile(r"\b(?:make|try|change|turn|give|show|swap|switch|replace|render|generate|do|see)\s+"
+                                r"(?:the|it|her|his|them|this|that|a|an|#|me|us|some)\b|\bpl(?:ease|s|z)\b"
+                                r"|\b(?:can|could|would|will)\s+(?:you|u|we)\b|^(?:make|try|change|turn|give|show)\b")
+#: "show favourites", "my favs", "starred": a request for the list
+_LIST_FAVORITES_RE = re.compile(r"\b(?:fav(?:ou?rite)?s|faves|starred|saved|list|show|see)\b")
+
+
+def _topic(text: str) -> str | None:
+    for topic, regex in _TOPIC_RES:
+        if regex.search(text):
+            return topic
+    return None
+
+
+def _howto_topic(text: str) -> str | None:
+    for topic, regex in _HOWTO_TOPICS_RE:
+        if regex.search(text):
+            return topic
+    return None
 
 
 def _decide(text: str, *, content: bool, variation: int | None, count: int | None, count_kind: str | None,
-            settings: dict, batch_garment: bool) -> str:
+            settings: dict, batch_garment: bool, bare_ref: bool = False) -> Action:
     if not text:
-        return "unknown"
+        return Action.UNKNOWN
     if _RESET_RE.search(text) and variation is None:
-        return "reset"
+        return Action.RESET
     if _UNDO_STRONG_RE.search(text) and variation is None:
-        return "undo"
+        return Action.UNDO
     if _HELP_RE.search(text) and not content and variation is None and not settings:
-        return "help"
+        return Action.HELP
     if (settings or _SETTINGS_WORD_RE.search(text)) and not content and variation is None and count is None:
-        return "settings"
+        return Action.SETTINGS
     if variation is not None and _INFO_RE.search(text) and not settings and not content:  # "seed of #2?"
-        return "info"
+        return Action.INFO
     if (_BATCH_RE.search(text) or count_kind == "noun" or batch_garment
             or (count_kind == "verb" and content and not _VARY_RE.search(text))):
-        return "batch"
+        return Action.BATCH
     if _VARY_RE.search(text) or count is not None or count_kind is not None:
-        return "vary"
+        return Action.VARY
     if _FAV_RE.search(text) and not content:
-        return "favorite"
+        return Action.FAVORITE
     if _UNDO_WEAK_RE.search(text) and not content and variation is None:
-        return "undo"
+        return Action.UNDO
     if _USE_RE.search(text) and not content:
-        return "use"
+        return Action.USE
     if variation is not None:
-        if not content and _PRAISE_RE.search(text):  # "#2 is perfect", "love love love #3"
-            return "favorite"
-        return "vary" if content else "use"
+        if content:
+            return Action.VARY
+        if _PRAISE_RE.search(text):  # "#2 is perfect", "the 2nd one slaps"
+            return Action.FAVORITE
+        if bare_ref:  # "#2", "2", "the second one", "option three", "#2 please"
+            return Action.USE
+        return Action.UNKNOWN  # "#3" with words restyle does not know never switches the base picture
     if content:
-        return "restyle"
-    return "unknown"
+        return Action.RESTYLE
+    return Action.UNKNOWN
 
 
-_THANKS_RE = re.compile(r"^\W*(?:thanks?|thank\s+you|thx|ty|cheers|merci|ta)\b(?:\s+(?:so\s+much|a\s+lot|again"
+#: Words that may stand beside a bare variation reference ("#2 please", "ok the second one then")
+_BARE_FILLERS = frozenset("please pls plz then ok okay so it is its one ones the this that yes yeah hmm hm".split())
+
+
+_THANKS_RE = re.compile(r"^\W*(?:thanks?|thank\s+you|thx|ty|cheers|merci|ta)\b(?:\s+(?:so\s+much|a\s+lot|again|thanks"
                         r"|very\s+much|restyle|bot|mate|all))*\W*$")
 
 
@@ -1179,16 +1155,208 @@ def _category(attr: str) -> str:
 # ---------------------------------------------------------------------------------------------------------------
 # parse()
 # ---------------------------------------------------------------------------------------------------------------
-def parse(text: str, context: Context | None = None) -> Intent:
-    """Parse one message; ``context`` supplies the garment/target/attributes of the thread's last turn.  Only the
-    first ``MAX_TEXT`` characters are read (a styling request is a sentence, not a 40 kB paste)."""
-    ctx = context or Context()
-    normalized = _correct_typos(_normalize((text or "")[:MAX_TEXT]))
-    settings, rest = _extract_settings(normalized)
+def _terse(toks: list[_Tok]) -> bool:
+    """A message of fashion words ("red floral maxi skirt", "#2 in denim", "longer?", "ribbed black tank"): a request
+    by its shape.  At most two other words, and none that makes it a sentence about something ("is", "we" …)."""
+    words = [t.value for t in toks if t.kind == "word"]
+    other = [w for w in words if w not in _TERSE_OK and w not in _ARTICLES and w not in _GLUE]
+    fashion = any(t.kind in ("garment", "attr") for t in toks)
+    return len(toks) <= 12 and (not other or (fashion and len(other) <= 2 and not set(other) & _SENTENCE_WORDS))
+
+
+def _colourway_groups(toks: list[_Tok]) -> list[list[int]]:
+    """Colourways asked for in one message, as groups of attribute-token indices.
+
+    * "one floral, one striped, one plain" / "a red one and a black one": each "one" names a colourway;
+    * a list of colours (or patterns, or materials) — "navy, burgundy and olive", "red or blue", "in navy and
+      burgundy" — unless a pattern or material follows the list ("navy and white stripes" is one look)."""
+    n = len(toks)
+    groups: list[list[int]] = []
+    for i, t in enumerate(toks):  # "one X" (X: attributes up to the next "one"/punctuation)
+        if t.kind == "num" and t.value == "one":
+            j, group = i + 1, []
+            while j < n and (toks[j].kind == "attr" or (toks[j].kind == "word" and toks[j].value in ("in", "with"))):
+                if toks[j].kind == "attr" and not toks[j].negated:
+                    group.append(j)
+                j += 1
+            if group:
+                groups.append(group)
+    if len(groups) < 2:  # "a red one and a black one": attributes right before "one"
+        groups = []
+        for i, t in enumerate(toks):
+            if t.kind == "num" and t.value == "one" and i > 0 and toks[i - 1].kind == "attr":
+                j, group = i - 1, []
+                while j >= 0 and toks[j].kind == "attr" and not toks[j].negated:
+                    group.insert(0, j)
+                    j -= 1
+                groups.append(group)
+    if len(groups) >= 2:
+        return groups
+    # a list of same-category attributes joined by commas / and / or
+    i = 0
+    while i < n:
+        if toks[i].kind != "attr" or toks[i].negated or _category(toks[i].value) not in _COLOURWAY_CATS:
+            i += 1
+            continue
+        cat = _category(toks[i].value)
+        members, joiners, j = [i], [], i + 1
+        while j + 1 < n:
+            k = j
+            while k < n and toks[k].value in (",", "and", "or", "&", "/", "+", "a", "an", "then", "plus", "also",
+                                              "in", "version", "one", "another", "maybe"):
+                k += 1
+            if k == j or k >= n or toks[k].kind != "attr" or _category(toks[k].value) != cat or toks[k].negated:
+                break
+            joiners.extend(toks[m].value for m in range(j, k))
+            members.append(k)
+            j = k + 1
+        if len(members) >= 2:
+            follows = toks[j] if j < n else None
+            one_look = follows is not None and (follows.kind == "attr" and _category(follows.value) in
+                                                ("pattern", "material"))
+            before = {t.value for t in toks[max(0, i - 3): i] if t.kind == "word"}
+            cue = len(members) >= 3 or "or" in joiners or bool(before & {"in", "both", "colours", "colors",
+                                                                          "colourways", "colorways", "either"})
+            if cue and not one_look and cat == "colour" or (cue and cat != "colour"):
+                return [[m] for m in members]
+        i = j if len(members) >= 2 else i + 1
+    return []
+
+
+@dataclass(frozen=True)
+class Reading:
+    """What one message says by itself, before any thread context: :func:`read` makes it once per message and
+    :meth:`resolve` puts it on the look of the turn it refines (the thread's, or #N's)."""
+
+    action: Action
+    variation: int | None = None
+    count: int | None = None
+    settings: dict = field(default_factory=dict)
+    topic: str | None = None
+    ambiguous: bool = False
+    named: tuple[tuple[str, str, tuple[str, ...]], ...] = ()  # garments the message names: (source, target, attrs)
+    attributes: tuple[str, ...] = ()  # every attribute the message gives, in order
+    loose: tuple[str, ...] = ()  # attributes that belong to no named garment ("make it longer")
+    negatives: tuple[str, ...] = ()
+    colourways: tuple[str, ...] = ()
+
+    @property
+    def generates(self) -> bool:
+        return self.action in GENERATING_ACTIONS
+
+    def resolve(self, context: Context | None = None) -> Intent:
+        """The intent in ``context``: a follow-up that names no garment refines the context's whole look (every
+        garment of it); a named garment starts fresh; a new colour/length/… replaces the old one."""
+        if not self.generates:
+            return Intent(action=self.action, variation=self.variation, settings=dict(self.settings),
+                          topic=self.topic, negatives=list(self.negatives) if self.topic == "removal" else [])
+        ctx = context or Context()
+        negatives = list(self.negatives)
+        ambiguous = self.ambiguous
+        if self.named:
+            looks = [(src, dst, [a for a in attrs if a not in negatives]) for src, dst, attrs in self.named]
+            previous = {}  # the context's attributes per garment, by the garment's word and by its new noun
+            for g, t, attrs in ctx.looks:
+                previous.setdefault(g, attrs)
+                previous.setdefault(t, attrs)
+            refined = []
+            for src, dst, attrs in looks:
+                before = previous.get(src) if dst == src else None  # "turn the skirt into a dress": a new item
+                if before is not None and self.action == Action.VARY:
+                    # "#2 but a longer skirt": #2's skirt, longer (a new colour replaces the old one).  Naming a
+                    # garment without #N describes it afresh ("make the skirt blue"); "make it longer" refines
+                    attrs = [a for a in _merge(before, attrs) if a not in negatives]
+                elif before is not None and self.action == Action.BATCH and not attrs:
+                    attrs = [a for a in before if a not in negatives]
+                refined.append((src, dst, attrs))
+            looks = refined
+        elif ctx.looks:  # "make it longer", "in blue", "#3 but in silk": the context's look, every garment of it
+            looks = [(g, t, [a for a in _merge(attrs, list(self.loose)) if a not in negatives])
+                     for g, t, attrs in ctx.looks]
+            if len(looks) > 1 and {_category(a) for a in self.loose} & {"colour", "pattern", "tone"}:
+                ambiguous = True  # "make it red" after a white top and a black skirt: which?  Ask first
+        else:
+            looks = []
+        garments = [g for g, _, _ in looks]
+        garment = garments[0] if garments else None
+        target = looks[0][1] if looks else None
+        if looks:
+            attributes = _unique(a for _, _, attrs in looks for a in attrs) if len(looks) > 1 else looks[0][2]
+            per_garment = {g: list(attrs) for g, _, attrs in looks}
+            prompt = build_prompt([(t, attrs) for _, t, attrs in looks])
+        else:
+            attributes = [a for a in self.loose if a not in negatives]
+            per_garment = {}
+            prompt = build_prompt([(None, attributes)])
+        if self.colourways:  # each colourway brings its own colour/pattern: the shared look keeps the rest
+            cats = {_category(a) for way in self.colourways for a in way.split(" & ")}
+            per_garment = {g: [a for a in attrs if _category(a) not in cats] for g, attrs in per_garment.items()}
+            attributes = [a for a in attributes if _category(a) not in cats]
+        intent = Intent(action=self.action, garment=garment, garments=garments, target=target,
+                        attributes=list(attributes), negatives=negatives,
+                        variation=self.variation if self.action in (Action.VARY, Action.BATCH) else None,
+                        count=self.count, prompt=prompt, negative_prompt=", ".join(negatives),
+                        settings=dict(self.settings), per_garment=per_garment, colourways=list(self.colourways),
+                        topic=self.topic, ambiguous=ambiguous)
+        if self.colourways:
+            intent = replace(intent, prompt=intent.colourway_prompts()[0][1])
+        return intent
+
+
+def read(text: str) -> Reading:
+    """Read one message (its first ``MAX_TEXT`` characters) without any context."""
+    raw = (text or "")[:MAX_TEXT]
+    link = re.search(r"<https?:|https?://|\bwww\.\w", raw) is not None
+    person = re.search(r"<@[UW][A-Z0-9]+(?:\|[^>]*)?>|(?<![\w<])@[A-Za-z][\w.-]*", raw) is not None
+    normalized = _correct_typos(_normalize(raw))
+    flat = re.sub(r"\s+", " ", normalized).strip()
+    if not flat:  # "👀", "🤔🤔": people reacting, nothing to do
+        return Reading(Action.UNKNOWN, topic="link" if link else "chatter" if raw.strip() else None)
+    if _CONFIRM_RE.match(flat):
+        return Reading(Action.CONFIRM)
+    if _CANCEL_RE.match(flat):
+        return Reading(Action.CANCEL)
+    if _HOWTO_RE.search(flat):  # "how do I go back to the original?": an answer, never the action itself
+        return Reading(Action.HELP, topic=_howto_topic(flat))
+    flat = re.sub(r"\btake\s+(the|her|his|their)\s+(\w+)\s+off\b", r"take off the \2", flat)
+    complaint = False
+    for regex, opposite in _COMPLAINT_RES:
+        def flip(m: re.Match, opposite: str = opposite, before: str = flat) -> str:
+            nonlocal complaint
+            if re.search(r"\b(?:not|no|isnt|arent|never|dont\s+make\s+it|without\s+being)\s*$", before[:m.start()]):
+                return m.group(0)  # "not too short": a limit, not a complaint
+            complaint = True
+            return opposite
+        flat = re.sub(r"\s+", " ", regex.sub(flip, flat)).strip()
+    topic = _topic(flat)
+    if topic == "other_photos":  # "can you do this for the other 20 photos?": never a count of pictures
+        return Reading(Action.UNKNOWN, topic=topic)
+    settings: dict[str, str | int | float] = {}
+    m = _COUNT_SETTING_RE.search(flat)  # "do 6 per round from now on": a setting, not 6 pictures now
+    scan_text = flat
+    if m:
+        settings["count"] = _to_int(m.group("num") or m.group("num2"))
+        scan_text = _blank(scan_text, m.start(), m.end())
+    described = _DESCRIBED_REF_RE.search(scan_text)  # "the red one": a variation, not a new colour
+    if described and not re.search(r"\b(?:one|ones)\b.*\b(?:one|ones)\b", scan_text) \
+            and not _REQUEST_RE.search(flat) and any((w,) in _LEX for w in described.group(1).split()):
+        scan_text = _blank(scan_text, described.start(), described.end())
+    lead = re.match(r"\s*(\d{1,2})\s+(?=(?:but|in|with|without|as|and|w)\b)", scan_text)
+    if lead:  # "4 w/ stripes", "2 but cropped": a variation named by its bare number
+        scan_text = f"#{lead.group(1)}" + scan_text[lead.end(1):]
+    found, rest = _extract_settings(scan_text)
+    settings = {**found, **settings}
     variation, count, count_kind, rest = _extract_numbers(rest)
     toks = _scan(re.findall(r"[a-z0-9_]+|[,.;:!?/&+]", rest))
+    for i, t in enumerate(toks):  # "the knit", "her knitwear": a sweater, unless a garment follows ("a knit dress")
+        if t.kind == "attr" and t.value == "knit" and not any(o.kind == "garment" for o in toks):
+            j = i + 1
+            while j < len(toks) and (toks[j].kind == "attr" or (toks[j].kind == "word" and toks[j].value in _GLUE)):
+                j += 1
+            if not (j < len(toks) and toks[j].kind == "garment"):
+                toks[i] = _Tok("garment", "sweater")
     analysis = _analyse(toks)
-    attr_toks = [i for e in analysis.edits for i in e.attrs] + analysis.global_attrs
+    attr_toks = sorted([i for e in analysis.edits for i in e.attrs] + analysis.global_attrs)
     content = bool(analysis.edits or attr_toks or analysis.negatives)
 
     batch_garment = False  # "8 pastel dresses": a number leading straight into attributes and a garment
@@ -1202,67 +1370,86 @@ def parse(text: str, context: Context | None = None) -> Intent:
                     count, batch_garment = min(max(_to_int(tok.value), 1), MAX_COUNT), True
                     break
 
-    action = _decide(re.sub(r"\s+", " ", normalized).strip(), content=content, variation=variation, count=count,
-                     count_kind=count_kind, settings=settings, batch_garment=batch_garment)
-    if action not in GENERATING_ACTIONS:
-        keep_var = action in ("favorite", "use", "info")
-        return Intent(action=action, variation=variation if keep_var else None, settings=settings)
-
-    negatives = analysis.negatives
+    bare_ref = variation is not None and all(t.kind == "punct" or t.value in _BARE_FILLERS or t.value in _REF_NOUNS_SET
+                                             for t in toks)
+    action = _decide(flat, content=content, variation=variation, count=count, count_kind=count_kind,
+                     settings=settings, batch_garment=batch_garment, bare_ref=bare_ref)
+    negatives = tuple(analysis.negatives)
     names = [t.value for t in toks]
+    groups = _colourway_groups(toks) if action in GENERATING_ACTIONS else []
+    colourways = tuple(_unique(" & ".join(names[i] for i in g) for g in groups))
+    if len(colourways) < 2:
+        colourways = ()
+    question = flat.endswith("?") or _QUESTION_START_RE.match(flat) is not None
+    request = bool(_REQUEST_RE.search(flat)) or (_terse(toks) and not complaint) \
+        or bool(colourways and not _QUESTION_START_RE.match(flat))
+    if not request:
+        colourways = ()  # "is #6 wool or cashmere?": a question, not two colourways
+    praise = bool(_PRAISE_RE.search(flat) or _FAV_RE.search(flat))
+    chatty = person or _LAUGH_RE.search(flat) is not None
 
-    def attr_names(indices: list[int]) -> list[str]:
-        return _unique(names[i] for i in sorted(indices) if names[i] not in negatives)
+    if is_thanks(flat) or (re.match(r"(?:thanks?|thank\s+you|cheers)\b", flat) and not _REQUEST_RE.search(flat)):
+        return Reading(Action.UNKNOWN, topic="thanks")
 
-    global_names = attr_names(analysis.global_attrs)
-    if analysis.edits:
-        per_edit = [(names[e.source], names[e.target], attr_names(e.attrs + analysis.global_attrs))
-                    for e in analysis.edits]
-        merged: dict[str, tuple[str, list[str]]] = {}
-        for src, dst, attrs in per_edit:
-            old = merged.get(src)
-            merged[src] = (old[0] if old else dst, _unique([*(old[1] if old else []), *attrs]))
-        garments = list(merged)
-        garment, target = garments[0], merged[garments[0]][0]
-        attributes = attr_names(attr_toks)
-        inherited = False
-    else:
-        garment = ctx.garment
-        target = (ctx.target or ctx.garment) if garment else ctx.target
-        garments = [garment] if garment else []
-        attributes = global_names
-        merged = {}
-        inherited = True
+    def unknown(why: str) -> Reading:
+        return Reading(Action.UNKNOWN, topic=why, negatives=negatives if why == "removal" else ())
 
-    same_item = inherited or (garment is not None and garment in (ctx.garment, ctx.target))
-    if (action == "vary" and same_item and len(garments) <= 1) or inherited:
-        # "#2 but longer", and any follow-up that names no garment ("make it longer", "in blue", "darker"):
-        # the thread's look, refined — a new colour/length/... replaces the old one
-        attributes = [a for a in _merge(ctx.attributes, attributes) if a not in negatives]
-    elif action == "batch" and same_item and not attributes and len(garments) <= 1:
-        attributes = [a for a in ctx.attributes if a not in negatives]
+    if link and not (analysis.edits and attr_toks):
+        return unknown("link")
+    if person and not _STRONG_REQUEST_RE.search(flat):  # "@sam thoughts on the green?": people talking
+        return unknown("chatter")
+    garment_change = any(e.attrs for e in analysis.edits) or (bool(analysis.edits) and bool(analysis.negatives))
+    if topic in _FEATURE_TOPICS:  # upscale, compare, lookbook: asked for, or just talked about
+        return unknown(topic if request or question or variation is not None else "chatter")
+    if topic is not None and not garment_change:  # hair, make-up, background …, and no garment to change
+        return unknown("praise" if praise and not request else "chatter" if chatty and not request else topic)
+    wh_question = _QUESTION_START_RE.match(flat) is not None and not request and not complaint
+    if variation is not None and action in (Action.VARY, Action.UNKNOWN, Action.USE) and not request:
+        if question or wh_question or (_INFO_RE.search(flat) and not _USE_RE.search(flat)):
+            return Reading(Action.INFO, variation=variation)  # "is #3 silk or satin?", "what guidance did #12 use"
+        if not _USE_RE.search(flat) and not complaint and (praise or re.search(r"\b(?:looks?|is|feels?)\b", flat)):
+            return Reading(Action.FAVORITE, variation=variation)  # "#1 looks so expensive", "#4 is giving"
+    if action == Action.FAVORITE and variation is None and not _LIST_FAVORITES_RE.search(flat):
+        return unknown("praise")  # "love love love it!": praise, not a request to list favourites
+    if action not in GENERATING_ACTIONS:
+        if action == Action.UNKNOWN:
+            if praise:
+                return unknown("praise")
+            return unknown("chatter" if chatty or not question else "question")
+        keep_var = action in (Action.FAVORITE, Action.USE, Action.INFO)
+        return Reading(action, variation=variation if keep_var else None, settings=settings)
+    if not attr_toks and negatives and all(n in GARMENTS for n in negatives) and _REMOVAL_RE.search(flat):
+        return unknown("removal")  # "remove the belt": restyle repaints garments, it does not take them away
+    ambiguous = topic is not None  # "a red dress and blonde hair": the dress, after asking
+    if wh_question and not complaint:  # "did anyone hear back from the mill about the tweed?"
+        return unknown("chatter" if chatty or not question else "question")
+    if not request:
+        concrete = bool(attr_toks or negatives) or action in (Action.VARY, Action.BATCH)
+        if chatty or not concrete:  # "lol the skirt looks like a lampshade", "love the skirt"
+            return unknown("praise" if praise else "chatter" if chatty or not question else "question")
+        if praise and not complaint and not question:  # "i love the red"
+            return unknown("praise")
+        ambiguous = True  # "the skirt is too short", "hmm maybe velvet?": ask before painting
+    elif _HEDGE_RE.search(flat) and not _STRONG_REQUEST_RE.search(flat):
+        ambiguous = True  # "I feel like the skirt could be a touch shorter": a thought, not yet a request
+    per_edit: dict[str, tuple[str, list[str]]] = {}
+    for e in analysis.edits:
+        src, dst = names[e.source], names[e.target]
+        attrs = _unique(names[i] for i in sorted(e.attrs + analysis.global_attrs) if names[i] not in negatives)
+        old = per_edit.get(src)
+        per_edit[src] = (old[0] if old else dst, _unique([*(old[1] if old else []), *attrs]))
+    loose = tuple(_unique(names[i] for i in analysis.global_attrs if names[i] not in negatives))
+    return Reading(action, variation=variation if action in (Action.VARY, Action.BATCH) else None,
+                   count=count, settings=settings, topic=topic, ambiguous=ambiguous,
+                   named=tuple((src, dst, tuple(attrs)) for src, (dst, attrs) in per_edit.items()),
+                   attributes=tuple(_unique(names[i] for i in attr_toks if names[i] not in negatives)),
+                   loose=loose, negatives=negatives, colourways=colourways)
 
-    if len(merged) > 1:
-        per_garment = {src: attrs for src, (_, attrs) in merged.items()}
-        prompt = build_prompt([(dst, attrs) for dst, attrs in merged.values()])
-    else:
-        per_garment = {garment: list(attributes)} if garment else {}
-        prompt = build_prompt([(target or garment, attributes)])
 
-    return Intent(
-        action=action,
-        garment=garment,
-        garments=garments,
-        target=target,
-        attributes=attributes,
-        negatives=negatives,
-        variation=variation if action in ("vary", "batch") else None,
-        count=count,
-        prompt=prompt,
-        negative_prompt=", ".join(negatives),
-        settings=settings,
-        per_garment=per_garment,
-    )
+def parse(text: str, context: Context | None = None) -> Intent:
+    """Parse one message; ``context`` supplies the look of the turn it follows up.  Same as
+    ``read(text).resolve(context)``."""
+    return read(text).resolve(context)
 
 
 # ---------------------------------------------------------------------------------------------------------------

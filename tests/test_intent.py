@@ -31,8 +31,11 @@ from bot.intent import (
 
 ROOT = Path(__file__).resolve().parents[1]
 CORPUS = json.loads((ROOT / "bot" / "intent_corpus.json").read_text(encoding="utf-8"))
+#: every single word of the vocabulary (garments, colours, fabrics …), the words typo repair corrects towards
+VOCABULARY_WORDS = {w for table in (*VOCABULARY.values(), GARMENTS) for term in table for w in str(term).split()
+                    if w.isalpha()}
 FIELDS = ["action", "garment", "garments", "target", "attributes", "negatives", "variation", "count", "prompt",
-          "negative_prompt", "settings", "per_garment"]
+          "negative_prompt", "settings", "per_garment", "colourways", "topic", "ambiguous"]
 
 
 def _context(raw: dict | None) -> Context | None:
@@ -81,7 +84,7 @@ def _check_invariants(text: str, intent: Intent) -> None:
 # ---------------------------------------------------------------------------------------------------------------
 def test_corpus_is_big_and_covers_every_action():
     assert len(CORPUS) >= 90
-    assert {case["expect"].get("action") for case in CORPUS} >= set(ACTIONS)
+    assert {case["expect"].get("action") for case in CORPUS} >= set(ACTIONS) - {"confirm", "cancel"}
     for case in CORPUS:
         assert set(case) == {"text", "context", "expect"}
         assert set(case["expect"]) <= set(FIELDS), case
@@ -195,16 +198,19 @@ def test_typo_repair_never_touches_ordinary_words():
         assert _correct_word(typo) == fixed
 
 
-DICTIONARY = Path("/usr/share/dict/american-english")  # Debian/Ubuntu package "wamerican"
+def test_english_words_next_to_the_vocabulary_are_not_corrected():
+    """Typo repair needs no system word list: real English words one letter away from a garment, colour or fabric
+    ("shirk", "coast", "matter") stay what they are, and the typos around them are still repaired."""
+    from spellchecker import SpellChecker
 
-
-@pytest.mark.skipif(not DICTIONARY.exists(), reason="no system word list (apt-get install wamerican)")
-def test_dictionary_words_are_not_corrected():
-    """Regenerates bot.intent._DICTIONARY_STOPWORDS: every word printed here belongs in that list."""
-    words = set(DICTIONARY.read_text(encoding="utf-8", errors="ignore").split())
-    words = {w for w in words if w.isascii() and w.isalpha() and w.islower()}
-    changed = sorted(w for w in words if _correct_word(w) != w)
-    assert not changed, " ".join(changed)
+    english = SpellChecker(language="en", distance=1)
+    near = set()
+    for term in VOCABULARY_WORDS:
+        near |= {w for w in english.edit_distance_1(term) if w.isalpha() and len(w) >= 4 and w != term}
+    real = sorted(w for w in near if w in english and w not in VOCABULARY_WORDS)
+    assert len(real) > 100 and {"shirk", "coast", "matter"} <= set(real)
+    changed = [w for w in real if _correct_word(w) != w]
+    assert not changed, changed
 
 
 def test_vocabulary_size_and_garments():
@@ -272,3 +278,24 @@ def test_a_new_kind_replaces_the_old_one_and_a_new_garment_drops_it():
 ])
 def test_is_thanks(text, thanks):
     assert is_thanks(text) is thanks
+
+
+def test_designer_corpus_accuracy_and_no_action_unasked():
+    """The designer corpus (bot/data/designer_corpus.json, >= 450 messages in every category of issue #10): at
+    least 92 % parsed right and at most 1 % that would generate or switch the picture although not asked to."""
+    from bot.corpus_eval import DEFAULT, score
+
+    cases = json.loads(DEFAULT.read_text(encoding="utf-8"))
+    assert len(cases) >= 450 and len({c["category"] for c in cases}) >= 20
+    res = score(cases)
+    assert res["accuracy"] >= 0.92, [c["text"] for c, _ in res["misses"]]
+    assert res["unasked_rate"] <= 0.01, [c["text"] for c in res["unasked_cases"]]
+
+
+def test_corpus_eval_counts_a_generation_nobody_asked_for():
+    from bot.corpus_eval import score
+
+    res = score([{"text": "lol the skirt looks like a lampshade", "category": "chatter",
+                  "expect": {"action": "restyle"}},  # mislabelled on purpose: the parser is right, the label wrong
+                 {"text": "make the skirt red", "category": "terse", "expect": {"action": "unknown"}}])
+    assert res["right"] == 0 and [c["text"] for c in res["unasked_cases"]] == ["make the skirt red"]
