@@ -11,8 +11,10 @@ import hashlib
 import logging
 import random
 import re
+import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +23,7 @@ from PIL import Image
 from bot import messages as T
 from bot.backends import Backend, BackendError, BackendUnavailable, build_backend
 from bot.events import (
+    Answer,
     Command,
     Event,
     Favorite,
@@ -28,13 +31,14 @@ from bot.events import (
     Message,
     MoreLike,
     Photo,
+    Question,
     Reply,
     Text,
     Use,
     VariationOut,
     Variations,
 )
-from bot.intent import GARMENTS, GENERATING_ACTIONS, Context, Intent, is_thanks, parse, plain_prompt
+from bot.intent import GARMENTS, Action, Context, Intent, Reading, plain_prompt, read
 from bot.render import contact_sheet
 from bot.settings import Settings
 from bot.store import Store, Turn, Variation, save_png
@@ -69,8 +73,6 @@ PNG_PIXEL_BUDGET = 1_200_000
 SEND_MAX_PIXELS = 1_048_576
 #: Crops above this many pixels travel as JPEG (quality 95); only the garment and its feathered edge are kept.
 SEND_PNG_PIXELS = 1_000_000
-#: "show favourites", "my favs", "starred": a request for the list (a bare "love it!" is praise)
-_LIST_FAVORITES = re.compile(r"\b(?:fav(?:ou?rite)?s?|faves?|starred|saved|list|show|see)\b", re.IGNORECASE)
 SETTING_RANGES = {"steps": (1, 150, int), "guidance": (0.0, 30.0, float), "seed": (0, 2**31 - 1, int),
                   "count": (1, MAX_IMAGES, int), "strength": (0.05, 1.0, float),
                   # the garment mask: grown by `grow` pixels (on the ≤1024 px copy CLIPSeg sees), `threshold` the
@@ -97,6 +99,7 @@ class Job:
     strength: float
     count: int
     batch: bool = False
+    colourway: str = ""  # "navy": one of several colourways asked for in one message
 
 
 class Engine:
@@ -111,23 +114,35 @@ class Engine:
 
     # -- adapter API -----------------------------------------------------------------------------------------------
     def needs_generation(self, event: Event) -> bool:
+        """Will handling ``event`` generate pictures (so an adapter should ack first and queue it)?  A message that
+        restyle will only ask about ("Generate …?") does not."""
         if isinstance(event, MoreLike):
             return True
+        if isinstance(event, Answer):
+            return event.yes and (self.store.pending(event.thread) or {}).get("id") == event.question
         if isinstance(event, Command):
             return event.text.strip().lower().startswith("batch")
         if isinstance(event, Photo):
-            return bool(event.text.strip()) and parse(event.text).action in GENERATING_ACTIONS
+            return bool(event.text.strip()) and _read(event.text).generates and not self._asks(None, event.text)
         if isinstance(event, Message):
-            return parse(event.text, self._context(event.thread)).action in GENERATING_ACTIONS
+            reading = _read(event.text)
+            if reading.action == Action.CONFIRM:
+                return self.store.has_thread(event.thread) and self.store.pending(event.thread) is not None
+            return reading.generates and not self._asks(event.thread, event.text)
         return False
+
+    def _asks(self, thread: str | None, text: str) -> bool:
+        """Will restyle ask before generating ``text`` in ``thread`` (it is not sure what was meant)?"""
+        return self._intent(thread, text).ambiguous
 
     def preview_batch(self, thread: str, user: str, text: str) -> Job | Text:
         """What ``batch …`` in ``thread`` will generate — its count and prompt, planned as the generation will
         plan it — so an adapter can answer at once with what is coming (or why nothing is)."""
-        intent = parse(text, self._context(thread))
-        if intent.action not in GENERATING_ACTIONS:
+        reading = _read(text)
+        if not reading.generates:
             return Text(T.NO_GARMENT)
-        return self._plan(thread, user, text, intent, "batch")
+        plan = self._plan(thread, user, text, reading, batch=True)
+        return plan[0] if isinstance(plan, list) else plan
 
     def pending_notices(self, prefix: str = "") -> list[tuple[str, Text]]:
         """Interrupted turns not yet reported in threads whose id starts with ``prefix``, for adapters to post
@@ -148,7 +163,11 @@ class Engine:
                 notices.append(Text(T.INTERRUPTED.format(text=turn.text), kind="error"))
                 self.store.mark_reported(turn.id)
         try:
-            return notices + self._dispatch(event, progress)
+            replies = self._dispatch(event, progress)
+            if isinstance(event, Message) and not event.addressed:
+                # people talking among themselves in a channel thread: small talk is theirs, restyle stays quiet
+                replies = [r for r in replies if not (isinstance(r, Text) and r.kind == "chatter")]
+            return notices + replies
         except BackendError as exc:
             return notices + [Text(T.MODEL_REFUSED.format(why=exc.message), kind="error")]
         except BackendUnavailable as exc:
@@ -169,6 +188,8 @@ class Engine:
             if isinstance(event, Command) and event.text.strip().lower() in ("help", ""):
                 return [Text(T.HELP, kind="help")]
             return [Text(T.NO_THREAD, kind="error")]
+        if isinstance(event, Answer):
+            return self._answer(event, progress)
         if isinstance(event, Favorite):
             return self._favorite_id(event.thread, event.user, event.variation_id, event.added, event.source,
                                      event.at)
@@ -199,53 +220,122 @@ class Engine:
         if "source_size" in image.info:  # a 48 MP camera's JPEG: decoded at half size
             (sw, sh), (w, h) = image.info["source_size"], image.size
             notes = [Text(T.SCALED_PHOTO.format(size=f"{sw}x{sh}", mp=sw * sh / 1e6, working=f"{w}x{h}"))]
-        if event.text.strip() and parse(event.text).action not in ("unknown", "help"):
+        if event.text.strip() and (_read(event.text).generates or _read(event.text).action == Action.SETTINGS):
             return notes + self._text(event.thread, event.user, event.text, progress)
         return [Text(T.GOT_PHOTO)] + notes
 
-    def _context(self, thread: str) -> Context:
-        if not self.store.has_thread(thread):
+    def _context(self, thread: str | None) -> Context:
+        """The look a follow-up without #N refines: the last turn's (or the ``use``d variation's) garments."""
+        if thread is None or not self.store.has_thread(thread):
             return Context()
-        ctx = self.store.context(thread)
-        return Context(garment=ctx.get("garment"), target=ctx.get("target"),
-                       attributes=tuple(ctx.get("attributes", ())))
+        return _context_of(self.store.context(thread))
 
-    def _text(self, thread: str, user: str, text: str, progress: Progress | None, *, batch: bool = False):
-        intent = parse(text, self._context(thread))
-        action = "batch" if batch and intent.action in GENERATING_ACTIONS else intent.action
-        if action == "help":
+    def _intent(self, thread: str | None, text: str) -> Intent:
+        """``text`` resolved on the look it refines: #N's when it names one, else the thread's."""
+        reading = _read(text)
+        if reading.variation is not None and thread is not None and self.store.has_thread(thread):
+            source = self.store.variation_by_number(thread, reading.variation)
+            turn = self.store.turn(source.turn) if source else None
+            if turn is not None:
+                return reading.resolve(_turn_context(turn))
+        return reading.resolve(self._context(thread))
+
+    def _text(self, thread: str, user: str, text: str, progress: Progress | None, *, batch: bool = False,
+              confirmed: bool = False) -> list[Reply]:
+        reading = _read(text)
+        action = reading.action
+        if action not in (Action.CONFIRM, Action.CANCEL):
+            self.store.set_pending(thread, None)  # a new message replaces any question still open
+        if action == Action.CONFIRM:
+            pending = self.store.take_pending(thread)
+            if pending is None:
+                return [Text(T.NOTHING_PENDING, kind="chatter")]
+            return self._text(thread, pending["user"], pending["text"], progress, batch=pending.get("batch", False),
+                              confirmed=True)
+        if action == Action.CANCEL:
+            if self.store.take_pending(thread) is None:
+                return [Text(T.NOTHING_PENDING, kind="chatter")]
+            return [Text(T.CANCELLED)]
+        if action == Action.HELP:
+            if reading.topic in T.HOWTO:
+                return [Text(T.HOWTO[reading.topic].format(max_batch=self.settings.max_batch), kind="help")]
             return [Text(T.HELP, kind="help")]
-        if action == "favorite":
-            if intent.variation is None:
-                if not _LIST_FAVORITES.search(text):  # "love it!": praise, not a request
-                    return [Text(T.GLAD, kind="chatter")]
+        if action == Action.FAVORITE:
+            if reading.variation is None:
                 return [self._favorites(thread)]
-            v = self.store.variation_by_number(thread, intent.variation)
+            v = self.store.variation_by_number(thread, reading.variation)
             if v is None:
-                return [Text(T.NO_VARIATION.format(number=intent.variation), kind="error")]
+                return [Text(T.NO_VARIATION.format(number=reading.variation), kind="error")]
             return self._favorite_id(thread, user, v.id, True)
-        if action == "use":
-            if intent.variation is None:
+        if action == Action.USE:
+            if reading.variation is None:
                 return [Text(T.WHICH)]
-            return self._use(thread, intent.variation)
-        if action == "info":
-            return self._info(thread, intent.variation)
-        if action == "undo":
+            return self._use(thread, reading.variation)
+        if action == Action.INFO:
+            return self._info(thread, reading.variation)
+        if action == Action.UNDO:
             return self._undo(thread)
-        if action == "reset":
-            if not self.store.clear_base(thread):
+        if action == Action.RESET:
+            look = self.store.context(thread)
+            if look.get("attributes") or any(look.get("per_garment", {}).values()):
+                # "start over": the original photo, and the look forgotten (its garments stay: "make it green")
+                self.store.set_context(thread, {**look, "attributes": [],
+                                                "per_garment": {g: [] for g in look.get("garments", [])}})
+            elif not self.store.base(thread)[1]:
                 return [Text(T.NOTHING_TO_UNDO)]
+            self.store.clear_base(thread)
             return [Text(T.UNDONE.format(what="the original photo"))]
-        if action == "settings":
-            return self._settings(thread, intent.settings)
-        if action in GENERATING_ACTIONS:
-            job = self._plan(thread, user, text, intent, action)
-            if isinstance(job, Text):
-                return [job]
-            return self._generate(job, progress)
-        if is_thanks(text):
-            return [Text(T.WELCOME, kind="chatter")]
-        return [Text(T.UNKNOWN)]
+        if action == Action.SETTINGS:
+            return self._settings(thread, reading.settings)
+        if reading.generates:
+            plan = self._plan(thread, user, text, reading, batch=batch)
+            if isinstance(plan, Text):
+                return [plan]
+            if plan[0].intent.ambiguous and not confirmed:
+                return [self._ask(thread, user, text, batch, plan)]
+            return self._generate(plan, progress)
+        return [self._unknown(reading)]
+
+    def _unknown(self, reading: Reading) -> Text:
+        """The answer to a message restyle does not act on: what it cannot do and the nearest thing it can."""
+        topic = reading.topic
+        if topic == "thanks":
+            return Text(T.WELCOME, kind="chatter")
+        if topic == "praise":
+            return Text(T.GLAD, kind="chatter")
+        if topic == "removal":
+            what = next((n for n in reading.negatives if n in GARMENTS), "garment")
+            return Text(T.UNSUPPORTED["removal"].format(what=what))
+        if topic in T.UNSUPPORTED:
+            return Text(T.UNSUPPORTED[topic])
+        return Text(T.UNKNOWN, kind="chatter")  # people talking in the thread; a mention or DM gets the hint
+
+    def _ask(self, thread: str, user: str, text: str, batch: bool, jobs: list[Job]) -> Question:
+        """Not sure what was meant: say what was understood and wait for yes / no (nothing is spent until then)."""
+        job = jobs[0]
+        qid = uuid.uuid4().hex[:12]
+        self.store.set_pending(thread, {"id": qid, "user": user, "text": text, "batch": batch})
+        n = sum(j.count for j in jobs)
+        ways = f" in {len(jobs)} colourways ({', '.join(j.colourway for j in jobs)})" if len(jobs) > 1 else ""
+        summary = (f"{n} variation{'s' if n != 1 else ''} of the {' and '.join(job.garments)} as "
+                   f"_{plain_prompt(job.prompt) if len(jobs) == 1 else plain_prompt(job.prompt) + ' …'}_{ways}, "
+                   f"from {self._source_name(job.thread, job.base_path)}")
+        topic = job.intent.topic
+        note = T.ASK_TOPIC.format(what=T.TOPIC_NAMES.get(topic, topic)) if topic in T.TOPIC_NAMES else ""
+        return Question(id=qid, text=T.ASK.format(summary=summary) + note)
+
+    def _answer(self, event: Answer, progress: Progress | None) -> list[Reply]:
+        pending = self.store.take_pending(event.thread, event.question)
+        if pending is None:
+            return [Text(T.QUESTION_GONE)]
+        if not event.yes:
+            return [Text(T.CANCELLED)]
+        return self._text(event.thread, pending["user"], pending["text"], progress,
+                          batch=pending.get("batch", False), confirmed=True)
+
+    def _source_name(self, thread: str, base_path: Path | str) -> str:
+        source = self.store.variation_by_path(thread, base_path)
+        return f"#{source.number}" if source else "the original photo"
 
     # -- small actions ---------------------------------------------------------------------------------------------
     def _favorite_id(self, thread: str, user: str, variation_id: str, on: bool, source: str = "",
@@ -274,7 +364,12 @@ class Engine:
         v = self.store.variation_by_number(thread, number)
         if v is None:
             return [Text(T.NO_VARIATION.format(number=number) if number > 0 else T.GONE_VARIATION, kind="error")]
-        self.store.push_base(thread, v.id)
+        _, current = self.store.base(thread)
+        if current is None or current.id != v.id:  # already on #2 ("#2 in denim" went there): one undo step
+            self.store.push_base(thread, v.id)
+        turn = self.store.turn(v.turn)
+        if turn is not None:  # "use 2" then "make it longer": #2's look, longer
+            self.store.set_context(thread, _look_of_turn(turn))
         return [Text(T.USING.format(number=v.number))]
 
     def _info(self, thread: str, number: int) -> list[Reply]:
@@ -355,99 +450,130 @@ class Engine:
                 **{k: thread_settings.get(k, v) for k, v in MASK_DEFAULTS.items()}}
 
     # -- planning a generation -------------------------------------------------------------------------------------
-    def _plan(self, thread: str, user: str, text: str, intent: Intent, action: str) -> Job | Text:
+    def _plan(self, thread: str, user: str, text: str, reading: Reading, *, batch: bool = False) -> list[Job] | Text:
+        """Resolve a generating message into jobs: one, or one per colourway.  The look comes from #N's turn when
+        the message names #N, else from the thread's context; the picture from #N, else the thread's base."""
         eff = self._effective(self.store.settings(thread))
         base_path, _ = self.store.base(thread)
         strength = 1.0
         repeated: Turn | None = None  # the turn a follow-up repeats as it was ("more like #3", "8 more")
-        named = parse(text).garments  # garments the message itself names, without the thread's context
-        if intent.variation is not None:
-            source = self.store.variation_by_number(thread, intent.variation)
+        named = [src for src, _, _ in reading.named]  # garments the message itself names
+        action = Action.BATCH if batch else reading.action
+        if reading.variation is not None:
+            source = self.store.variation_by_number(thread, reading.variation)
             if source is None:
-                return Text(T.NO_VARIATION.format(number=intent.variation), kind="error")
+                return Text(T.NO_VARIATION.format(number=reading.variation), kind="error")
             turn = self.store.turn(source.turn)
-            ctx = Context(garment=(turn.garments or [None])[0], target=turn.intent.get("target"),
-                          attributes=tuple(turn.intent.get("attributes", ())))
-            intent = parse(text, ctx)  # "#2 but longer": #2's own garment and attributes, plus "long"
+            intent = reading.resolve(_turn_context(turn))  # "#2 but longer": #2's own look, plus "long"
             base_path, strength = source.path, float(eff["strength"])
             if _repeats(intent, named, turn):
                 intent, repeated = _with_prompt(intent, turn.prompt, turn.negative_prompt), turn
-        elif action == "vary":  # "8 more like that": the last turn again, new seeds
-            last = self.store.last_turn(thread)
-            if last is None:
-                return Text(T.NO_PREVIOUS)
-            base_path, strength = Path(last.base), last.strength
-            if _repeats(intent, named, last):
-                intent, repeated = _with_prompt(intent, last.prompt, last.negative_prompt), last
-        elif action == "batch":  # "batch 8": the last prompt again, from the current base
-            last = self.store.last_turn(thread)
-            if last is not None and _repeats(intent, named, last):
-                intent, repeated = _with_prompt(intent, last.prompt, last.negative_prompt), last
-        garments = list(intent.garments) or ([intent.garment] if intent.garment else [])
+        else:
+            intent = reading.resolve(self._context(thread))
+            if action == Action.VARY:  # "8 more like that": the last turn again, new seeds
+                last = self.store.last_turn(thread)
+                if last is None:
+                    return Text(T.NO_PREVIOUS)
+                base_path, strength = Path(last.base), last.strength
+                if _repeats(intent, named, last):
+                    intent, repeated = _with_prompt(intent, last.prompt, last.negative_prompt), last
+            elif action == Action.BATCH:  # "batch 8": the last prompt again, from the current base
+                last = self.store.last_turn(thread)
+                if last is not None and _repeats(intent, named, last):
+                    intent, repeated = _with_prompt(intent, last.prompt, last.negative_prompt), last
+        garments = list(intent.garments)
         if repeated is not None:  # the context names one garment; "the top white and the skirt black" has two
             garments = list(repeated.garments) or garments
-        if not garments and any(n in GARMENTS for n in intent.negatives):  # "remove the belt", "no hat"
-            return Text(T.CANT_REMOVE.format(what=next(n for n in intent.negatives if n in GARMENTS)))
-        if not garments:
+        if not garments or not intent.prompt:
             return Text(T.NO_GARMENT)
-        if not intent.prompt:
-            return Text(T.NO_GARMENT)
-        cap = self.settings.max_batch if action == "batch" else MAX_IMAGES
+        cap = self.settings.max_batch if action == Action.BATCH or intent.colourways else MAX_IMAGES
         count = min(intent.count or int(eff["count"]), cap)
-        return Job(thread=thread, user=user, text=text, intent=intent, garments=garments, target=intent.target,
-                   attributes=list(intent.attributes), prompt=intent.prompt,
-                   negative_prompt=intent.negative_prompt, base_path=base_path, strength=strength, count=count,
-                   batch=action == "batch")
+
+        def job(it: Intent, n: int, colourway: str = "") -> Job:
+            return Job(thread=thread, user=user, text=text, intent=it, garments=garments, target=it.target,
+                       attributes=list(it.attributes), prompt=it.prompt, negative_prompt=it.negative_prompt,
+                       base_path=base_path, strength=strength, count=n, batch=action == Action.BATCH,
+                       colourway=colourway)
+
+        if not intent.colourways or repeated is not None:
+            return [job(intent, count)]
+        ways = intent.colourways[:cap]  # "in 20 colours" with a cap of 16: the first 16, one each
+        per = max(1, min(count, cap // len(ways)))
+        return [job(_colourway_intent(intent, way, prompt), per, way)
+                for way, prompt in intent.colourway_prompts()[:len(ways)]]
 
     # -- generation ------------------------------------------------------------------------------------------------
-    def _generate(self, job: Job, progress: Progress | None) -> list[Reply]:
-        what = " and ".join(job.garments)
+    def _generate(self, jobs: list[Job], progress: Progress | None) -> list[Reply]:
+        """Run ``jobs`` (one, or one per colourway) on one mask of one picture; one reply for all of them."""
+        first = jobs[0]
+        what = " and ".join(first.garments)
         say = progress or (lambda done, total, text: None)
-        eff = self._effective(self.store.settings(job.thread))
-        steps = max(int(eff["steps"]), min_steps(job.strength))  # "steps=1" on an iteration still runs one step
-        total = int(steps * job.strength)  # denoising steps actually run (an iteration starts part-way)
-        base = Image.open(job.base_path).convert("RGB")
+        eff = self._effective(self.store.settings(first.thread))
+        steps = max(int(eff["steps"]), min_steps(first.strength))  # "steps=1" on an iteration still runs one step
+        total = int(steps * first.strength)  # denoising steps actually run (an iteration starts part-way)
+        base = Image.open(first.base_path).convert("RGB")
         say(0, total, T.FINDING.format(what=what))
         seg = {k: eff[k] for k in MASK_DEFAULTS}
-        mask, missing = self._mask(job.thread, base, job.base_path, job.garments, seg)
+        mask, missing = self._mask(first.thread, base, first.base_path, first.garments, seg)
         if mask is None:
             return [Text(T.NOT_FOUND.format(what=f"a {what}"), kind="error")]
         made_with = {"steps": steps, "guidance": float(eff["guidance"]), "mask": seg}  # for "#2 info", and masks
-        turn = self.store.start_turn(job.thread, job.user, job.text, "batch" if job.batch else job.intent.action,
-                                     {**job.intent.to_dict(), "made_with": made_with}, job.prompt,
-                                     job.negative_prompt, job.base_path, job.strength, job.garments)
-        try:
-            images, rejected, look = self._inpaint(job, base, mask, eff, steps, total, what, say)
-            context = {"garment": job.garments[0], "target": job.target, "attributes": job.attributes,
-                       "garments": job.garments}
-            variations = self.store.finish_turn(turn, job.thread, images, context,
-                                                {"made_with": {**made_with, "look": look}} if look else None)
-        except BaseException as exc:
-            self.store.fail_turn(turn, f"{type(exc).__name__}: {exc}"[:500])
-            raise
+        done: list[tuple[Job, list[tuple[int, Image.Image]], list[Variation]]] = []
+        rejected, look = 0, None
+        for job in jobs:
+            turn = self.store.start_turn(job.thread, job.user, job.text, "batch" if job.batch else job.intent.action,
+                                         {**job.intent.to_dict(), "made_with": made_with}, job.prompt,
+                                         job.negative_prompt, job.base_path, job.strength, job.garments)
+            try:
+                label = f"{what} ({job.colourway})" if job.colourway else what
+                images, dropped, look = self._inpaint(job, base, mask, eff, steps, total, label, say)
+                variations = self.store.finish_turn(turn, job.thread, images, _look(job.intent, job.garments),
+                                                    {"made_with": {**made_with, "look": look}} if look else None)
+            except BaseException as exc:
+                self.store.fail_turn(turn, f"{type(exc).__name__}: {exc}"[:500])
+                raise
+            rejected += dropped
+            done.append((job, images, variations))
+        variations = [v for _, _, vs in done for v in vs]
         if not variations:
             return [Text(T.ALL_REJECTED, kind="error")]
+        source = self.store.variation_by_path(first.thread, first.base_path)
+        _, current = self.store.base(first.thread)
+        if source is not None and (current is None or current.id != source.id):
+            self.store.push_base(first.thread, source.id)  # "#2 in denim": the thread is on #2 now ("undo" leaves it)
+        from_ = f"#{source.number}" if source else "the original photo"
         numbers = ", ".join(f"#{v.number}" for v in variations)
-        plural = "s" if len(variations) != 1 else ""
-        text = T.DONE.format(n=len(variations), s=plural, what=what, numbers=numbers)
+        look_note = f" with the _{look}_ look" if look else ""
+        if len(jobs) == 1:
+            text = T.DONE.format(n=len(variations), s="s" if len(variations) != 1 else "", numbers=numbers,
+                                 prompt=_shown(first), what=what, source=from_, look=look_note,
+                                 first=variations[0].number, other=_other_fabric(first.prompt))
+        else:
+            text = T.DONE_WAYS.format(n=len(variations), numbers=numbers, what=what, k=len(jobs),
+                                      ways=", ".join(j.colourway for j in jobs), source=from_, look=look_note,
+                                      per=first.count, first=variations[0].number)
         if missing:
             text += f" (I couldn't find: {', '.join(missing)}.)"
-        if job.intent.count and job.intent.count > job.count:
-            text += T.CAPPED.format(cap=job.count)
+        asked = first.intent.count or int(eff["count"])
+        if len(jobs) > 1 and first.count < asked:
+            text += T.WAYS_CAPPED.format(per=first.count, n=len(jobs), cap=self.settings.max_batch)
+        elif len(jobs) == 1 and first.intent.count and first.intent.count > first.count:
+            text += T.CAPPED.format(cap=first.count)
         if rejected:
             text += T.SOME_REJECTED.format(k=rejected, s="s" if rejected != 1 else "")
-        items = [self._out(v, job.prompt) for v in variations]
-        source = self.store.variation_by_path(job.thread, job.base_path)
+        items = [self._out(v, j.prompt) for j, _, vs in done for v in vs]
         before = f"from #{source.number}" if source else "original"
         # the variations differ only around the garment: when it is a small part of the photo, the sheet shows that
         # part, larger (each variation is still posted whole)
         focus = close_up_box(mask)
-        lead, tiles = base, [img for _, img in images]
-        title = plain_prompt(job.prompt)
+        lead, tiles = base, [img for _, images, _ in done for _, img in images]
+        labels = [f"#{v.number}" + (f" {j.colourway}" if j.colourway else "") for j, _, vs in done for v in vs]
+        title = plain_prompt(first.prompt) if len(jobs) == 1 else f"the {what} in {len(jobs)} colourways"
         if focus is not None:
             lead, tiles, title = base.crop(focus), [t.crop(focus) for t in tiles], f"{title} · close-up"
-        sheet = self._sheet(job.thread, turn, variations, title, tiles, lead=(lead, before))
-        preview = save_png(mask_preview(base, mask), self.store.thread_dir(job.thread) / f"mask-{turn}.png")
+        turn = done[0][2][0].turn if done[0][2] else variations[0].turn
+        sheet = self._sheet(first.thread, turn, variations, title, tiles, lead=(lead, before), labels=labels)
+        preview = save_png(mask_preview(base, mask), self.store.thread_dir(first.thread) / f"mask-{turn}.png")
         say(total, total, text)
         return [Variations(turn_id=turn, text=text, items=items, sheet=sheet, mask_preview=preview)]
 
@@ -568,11 +694,12 @@ class Engine:
                             caption=f"#{v.number} · seed {v.seed}" + (f" · {prompt}" if prompt else ""))
 
     def _sheet(self, thread: str, name: str, variations: list[Variation], title: str,
-               images: list[Image.Image] | None = None, lead: tuple[Image.Image, str] | None = None) -> Path:
+               images: list[Image.Image] | None = None, lead: tuple[Image.Image, str] | None = None,
+               labels: list[str] | None = None) -> Path:
         """Contact sheet of ``variations``; ``images``: their pictures already in memory (else read from disk);
         ``lead``: a first tile (the picture the variations were made from, and its label) to compare against."""
         imgs = images if images is not None else [Image.open(v.path) for v in variations]
-        labels = [f"#{v.number}" + (" ⭐" if v.favorite else "") for v in variations]
+        labels = labels or [f"#{v.number}" + (" ⭐" if v.favorite else "") for v in variations]
         if lead is not None:
             imgs, labels = [lead[0], *imgs], [lead[1], *labels]
         sheet = contact_sheet(imgs, labels, title=title)
@@ -617,7 +744,8 @@ def mask_preview(base: Image.Image, mask: np.ndarray, max_side: int = PREVIEW_MA
 
 def _adds_nothing(intent: Intent, previous: dict) -> bool:
     """True when a follow-up names no style the previous turn didn't already have ("more like #3")."""
-    return set(intent.attributes) <= set(previous.get("attributes", ())) and not intent.negatives
+    return (set(intent.attributes) <= set(previous.get("attributes", ())) and not intent.negatives
+            and not intent.colourways)
 
 
 def _repeats(intent: Intent, named: list[str], turn: Turn) -> bool:
@@ -626,10 +754,56 @@ def _repeats(intent: Intent, named: list[str], turn: Turn) -> bool:
     return _adds_nothing(intent, turn.intent) and (not named or set(named) == set(turn.garments))
 
 
-def _with_prompt(intent: Intent, prompt: str, negative: str) -> Intent:
-    from dataclasses import replace
+def _shown(job: Job) -> str:
+    """The prompt as a reply restates it: its words, and what it avoids ("without ruffled")."""
+    return plain_prompt(job.prompt) + (f", without {job.negative_prompt}" if job.negative_prompt else "")
 
+
+def _other_fabric(prompt: str) -> str:
+    """A fabric the hint can suggest ("try #5 in denim") that the prompt does not already have."""
+    return next(m for m in ("denim", "silk", "linen") if m not in prompt)
+
+
+def _with_prompt(intent: Intent, prompt: str, negative: str) -> Intent:
     return replace(intent, prompt=prompt, negative_prompt=negative or "")
+
+
+@lru_cache(maxsize=512)
+def _read(text: str) -> Reading:
+    """Each message is read once (adapters ask ``needs_generation`` before ``handle``); readings are immutable."""
+    return read(text)
+
+
+def _context_of(look: dict) -> Context:
+    """A stored look (``_look``) as the parser's context; older data dirs stored one garment only."""
+    garments = list(look.get("garments") or ([look["garment"]] if look.get("garment") else []))
+    return Context.of(garments, look.get("per_garment") or {}, look.get("target"), tuple(look.get("attributes", ())))
+
+
+def _look(intent: Intent, garments: list[str]) -> dict:
+    """What a finished turn leaves for follow-ups: every garment of its look, each with its own attributes."""
+    return {"garment": garments[0], "garments": list(garments), "target": intent.target,
+            "attributes": list(intent.attributes),
+            "per_garment": {g: list(intent.per_garment.get(g, intent.attributes if i == 0 else []))
+                            for i, g in enumerate(garments)}}
+
+
+def _look_of_turn(turn: Turn) -> dict:
+    return {"garment": (turn.garments or [None])[0], "garments": list(turn.garments),
+            "target": turn.intent.get("target"), "attributes": list(turn.intent.get("attributes", ())),
+            "per_garment": turn.intent.get("per_garment") or {}}
+
+
+def _turn_context(turn: Turn) -> Context:
+    """The look ``turn`` painted, for "#N but …" on one of its variations."""
+    return _context_of(_look_of_turn(turn))
+
+
+def _colourway_intent(intent: Intent, way: str, prompt: str) -> Intent:
+    """One colourway of ``intent`` as an ordinary intent (its turn's look is that colourway)."""
+    extra = way.split(" & ")
+    per = {g: [*attrs, *extra] for g, attrs in intent.per_garment.items()}
+    return replace(intent, prompt=prompt, attributes=[*intent.attributes, *extra], per_garment=per, colourways=[])
 
 
 def build_engine(settings: Settings, backend: Backend | None = None) -> Engine:

@@ -29,11 +29,13 @@ class Photo:
 
 @dataclass(frozen=True)
 class Message:
-    """A text reply in a thread: a prompt, a follow-up, 'fav 2', 'undo', 'help' …"""
+    """A text reply in a thread: a prompt, a follow-up, 'fav 2', 'undo', 'help' …  ``addressed``: said to restyle
+    (a mention, a DM, the terminal) rather than among people in a channel thread — chatter there gets no answer."""
 
     thread: str
     user: str
     text: str
+    addressed: bool = True
 
 
 @dataclass(frozen=True)
@@ -68,6 +70,16 @@ class MoreLike:
 
 
 @dataclass(frozen=True)
+class Answer:
+    """The Generate / Not that buttons under restyle's question ("Generate …?"); ``question`` is its id."""
+
+    thread: str
+    user: str
+    question: str
+    yes: bool
+
+
+@dataclass(frozen=True)
 class Command:
     """A slash command's text (``/restyle batch 8 pastel`` → ``"batch 8 pastel"``) for a thread."""
 
@@ -76,7 +88,7 @@ class Command:
     text: str
 
 
-Event = Photo | Message | Favorite | Use | MoreLike | Command
+Event = Photo | Message | Favorite | Use | MoreLike | Answer | Command
 
 
 # -- replies -------------------------------------------------------------------------------------------------------
@@ -84,6 +96,16 @@ Event = Photo | Message | Favorite | Use | MoreLike | Command
 class Text:
     text: str
     kind: Literal["info", "error", "help", "chatter"] = "info"  # chatter: small talk, unsaid in channel threads
+
+
+@dataclass
+class Question:
+    """restyle asks before spending GPU time on a message it is not sure about: ``text`` says what it understood;
+    adapters offer Generate / Not that (Slack buttons carrying ``id``; "y/n" in the terminal)."""
+
+    id: str
+    text: str
+    kind: Literal["question"] = "question"
 
 
 @dataclass
@@ -113,4 +135,4 @@ class FavoritesList:
     sheet: Path | None = None
 
 
-Reply = Text | Variations | FavoritesList
+Reply = Text | Question | Variations | FavoritesList

@@ -1,5 +1,51 @@
 """Every text restyle says to people, in one place (Slack mrkdwn; the terminal prints it as is)."""
 
+ASK = ("Just checking before I spend GPU time — I understood: {summary}. Generate? "
+       "(say _yes_ or _no_, or use the buttons)")
+TOPIC_NAMES = {"background": "the background", "hair": "hair", "makeup": "make-up", "jewellery": "jewellery",
+               "pose": "the pose", "body": "the model's body", "lighting": "the lighting"}
+ASK_TOPIC = " I can't change {what}, only the clothes: that part I'd leave as it is."
+CANCELLED = "OK, nothing generated. Tell me what you'd like instead — e.g. _make the skirt red_."
+NOTHING_PENDING = "There is nothing waiting for a yes or no — tell me what to change, e.g. _make the skirt red_."
+QUESTION_GONE = "That question has been answered or replaced by a newer message — tell me what to change."
+HOWTO = {
+    "reset": "Say _start over_ (or _back to the original_) and the next edit starts from the original photo again.",
+    "undo": "Say _undo_ to go back to the picture you were editing before (_start over_ goes back to the original).",
+    "favorite": "React ⭐ ❤️ 👍 on a variation, press its *Favourite* button, or say _fav 2_; _favourites_ lists them.",
+    "use": "Say _use 2_ (or press *Use as base*): later edits start from #2. _undo_ goes back.",
+    "batch": "Say _12 more like that_ or use `/restyle batch 12 <prompt>` (up to {max_batch} at once).",
+    "settings": ("Say _settings_ to see this thread's settings, or e.g. _settings steps=40 guidance=8 seed=7 count=4 "
+                 "strength=0.65_ — steps: quality vs. speed; guidance: how literally the prompt is followed; strength: "
+                 "how far an iteration (#2 but …) may move from #2; count: variations per request."),
+    "more": "Say _4 more like that_ or _more like #3_, or press *More like this* under a variation.",
+    "looks": "Say _use the resort look_ or _settings look=resort_ (_look=none_: the base model).",
+    "info": "Say _#2 info_: the seed, the picture it came from, the prompt and the settings of #2.",
+    "restyle": "Name the garment and the change: _make the skirt a red floral maxi_, _turn her jeans into a pleated skirt_.",
+}
+UNSUPPORTED = {
+    "background": "I can't change the background yet — I repaint garments only (the person and the scene stay as they are).",
+    "hair": "I can't change hair — only garments. Try _make the top cream_ or _try #2 in denim_.",
+    "makeup": "I can't change make-up — only garments.",
+    "jewellery": ("I can't add or change jewellery, glasses or watches — they are too small for my garment masks. "
+                  "Bags, belts, hats, scarves and shoes I can do."),
+    "pose": "I can't change the pose — I keep the photo and repaint garments only.",
+    "body": "I don't change the model's body, face or skin — only the clothes.",
+    "lighting": "I can't relight the photo — only garments change.",
+    "upscale": ("I can't upscale yet: variations come at the photo's own size. For more detail, share a larger photo "
+                "or make the garment a larger part of the picture."),
+    "compare": ("I can't compare variations side by side yet — the contact sheet shows them together; _#2 info_ says "
+                "how each was made."),
+    "lookbook": ("I can't export a lookbook or send files yet. The pictures are in this thread (download them from "
+                 "Slack); _favourites_ gathers the starred ones on one sheet."),
+    "link": "I can't open links — share the photo itself in the channel and I'll start a thread for it.",
+    "other_photos": ("I work on one photo per thread: post each photo as its own message and say what to change in "
+                     "its thread."),
+    "removal": ("I can't take the {what} out of the picture — I restyle what is there. Try _make the {what} black_ "
+                "or _make the {what} thinner_."),
+    "question": "I can only answer questions about how a variation was made (_#2 info_) — or say _help_.",
+    "other": "That's not something I can do — I repaint garments in this photo. Say _help_ to see what I can do.",
+}
+
 HELP = """*restyle* — drop a photo of a model, then tell me what to change, in the photo's thread:
 • `make the skirt a red floral maxi` — new looks for a garment (4 variations)
 • `try #2 in denim`, `#3 but longer` — iterate on a variation
@@ -44,7 +90,11 @@ QUEUED = "Queued: {n} request{s} ahead of yours — I'll start as soon as I can.
 WORKING = "Working on it… {done}/{total}"
 FINDING = "Finding the {what}…"
 GENERATING = "Generating {n} variation{s} of the {what}…"
-DONE = "Here are {n} variation{s} of the {what}: {numbers}. React ⭐ to keep one, or say _use 2_, _try #2 in denim_."
+DONE = ("Here are {n} variation{s} ({numbers}): _{prompt}_ on the {what}, from {source}{look}. React ⭐ to keep one, "
+        "or say _use {first}_, _try #{first} in {other}_.")
+DONE_WAYS = ("Here are {n} variations ({numbers}) of the {what} in {k} colourways — {ways} — from {source}{look}, "
+             "{per} each. React ⭐ to keep one, or say _use {first}_.")
+WAYS_CAPPED = " ({per} per colourway keeps the {n} colourways within {cap} pictures.)"
 SOME_REJECTED = " ({k} candidate{s} came out blank and were dropped.)"
 ALL_REJECTED = "All candidates came out blank (the model's output was black or invalid). Try again or rephrase."
 BAD_IMAGE = "I couldn't read that file as a photo: {why}"

@@ -41,6 +41,7 @@ from slack_sdk.http_retry.builtin_handlers import RateLimitErrorRetryHandler
 
 from bot import messages as T
 from bot.events import (
+    Answer,
     Command,
     Event,
     Favorite,
@@ -48,6 +49,7 @@ from bot.events import (
     Message,
     MoreLike,
     Photo,
+    Question,
     Reply,
     Text,
     Use,
@@ -65,6 +67,8 @@ log = logging.getLogger("restyle.slack")
 FAV_REACTIONS = frozenset({"star", "heart", "+1", "thumbsup"})
 ACTION_FAV, ACTION_USE, ACTION_MORE = "restyle_fav", "restyle_use", "restyle_more"
 ACTIONS = (ACTION_FAV, ACTION_USE, ACTION_MORE)
+#: The Generate / Not that buttons under a question restyle asks before spending GPU time (value: the question id)
+ACTION_YES, ACTION_NO = "restyle_confirm", "restyle_cancel"
 #: Socket Mode: ping Slack this often (s); a connection with no pong for 4 intervals is dropped and reconnected.
 PING_INTERVAL_S = 10.0
 #: The status message is edited at most this often (s) — chat.update is rate-limited (~50/min per workspace).
@@ -241,6 +245,30 @@ class SlackBot:
         elif aid == ACTION_MORE:
             self._run(place, MoreLike(variation.thread, user, vid))
 
+    def on_answer(self, ack, body: dict, action: dict) -> None:
+        """Generate / Not that under a question: the answer goes to the engine (which knows whether that question is
+        still open); the buttons are replaced by who answered, so nobody answers twice."""
+        ack()
+        user = (body.get("user") or {}).get("id", "")
+        message = body.get("message") or {}
+        container = body.get("container") or {}
+        channel = (body.get("channel") or {}).get("id") or container.get("channel_id")
+        root = message.get("thread_ts") or container.get("thread_ts")
+        if not channel or not root:
+            return
+        place = Place(channel, root)
+        yes = action.get("action_id") == ACTION_YES
+        if message.get("ts"):
+            text = str(message.get("text") or "")
+            answered = f"<@{user}>: {'Generate' if yes else 'Not that'}"
+            try:
+                self.client.chat_update(channel=channel, ts=message["ts"], text=text, blocks=[
+                    {"type": "section", "text": {"type": "mrkdwn", "text": text[:3000] or " "}},
+                    {"type": "context", "elements": [{"type": "mrkdwn", "text": answered}]}])
+            except (SlackApiError, SlackClientError, OSError) as exc:
+                log.warning("chat.update of a question in %s failed: %s", channel, _why(exc))
+        self._run(place, Answer(place.thread, user, str(action.get("value", "")), yes))
+
     def on_command(self, ack, command: dict) -> None:
         text = " ".join(str(command.get("text", "")).split())
         channel, user = command.get("channel_id", ""), command.get("user_id", "")
@@ -290,7 +318,9 @@ class SlackBot:
             place = Place(channel, parent)
             if self.store.has_thread(place.thread):
                 if self._claim(channel, ts):
-                    self._run(place, Message(place.thread, user, text), quiet_unknown=not (mentioned or is_dm))
+                    # said among people in a channel thread unless it mentions restyle: the engine keeps quiet
+                    # about small talk then
+                    self._run(place, Message(place.thread, user, text, addressed=mentioned or is_dm))
             elif mentioned and self._claim(channel, ts):
                 self._post(place, T.NO_THREAD)
             return
@@ -384,14 +414,14 @@ class SlackBot:
 
     # -- running engine events -------------------------------------------------------------------------------------
     def _run(self, place: Place, event: Event, *, make: Callable[[], Event | Text] | None = None,
-             ephemeral_to: str | None = None, quiet_unknown: bool = False) -> None:
+             ephemeral_to: str | None = None) -> None:
         """Quick events run here (Bolt already acked); generation is queued behind a status message."""
         make = make or (lambda: event)
         if not self.engine.needs_generation(event):
-            self._execute(place, make, None, ephemeral_to, quiet_unknown)
+            self._execute(place, make, None, ephemeral_to)
             return
         status = self._start_status(place)
-        if not self.jobs.submit(self._execute_in_turn, place, make, status, ephemeral_to, quiet_unknown):
+        if not self.jobs.submit(self._execute_in_turn, place, make, status, ephemeral_to):
             if status is not None:
                 status.finish(T.BUSY)
             else:
@@ -413,7 +443,7 @@ class SlackBot:
             self._execute(place, *args)
 
     def _execute(self, place: Place, make: Callable[[], Event | Text], status: Status | None,
-                 ephemeral_to: str | None, quiet_unknown: bool) -> None:
+                 ephemeral_to: str | None) -> None:
         try:
             event = make()
             replies = [event] if isinstance(event, Text) else self.engine.handle(
@@ -421,9 +451,6 @@ class SlackBot:
         except Exception:  # the engine turns its own failures into Text; this is a last resort
             log.exception("handling a Slack event failed")
             replies = [Text(T.FAILED, kind="error")]
-        if quiet_unknown:  # channel chatter ("love it!", "thanks") is for people; a mention or a DM gets answers
-            replies = [r for r in replies if not (isinstance(r, Text) and (r.text == T.UNKNOWN or
-                                                                          r.kind == "chatter"))]
         self.deliver(place, replies, status=status, ephemeral_to=ephemeral_to)
 
     # -- rendering -------------------------------------------------------------------------------------------------
@@ -434,6 +461,8 @@ class SlackBot:
                 if isinstance(reply, Variations):
                     self._say(place, reply.text, status)
                     self._deliver_variations(place, reply)
+                elif isinstance(reply, Question):
+                    self._post(place, reply.text, blocks=question_blocks(reply))
                 elif isinstance(reply, FavoritesList):
                     self._say(place, reply.text, status)
                     if reply.sheet is not None:
@@ -548,6 +577,17 @@ def uploadable(path: Path) -> Path:
     return jpeg
 
 
+def question_blocks(question: Question) -> list[dict]:
+    """restyle's question with its two answers; the buttons carry the question's id."""
+    def button(text: str, action_id: str, **extra) -> dict:
+        return {"type": "button", "action_id": action_id, "value": question.id,
+                "text": {"type": "plain_text", "text": text, "emoji": True}, **extra}
+
+    return [{"type": "section", "text": {"type": "mrkdwn", "text": question.text[:3000]}},
+            {"type": "actions", "block_id": f"restyle_q_{question.id}"[:255], "elements": [
+                button("Generate", ACTION_YES, style="primary"), button("Not that", ACTION_NO)]}]
+
+
 def variation_blocks(item: VariationOut, permalink: str | None) -> list[dict]:
     caption = escape(item.caption)[:2500]
     if permalink:
@@ -614,6 +654,7 @@ def build_app(engine, settings: Settings, *, client: WebClient | None = None, jo
     app.event("reaction_removed")(bot.on_reaction)
     app.event("file_shared")(bot.on_file_shared)
     app.action(re.compile("^(" + "|".join(ACTIONS) + ")$"))(bot.on_action)
+    app.action(re.compile(f"^({ACTION_YES}|{ACTION_NO})$"))(bot.on_answer)
     app.command("/restyle")(bot.on_command)
     app.restyle = bot  # type: ignore[attr-defined]
     return app

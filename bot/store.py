@@ -39,6 +39,7 @@ CREATE TABLE IF NOT EXISTS favorite_clock (variation TEXT NOT NULL, user TEXT NO
     at REAL NOT NULL, PRIMARY KEY (variation, user, source));
 CREATE TABLE IF NOT EXISTS messages (key TEXT PRIMARY KEY, variation TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS events (id TEXT PRIMARY KEY, at REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS pending (thread TEXT PRIMARY KEY, data TEXT NOT NULL, at REAL NOT NULL);
 CREATE INDEX IF NOT EXISTS turns_thread ON turns(thread, created);
 CREATE INDEX IF NOT EXISTS variations_thread ON variations(thread, number);
 """
@@ -189,6 +190,33 @@ class Store:
 
     def context(self, thread: str) -> dict:
         return json.loads(self._one("SELECT context FROM threads WHERE id = ?", (thread,))["context"])
+
+    def set_context(self, thread: str, context: dict) -> None:
+        """The look follow-ups refine ("make it longer"): set by each finished turn, and by "use #N"."""
+        self._tx([("UPDATE threads SET context = ? WHERE id = ?", (json.dumps(context), thread))])
+
+    def pending(self, thread: str) -> dict | None:
+        """The question restyle asked in ``thread`` and is waiting on ("Generate …?"), or None."""
+        row = self._one("SELECT data FROM pending WHERE thread = ?", (thread,))
+        return json.loads(row["data"]) if row else None
+
+    def set_pending(self, thread: str, data: dict | None) -> None:
+        """Remember the question (``data``: what answering yes runs), or forget it (None)."""
+        if data is None:
+            self._tx([("DELETE FROM pending WHERE thread = ?", (thread,))])
+        else:
+            self._tx([("INSERT OR REPLACE INTO pending (thread, data, at) VALUES (?, ?, ?)",
+                       (thread, json.dumps(data), time.time()))])
+
+    def take_pending(self, thread: str, question: str | None = None) -> dict | None:
+        """The pending question, removed (answered once, whoever answers first); with ``question``, only if it is
+        still that one."""
+        with self._lock:
+            data = self.pending(thread)
+            if data is None or (question is not None and data.get("id") != question):
+                return None
+            self._tx([("DELETE FROM pending WHERE thread = ?", (thread,))])
+            return data
 
     def settings(self, thread: str) -> dict:
         return json.loads(self._one("SELECT settings FROM threads WHERE id = ?", (thread,))["settings"])

@@ -202,6 +202,9 @@ class SlackEmulator:
             for m in self.messages:
                 if m["channel"] == args.get("channel") and m["ts"] == args.get("ts"):
                     m["text"] = args.get("text", m["text"])
+                    if "blocks" in args:  # Slack replaces the blocks when the update names them
+                        blocks = args["blocks"]
+                        m["blocks"] = (json.loads(blocks) if isinstance(blocks, str) else blocks) or []
                     m.setdefault("edits", []).append(m["text"])
                     return {"ok": True, "channel": m["channel"], "ts": m["ts"], "text": m["text"]}
         return {"ok": False, "error": "message_not_found"}
@@ -386,7 +389,7 @@ class SignedClient:
         return self.post(urllib.parse.urlencode(form), "application/x-www-form-urlencoded", **kw)
 
     def action(self, action_id: str, value: str, *, channel: str, message_ts: str, thread_ts: str,
-               user: str = "U0DESIGNER", **kw) -> Response:
+               user: str = "U0DESIGNER", message_text: str = "variation", **kw) -> Response:
         """A ``block_actions`` interactivity payload (form-encoded ``payload=``) for a button click."""
         payload = {
             "type": "block_actions", "team": {"id": TEAM_ID, "domain": "restyle-test"},
@@ -396,7 +399,7 @@ class SignedClient:
                           "is_ephemeral": False, "thread_ts": thread_ts},
             "channel": {"id": channel, "name": "design"},
             "message": {"type": "message", "ts": message_ts, "thread_ts": thread_ts, "bot_id": BOT_ID,
-                        "user": BOT_USER_ID, "text": "variation"},
+                        "user": BOT_USER_ID, "text": message_text},
             "response_url": "https://hooks.slack.com/actions/T0RESTYLE/1/abc",
             "actions": [{"type": "button", "action_id": action_id, "block_id": "restyle", "value": value,
                          "action_ts": str(time.time()), "text": {"type": "plain_text", "text": "button"}}],

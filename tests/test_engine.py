@@ -16,6 +16,7 @@ from bot import messages as T
 from bot.backends import BackendError, BackendUnavailable, LocalBackend, SageMakerBackend
 from bot.engine import Engine
 from bot.events import Command, Favorite, FavoritesList, Message, MoreLike, Photo, Use, Variations
+from bot.intent import plain_prompt
 from bot.jobs import JobQueue
 from bot.settings import Settings
 from bot.store import Store
@@ -100,6 +101,7 @@ def test_scenario_restyle_favorite_vary_batch(tmp_path, local_backend):
     turn = eng.store.turn(vary.turn_id)
     assert turn.base == str(second.path) and turn.strength == pytest.approx(eng.settings.vary_strength)
     assert "long" in turn.prompt
+    assert eng.store.base(th)[0] == second.path  # the thread is on #2 now: a refinement continues from it
 
     more = only(eng.handle(Message(th, "ana", "3 more like that")), Variations)
     assert len(more.items) == 3
@@ -177,7 +179,12 @@ def test_repeats_of_a_two_garment_turn_regenerate_both_garments(tmp_path, local_
     for out in repeats:
         turn = eng.store.turn(out.turn_id)
         assert (turn.garments, turn.prompt) == (look.garments, look.prompt), turn.text
-        assert out.text.startswith(T.DONE.format(n=2, s="s", what="top and skirt", numbers="")[:30])
+        # the reply restates what was made: the look, both garments, the picture it came from, the real numbers
+        first_number = out.items[0].number
+        assert out.text == T.DONE.format(n=2, s="s", numbers=", ".join(f"#{v.number}" for v in out.items),
+                                         prompt=plain_prompt(look.prompt), what="top and skirt",
+                                         source=eng._source_name("two", turn.base), look="", first=first_number,
+                                         other="denim")
     # the original's masks were kept per garment: only #1 (a new base) was segmented, for both garments at once
     assert [r.prompts for r in sent] == [["top", "skirt"]]
     # naming one of the garments, or adding a style, is not a repeat: the named one, or the context's first one
@@ -223,8 +230,10 @@ def test_how_a_variation_was_made_and_use_without_a_number(tmp_path, local_backe
     later = texts(eng.handle(Message("i", "u", "#3 info")))
     assert f"seed {third.seed}, made from #2" in later and "steps=3" in later and "strength=0.65" in later
     assert "There is no #9" in texts(eng.handle(Message("i", "u", "#9 info")))
+    before = eng.store.base("i")
+    assert before[1] is not None and before[1].number == 2  # "#2 but longer" left the thread on #2
     assert texts(eng.handle(Message("i", "u", "use a higher guidance"))) == T.WHICH
-    assert eng.store.base("i") == (eng.store.original("i"), None)  # neither question changed anything
+    assert eng.store.base("i") == before  # neither question changed anything
 
 
 def test_same_seed_same_pixels_and_settings(tmp_path, local_backend):
@@ -413,7 +422,7 @@ def test_terminal_chat_walks_the_flow(tmp_path, tiny_dir):
     stdout, stderr = proc.stdout.decode(), proc.stderr.decode()
     assert proc.returncode == 0, stderr
     assert "contact sheet:" in stdout and "#2 saved to favourites" in stdout and "went wrong" not in stdout
-    assert f"#2: {out / 'variation-002.png'}" in stdout and "say use 2, try #2 in denim" in stdout
+    assert f"#2: {out / 'variation-002.png'}" in stdout and "say use 1, try #1 in denim" in stdout
     assert (out / "variation-002.png").exists()
     assert (out / "variation-004.png").exists()
     assert "generating" in stderr  # the tqdm bar

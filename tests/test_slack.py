@@ -605,3 +605,51 @@ def test_big_variations_are_uploaded_as_jpeg_small_ones_as_png(harness, monkeypa
         diff = np.abs(np.asarray(sent).astype(int) - np.asarray(Image.open(png).convert("RGB")).astype(int))
         assert diff.mean() < 3  # quality 95, 4:4:4
     assert any(n.startswith("sheet-") and n.endswith(".png") for n in uploads)  # contact sheet and mask as before
+
+
+# -- asking before spending GPU time ---------------------------------------------------------------------------------
+def test_an_unclear_message_gets_generate_and_not_that_buttons(tmp_path):
+    """"hmm maybe velvet?" in a thread: restyle posts what it understood with Generate / Not that; Generate runs that
+    message (once, the buttons replaced by who answered), Not that runs nothing.  The conversation is under test, so
+    the model is the fast test double."""
+    from tests.fake_backend import FakeBackend
+
+    fake = FakeBackend()
+    with running_bot(tmp_path, fake) as h:
+        root = h.share_photo(text="make the skirt red")
+        h.wait_variations(root, 2)
+        assert h.bot.jobs.join(timeout=60)
+        calls = len(fake.inpaint_calls)
+
+        def ask(text: str) -> dict:
+            h.slack.event(message(CH, text, thread_ts=root))
+            q = h.emu.wait_until(lambda: next((m for m in h.emu.thread_messages(CH, root) if text.split()[-1].strip("?")
+                                               in m["text"] and m["text"].startswith("Just checking")
+                                               and m["blocks"] and not m.get("edits")), None),
+                                 30, what="a question")
+            buttons = next(b for b in q["blocks"] if b["type"] == "actions")["elements"]
+            assert [b["action_id"] for b in buttons] == [slack_app.ACTION_YES, slack_app.ACTION_NO]
+            return q
+
+        q = ask("hmm maybe velvet?")
+        assert len(fake.inpaint_calls) == calls  # nothing spent yet
+        qid = q["blocks"][1]["elements"][1]["value"]
+        h.slack.action(slack_app.ACTION_NO, qid, channel=CH, message_ts=q["ts"], thread_ts=root,
+                      message_text=q["text"])
+        h.wait_text(root, T.CANCELLED)
+        assert len(fake.inpaint_calls) == calls
+
+        q = ask("hmm maybe in velvet?")
+        qid = q["blocks"][1]["elements"][0]["value"]
+        h.slack.action(slack_app.ACTION_YES, qid, channel=CH, message_ts=q["ts"], thread_ts=root,
+                       message_text=q["text"])
+        h.wait_variations(root, 4)
+        assert h.bot.jobs.join(timeout=60)
+        assert "velvet" in fake.prompts[-1] and len(fake.inpaint_calls) == calls + 1
+        answered = next(m for m in h.emu.thread_messages(CH, root) if m["ts"] == q["ts"])
+        assert answered["text"] == q["text"] and not any(b["type"] == "actions" for b in answered["blocks"])
+        assert "<@U0DESIGNER>: Generate" in json.dumps(answered["blocks"])
+        # the same click again (a double click, or a second person): the question is answered, nothing runs
+        h.slack.action(slack_app.ACTION_YES, qid, channel=CH, message_ts=q["ts"], thread_ts=root)
+        h.wait_text(root, T.QUESTION_GONE)
+        assert len(fake.inpaint_calls) == calls + 1
