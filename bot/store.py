@@ -7,6 +7,7 @@ generation starts; on the next start any ``running`` turn becomes ``interrupted`
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -96,7 +97,8 @@ class Store:
         self.root = Path(data_dir)
         self.root.mkdir(parents=True, exist_ok=True)
         self._lock = threading.RLock()
-        self._db = sqlite3.connect(self.root / "restyle.sqlite3", check_same_thread=False, isolation_level=None)
+        self._db = sqlite3.connect(self.root / "restyle.sqlite3", check_same_thread=False, isolation_level=None,
+                                   timeout=30.0)  # another process's write transaction: wait for it
         self._db.row_factory = sqlite3.Row
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
@@ -112,16 +114,23 @@ class Store:
                       ("DROP TABLE favorites", ())])
 
     # -- plumbing ------------------------------------------------------------------------------------------------
-    def _tx(self, statements: list[tuple[str, tuple]]) -> None:
+    @contextlib.contextmanager
+    def _transaction(self):
+        """One write transaction, taken before anything is read (``BEGIN IMMEDIATE``): a number read inside it is
+        still free when it is written, even with several processes on one data dir."""
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:
-                for sql, args in statements:
-                    self._db.execute(sql, args)
+                yield self._db
                 self._db.execute("COMMIT")
             except BaseException:
                 self._db.execute("ROLLBACK")
                 raise
+
+    def _tx(self, statements: list[tuple[str, tuple]]) -> None:
+        with self._transaction() as db:
+            for sql, args in statements:
+                db.execute(sql, args)
 
     def _one(self, sql: str, args: tuple = ()) -> sqlite3.Row | None:
         with self._lock:
@@ -211,11 +220,12 @@ class Store:
     def take_pending(self, thread: str, question: str | None = None) -> dict | None:
         """The pending question, removed (answered once, whoever answers first); with ``question``, only if it is
         still that one."""
-        with self._lock:
-            data = self.pending(thread)
+        with self._transaction() as db:
+            row = db.execute("SELECT data FROM pending WHERE thread = ?", (thread,)).fetchone()
+            data = json.loads(row["data"]) if row else None
             if data is None or (question is not None and data.get("id") != question):
                 return None
-            self._tx([("DELETE FROM pending WHERE thread = ?", (thread,))])
+            db.execute("DELETE FROM pending WHERE thread = ?", (thread,))
             return data
 
     def settings(self, thread: str) -> dict:
@@ -246,22 +256,20 @@ class Store:
         # PNG encoding releases the GIL: a 24-megapixel photo's variations are written side by side
         paths = parallel.map_all(lambda n: save_png(n[2], folder / f"{turn}-{n[0]}.png"), named)
         staged = [(vid, seed, path) for (vid, seed, _), path in zip(named, paths, strict=True)]
-        with self._lock:
-            first = self._one("SELECT next_number FROM threads WHERE id = ?", (thread,))["next_number"]
-            stmts: list[tuple[str, tuple]] = []
+        with self._transaction() as db:
+            first = db.execute("SELECT next_number FROM threads WHERE id = ?", (thread,)).fetchone()["next_number"]
             out = []
             for i, (vid, seed, path) in enumerate(staged):
-                stmts.append(("INSERT INTO variations (id, thread, turn, number, seed, path, created) "
-                              "VALUES (?,?,?,?,?,?,?)", (vid, thread, turn, first + i, seed, str(path), time.time())))
+                db.execute("INSERT INTO variations (id, thread, turn, number, seed, path, created) VALUES (?,?,?,?,?,?,?)",
+                           (vid, thread, turn, first + i, seed, str(path), time.time()))
                 out.append(Variation(vid, thread, turn, first + i, seed, path))
-            stmts.append(("UPDATE threads SET next_number = ?, context = ? WHERE id = ?",
-                          (first + len(staged), json.dumps(context), thread)))
-            stmts.append(("UPDATE turns SET status = 'done' WHERE id = ?", (turn,)))
+            db.execute("UPDATE threads SET next_number = ?, context = ? WHERE id = ?",
+                       (first + len(staged), json.dumps(context), thread))
+            db.execute("UPDATE turns SET status = 'done' WHERE id = ?", (turn,))
             if intent_update:
-                intent = json.loads(self._one("SELECT intent FROM turns WHERE id = ?", (turn,))["intent"] or "{}")
-                stmts.append(("UPDATE turns SET intent = ? WHERE id = ?", (json.dumps({**intent, **intent_update}),
-                                                                          turn)))
-            self._tx(stmts)
+                row = db.execute("SELECT intent FROM turns WHERE id = ?", (turn,)).fetchone()
+                db.execute("UPDATE turns SET intent = ? WHERE id = ?",
+                           (json.dumps({**json.loads(row["intent"] or "{}"), **intent_update}), turn))
         return out
 
     def fail_turn(self, turn: str, error: str) -> None:

@@ -109,3 +109,32 @@ def test_reactions_handled_out_of_order_end_as_they_happened(tmp_path):
     assert store.set_favorite("v1", "ana", True, "star", at=0.5) is True  # each reaction has its own clock
     assert store.set_favorite("v1", "ana", False, "heart", at=2.5) is None  # older than the re-add
     assert store.set_favorite("v1", "ana", False, "heart") is True  # no time (words, buttons): applied, ⭐ remains
+
+
+NUMBERING_CHILD = textwrap.dedent("""
+    import sys
+    from PIL import Image
+    from bot.store import Store
+
+    data, n = sys.argv[1], int(sys.argv[2])
+    store = Store(data)
+    tile = Image.new("RGB", (8, 8))
+    for i in range(n):
+        turn = store.start_turn("shared", "u", "t", "restyle", {}, "p", "", store.original("shared"), 1.0, ["skirt"])
+        store.finish_turn(turn, "shared", [(i, tile), (i + 1, tile)], {})
+""")
+
+
+def test_two_processes_finishing_turns_in_one_thread_number_them_without_a_clash(tmp_path):
+    """Two replicas on one data dir finishing turns in the same thread at once: every variation gets its own
+    number, #1 … #N with no gap and no IntegrityError (the next number is read inside the write transaction)."""
+    from PIL import Image
+
+    Store(tmp_path).create_thread("shared", "u", Image.new("RGB", (8, 8)))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([os.getcwd(), os.environ.get("PYTHONPATH", "")])}
+    procs = [subprocess.Popen([sys.executable, "-c", NUMBERING_CHILD, str(tmp_path), "15"], env=env,
+                              stderr=subprocess.PIPE) for _ in range(2)]
+    errors = [p.communicate(timeout=120)[1].decode() for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], errors
+    numbers = sorted(v.number for v in Store(tmp_path).variations("shared"))
+    assert numbers == list(range(1, 61))
