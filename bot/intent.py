@@ -859,10 +859,12 @@ def _unique(items) -> list[str]:
 # ---------------------------------------------------------------------------------------------------------------
 _UNDO_STRONG_RE = re.compile(r"\b(?:undo|revert|reverted|rollback|roll\s+back|(?:ctrl|cmd)\s*\+?\s*z)\b")
 _RESET_RE = re.compile(r"\b(?:start\s+(?:over|again|afresh|fresh)|from\s+scratch|start\s+from\s+the\s+original"
+                       r"|(?:from|back\s+to)\s+the\s+(?:start|beginning)"
                        r"|reset(?!\s+(?:the\s+|my\s+|all\s+)?(?:settings?|config|steps|seed|guidance|strength|count))"
                        r"|(?:back\s+to|use|revert\s+to|return\s+to|go\s+back\s+to|from)\s+(?:the\s+)?original"
                        r"(?:\s+(?:photo|picture|image|pic))?\b(?!\s+(?:colou?r|length|fabric|shape|cut|style))"
-                       r"|original\s+(?:photo|picture|image|pic)\s+again)\b")
+                       r"|original\s+(?:photo|picture|image|pic)\s+again"
+                       r"|(?:show|see)\s+(?:me\s+|us\s+)?the\s+original\b(?!\s+(?:colou?r|length|fabric|shape|cut|style)))\b")
 _UNDO_WEAK_RE = re.compile(r"\b(?:go\s+back|step\s+back|take\s+(?:it|that|this)\s+back|back|previous"
                            r"|cancel\s+(?:that|it|this))\b")
 _HELP_RE = re.compile(r"^\s*(?:\?+|h|help|commands|usage|instructions|menu|info)\s*[?!.]*\s*$"
@@ -903,6 +905,7 @@ _REQUEST_RE = re.compile(
     r"|restyle|redo|dress|style|paint|recolou?r|colou?r|repaint|see|get|keep|vary|batch|lose|ditch|drop|lengthen"
     r"|shorten|reimagine|redesign|convert|transform|experiment|mix|remake|rework|update|use|apply|shift|bring|tweak"
     r"|upscale|enhance|sharpen|compare|export|download|send|share|print|place|remove|take|fix|adjust|recut|rerun"
+    r"|regenerate|reroll|re\s+roll|refresh"
     r"|maybe\s+try|how\s+about|what\s+about|what\s+if)\b"
     r"|\b(?:make|try|change|turn|give|show|do|swap|switch|replace|add|render|generate|paint|recolou?r"
     r"|restyle|redo|see)\s+(?:the|it|her|his|them|this|that|a|an|#|me|us|some|one|those|these|both)\b"
@@ -911,7 +914,8 @@ _REQUEST_RE = re.compile(
     r"|\bpl(?:ease|s|z)\b|\b(?:i|we)\s*(?:d|would)?\s*(?:really\s+|just\s+|so\s+)?(?:like|love|want|need|wanna)\s+(?:to\s+(?:see|try|get)|it|them"
     r"|this|that|a|an|some|more|#)|\bi\s+(?:want|wanna|need)\b|\bwhat\s+would\s+(?:it|this|that|she|he|they)\s+look"
     r"|\bhow\s+would\s+(?:it|this|that|she|he|they)\s+look|\bany\s+chance\b|\b(?:let\s*me|lemme|lets)\s+see\b"
-    r"|\bshow\s+(?:me|us)\b|\bin\s+(?:a\s+)?(?:different|another)\b")
+    r"|\bshow\s+(?:me|us)\b|\bin\s+(?:a\s+)?(?:different|another)\b"
+    r"|\bmore\s+like\b|\b(?:\d+|few|couple|some)\s+more\b|\bmore\s+(?:options|versions|variations|ideas|takes|looks)\b")
 _TERSE_OK = frozenset("in with but and or as a an the it its this that some please pls plz now instead also then "
                       "touch tad all just even less lot smidge bit abit "
                       "too version versions one ones same again like more bit little slightly much way really so "
@@ -924,7 +928,8 @@ _LAUGH_RE = re.compile(r"\b(?:lol+|lmao+|lmfao|rofl|haha\w*|hehe\w*|omg|omfg|wtf
 _QUESTION_START_RE = re.compile(r"^(?:is|are|was|were|does|do|did|has|have|had|who|why|where|when|whose|whats"
                                 r"|what\s+(?:colou?r|fabric|material|seed|prompt|guidance|steps|settings|did|was|were"
                                 r"|does|do|made|happened)"
-                                r"|what\s+is|what\s+s|how\s+come|isnt|arent|doesnt|didnt|should|shall|will|am|which)\b")
+                                r"|what\s+is|what\s+s|how\s+come|how\s+(?:long|many|much|fast|often|big)|isnt|arent"
+                                r"|doesnt|didnt|should|shall|will|am|which)\b")
 _HOWTO_RE = re.compile(r"^(?:\w+\s+){0,3}?(?:how\s+(?:do|can|would|should|could)\s+(?:i|we|you|one)|how\s+to"
                        r"|is\s+there\s+a\s+way\s+to|where\s+do\s+i|what\s+do\s+i\s+(?:type|say|write)"
                        r"|can\s+i\s+(?:undo|go\s+back|save|star|change\s+the\s+settings|set|get\s+back)"
@@ -954,6 +959,7 @@ _CONFIRM_RE = re.compile(r"^(?:(?:y|ya|yes|yep|yup|yeah|yea|sure|ok|okay)\W+)?"
 _CANCEL_RE = re.compile(r"^(?:(?:nah|no|nope|ok|okay|actually|hmm+|wait|never\s*mind|stop)\W+)*(?:n|no|nope|nah"
                         r"|not\s+that(?:\s+one)?|leave\s+it(?:\s+as\s+(?:is|it\s+is))?|wrong\s+one|no\s+wrong\s+one"
                         r"|cancel\s+(?:that|it|this)|scratch\s+that|never\s*mind|nvm|cancel|stop|dont|no\s+thanks"
+                        r"|stop\s+(?:generating|it|that|this)"
                         r"|no\s+thank\s+you"
                         r"|wrong|not\s+what\s+i\s+meant|thats\s+not\s+it|forget\s+it|scrap\s+that)[\s.!]*$")
 # Things restyle does not (yet) do, and how people say them.  Checked on the normalised text, whole words only.
@@ -991,7 +997,8 @@ _TOPIC_PATTERNS: list[tuple[str, str]] = [
 ]
 _TOPIC_RES = [(t, re.compile(p)) for t, p in _TOPIC_PATTERNS]
 _FEATURE_TOPICS = frozenset({"upscale", "compare", "lookbook", "other_photos", "other"})
-_REMOVAL_RE = re.compile(r"\b(?:remove|take\s+off|take\s+away|get\s+rid\s+of|delete|erase|without|lose|ditch|drop)\b")
+_REMOVAL_RE = re.compile(r"\b(?:remove|take\s+off|take\s+away|get\s+rid\s+of|delete|erase|without|lose|ditch|drop"
+                         r"|minus|no\s+more)\b")
 #: "the red one", "the floral ones": a variation pointed at by its look, not a new style
 _DESCRIBED_REF_RE = re.compile(r"\b(?:the|that|this|those|these)\s+((?:[a-z]+\s+){1,2})(?:one|ones)\b")
 _COUNT_SETTING_RE = re.compile(rf"\b(?P<num>\d+|{_NUM_NO_ONE})\s+(?:per|each|every|at\s+a)\s+(?:round|time|go|batch"
@@ -1023,6 +1030,10 @@ _COMPLAINT_RES = [(re.compile(p), r) for p, r in _COMPLAINTS]
 _COLOURWAY_CATS = frozenset({"colour", "pattern", "material"})
 _HEDGE_RE = re.compile(r"\b(?:i\s+feel\s+like|i\s+think|i\s+wonder|wondering|maybe|perhaps|not\s+sure|might|probably"
                        r"|could\s+be|would\s+be|kinda\s+want)\b")
+#: what is wrong with a picture ("#3 has a weird artifact", "the hem on #5 is wonky"): never praise
+_FAULT_RE = re.compile(r"\b(?:wonky|weird|off|wrong|bad|ugly|blurry|broken|strange|odd|meh|awful|terrible|messy"
+                       r"|glitch\w*|artifacts?|distorted|warped|melted|smudged?|janky|cursed|creepy|not\s+(?:right|great"
+                       r"|good|it)|isnt|doesnt|dont|hate)\b")
 _STRONG_REQUEST_RE = re.compile(r"\b(?:make|try|change|turn|give|show|swap|switch|replace|render|generate|do|see)\s+"
                                 r"(?:the|it|her|his|them|this|that|a|an|#|me|us|some)\b|\bpl(?:ease|s|z)\b"
                                 r"|\b(?:can|could|would|will)\s+(?:you|u|we)\b|^(?:make|try|change|turn|give|show)\b")
@@ -1248,8 +1259,9 @@ class Reading:
         """The intent in ``context``: a follow-up that names no garment refines the context's whole look (every
         garment of it); a named garment starts fresh; a new colour/length/… replaces the old one."""
         if not self.generates:
+            removed = list(self.negatives) if self.topic == "removal" else []  # "remove the belt": what and why not
             return Intent(action=self.action, variation=self.variation, settings=dict(self.settings),
-                          topic=self.topic, negatives=list(self.negatives) if self.topic == "removal" else [])
+                          topic=self.topic, negatives=removed, negative_prompt=", ".join(removed))
         ctx = context or Context()
         negatives = list(self.negatives)
         ambiguous = self.ambiguous
@@ -1342,6 +1354,9 @@ def read(text: str) -> Reading:
             and not _REQUEST_RE.search(flat) and any((w,) in _LEX for w in described.group(1).split()):
         scan_text = _blank(scan_text, described.start(), described.end())
     lead = re.match(r"\s*(\d{1,2})\s+(?=(?:but|in|with|without|as|and|w)\b)", scan_text)
+    counted_ways = re.search(r"\b(?:and|,)\s*\d{1,2}\s+(?:in|with)\b", scan_text) is not None
+    if lead and counted_ways:
+        lead = None  # "3 in velvet and 3 in satin": counts of colourways, not #3
     if lead:  # "4 w/ stripes", "2 but cropped": a variation named by its bare number
         scan_text = f"#{lead.group(1)}" + scan_text[lead.end(1):]
     found, rest = _extract_settings(scan_text)
@@ -1407,6 +1422,8 @@ def read(text: str) -> Reading:
     if variation is not None and action in (Action.VARY, Action.UNKNOWN, Action.USE) and not request:
         if question or wh_question or (_INFO_RE.search(flat) and not _USE_RE.search(flat)):
             return Reading(Action.INFO, variation=variation)  # "is #3 silk or satin?", "what guidance did #12 use"
+        if _FAULT_RE.search(flat) and not praise:  # "the hem on #5 is wonky": a fault, not a favourite
+            return unknown("chatter")
         if not _USE_RE.search(flat) and not complaint and (praise or re.search(r"\b(?:looks?|is|feels?)\b", flat)):
             return Reading(Action.FAVORITE, variation=variation)  # "#1 looks so expensive", "#4 is giving"
     if action == Action.FAVORITE and variation is None and not _LIST_FAVORITES_RE.search(flat):
@@ -1439,6 +1456,11 @@ def read(text: str) -> Reading:
         old = per_edit.get(src)
         per_edit[src] = (old[0] if old else dst, _unique([*(old[1] if old else []), *attrs]))
     loose = tuple(_unique(names[i] for i in analysis.global_attrs if names[i] not in negatives))
+    if counted_ways and not colourways:
+        ambiguous = True  # "3 in velvet and 3 in satin" not read as colourways: ask, don't guess
+    if action == Action.RESTYLE and per_edit and not loose and not negatives and not colourways \
+            and all(not attrs and dst == src for src, (dst, attrs) in per_edit.items()):
+        ambiguous = True  # "any chance of a version with a belt?": a garment, and nothing said about how it changes
     return Reading(action, variation=variation if action in (Action.VARY, Action.BATCH) else None,
                    count=count, settings=settings, topic=topic, ambiguous=ambiguous,
                    named=tuple((src, dst, tuple(attrs)) for src, (dst, attrs) in per_edit.items()),
