@@ -1030,6 +1030,9 @@ _COMPLAINT_RES = [(re.compile(p), r) for p, r in _COMPLAINTS]
 _COLOURWAY_CATS = frozenset({"colour", "pattern", "material"})
 _HEDGE_RE = re.compile(r"\b(?:i\s+feel\s+like|i\s+think|i\s+wonder|wondering|maybe|perhaps|not\s+sure|might|probably"
                        r"|could\s+be|would\s+be|kinda\s+want)\b")
+#: parts of a garment that restyle cannot mask on their own ("gold buttons" would repaint the whole dress gold)
+_PART_RE = re.compile(r"\b(?:buttons?|zips?|zippers?|collars?|cuffs?|hems?|hemline|pockets?|hardware|straps?|shoelaces?"
+                      r"|trim|piping|lining|seams?|stitching|buckles?|waistband|lapels?|embroidery\s+on)\b")
 #: what is wrong with a picture ("#3 has a weird artifact", "the hem on #5 is wonky"): never praise
 _FAULT_RE = re.compile(r"\b(?:wonky|weird|off|wrong|bad|ugly|blurry|broken|strange|odd|meh|awful|terrible|messy"
                        r"|glitch\w*|artifacts?|distorted|warped|melted|smudged?|janky|cursed|creepy|not\s+(?:right|great"
@@ -1458,6 +1461,12 @@ def read(text: str) -> Reading:
     loose = tuple(_unique(names[i] for i in analysis.global_attrs if names[i] not in negatives))
     if counted_ways and not colourways:
         ambiguous = True  # "3 in velvet and 3 in satin" not read as colourways: ask, don't guess
+    if action == Action.RESTYLE and variation is None and count is None \
+            and any(t.kind == "num" and t.value.isdigit() for t in toks):
+        ambiguous = True  # "2 navy", "navy 2": #2 in navy, or two navy ones?  Ask
+    if any(not re.search(r"\bwith\s+(?:[a-z]+\s+){0,3}$", flat[:m.start()]) for m in _PART_RE.finditer(flat)):
+        # "change the buttons to gold": a part restyle cannot mask on its own (not "a parka with fur trim"); ask
+        ambiguous = True
     if action == Action.RESTYLE and per_edit and not loose and not negatives and not colourways \
             and all(not attrs and dst == src for src, (dst, attrs) in per_edit.items()):
         ambiguous = True  # "any chance of a version with a belt?": a garment, and nothing said about how it changes
