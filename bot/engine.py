@@ -208,6 +208,10 @@ class Engine:
                 return [self._favorites(event.thread)]
             return self._text(event.thread, event.user, text, progress, batch=text.lower().startswith("batch"))
         if isinstance(event, Message):
+            if not event.addressed and _read(event.text).statement:
+                # "the skirt is too short" among people in a channel thread: theirs to discuss; with a mention or
+                # in a DM restyle asks whether to make it
+                return []
             return self._text(event.thread, event.user, event.text, progress)
         raise TypeError(f"unknown event {event!r}")
 

@@ -1253,6 +1253,9 @@ class Reading:
     loose: tuple[str, ...] = ()  # attributes that belong to no named garment ("make it longer")
     negatives: tuple[str, ...] = ()
     colourways: tuple[str, ...] = ()
+    #: a statement with a change in it but no request ("the skirt is too short", "navy was rejected by the buyer"):
+    #: said to people as often as to restyle, so restyle asks only when it is addressed
+    statement: bool = False
 
     @property
     def generates(self) -> bool:
@@ -1443,6 +1446,7 @@ def read(text: str) -> Reading:
     ambiguous = topic is not None  # "a red dress and blonde hair": the dress, after asking
     if wh_question and not complaint:  # "did anyone hear back from the mill about the tweed?"
         return unknown("chatter" if chatty or not question else "question")
+    statement = False
     if not request:
         concrete = bool(attr_toks or negatives) or action in (Action.VARY, Action.BATCH)
         if chatty or not concrete:  # "lol the skirt looks like a lampshade", "love the skirt"
@@ -1450,6 +1454,7 @@ def read(text: str) -> Reading:
         if praise and not complaint and not question:  # "i love the red"
             return unknown("praise")
         ambiguous = True  # "the skirt is too short", "hmm maybe velvet?": ask before painting
+        statement = not question
     elif _HEDGE_RE.search(flat) and not _STRONG_REQUEST_RE.search(flat):
         ambiguous = True  # "I feel like the skirt could be a touch shorter": a thought, not yet a request
     per_edit: dict[str, tuple[str, list[str]]] = {}
@@ -1474,7 +1479,7 @@ def read(text: str) -> Reading:
                    count=count, settings=settings, topic=topic, ambiguous=ambiguous,
                    named=tuple((src, dst, tuple(attrs)) for src, (dst, attrs) in per_edit.items()),
                    attributes=tuple(_unique(names[i] for i in attr_toks if names[i] not in negatives)),
-                   loose=loose, negatives=negatives, colourways=colourways)
+                   loose=loose, negatives=negatives, colourways=colourways, statement=statement)
 
 
 def parse(text: str, context: Context | None = None) -> Intent:

@@ -226,3 +226,16 @@ def test_the_contact_sheet_labels_colourways(chat, tmp_path):
     expected = contact_sheet([Image.open(chat.engine.store.original(chat.thread)), *tiles], labels, title="x")
     assert sheet.size[0] == expected.size[0]
     assert isinstance(chat.say("thanks")[0], Text)
+
+
+def test_statements_among_people_get_no_question_but_a_mention_does(chat):
+    """"the skirt is too short" in a channel thread is said to colleagues as often as to restyle: no question then
+    (and nothing remembered that a later "yes" could run); said to restyle, it asks."""
+    chat.made("make the skirt red")
+    assert chat.say("the skirt is too short", addressed=False) == []
+    assert chat.say("navy was rejected by the buyer", addressed=False) == []
+    assert chat.answer("yes") == T.NOTHING_PENDING
+    (q,) = chat.say("the skirt is too short")
+    assert isinstance(q, Question)
+    (q,) = chat.say("hmm maybe velvet?", addressed=False)  # a hedged request in the thread is for restyle
+    assert isinstance(q, Question)
