@@ -14,7 +14,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PIP) install --quiet --upgrade pip
 	# The CPU wheel of torch lies on this disk; install it first so nothing pulls a CUDA build.
 	$(PIP) install --quiet torch==2.13.0
-	$(PIP) install --quiet -e '.[dev,deploy]'
+	$(PIP) install --quiet -e '.[local,dev,deploy]'
 	touch $@
 
 setup: $(VENV)/.installed
