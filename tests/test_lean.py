@@ -11,6 +11,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 import tomllib
 from pathlib import Path
 
@@ -103,3 +104,53 @@ def test_asking_for_in_process_models_without_the_extra_is_one_line_naming_it(tm
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1, r.stderr
     assert 'pip install "restyle[local]"' in lines[0] and "torch" in lines[0]
+
+
+def test_sagemaker_backend_starts_serves_and_stops_without_the_heavy_libraries(tmp_path):
+    """``restyle slack --backend sagemaker --http`` against the Slack emulator with torch, diffusers and
+    transformers unimportable: it starts, answers /healthz ready, and exits 0 on SIGTERM."""
+    import json
+    import re
+    import signal
+    import threading
+    import urllib.request
+
+    from tests.slack_emulator import BOT_TOKEN, SIGNING_SECRET, SlackEmulator
+
+    emu = SlackEmulator().start()
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "RESTYLE_DATA_DIR": str(tmp_path), "SLACK_BOT_TOKEN": BOT_TOKEN,
+           "SLACK_SIGNING_SECRET": SIGNING_SECRET, "SLACK_API_URL": emu.api_url, "AWS_DEFAULT_REGION": "us-east-1",
+           "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "RESTYLE_BACKEND": ""}
+    code = BLOCK + textwrap.dedent(f"""
+        import atexit, sys
+        atexit.register(lambda: print("HEAVY", sorted(m for m in sys.modules if m.split(".")[0] in {HEAVY!r}),
+                                      file=sys.stderr, flush=True))
+        from bot.__main__ import main
+        raise SystemExit(main(["slack", "--backend", "sagemaker", "--http", "--port", "0"]))
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", code], env=env, cwd=ROOT, stderr=subprocess.PIPE, text=True)
+    lines: list[str] = []
+    port: list[int] = []
+    ready = threading.Event()
+
+    def read():
+        for line in proc.stderr:
+            lines.append(line)
+            if m := re.search(r"http://127\.0\.0\.1:(\d+)/slack/events", line):
+                port.append(int(m.group(1)))
+                ready.set()
+        ready.set()
+
+    threading.Thread(target=read, daemon=True).start()
+    try:
+        assert ready.wait(60) and port, "".join(lines)
+        with urllib.request.urlopen(f"http://127.0.0.1:{port[0]}/healthz", timeout=10) as r:
+            assert r.status == 200 and json.loads(r.read())["ready"] is True
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0, "".join(lines)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        emu.stop()
+    time.sleep(0.2)  # the reader thread takes the last lines
+    assert "HEAVY []\n" in lines, "".join(lines)

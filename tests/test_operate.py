@@ -1,0 +1,313 @@
+"""Operating the bot: /healthz readiness, the SIGTERM drain, the hardened HTTP server, secrets from AWS Secrets
+Manager, and the IAM policies ``python -m deploy policy`` prints.
+
+The drain is shown end to end: ``python -m bot slack --http`` in a subprocess, the Slack emulator on loopback, and
+the models behind the SageMaker Runtime API (a loopback ``model.serve`` on tiny checkpoints) reached through a gate
+this test opens or keeps shut, so a turn is provably in flight when SIGTERM arrives.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from bot import health as H
+from bot import slack_app
+from bot.backends import Backend
+from bot.engine import Engine
+from bot.health import Health, TrackedJobs
+from bot.http_server import HttpServer, wsgi_app
+from bot.settings import Settings
+from bot.store import Store
+from tests.conftest import make_photo, to_bytes
+from tests.slack_emulator import BOT_TOKEN, SIGNING_SECRET, SignedClient, SlackEmulator, file_share, message
+
+ROOT = Path(__file__).resolve().parents[1]
+CH = "C0OPERATE"
+PHOTO = to_bytes(make_photo(160, 240), "JPEG", quality=95)
+
+
+def get(url: str, timeout: float = 10.0) -> tuple[int, dict, dict]:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as r:
+            return r.status, json.loads(r.read() or b"{}"), dict(r.headers)
+    except urllib.error.HTTPError as exc:
+        body = exc.read()
+        return exc.code, (json.loads(body) if body.startswith(b"{") else {"text": body.decode()}), dict(exc.headers)
+
+
+# -- /healthz in process ---------------------------------------------------------------------------------------------
+@contextlib.contextmanager
+def bot_server(tmp_path, **overrides):
+    """The Bolt app on the production HTTP server (waitress via Bolt's WSGI adapter), readiness wired in; no
+    models (nothing here generates)."""
+    emu = SlackEmulator().start()
+    settings = Settings.from_env({}, data_dir=tmp_path, backend="sagemaker", slack_bot_token=BOT_TOKEN,
+                                 slack_signing_secret=SIGNING_SECRET, slack_api_url=emu.api_url, queue_size=4,
+                                 **overrides)
+    engine = Engine(Store(settings.data_dir), Backend(), settings)
+    jobs = TrackedJobs(settings.workers, settings.queue_size)
+    app = slack_app.build_app(engine, settings, jobs=jobs)
+    health = Health(store=engine.store, jobs=jobs, capacity=settings.queue_size)
+    app.use(health.middleware)
+    server = slack_app.serve_http(app, "127.0.0.1", 0, health=health)
+    server.start()
+    base = f"http://127.0.0.1:{server.port}"
+    try:
+        yield base, SignedClient(base + slack_app.EVENTS_PATH), health, engine
+    finally:
+        server.shutdown()
+        server.server_close()
+        jobs.shutdown()
+        emu.stop()
+        with contextlib.suppress(Exception):
+            engine.store.close()
+
+
+def test_healthz_reports_store_queue_and_slack_contact_and_503_when_not_ready(tmp_path):
+    with bot_server(tmp_path) as (base, slack, health, engine):
+        status, body, headers = get(base + "/healthz")
+        assert status == 200 and body["ready"] is True and body["reasons"] == []
+        assert body["store"] == "ok" and body["mode"] == "http" and body["draining"] is False
+        assert body["queue"] == {"pending": 0, "workers": 1, "capacity": 4}
+        assert body["slack"]["last_contact_s_ago"] is None  # Slack has not reached this app yet
+        assert headers["Content-Type"] == "application/json"
+
+        assert slack.event(message(CH, "just chatting")).status == 200  # a verified delivery is contact
+        _, body, _ = get(base + "/healthz")
+        assert 0 <= body["slack"]["last_contact_s_ago"] < 5
+
+        # an unsigned request is not contact (Bolt refuses it before any middleware)
+        before = health._last_contact
+        assert slack.event(message(CH, "forged"), signature="v0=" + "0" * 64).status == 401
+        assert health._last_contact == before
+
+        engine.store.close()  # the store stops answering: not ready
+        status, body, _ = get(base + "/healthz")
+        assert status == 503 and body["ready"] is False
+        assert body["store"].startswith("error:") and any(r.startswith("store:") for r in body["reasons"])
+
+
+def test_draining_answers_503_to_health_and_to_slack_so_it_redelivers_elsewhere(tmp_path):
+    with bot_server(tmp_path) as (base, slack, health, engine):
+        health.begin_drain()
+        status, body, _ = get(base + "/healthz")
+        assert status == 503 and body["draining"] is True and "draining: shutting down" in body["reasons"]
+        resp = slack.event(message(CH, "hello?"))
+        assert resp.status == 503 and resp.headers.get("Retry-After") == "1"
+
+
+def test_socket_mode_health_port_follows_the_connection():
+    """Socket Mode serves only /healthz (``--health-port``): 503 while the WebSocket is down."""
+    state = {"up": False}
+    health = Health(mode="socket", connected=lambda: state["up"])
+    server = HttpServer(wsgi_app(health), "127.0.0.1", 0)
+    server.start()
+    base = f"http://127.0.0.1:{server.port}"
+    try:
+        status, body, _ = get(base + "/healthz")
+        assert status == 503 and body["slack"]["connected"] is False
+        assert "slack: the Socket Mode connection is down" in body["reasons"]
+        state["up"] = True
+        status, body, _ = get(base + "/healthz")
+        assert status == 200 and body["slack"]["connected"] is True and body["mode"] == "socket"
+        assert get(base + "/slack/events")[0] == 404  # no Events API on the health port
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_settings_for_operating_are_checked():
+    with pytest.raises(ValueError, match="RESTYLE_DRAIN_S"):
+        Settings.from_env({"RESTYLE_DRAIN_S": "-1", "RESTYLE_BACKEND": "sagemaker"})
+    with pytest.raises(ValueError, match="RESTYLE_HEALTH_PORT"):
+        Settings.from_env({"RESTYLE_HEALTH_PORT": "70000", "RESTYLE_BACKEND": "sagemaker"})
+    s = Settings.from_env({"RESTYLE_DRAIN_S": "2.5", "RESTYLE_HEALTH_PORT": "8081", "RESTYLE_BACKEND": "sagemaker"})
+    assert (s.drain_s, s.health_port) == (2.5, 8081)
+    assert Settings().drain_s == 30.0
+
+
+# -- SIGTERM end to end --------------------------------------------------------------------------------------------
+class GatedRuntime:
+    """A SageMaker Runtime in front of a loopback ``model.serve``: inpainting calls wait until ``gate`` opens."""
+
+    def __init__(self, upstream: str) -> None:
+        self.upstream = upstream
+        self.gate = threading.Event()
+        self.closed = False  # held calls are then answered 503, never run (no model work left at exit)
+        self.inpaint_calls = 0
+        self.entered = threading.Event()
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, format, *args):  # noqa: A002
+                pass
+
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                if "inpaint" in self.path:
+                    outer.inpaint_calls += 1
+                    outer.entered.set()
+                    outer.gate.wait(120)
+                    if outer.closed:
+                        self.send_response(503)
+                        self.send_header("Content-Length", "0")
+                        self.end_headers()
+                        return
+                req = urllib.request.Request(outer.upstream + self.path, data=body, method="POST",
+                                             headers={k: v for k, v in self.headers.items()
+                                                      if k.lower() in ("content-type", "accept")})
+                try:
+                    with urllib.request.urlopen(req, timeout=120) as r:
+                        status, data, ctype = r.status, r.read(), r.headers.get("Content-Type", "")
+                except urllib.error.HTTPError as exc:
+                    status, data, ctype = exc.code, exc.read(), exc.headers.get("Content-Type", "")
+                self.send_response(status)
+                self.send_header("Content-Type", ctype)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.closed = True
+        self.gate.set()
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture(scope="module")
+def model_runtime(tiny_dir):
+    from model.serve import ModelServer, start
+
+    server = ModelServer({"clipseg": str(tiny_dir / "clipseg"), "inpaint": str(tiny_dir / "inpaint")})
+    httpd = start(server, port=0)
+    assert server.ready.wait(120), server.load_error
+    yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    httpd.shutdown()
+
+
+@contextlib.contextmanager
+def bot_process(tmp_path, runtime_url: str, emu: SlackEmulator, **env):
+    """``python -m bot slack --http --port 0 --backend sagemaker`` with the models behind ``runtime_url``."""
+    full_env = {**os.environ, "PYTHONPATH": str(ROOT), "RESTYLE_DATA_DIR": str(tmp_path / "data"),
+                "SLACK_BOT_TOKEN": BOT_TOKEN, "SLACK_SIGNING_SECRET": SIGNING_SECRET, "SLACK_API_URL": emu.api_url,
+                "RESTYLE_SAGEMAKER_ENDPOINT_URL": runtime_url, "AWS_DEFAULT_REGION": "us-east-1",
+                "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "RESTYLE_STEPS": "2",
+                "RESTYLE_NUM_IMAGES": "2", "RESTYLE_RETRIES": "0", "RESTYLE_WORKERS": "1", **env}
+    proc = subprocess.Popen([sys.executable, "-m", "bot", "slack", "--http", "--port", "0", "--backend",
+                             "sagemaker", "--log-level", "WARNING"], env=full_env, cwd=ROOT,
+                            stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+    lines: list[str] = []
+    port: list[int] = []
+    ready = threading.Event()
+
+    def read():
+        for line in proc.stderr:
+            lines.append(line)
+            if m := re.search(r"serving the Slack Events API on http://127\.0\.0\.1:(\d+)", line):
+                port.append(int(m.group(1)))
+                ready.set()
+        ready.set()
+
+    threading.Thread(target=read, daemon=True).start()
+    try:
+        assert ready.wait(60) and port, "the bot did not start:\n" + "".join(lines)
+        proc.log = lines  # type: ignore[attr-defined]
+        yield proc, f"http://127.0.0.1:{port[0]}"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+
+
+def _thread_texts(emu: SlackEmulator, root: str) -> list[str]:
+    return [m["text"] for m in emu.thread_messages(CH, root)]
+
+
+def test_sigterm_lets_the_running_turn_finish_then_exits_0(tmp_path, model_runtime):
+    emu = SlackEmulator().start()
+    gated = GatedRuntime(model_runtime)
+    try:
+        with bot_process(tmp_path, gated.url, emu, RESTYLE_DRAIN_S="60") as (proc, base):
+            slack = SignedClient(base + slack_app.EVENTS_PATH)
+            root = "1700000000.000100"
+            f = emu.host_file(PHOTO, "look.jpg", "image/jpeg")
+            assert slack.event(file_share(CH, [f], ts=root, text="make the skirt a red floral maxi")).status == 200
+            assert gated.entered.wait(60), "no inpainting call arrived:\n" + "".join(proc.log)
+            status, body, _ = get(base + "/healthz")
+            assert status == 200 and body["queue"]["pending"] == 1
+
+            proc.send_signal(signal.SIGTERM)
+            deadline = time.monotonic() + 20
+            while get(base + "/healthz")[0] != 503:  # draining: not ready, but still answering
+                assert time.monotonic() < deadline, "healthz never turned 503"
+                time.sleep(0.1)
+            assert slack.event(message(CH, "another request")).status == 503
+            assert proc.poll() is None  # still draining: the turn is in flight
+
+            gated.gate.set()  # the endpoint answers: the turn completes within the drain bound
+            assert proc.wait(60) == 0, "".join(proc.log)
+        variations = [m for m in emu.thread_messages(CH, root) if any(b.get("type") == "actions"
+                                                                       for b in m.get("blocks") or [])]
+        assert len(variations) == 2, _thread_texts(emu, root)
+        assert not any("interrupted" in t for t in _thread_texts(emu, root))
+    finally:
+        gated.close()
+        emu.stop()
+
+
+def test_sigterm_past_the_drain_bound_tells_the_threads_and_exits_0(tmp_path, model_runtime):
+    emu = SlackEmulator().start()
+    gated = GatedRuntime(model_runtime)
+    try:
+        with bot_process(tmp_path, gated.url, emu, RESTYLE_DRAIN_S="1") as (proc, base):
+            slack = SignedClient(base + slack_app.EVENTS_PATH)
+            running, queued = "1700000000.000200", "1700000000.000300"
+            for root, prompt in ((running, "make the skirt a red floral maxi"), (queued, "make the top denim")):
+                f = emu.host_file(PHOTO, "look.jpg", "image/jpeg")
+                assert slack.event(file_share(CH, [f], ts=root, text=prompt)).status == 200
+                if root == running:
+                    assert gated.entered.wait(60), "no inpainting call arrived:\n" + "".join(proc.log)
+            # the second request waits behind the first (one worker)
+            emu.wait_until(lambda: any("Queued" in t for t in _thread_texts(emu, queued)), 30, what="queued")
+            t0 = time.monotonic()
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(30) == 0, "".join(proc.log)
+            assert time.monotonic() - t0 < 15
+        # the running turn's status message became the notice, naming what was asked; the queued one's too
+        texts = _thread_texts(emu, running)
+        assert any(t == H.DRAIN_INTERRUPTED.format(text="make the skirt a red floral maxi") for t in texts), texts
+        assert not any(t.startswith("Working on it") for t in texts)
+        assert H.DRAIN_NOT_STARTED in _thread_texts(emu, queued)
+        updates = [b["text"] for b in emu.bodies("chat.update")]
+        assert H.DRAIN_NOT_STARTED in updates and any("interrupted by a restart" in u for u in updates)
+
+        # a restart does not tell the thread a second time
+        emu2_before = len(emu.bodies("chat.postMessage"))
+        with bot_process(tmp_path, gated.url, emu, RESTYLE_DRAIN_S="5") as (proc, base):
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(30) == 0, "".join(proc.log)
+        assert not any("interrupted" in b.get("text", "") for b in emu.bodies("chat.postMessage")[emu2_before:])
+    finally:
+        gated.close()
+        emu.stop()
