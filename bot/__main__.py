@@ -40,8 +40,8 @@ def main(argv: list[str] | None = None) -> int:
     slack.add_argument("--host", default="127.0.0.1",
                        help="bind address for --http and --health-port (default 127.0.0.1; 0.0.0.0 in a container)")
     slack.add_argument("--health-port", type=int,
-                       help="env RESTYLE_HEALTH_PORT: Socket Mode serves GET /healthz on this port (HTTP mode "
-                            "serves it on --port)")
+                       help="env RESTYLE_HEALTH_PORT: serve GET /healthz on this port (Socket Mode's only port; "
+                            "HTTP mode serves it on --port as well)")
     _common(slack)
     args = ap.parse_args(argv)
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(name)s %(levelname)s %(message)s")

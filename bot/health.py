@@ -251,37 +251,37 @@ def run(engine: Any, settings: Any, client: Any, *, http: bool, host: str = "127
         except ValueError:  # not the main thread (tests): the caller stops us another way
             pass
 
-    server: HttpServer | None = None
+    servers: list[HttpServer] = []
     stop_intake: Callable[[], None] | None = None
-    try:
-        if http:
-            server = HttpServer(wsgi_app(health, app), host, port)
-        elif health_port is not None:
-            server = HttpServer(wsgi_app(health), host, health_port)
-    except OSError as exc:
-        print(f"restyle: cannot listen on {host}:{port if http else health_port} ({exc.strerror or exc})",
-              file=sys.stderr)
-        return 1
-    if http:
-        print(f"restyle: serving the Slack Events API on http://{host}:{server.port}/slack/events "
-              f"(health: /healthz)", file=sys.stderr, flush=True)
-    else:
+    listen = ([(port, True)] if http else []) + ([(health_port, False)] if health_port is not None
+                                                 and not (http and health_port == port) else [])
+    for p, events in listen:
+        try:
+            servers.append(HttpServer(wsgi_app(health, app if events else None), host, p))
+        except OSError as exc:
+            print(f"restyle: cannot listen on {host}:{p} ({exc.strerror or exc})", file=sys.stderr)
+            for s in servers:
+                s.server_close()
+            return 1
+    for s in servers:
+        what = "the Slack Events API" if s is servers[0] and http else "health"
+        path = "/slack/events (health: /healthz)" if what != "health" else "/healthz"
+        print(f"restyle: serving {what} on http://{host}:{s.port}{path}", file=sys.stderr, flush=True)
+    if not http:
         handler = socket_mode_handler(app, settings.slack_app_token, ping_interval=ping_interval)
         health.connected = handler.client.is_connected
         stop_intake = handler.close  # Slack delivers to the other replicas' connections from now on
-        if server is not None:
-            print(f"restyle: health on http://{host}:{server.port}/healthz", file=sys.stderr, flush=True)
         print(f"restyle: connecting to Slack over Socket Mode (ping every {ping_interval:g}s)", file=sys.stderr,
               flush=True)
         handler.connect()
-    if server is not None:
-        server.start()
+    for s in servers:
+        s.start()
     while not stop.wait(0.5):
         pass
     finished = drain(bot, jobs, health, timeout_s=settings.drain_s, stop_intake=stop_intake)
-    if server is not None:
-        server.shutdown()
-        server.server_close()
+    for s in servers:
+        s.shutdown()
+        s.server_close()
     if not finished:
         logging.shutdown()
         sys.stdout.flush()
@@ -290,3 +290,28 @@ def run(engine: Any, settings: Any, client: Any, *, http: bool, host: str = "127
     jobs.shutdown()
     engine.store.close()
     return 0
+
+
+def probe(argv: list[str] | None = None) -> int:
+    """``python -m bot.health [PORT]``: exit 0 when ``http://127.0.0.1:PORT/healthz`` answers 200, else 1 — the
+    container's HEALTHCHECK.  PORT defaults to ``RESTYLE_HEALTH_PORT``, else 3000."""
+    import os
+    import sys
+    import urllib.error
+    import urllib.request
+
+    argv = sys.argv[1:] if argv is None else argv
+    port = argv[0] if argv else (os.environ.get("RESTYLE_HEALTH_PORT") or "3000")
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{int(port)}/healthz", timeout=4) as resp:
+            return 0 if resp.status == 200 else 1
+    except urllib.error.HTTPError as exc:
+        print(f"not ready: {exc.read()[:500].decode(errors='replace')}", file=sys.stderr)
+        return 1
+    except (OSError, ValueError) as exc:
+        print(f"no answer from port {port}: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(probe())

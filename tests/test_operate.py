@@ -311,3 +311,176 @@ def test_sigterm_past_the_drain_bound_tells_the_threads_and_exits_0(tmp_path, mo
     finally:
         gated.close()
         emu.stop()
+
+
+# -- the container -------------------------------------------------------------------------------------------------
+def test_health_probe_is_the_containers_healthcheck():
+    """``python -m bot.health PORT``: 0 when ready, 1 when 503 or nothing listens."""
+    state = {"up": True}
+    health = Health(mode="socket", connected=lambda: state["up"])
+    server = HttpServer(wsgi_app(health), "127.0.0.1", 0)
+    server.start()
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    probe = [sys.executable, "-m", "bot.health", str(server.port)]
+    try:
+        assert subprocess.run(probe, env=env, capture_output=True, timeout=30).returncode == 0
+        state["up"] = False
+        r = subprocess.run(probe, env=env, capture_output=True, text=True, timeout=30)
+        assert r.returncode == 1 and "Socket Mode connection is down" in r.stderr
+    finally:
+        server.shutdown()
+        server.server_close()
+    r = subprocess.run(probe, env=env, capture_output=True, text=True, timeout=30)
+    assert r.returncode == 1 and "no answer" in r.stderr
+
+
+def test_dockerfile_is_lean_non_root_and_checks_health():
+    lines = [ln.strip() for ln in (ROOT / "Dockerfile").read_text().splitlines()
+             if ln.strip() and not ln.startswith("#")]
+    froms = [ln for ln in lines if ln.startswith("FROM ")]
+    assert froms and all(ln.split()[1] == "python:3.11-slim" for ln in froms)
+    install = next(ln for ln in lines if "pip install" in ln)
+    assert re.search(r"pip install \.(\s|$)", install), install  # no extras: no torch in the image
+    user = [ln for ln in lines if ln.startswith("USER ")][-1].split()[1]
+    assert user.split(":")[0] not in ("root", "0")
+    assert any(ln.startswith("HEALTHCHECK") and "bot.health" in ln for ln in lines)
+    assert [ln for ln in lines if ln.startswith("ENTRYPOINT")][-1].startswith('ENTRYPOINT ["restyle", "slack"')
+    ignore = (ROOT / ".dockerignore").read_text().split()
+    assert {"!bot/", "!model/", "!deploy/", "!pyproject.toml"} <= set(ignore)
+
+
+# -- tokens from AWS Secrets Manager -----------------------------------------------------------------------------
+@pytest.fixture
+def secrets(monkeypatch):
+    from moto import mock_aws
+
+    for k, v in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION":
+                 "eu-west-1"}.items():
+        monkeypatch.setenv(k, v)
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    with mock_aws():
+        import boto3
+
+        yield boto3.client("secretsmanager", region_name="eu-west-1")
+
+
+def test_slack_tokens_come_from_a_json_secret_and_set_variables_win(secrets):
+    from bot.settings import with_slack_secret
+
+    secrets.create_secret(Name="restyle/slack", SecretString=json.dumps({
+        "SLACK_BOT_TOKEN": "xoxb-from-secret", "SLACK_APP_TOKEN": "xapp-from-secret",
+        "SLACK_SIGNING_SECRET": "signing-from-secret"}))
+    s = Settings.from_env({"RESTYLE_SLACK_SECRET_ID": "restyle/slack", "RESTYLE_BACKEND": "sagemaker"})
+    got = with_slack_secret(s)
+    assert (got.slack_bot_token, got.slack_app_token, got.slack_signing_secret) == (
+        "xoxb-from-secret", "xapp-from-secret", "signing-from-secret")
+    s = Settings.from_env({"RESTYLE_SLACK_SECRET_ID": "restyle/slack", "SLACK_BOT_TOKEN": "xoxb-env",
+                           "RESTYLE_BACKEND": "sagemaker"})
+    assert with_slack_secret(s).slack_bot_token == "xoxb-env"
+    assert "from-secret" not in json.dumps(with_slack_secret(s).redacted())
+
+    secrets.create_secret(Name="restyle/lower", SecretString=json.dumps({"bot_token": "xoxb-l", "app_token": "xapp-l"}))
+    got = with_slack_secret(Settings(slack_secret_id="restyle/lower"))
+    assert (got.slack_bot_token, got.slack_app_token, got.slack_signing_secret) == ("xoxb-l", "xapp-l", None)
+    assert with_slack_secret(Settings()) == Settings()  # no secret id: no AWS call, nothing changes
+
+
+def test_unusable_secrets_are_one_clear_line(secrets, tmp_path, capsys):
+    from bot.settings import SecretError, with_slack_secret
+
+    with pytest.raises(SecretError, match=r"cannot read the secret 'restyle/missing' \(ResourceNotFoundException"):
+        with_slack_secret(Settings(slack_secret_id="restyle/missing"))
+    secrets.create_secret(Name="restyle/text", SecretString="xoxb-not-json")
+    with pytest.raises(SecretError, match="must be a JSON object"):
+        with_slack_secret(Settings(slack_secret_id="restyle/text"))
+    secrets.create_secret(Name="restyle/other", SecretString=json.dumps({"password": "x"}))
+    with pytest.raises(SecretError, match="has none of SLACK_BOT_TOKEN"):
+        with_slack_secret(Settings(slack_secret_id="restyle/other"))
+    # through the command: exit 2, one line, before anything starts
+    settings = Settings.from_env({}, data_dir=tmp_path, backend="sagemaker", slack_secret_id="restyle/missing")
+    assert slack_app.main([], settings) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("restyle: RESTYLE_SLACK_SECRET_ID: cannot read the secret")
+
+
+# -- IAM policies ----------------------------------------------------------------------------------------------------
+def _policy(capsys, *argv: str) -> dict:
+    from deploy.__main__ import main
+
+    assert main(["policy", *argv]) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+def _grants(doc: dict) -> dict[str, set[str]]:
+    out: dict[str, set[str]] = {}
+    for st in doc["Statement"]:
+        assert st["Effect"] == "Allow"
+        res = st["Resource"] if isinstance(st["Resource"], list) else [st["Resource"]]
+        for action in st["Action"]:
+            assert "*" not in action, f"wildcard action {action}"
+            out.setdefault(action, set()).update(res)
+    return out
+
+
+def test_bot_policy_is_least_privilege(capsys):
+    acct = "123456789012"
+    doc = _policy(capsys, "--bot", "--account", acct, "--region", "eu-west-1", "--bucket", "my-bucket",
+                  "--secret-id", "restyle/slack")
+    g = _grants(doc)
+    ep = f"arn:aws:sagemaker:eu-west-1:{acct}:endpoint/"
+    assert g["sagemaker:InvokeEndpoint"] == {ep + "restyle-clipseg", ep + "restyle-inpaint"}
+    assert g["sagemaker:InvokeEndpointAsync"] == {ep + "restyle-inpaint-async"}
+    assert g["s3:PutObject"] == {"arn:aws:s3:::my-bucket/restyle/async-in/*"}
+    assert g["s3:GetObject"] == {"arn:aws:s3:::my-bucket/restyle/async-out/*",
+                                 "arn:aws:s3:::my-bucket/restyle/async-failures/*"}
+    assert g["secretsmanager:GetSecretValue"] == {f"arn:aws:secretsmanager:eu-west-1:{acct}:secret:restyle/slack-??????"}
+    assert set(g) == {"sagemaker:InvokeEndpoint", "sagemaker:InvokeEndpointAsync", "s3:PutObject", "s3:GetObject",
+                      "secretsmanager:GetSecretValue"}
+    assert all("*" != r for res in g.values() for r in res)
+    # shared state, when named
+    g = _grants(_policy(capsys, "--bot", "--table", "restyle-state", "--media", "s3://media/restyle"))
+    assert "arn:aws:dynamodb:*:*:table/restyle-state" in g["dynamodb:PutItem"]
+    assert g["s3:DeleteObject"] == {"arn:aws:s3:::media/restyle/*"}
+    assert "iam:PassRole" not in g and "sagemaker:CreateEndpoint" not in g
+
+
+def test_deploy_and_execution_policies(capsys):
+    role = "arn:aws:iam::123456789012:role/restyle-sagemaker"
+    g = _grants(_policy(capsys, "--deploy", "--bucket", "bkt", "--role-arn", role, "--prefix", "shop"))
+    assert g["iam:PassRole"] == {role}
+    assert "arn:aws:sagemaker:*:*:endpoint/shop-inpaint-async" in g["sagemaker:CreateEndpoint"]
+    assert g["s3:PutObject"] == {"arn:aws:s3:::bkt/shop/*"}
+    assert {"sagemaker:CreateModel", "sagemaker:CreateEndpointConfig", "sagemaker:CreateTrainingJob",
+            "application-autoscaling:PutScalingPolicy", "cloudwatch:PutMetricAlarm", "sns:CreateTopic",
+            "sts:GetCallerIdentity"} <= set(g)
+    assert "sagemaker:InvokeEndpoint" not in g
+    g = _grants(_policy(capsys, "--execution", "--bucket", "bkt", "--model-bucket", "weights"))
+    assert "arn:aws:s3:::bkt/restyle/async-in/*" in g["s3:GetObject"]  # the bot's async inputs
+    assert "arn:aws:s3:::weights/*" in g["s3:GetObject"]
+    assert g["s3:PutObject"] == {f"arn:aws:s3:::bkt/restyle/{d}/*" for d in ("async-out", "async-failures", "training")}
+    assert "sns:Publish" in g and "ecr:BatchGetImage" in g
+
+
+def test_policies_are_valid_iam_documents(capsys, secrets):
+    """moto's IAM validates a policy document's grammar on create_policy (as IAM does)."""
+    import boto3
+
+    iam = boto3.client("iam", region_name="us-east-1")
+    for i, argv in enumerate((["--bot", "--bucket", "bkt", "--secret-id", "sec", "--table", "tbl", "--media", "s3://med/p"],
+                              ["--deploy", "--bucket", "bkt"], ["--execution", "--bucket", "bkt"])):
+        doc = _policy(capsys, *argv, "--account", "123456789012", "--region", "eu-west-1")
+        iam.create_policy(PolicyName=f"restyle-{i}", PolicyDocument=json.dumps(doc))
+
+
+@pytest.mark.parametrize("argv, why", [
+    (["--bot", "--account", "12345"], "--account must be a 12-digit account id"),
+    (["--deploy"], "--deploy needs --bucket"),
+    (["--bot", "--media", "media/x"], "--media must be s3://BUCKET/PREFIX"),
+    (["--execution", "--bucket", "Bad_Bucket"], "is not an S3 bucket name"),
+])
+def test_policy_usage_errors_are_one_line(capsys, argv, why):
+    from deploy.__main__ import main
+
+    assert main(["policy", *argv]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and why in err[0]
