@@ -13,6 +13,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -484,3 +485,101 @@ def test_policy_usage_errors_are_one_line(capsys, argv, why):
     assert main(["policy", *argv]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and why in err[0]
+
+
+# -- the HTTP server -------------------------------------------------------------------------------------------------
+def _raw_request(port: int, head: bytes, body_chunks: list[bytes], timeout: float = 10.0) -> bytes:
+    """Send ``head`` and ``body_chunks`` on a raw socket, stop sending at the first error, return what came back."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+        sock.sendall(head)
+        for chunk in body_chunks:
+            try:
+                sock.sendall(chunk)
+            except OSError:  # the server answered and closed: it stopped reading
+                break
+        data = b""
+        with contextlib.suppress(OSError):
+            while chunk := sock.recv(65536):
+                data += chunk
+        return data
+
+
+def test_an_oversized_unsigned_post_is_refused_413_without_reading_it(tmp_path):
+    from bot.http_server import MAX_BODY_BYTES
+
+    with bot_server(tmp_path) as (base, slack, health, engine):
+        port = int(base.rsplit(":", 1)[1])
+        # 50 MB announced, 64 kB sent: the answer comes from the headers alone
+        head = (b"POST /slack/events HTTP/1.1\r\nHost: bot\r\nContent-Type: application/json\r\n"
+                b"Content-Length: 52428800\r\n\r\n")
+        t0 = time.monotonic()
+        answer = _raw_request(port, head, [b"x" * 65536])
+        assert answer.startswith(b"HTTP/1.1 413"), answer[:200]
+        assert time.monotonic() - t0 < 5
+        # chunked, no length: cut off once past the cap
+        head = (b"POST /slack/events HTTP/1.1\r\nHost: bot\r\nContent-Type: application/json\r\n"
+                b"Transfer-Encoding: chunked\r\n\r\n")
+        chunk = b"%x\r\n" % 65536 + b"y" * 65536 + b"\r\n"
+        answer = _raw_request(port, head, [chunk] * (2 * MAX_BODY_BYTES // 65536 + 8))
+        assert answer.startswith(b"HTTP/1.1 413"), answer[:200]
+        # a normal signed event still gets through, and Bolt still refuses a forged one
+        assert slack.event(message(CH, "still here")).status == 200
+        assert slack.event(message(CH, "forged"), signature="v0=" + "0" * 64).status == 401
+        assert get(base + "/healthz")[0] == 200
+
+
+def test_idle_and_trickling_connections_time_out():
+    server = HttpServer(wsgi_app(Health()), "127.0.0.1", 0, timeout_s=1)
+    server.start()
+    try:
+        with socket.create_connection(("127.0.0.1", server.port), timeout=15) as sock:
+            sock.sendall(b"POST /slack/events HTTP/1.1\r\nHost: bot\r\n")  # ... and never the rest
+            t0 = time.monotonic()
+            assert sock.recv(1024) == b""  # closed by the server
+            assert time.monotonic() - t0 < 10
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_a_burst_of_signed_events_is_acked_without_a_reset(tmp_path):
+    """200 signed events from 20 threads at once: every one answered 200, no connection refused or reset (the
+    standard library's listen backlog of 5 dropped some of these)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with bot_server(tmp_path) as (base, slack, health, engine):
+        def one(i: int) -> int:
+            return slack.event(message(CH, f"chatter {i}"), timeout=30).status
+
+        with ThreadPoolExecutor(20) as pool:
+            statuses = list(pool.map(one, range(200)))
+        assert statuses == [200] * 200
+
+
+def _peak_rss_kb(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    raise AssertionError("no VmHWM")
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="needs /proc")
+def test_the_bots_memory_stays_flat_under_a_50_mb_unsigned_post(tmp_path):
+    emu = SlackEmulator().start()
+    try:
+        with bot_process(tmp_path, "http://127.0.0.1:9", emu) as (proc, base):
+            port = int(base.rsplit(":", 1)[1])
+            assert get(base + "/healthz")[0] == 200
+            before = _peak_rss_kb(proc.pid)
+            size = 50 * 1024 * 1024
+            head = (b"POST /slack/events HTTP/1.1\r\nHost: bot\r\nContent-Type: application/json\r\n"
+                    b"Content-Length: %d\r\n\r\n" % size)
+            answer = _raw_request(port, head, [b"z" * (1024 * 1024)] * 50)
+            assert answer.startswith(b"HTTP/1.1 413"), answer[:200]
+            assert get(base + "/healthz")[0] == 200
+            grew_mb = (_peak_rss_kb(proc.pid) - before) / 1024
+            assert grew_mb < 10, f"peak RSS grew {grew_mb:.1f} MB"
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(30) == 0
+    finally:
+        emu.stop()
