@@ -273,7 +273,20 @@ def run(engine: Any, settings: Any, client: Any, *, http: bool, host: str = "127
         stop_intake = handler.close  # Slack delivers to the other replicas' connections from now on
         print(f"restyle: connecting to Slack over Socket Mode (ping every {ping_interval:g}s)", file=sys.stderr,
               flush=True)
-        handler.connect()
+        from slack_sdk.errors import SlackApiError, SlackClientError
+
+        try:
+            handler.connect()
+        except (SlackApiError, SlackClientError, OSError) as exc:
+            if isinstance(exc, SlackApiError):
+                why = f"SLACK_APP_TOKEN was rejected by Slack ({exc.response.get('error')})"
+            else:
+                why = f"cannot open the Socket Mode connection to Slack ({type(exc).__name__})"
+            print(f"restyle: {why}", file=sys.stderr)
+            for s in servers:
+                s.server_close()
+            jobs.shutdown()
+            return 2 if isinstance(exc, SlackApiError) else 1
     for s in servers:
         s.start()
     while not stop.wait(0.5):

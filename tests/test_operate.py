@@ -208,14 +208,17 @@ def model_runtime(tiny_dir):
 
 
 @contextlib.contextmanager
-def bot_process(tmp_path, runtime_url: str, emu: SlackEmulator, **env):
-    """``python -m bot slack --http --port 0 --backend sagemaker`` with the models behind ``runtime_url``."""
+def bot_process(tmp_path, runtime_url: str, emu: SlackEmulator, *,
+                args: tuple[str, ...] = ("--http", "--port", "0"),
+                serving: str = r"serving the Slack Events API on http://127\.0\.0\.1:(\d+)", **env):
+    """``python -m bot slack --http --port 0 --backend sagemaker`` (or ``args``) with the models behind
+    ``runtime_url``; yields the process and the base URL of the port the ``serving`` line names."""
     full_env = {**os.environ, "PYTHONPATH": str(ROOT), "RESTYLE_DATA_DIR": str(tmp_path / "data"),
                 "SLACK_BOT_TOKEN": BOT_TOKEN, "SLACK_SIGNING_SECRET": SIGNING_SECRET, "SLACK_API_URL": emu.api_url,
                 "RESTYLE_SAGEMAKER_ENDPOINT_URL": runtime_url, "AWS_DEFAULT_REGION": "us-east-1",
                 "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "RESTYLE_STEPS": "2",
                 "RESTYLE_NUM_IMAGES": "2", "RESTYLE_RETRIES": "0", "RESTYLE_WORKERS": "1", **env}
-    proc = subprocess.Popen([sys.executable, "-m", "bot", "slack", "--http", "--port", "0", "--backend",
+    proc = subprocess.Popen([sys.executable, "-m", "bot", "slack", *args, "--backend",
                              "sagemaker", "--log-level", "WARNING"], env=full_env, cwd=ROOT,
                             stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
     lines: list[str] = []
@@ -225,7 +228,7 @@ def bot_process(tmp_path, runtime_url: str, emu: SlackEmulator, **env):
     def read():
         for line in proc.stderr:
             lines.append(line)
-            if m := re.search(r"serving the Slack Events API on http://127\.0\.0\.1:(\d+)", line):
+            if m := re.search(serving, line):
                 port.append(int(m.group(1)))
                 ready.set()
         ready.set()
@@ -581,5 +584,152 @@ def test_the_bots_memory_stays_flat_under_a_50_mb_unsigned_post(tmp_path):
             assert grew_mb < 10, f"peak RSS grew {grew_mb:.1f} MB"
             proc.send_signal(signal.SIGTERM)
             assert proc.wait(30) == 0
+    finally:
+        emu.stop()
+
+
+def test_socket_mode_with_a_rejected_app_token_is_one_line(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    emu = SlackEmulator().start()
+    try:
+        settings = Settings.from_env({}, data_dir=tmp_path, backend="sagemaker", slack_bot_token=BOT_TOKEN,
+                                     slack_app_token="xapp-1-A0RESTYLE-wrong", slack_api_url=emu.api_url)
+        assert slack_app.main(["--health-port", "0"], settings) == 2
+    finally:
+        emu.stop()
+    err = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("restyle: ") and "serving" not in ln
+           and "connecting" not in ln]
+    assert err == ["restyle: SLACK_APP_TOKEN was rejected by Slack (not_authed)"]
+
+
+# -- Socket Mode end to end ------------------------------------------------------------------------------------------
+class SocketModeSlack(SlackEmulator):
+    """The Slack emulator plus ``apps.connections.open`` and a loopback WebSocket that speaks Socket Mode: a
+    ``hello`` on connect, pongs for pings, envelopes out, acks in."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._ws = socket.create_server(("127.0.0.1", 0))
+        self.ws_port = self._ws.getsockname()[1]
+        self.acks: list[str] = []
+        self.connections = 0
+        self.closed = threading.Event()
+        self._sock: socket.socket | None = None
+        self._send_lock = threading.Lock()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def api(self, method: str, args: dict, authorized: bool) -> dict:
+        if method == "apps.connections.open":  # authorised by the app-level token, not the bot token
+            return {"ok": True, "url": f"ws://127.0.0.1:{self.ws_port}/link/?ticket=t"}
+        return super().api(method, args, authorized)
+
+    def stop(self) -> None:
+        self._ws.close()
+        super().stop()
+
+    @staticmethod
+    def _exactly(sock: socket.socket, n: int) -> bytes:
+        buf = b""
+        while len(buf) < n:
+            chunk = sock.recv(n - len(buf))
+            if not chunk:
+                raise ConnectionError("closed")
+            buf += chunk
+        return buf
+
+    def _frame(self, opcode: int, data: bytes) -> None:
+        n = len(data)
+        head = bytes([0x80 | opcode]) + (bytes([n]) if n < 126 else bytes([126]) + n.to_bytes(2, "big")
+                                         if n < 65536 else bytes([127]) + n.to_bytes(8, "big"))
+        with self._send_lock:
+            assert self._sock is not None
+            self._sock.sendall(head + data)
+
+    def _accept(self) -> None:
+        import base64
+        import hashlib
+
+        while True:
+            try:
+                sock, _ = self._ws.accept()
+            except OSError:
+                return
+            request = b""
+            while b"\r\n\r\n" not in request:
+                request += sock.recv(4096)
+            key = re.search(rb"Sec-WebSocket-Key: *(\S+)", request, re.IGNORECASE).group(1)
+            accept = base64.b64encode(hashlib.sha1(key + b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11").digest())
+            sock.sendall(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                         b"Sec-WebSocket-Accept: " + accept + b"\r\n\r\n")
+            self._sock = sock
+            self.connections += 1
+            self._frame(0x1, json.dumps({"type": "hello", "num_connections": 1}).encode())
+            threading.Thread(target=self._read, args=(sock,), daemon=True).start()
+
+    def _read(self, sock: socket.socket) -> None:
+        try:
+            while True:
+                b0, b1 = self._exactly(sock, 2)
+                n = b1 & 0x7F
+                if n == 126:
+                    n = int.from_bytes(self._exactly(sock, 2), "big")
+                elif n == 127:
+                    n = int.from_bytes(self._exactly(sock, 8), "big")
+                mask = self._exactly(sock, 4) if b1 & 0x80 else b"\0\0\0\0"
+                data = bytes(b ^ mask[i % 4] for i, b in enumerate(self._exactly(sock, n)))
+                opcode = b0 & 0x0F
+                if opcode == 0x9:
+                    self._frame(0xA, data)
+                elif opcode == 0x1:
+                    with self._lock:
+                        self.acks.append(json.loads(data).get("envelope_id"))
+                        self._lock.notify_all()
+                elif opcode == 0x8:
+                    break
+        except (ConnectionError, OSError):
+            pass
+        finally:
+            sock.close()
+            self.closed.set()
+
+    def deliver(self, event: dict, event_id: str) -> str:
+        """Send one Events API envelope over the socket; returns its envelope id."""
+        from tests.slack_emulator import event_callback
+
+        envelope = f"env-{event_id}"
+        self._frame(0x1, json.dumps({"envelope_id": envelope, "type": "events_api", "accepts_response_payload":
+                                     False, "retry_attempt": 0, "retry_reason": "",
+                                     "payload": event_callback(event, event_id)}).encode())
+        return envelope
+
+
+def test_socket_mode_serves_health_answers_events_and_stops_on_sigterm(tmp_path):
+    from bot import messages as T
+
+    emu = SocketModeSlack().start()
+    try:
+        with bot_process(tmp_path, "http://127.0.0.1:9", emu, args=("--health-port", "0"),
+                         serving=r"serving health on http://127\.0\.0\.1:(\d+)/healthz",
+                         SLACK_APP_TOKEN="xapp-1-A0RESTYLE-socket") as (proc, base):
+            deadline = time.monotonic() + 30
+            while True:  # ready once the WebSocket is up
+                status, body, _ = get(base + "/healthz")
+                if status == 200:
+                    break
+                assert time.monotonic() < deadline, body
+                time.sleep(0.1)
+            assert body["mode"] == "socket" and body["slack"]["connected"] is True
+            assert emu.connections == 1
+
+            envelope = emu.deliver(message("D0DM", "help", channel_type="im"), "Ev0SOCKET1")
+            emu.wait_until(lambda: envelope in emu.acks, 30, what="the envelope's ack")
+            emu.wait_until(lambda: any(b.get("channel") == "D0DM" and b.get("text") == T.HELP
+                                       for b in emu.bodies("chat.postMessage")), 30, what="the help reply")
+            _, body, _ = get(base + "/healthz")
+            assert body["slack"]["last_contact_s_ago"] < 30
+
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(30) == 0, "".join(proc.log)
+            assert emu.closed.wait(10)  # it let go of its connection
     finally:
         emu.stop()
