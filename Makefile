@@ -7,7 +7,7 @@ TINY   ?= .cache/tiny
 PHOTO  ?=
 ARGS   ?=
 
-.PHONY: setup test lint chat tiny bench clean
+.PHONY: setup test lint chat tiny bench lean-check clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -35,6 +35,20 @@ chat: setup
 
 bench: setup
 	$(PY) -m model.bench --out bench/results/cpu.json $(ARGS)
+
+# What `pip install .` gives a team that only runs the bot: a fresh venv with no extras (PyPI needed), no torch,
+# the bot imported without the heavy libraries, `restyle slack --help`, and the venv's size in MB.
+LEAN ?= .cache/lean
+lean-check:
+	rm -rf $(LEAN) && $(PYTHON) -m venv $(LEAN)
+	$(LEAN)/bin/python -m pip install --quiet --upgrade pip
+	$(LEAN)/bin/python -m pip install --quiet .
+	rm -rf build
+	! $(LEAN)/bin/python -c "import torch" 2>/dev/null
+	cd $(LEAN) && bin/python -c "import sys, bot.slack_app, bot.engine, bot.__main__; \
+	  heavy = [m for m in ('torch', 'diffusers', 'transformers') if m in sys.modules]; assert not heavy, heavy"
+	$(LEAN)/bin/restyle slack --help > /dev/null
+	du -sm $(LEAN)
 
 clean:
 	rm -rf $(VENV) .cache .pytest_cache

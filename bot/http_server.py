@@ -6,8 +6,9 @@
 * ``GET /healthz`` → ``Health.report()`` as JSON: 200 when ready, 503 when not (see ``bot.health``).
 * Sockets time out (``channel_timeout``: an idle or trickling connection is closed), the listen backlog is 1024
   (the standard library's default of 5 made bursts of Slack deliveries wait for TCP retransmits), and a bounded
-  pool of threads runs the requests.  While the bot drains (SIGTERM), event deliveries are answered 503 with
-  ``Retry-After`` so Slack re-delivers them — to another replica behind the load balancer.
+  pool of threads runs the requests.  While the bot drains (SIGTERM), Events API deliveries are answered 503 with
+  ``Retry-After`` so Slack re-delivers them — to another replica behind the load balancer; slash commands and
+  interactivity (which Slack does not retry) are still served.
 
 Socket Mode uses the same server for ``/healthz`` alone (``--health-port``).
 """
@@ -65,7 +66,9 @@ def wsgi_app(health: Health, bolt_app: Any = None, path: str = EVENTS_PATH) -> C
         if bolt is not None and route == path:
             if method != "POST":
                 return plain(start_response, "405 Method Not Allowed", "POST only", [("Allow", "POST")])
-            if health.draining:  # Slack retries a 5xx: the retry reaches a replica that is not stopping
+            if health.draining and environ.get("CONTENT_TYPE", "").startswith("application/json"):
+                # an Events API delivery: Slack retries a 5xx, and the retry reaches a replica that is not stopping.
+                # Slash commands and button clicks (form-encoded) are never retried: they are still served here.
                 return plain(start_response, "503 Service Unavailable", "shutting down", [("Retry-After", "1")])
             return bolt(environ, start_response)
         return plain(start_response, "404 Not Found", "not found")

@@ -109,6 +109,9 @@ def test_draining_answers_503_to_health_and_to_slack_so_it_redelivers_elsewhere(
         assert status == 503 and body["draining"] is True and "draining: shutting down" in body["reasons"]
         resp = slack.event(message(CH, "hello?"))
         assert resp.status == 503 and resp.headers.get("Retry-After") == "1"
+        # a slash command is not retried by Slack: it is still answered while draining
+        resp = slack.command("help", channel=CH)
+        assert resp.status == 200 and "batch" in resp.body
 
 
 def test_socket_mode_health_port_follows_the_connection():
