@@ -36,7 +36,12 @@ def main(argv: list[str] | None = None) -> int:
     _common(chat)
     slack = sub.add_parser("slack", help="run the Slack bot (Socket Mode; --http for the Events API)")
     slack.add_argument("--http", action="store_true", help="serve the Events API over HTTP instead of Socket Mode")
-    slack.add_argument("--port", type=int, default=3000)
+    slack.add_argument("--port", type=int, default=3000, help="HTTP mode: the Events API port (default 3000)")
+    slack.add_argument("--host", default="127.0.0.1",
+                       help="bind address for --http and --health-port (default 127.0.0.1; 0.0.0.0 in a container)")
+    slack.add_argument("--health-port", type=int,
+                       help="env RESTYLE_HEALTH_PORT: serve GET /healthz on this port (Socket Mode's only port; "
+                            "HTTP mode serves it on --port as well)")
     _common(slack)
     args = ap.parse_args(argv)
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(name)s %(levelname)s %(message)s")
@@ -66,7 +71,10 @@ def main(argv: list[str] | None = None) -> int:
         return _chat(args, settings)
     from bot import slack_app
 
-    return slack_app.main(["--http", "--port", str(args.port)] if args.http else [], settings)
+    argv = ["--host", args.host, "--port", str(args.port)] + (["--http"] if args.http else [])
+    if args.health_port is not None:
+        argv += ["--health-port", str(args.health_port)]
+    return slack_app.main(argv, settings)
 
 
 def _writable(folder: Path, what: str) -> None:

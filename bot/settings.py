@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
@@ -36,7 +37,28 @@ ENV = {
     "SLACK_APP_TOKEN": ("slack_app_token", str),
     "SLACK_SIGNING_SECRET": ("slack_signing_secret", str),
     "SLACK_API_URL": ("slack_api_url", str),
+    "RESTYLE_SLACK_SECRET_ID": ("slack_secret_id", str),
+    "RESTYLE_DRAIN_S": ("drain_s", float),
+    "RESTYLE_HEALTH_PORT": ("health_port", int),
 }
+
+
+#: What the in-process models (``--backend local``, ``--tiny``) import; ``pip install "restyle[local]"`` adds them.
+LOCAL_MODULES = ("torch", "transformers", "diffusers")
+LOCAL_EXTRA_HINT = 'pip install "restyle[local]"'
+
+
+def missing_local_modules() -> list[str]:
+    """The heavy libraries the local backend needs that this install lacks (found without importing them)."""
+    out = []
+    for name in LOCAL_MODULES:
+        try:
+            found = importlib.util.find_spec(name) is not None
+        except (ImportError, ValueError):
+            found = False
+        if not found:
+            out.append(name)
+    return out
 
 
 def _default_data_dir() -> Path:
@@ -70,6 +92,9 @@ class Settings:
     slack_app_token: str | None = None
     slack_signing_secret: str | None = None
     slack_api_url: str = "https://slack.com/api/"
+    slack_secret_id: str | None = None  # AWS Secrets Manager: a JSON secret with the Slack tokens
+    drain_s: float = 30.0  # on SIGTERM, running turns get this long to finish
+    health_port: int | None = None  # Socket Mode: serve /healthz on this port
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides) -> Settings:
@@ -98,15 +123,21 @@ class Settings:
         prompt."""
         if self.backend not in ("local", "sagemaker"):
             raise ValueError(f"RESTYLE_BACKEND must be 'local' or 'sagemaker', got {self.backend!r}")
+        if (self.backend == "local" or self.tiny) and (missing := missing_local_modules()):
+            what = "--tiny" if self.backend != "local" else "the local backend (in-process models)"
+            raise ValueError(f"{what} needs the 'local' extra, which this install lacks ({', '.join(missing)} "
+                             f"missing): {LOCAL_EXTRA_HINT}, or use --backend sagemaker / RESTYLE_BACKEND=sagemaker")
         names = {name: var for var, (name, _) in ENV.items()}
         for name, lo, hi in (("steps", 1, 150), ("num_images", 1, 16), ("max_batch", 1, 64), ("workers", 1, 64),
                              ("queue_size", 1, 10_000), ("retries", 0, 10), ("guidance", 0.0, 30.0),
-                             ("vary_strength", 0.05, 1.0), ("timeout_s", 1.0, 3600.0)):
+                             ("vary_strength", 0.05, 1.0), ("timeout_s", 1.0, 3600.0), ("drain_s", 0.0, 3600.0)):
             v = getattr(self, name)
             if not lo <= v <= hi:  # NaN fails this too
                 flag = {"steps": "--steps", "num_images": "--count"}.get(name)
                 label = f"{flag} / {names.get(name)}" if flag else names.get(name, name)
                 raise ValueError(f"{label} must be from {lo} to {hi}, got {v}")
+        if self.health_port is not None and not 0 <= self.health_port <= 65535:
+            raise ValueError(f"--health-port / RESTYLE_HEALTH_PORT must be from 0 to 65535, got {self.health_port}")
         if self.lora:
             from model.schemas import parse_looks
 
@@ -133,3 +164,52 @@ class Settings:
             v = getattr(self, f.name)
             out[f.name] = ("***" if v else None) if ("token" in f.name or "secret" in f.name) else str(v)
         return out
+
+
+class SecretError(ValueError):
+    """The Slack secret in AWS Secrets Manager could not be read or has the wrong shape."""
+
+
+#: Keys read from the ``RESTYLE_SLACK_SECRET_ID`` JSON secret (either spelling), → Settings fields.
+SECRET_KEYS = {"SLACK_BOT_TOKEN": "slack_bot_token", "bot_token": "slack_bot_token",
+               "SLACK_APP_TOKEN": "slack_app_token", "app_token": "slack_app_token",
+               "SLACK_SIGNING_SECRET": "slack_signing_secret", "signing_secret": "slack_signing_secret"}
+
+
+def with_slack_secret(settings: Settings, client=None) -> Settings:
+    """When ``RESTYLE_SLACK_SECRET_ID`` names a secret, the Slack tokens it holds fill the settings the environment
+    left unset (a variable that is set wins).  The secret is JSON: ``{"SLACK_BOT_TOKEN": "xoxb-…",
+    "SLACK_APP_TOKEN": "xapp-…", "SLACK_SIGNING_SECRET": "…"}`` (``bot_token``/``app_token``/``signing_secret``
+    work too).  Credentials and region come from the standard AWS chain; ``AWS_ENDPOINT_URL`` is honoured."""
+    import json
+
+    if not settings.slack_secret_id:
+        return settings
+    sid = settings.slack_secret_id
+    try:
+        if client is None:
+            import boto3
+
+            client = boto3.client("secretsmanager")
+        resp = client.get_secret_value(SecretId=sid)
+    except Exception as exc:  # botocore's ClientError, NoRegionError, NoCredentialsError, EndpointConnectionError
+        code = getattr(exc, "response", {}).get("Error", {}).get("Code") if hasattr(exc, "response") else None
+        raise SecretError(f"RESTYLE_SLACK_SECRET_ID: cannot read the secret {sid!r} "
+                          f"({code or type(exc).__name__}: {exc})") from None
+    raw = resp.get("SecretString")
+    try:
+        data = json.loads(raw) if raw is not None else None
+    except json.JSONDecodeError:
+        data = None
+    if not isinstance(data, dict):
+        raise SecretError(f"RESTYLE_SLACK_SECRET_ID: the secret {sid!r} must be a JSON object with "
+                          f"SLACK_BOT_TOKEN, SLACK_APP_TOKEN and/or SLACK_SIGNING_SECRET")
+    values = {}
+    for key, name in SECRET_KEYS.items():
+        value = data.get(key)
+        if isinstance(value, str) and value and not getattr(settings, name) and name not in values:
+            values[name] = value
+    if not any(data.get(k) for k in SECRET_KEYS):
+        raise SecretError(f"RESTYLE_SLACK_SECRET_ID: the secret {sid!r} has none of SLACK_BOT_TOKEN, "
+                          f"SLACK_APP_TOKEN, SLACK_SIGNING_SECRET")
+    return replace(settings, **values)

@@ -1,7 +1,9 @@
 """The Slack adapter: a Bolt app that turns Slack events into engine events and renders the replies in threads.
 
 ``python -m bot slack`` runs it over Socket Mode (``SLACK_BOT_TOKEN`` + ``SLACK_APP_TOKEN``); ``--http --port N``
-serves the Events API at ``/slack/events`` instead (``SLACK_SIGNING_SECRET``; Bolt verifies every request).
+serves the Events API at ``/slack/events`` instead (``SLACK_SIGNING_SECRET``; Bolt verifies every request), on
+waitress through Bolt's WSGI adapter (``bot.http_server``).  Readiness (``/healthz``) and the SIGTERM drain are in
+``bot.health``.
 
 Listeners stay small; the cross-cutting work is shared:
 
@@ -31,10 +33,9 @@ import urllib.parse
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-from slack_bolt import App, BoltRequest, BoltResponse
+from slack_bolt import App, BoltResponse
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError, SlackClientError
 from slack_sdk.http_retry.builtin_handlers import RateLimitErrorRetryHandler
@@ -660,52 +661,18 @@ def build_app(engine, settings: Settings, *, client: WebClient | None = None, jo
     return app
 
 
-def serve_http(app: App, host: str = "0.0.0.0", port: int = 3000, path: str = EVENTS_PATH) -> ThreadingHTTPServer:
-    """A threaded stdlib server for the Events API: POST ``path`` → ``app.dispatch``; GET /healthz → ok.
-    Returns the (not yet serving) server; call ``serve_forever()`` on it (or in a thread)."""
+def serve_http(app: App, host: str = "127.0.0.1", port: int = 3000, path: str = EVENTS_PATH, *,
+               health=None):
+    """The Events API on waitress through Bolt's WSGI adapter (``bot.http_server``): POST ``path`` → Bolt,
+    GET /healthz → readiness.  Returns the (not yet serving) server; call ``serve_forever()`` on it (or
+    ``start()`` for a thread)."""
+    from bot.health import Health
+    from bot.http_server import HttpServer, wsgi_app
 
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-
-        def log_message(self, format, *args):  # noqa: A002 - http.server's name; no request lines in logs
-            pass
-
-        def _send(self, status: int, body: bytes, headers: dict[str, list[str]] | None = None) -> None:
-            self.send_response(status)
-            has_type = False
-            for k, values in (headers or {}).items():
-                if k.lower() == "content-length":
-                    continue
-                has_type |= k.lower() == "content-type"
-                for v in values if isinstance(values, list | tuple) else [values]:
-                    self.send_header(k, str(v))
-            if not has_type:
-                self.send_header("Content-Type", "text/plain; charset=utf-8")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def do_GET(self):
-            if urllib.parse.urlsplit(self.path).path == "/healthz":
-                return self._send(200, b"ok")
-            return self._send(404, b"not found")
-
-        def do_POST(self):
-            parsed = urllib.parse.urlsplit(self.path)
-            if parsed.path != path:
-                return self._send(404, b"not found")
-            length = int(self.headers.get("Content-Length") or 0)
-            body = self.rfile.read(length).decode("utf-8", errors="replace")
-            headers: dict[str, list[str]] = {}
-            for k, v in self.headers.items():
-                headers.setdefault(k.lower(), []).append(v)
-            resp = app.dispatch(BoltRequest(body=body, query=parsed.query, headers=headers))
-            body_out = resp.body.encode() if isinstance(resp.body, str) else (resp.body or b"")
-            self._send(resp.status, body_out, resp.headers)
-
-    server = ThreadingHTTPServer((host, port), Handler)
-    server.daemon_threads = True
-    return server
+    if health is None:
+        bot = getattr(app, "restyle", None)
+        health = Health(store=getattr(bot, "store", None), jobs=getattr(bot, "jobs", None))
+    return HttpServer(wsgi_app(health, app, path), host, port)
 
 
 def socket_mode_handler(app: App, app_token: str, *, ping_interval: float = PING_INTERVAL_S):
@@ -716,30 +683,26 @@ def socket_mode_handler(app: App, app_token: str, *, ping_interval: float = PING
     return SocketModeHandler(app, app_token, auto_reconnect_enabled=True, ping_interval=ping_interval)
 
 
-def run_socket_mode(app: App, app_token: str, *, ping_interval: float = PING_INTERVAL_S) -> None:
-    socket_mode_handler(app, app_token, ping_interval=ping_interval).start()  # blocks
-
-
-def run_http(app: App, port: int, host: str = "0.0.0.0") -> None:
-    server = serve_http(app, host, port)
-    print(f"restyle: serving the Slack Events API on http://{host}:{server.server_address[1]}{EVENTS_PATH}",
-          file=sys.stderr)
-    try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.server_close()
-
-
 def main(argv: list[str], settings: Settings) -> int:
     ap = argparse.ArgumentParser(prog="restyle slack")
     ap.add_argument("--http", action="store_true", help="serve the Events API over HTTP instead of Socket Mode")
     ap.add_argument("--port", type=int, default=3000)
-    ap.add_argument("--host", default="0.0.0.0")
+    ap.add_argument("--host", default="127.0.0.1")
+    ap.add_argument("--health-port", type=int, default=settings.health_port)
     ap.add_argument("--ping-interval", type=float,
                     default=float(os.environ.get("RESTYLE_SLACK_PING_INTERVAL") or PING_INTERVAL_S))
     args = ap.parse_args(argv)
+    for flag, port in (("--port", args.port), ("--health-port", args.health_port)):
+        if port is not None and not 0 <= port <= 65535:
+            print(f"restyle: {flag} must be from 0 to 65535, got {port}", file=sys.stderr)
+            return 2
+    from bot.settings import SecretError, with_slack_secret
+
+    try:
+        settings = with_slack_secret(settings)
+    except SecretError as exc:
+        print(f"restyle: {exc}", file=sys.stderr)
+        return 2
     missing = [name for name, value in (("SLACK_BOT_TOKEN", settings.slack_bot_token),
                                         ("SLACK_SIGNING_SECRET" if args.http else "SLACK_APP_TOKEN",
                                          settings.slack_signing_secret if args.http else settings.slack_app_token))
@@ -766,11 +729,7 @@ def main(argv: list[str], settings: Settings) -> int:
     except (SlackClientError, OSError) as exc:
         print(f"restyle: cannot reach Slack at {settings.slack_api_url} ({type(exc).__name__})", file=sys.stderr)
         return 1
-    app = build_app(engine, settings, client=client)
-    app.restyle.post_pending_notices()  # type: ignore[attr-defined]
-    if args.http:
-        run_http(app, args.port, args.host)
-    else:
-        print(f"restyle: connecting to Slack over Socket Mode (ping every {args.ping_interval:g}s)", file=sys.stderr)
-        run_socket_mode(app, settings.slack_app_token, ping_interval=args.ping_interval)
-    return 0
+    from bot.health import run
+
+    return run(engine, settings, client, http=args.http, host=args.host, port=args.port,
+               health_port=args.health_port, ping_interval=args.ping_interval)

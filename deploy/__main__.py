@@ -109,6 +109,8 @@ def build_parser() -> argparse.ArgumentParser:
     down = sub.add_parser("down", parents=[common, ep], help="delete everything `up` made (idempotent)")
     down.add_argument("--purge-s3", action="store_true",
                       help="also delete s3://BUCKET/<prefix>/ (except <prefix>/training/)")
+    sub.add_parser("policy", help="print a least-privilege IAM policy: --bot, --deploy or --execution "
+                                  "(python -m deploy policy --help)")
     train = sub.add_parser("train", parents=[common], help="launch the LoRA and CLIPSeg training jobs")
     t = train.add_argument_group("training")
     t.add_argument("--lora-data", help=f"s3:// training data for {TRAINING_PROGRAMS['lora']}")
@@ -314,6 +316,11 @@ COMMANDS = {"up": cmd_up, "status": cmd_status, "down": cmd_down, "train": cmd_t
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["policy"]:  # IAM policies, printed offline: deploy/policy.py
+        from deploy.policy import main as policy_main
+
+        return policy_main(argv[1:])
     args = build_parser().parse_args(argv)
     try:
         return COMMANDS[args.command](args)

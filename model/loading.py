@@ -7,6 +7,9 @@ one by one: the peak memory of one picture), optional VAE tiling (``RESTYLE_VAE_
 
 ``prepare_clipseg`` / ``prepare_inpaint`` apply the same settings to models built in memory (``model.bench`` uses
 them on full-size random models), so a benchmark measures exactly what ``load_*`` serves.
+
+torch is imported inside the functions that use it, never at import: the bot (lean install, no torch) reads
+``DEFAULT_CLIPSEG`` / ``DEFAULT_INPAINT`` and catches ``ModelUnavailable`` from here.
 """
 
 from __future__ import annotations
@@ -14,17 +17,20 @@ from __future__ import annotations
 import logging
 import os
 import warnings
-
-import torch
+from typing import TYPE_CHECKING
 
 from model.schemas import NO_LOOK, parse_looks
+
+if TYPE_CHECKING:
+    import torch
 
 log = logging.getLogger(__name__)
 
 DEFAULT_CLIPSEG = "CIDAS/clipseg-rd64-refined"
 DEFAULT_INPAINT = "stable-diffusion-v1-5/stable-diffusion-inpainting"
-DTYPES = {"fp32": torch.float32, "float32": torch.float32, "fp16": torch.float16, "float16": torch.float16,
-          "bf16": torch.bfloat16, "bfloat16": torch.bfloat16}
+#: ``RESTYLE_DTYPE`` names → torch dtype attribute names (``torch.float16`` …).
+DTYPES = {"fp32": "float32", "float32": "float32", "fp16": "float16", "float16": "float16",
+          "bf16": "bfloat16", "bfloat16": "bfloat16"}
 
 
 class ModelUnavailable(RuntimeError):
@@ -32,18 +38,22 @@ class ModelUnavailable(RuntimeError):
 
 
 def pick_device(device: str | None = None) -> torch.device:
+    import torch
+
     name = device or os.environ.get("RESTYLE_DEVICE") or ("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(name)
 
 
 def pick_dtype(device: torch.device, dtype: str | torch.dtype | None = None) -> torch.dtype:
+    import torch
+
     if isinstance(dtype, torch.dtype):
         return dtype
     name = dtype or os.environ.get("RESTYLE_DTYPE")
     if name:
         if name not in DTYPES:
             raise ValueError(f"RESTYLE_DTYPE must be one of {sorted(DTYPES)}, got {name!r}")
-        return DTYPES[name]
+        return getattr(torch, DTYPES[name])
     return torch.float16 if device.type == "cuda" else torch.float32
 
 
@@ -98,6 +108,8 @@ def load_clipseg(ref: str = DEFAULT_CLIPSEG, *, device: str | None = None, dtype
 
 def prepare_clipseg(model, processor, *, device: str | torch.device | None = None, dtype=None):
     """A loaded CLIPSeg model on its device and dtype → ``model.segment.Segmenter``."""
+    import torch
+
     from model.segment import Segmenter
 
     dev = torch.device(device) if device is not None else pick_device()
@@ -142,6 +154,8 @@ def load_inpaint(ref: str = DEFAULT_INPAINT, *, device: str | None = None, dtype
 def prepare_inpaint(pipe, *, device: str | torch.device | None = None, dtype=None, compile: bool | None = None,
                     looks: tuple[str, ...] = (), switchable: bool = False, look_scale: float = 1.0):
     """A diffusers inpainting pipeline → ``model.inpaint.Inpainter``, with the CUDA fast path applied."""
+    import torch
+
     from model.inpaint import Inpainter
 
     dev = torch.device(device) if device is not None else pick_device()
