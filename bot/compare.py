@@ -5,7 +5,7 @@ picture: it only reads the variations restyle already made."""
 from __future__ import annotations
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageOps
 
 from bot import messages as T
 from bot.engine import Engine, close_up_box
@@ -13,12 +13,15 @@ from bot.events import Files, Text
 from bot.intent import plain_prompt
 from bot.render import contact_sheet
 from bot.store import Variation, save_png
+from model.masks import resize as resize_mask
 
 #: At most this many variations go side by side (more would make each too small to judge)
 MAX_COMPARE = 6
 #: Pixels whose channels differ by more than this between two variations count as changed (JPEG-free PNGs, so a
 #: small margin is plenty)
 CHANGED = 12
+#: Without stored masks, the variations are compared on copies at most this many pixels a side
+DIFF_SIDE = 512
 
 
 def compare(engine: Engine, thread: str, numbers: list[int]) -> Files | Text:
@@ -34,17 +37,23 @@ def compare(engine: Engine, thread: str, numbers: list[int]) -> Files | Text:
                                                                                           missing)), kind="error")
     shown: list[Variation] = [v for v in found.values() if v is not None][:MAX_COMPARE]
     left = numbers[MAX_COMPARE:]
-    images = [Image.open(v.path).convert("RGB") for v in shown]
-    size = images[0].size
-    images = [im if im.size == size else im.resize(size, Image.LANCZOS) for im in images]  # one scale for all
-    region, what = garment_region(engine, shown, images)
+    with Image.open(shown[0].path) as first:
+        size = first.size  # variations of one thread share the photo's size; any other is scaled to it
+    region, what = garment_region(engine, shown, size)
     box = close_up_box(region, max_fraction=0.8) if region is not None else None
-    labels = [f"#{v.number}" + (" ⭐" if v.favorite else "") + f" · seed {v.seed}" for v in shown]
-    tiles, tile_labels = list(images), list(labels)
-    if box is not None:
-        tiles += [im.crop(box) for im in images]
-        tile_labels += [f"#{v.number} close-up" for v in shown]
     thumb = 512 if len(shown) <= 2 else 416 if len(shown) <= 4 else 320
+    tile = (thumb, max(1, round(thumb * size[1] / size[0])))  # contact_sheet's tile: each picture scaled once
+    wholes, close_ups = [], []
+    for v in shown:  # one full-size picture in memory at a time
+        with Image.open(v.path) as im:
+            im = im.convert("RGB")
+            im = im if im.size == size else im.resize(size, Image.LANCZOS)
+            if box is not None:
+                close_ups.append(ImageOps.contain(im.crop(box), tile, Image.LANCZOS))
+            wholes.append(ImageOps.contain(im, tile, Image.LANCZOS))
+    labels = [f"#{v.number}" + (" ⭐" if v.favorite else "") + f" · seed {v.seed}" for v in shown]
+    tiles = wholes + close_ups
+    tile_labels = labels + [f"#{v.number} close-up" for v in shown][:len(close_ups)]
     title = " vs ".join(f"#{v.number}" for v in shown)
     sheet = contact_sheet(tiles, tile_labels, thumb=thumb, columns=len(shown), title=title)
     path = save_png(sheet, store.thread_dir(thread) / f"compare-{'-'.join(str(v.number) for v in shown)}.png")
@@ -57,10 +66,9 @@ def compare(engine: Engine, thread: str, numbers: list[int]) -> Files | Text:
 
 
 def garment_region(engine: Engine, variations: list[Variation],
-                   images: list[Image.Image]) -> tuple[np.ndarray | None, str]:
-    """Where the variations were painted (the union of their stored masks) and what to call it ("skirt"); where
-    they differ from each other when no mask is kept.  (None, …) when they are the same picture."""
-    size = images[0].size
+                   size: tuple[int, int]) -> tuple[np.ndarray | None, str]:
+    """Where the variations were painted, at ``size`` (the union of their stored masks), and what to call it
+    ("skirt"); where they differ from each other when no mask is kept.  (None, …) when they are one picture."""
     masks = [m for v in variations if (m := engine.painted_mask(v, size)) is not None]
     garments: list[str] = []
     for v in variations:
@@ -69,11 +77,16 @@ def garment_region(engine: Engine, variations: list[Variation],
     what = " and ".join(garments) or "garment"
     if masks:
         return np.logical_or.reduce(masks), what
-    first = np.asarray(images[0], dtype=np.int16)
-    changed = np.zeros(first.shape[:2], dtype=bool)
-    for im in images[1:]:
-        changed |= (np.abs(np.asarray(im, dtype=np.int16) - first) > CHANGED).any(axis=2)
-    return (changed if changed.any() else None), what
+    scale = min(1.0, DIFF_SIDE / max(size))  # compared on small copies: where they differ, not each pixel
+    small = (max(1, round(size[0] * scale)), max(1, round(size[1] * scale)))
+    pictures = []
+    for v in variations:
+        with Image.open(v.path) as im:
+            pictures.append(np.asarray(im.convert("RGB").resize(small, Image.BILINEAR), dtype=np.int16))
+    changed = np.zeros((small[1], small[0]), dtype=bool)
+    for picture in pictures[1:]:
+        changed |= (np.abs(picture - pictures[0]) > CHANGED).any(axis=2)
+    return (resize_mask(changed, size) if changed.any() else None), what
 
 
 def _describe(engine: Engine, v: Variation) -> str:
