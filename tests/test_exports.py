@@ -253,3 +253,8 @@ def test_slack_compare_and_lookbook_upload_into_the_thread(tmp_path):
         with zipfile.ZipFile(io.BytesIO(archive.content)) as z:
             assert z.namelist() == ["variation-002.png"]
         assert len(fake.inpaint_calls) == calls  # neither spent GPU time
+
+        # an upload Slack refuses: the thread is told, nothing else is lost
+        h.emu.fail_next("files.getUploadURLExternal", 200, {"ok": False, "error": "not_in_channel"})
+        h.slack.event(message(CH, "compare 2 and 1", thread_ts=root))
+        h.wait_text(root, T.FILES_NOT_POSTED.format(what="the comparison", why="Slack error not_in_channel"))
