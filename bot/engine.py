@@ -291,6 +291,14 @@ class Engine:
             return [Text(T.UNDONE.format(what="the original photo"))]
         if action == Action.SETTINGS:
             return self._settings(thread, reading.settings)
+        if action == Action.COMPARE:  # side by side: never generates, never moves the thread's picture
+            from bot.compare import compare
+
+            return [compare(self, thread, list(reading.variations))]
+        if action == Action.LOOKBOOK:
+            from bot.lookbook import lookbook
+
+            return [lookbook(self, thread)]
         if reading.generates:
             plan = self._plan(thread, user, text, reading, batch=batch)
             if isinstance(plan, Text):
@@ -648,6 +656,13 @@ class Engine:
             return None
         seg = turn.intent.get("made_with", {}).get("mask", MASK_DEFAULTS)  # the settings that turn was painted with
         return self._cached_mask(thread, turn.base, garment, seg, size)
+
+    def painted_mask(self, v: Variation, size: tuple[int, int]) -> np.ndarray | None:
+        """Where ``v`` was painted: the union of its garments' stored masks at ``size`` (None when none is kept)."""
+        turn = self.store.turn(v.turn)
+        masks = [m for g in (turn.garments if turn else [])
+                 if (m := self._painted_mask(v.thread, v.path, g, size)) is not None]
+        return np.logical_or.reduce(masks) if masks else None
 
     def _inpaint(self, job: Job, base: Image.Image, mask: np.ndarray, eff: dict, steps: int, total: int, what: str,
                  say):

@@ -135,4 +135,14 @@ class FavoritesList:
     sheet: Path | None = None
 
 
-Reply = Text | Question | Variations | FavoritesList
+@dataclass
+class Files:
+    """Files made from the thread's variations — a compare sheet, a lookbook PDF and its ZIP — with ``text`` to
+    say; adapters upload each file into the thread (Slack) or copy it to their out dir (the terminal)."""
+
+    text: str
+    files: list[tuple[Path, str]]  # (path, title)
+    kind: Literal["compare", "lookbook"] = "compare"
+
+
+Reply = Text | Question | Variations | FavoritesList | Files

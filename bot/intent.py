@@ -64,6 +64,8 @@ class Action(StrEnum):
     HELP = "help"
     CONFIRM = "confirm"  # "yes" / "go ahead": an answer to restyle's "Generate …?"
     CANCEL = "cancel"  # "no" / "not that"
+    COMPARE = "compare"  # "#2 vs #5": the variations side by side (``variations``); nothing is generated
+    LOOKBOOK = "lookbook"  # "make a lookbook of the favourites": a PDF and a ZIP of the favourites
     UNKNOWN = "unknown"
 
 
@@ -127,7 +129,8 @@ class Context:
 @dataclass(frozen=True)
 class Intent:
     """One parsed message; field meanings in docs/intent.md.  Non-generating actions carry only ``variation``
-    (favorite/use/info), ``settings``, ``topic`` (unknown/help) and, for a removal, ``negatives``."""
+    (favorite/use/info), ``variations`` (compare), ``settings``, ``topic`` (unknown/help) and, for a removal,
+    ``negatives``."""
 
     action: Action
     garment: str | None = None
@@ -136,6 +139,7 @@ class Intent:
     attributes: list[str] = field(default_factory=list)
     negatives: list[str] = field(default_factory=list)
     variation: int | None = None
+    variations: list[int] = field(default_factory=list)
     count: int | None = None
     prompt: str = ""
     negative_prompt: str = ""
@@ -173,6 +177,7 @@ class Intent:
             "attributes": list(self.attributes),
             "negatives": list(self.negatives),
             "variation": self.variation,
+            "variations": list(self.variations),
             "count": self.count,
             "prompt": self.prompt,
             "negative_prompt": self.negative_prompt,
@@ -974,6 +979,8 @@ _TOPIC_PATTERNS: list[tuple[str, str]] = [
                 r"|which\s+(?:one\s+)?(?:is|looks|do\s+you\s+think\s+is)\s+better|which\s+(?:is|one\s+is)\s+"
                 r"(?:best|nicer)|better\s*,?\s*#?\d+\s+or\s+#?\d+|which\s+do\s+you\s+prefer|preferred)\b"),
     ("lookbook", r"\b(?:look\s*book|pdf|deck|slide\s+deck|keynote|powerpoint|export\w*|download\w*|zip\s+(?:file|it|them|of)"
+                 r"|zip\s+up\s+(?:the\s+|all\s+(?:the\s+)?|my\s+|our\s+)?(?:favs?|faves|favou?rites|starred|shortlist|these|those"
+                 r"|them|everything)"
                  r"|email\w*|print\s+(?:it|them|this|out)|presentation|moodboard|mood\s+board"
                  r"|send\s+(?:it|them|this|these|those|#?\d+)\s+to|share\s+(?:it|them|this|these|#?\d+)|google\s+drive"
                  r"|dropbox|drive\s+folder|(?:make|add|put)\s+(?:a|it\s+on\s+a|them\s+on\s+a)\s+slide)\b"),
@@ -1042,6 +1049,40 @@ _STRONG_REQUEST_RE = re.compile(r"\b(?:make|try|change|turn|give|show|swap|switc
                                 r"|\b(?:can|could|would|will)\s+(?:you|u|we)\b|^(?:make|try|change|turn|give|show)\b")
 #: "show favourites", "my favs", "starred": a request for the list
 _LIST_FAVORITES_RE = re.compile(r"\b(?:fav(?:ou?rite)?s|faves|starred|saved|list|show|see)\b")
+
+
+#: A variation in a comparison: "#2", "2", "v2", or a range "#1-#4" / "1 to 4"
+_COMPARE_REF_RE = re.compile(r"(?:#\s*|\bv|\b)(?P<a>\d{1,2})(?:\s*(?:-|to|through|thru)\s*(?:#\s*|v)?(?P<b>\d{1,2}))?\b")
+_DASH_RANGE_RE = re.compile(r"(?<![\d-])(#?\s*\d{1,2})\s*[-\u2013\u2014]\s*(#?\s*\d{1,2})(?![\d-])")
+#: Numbers that are counts or sizes, not variations: "give me 3 or 4 more", "2 or 3 variations", "4k"
+_COMPARE_NOT_RE = re.compile(r"(?<![#\w])\d+\s+(?:or\s+\d+\s+)?(?:more|times|variations?|variants?|versions?|options?"
+                             r"|takes|ideas|designs|alternatives|images|pics|pictures|photos|renders|samples)\b"
+                             r"|\b\d+\s*(?:%|x|px|k|dpi)\b"
+                             r"|\b(?:seed|steps?|guidance|strength|count)\s*=?\s*\d")
+#: What restyle exports: a lookbook PDF (and a ZIP of the favourites' PNGs)
+_LOOKBOOK_RE = re.compile(r"\b(?:look\s*books?|pdf|zip|export\w*)\b")
+_LOOKBOOK_BARE_RE = re.compile(r"^(?:a\s+|the\s+|my\s+|our\s+)?(?:look\s*book|pdf|zip)(?:\s+(?:pls|please|plz|now))?"
+                               r"[\s.!]*$")
+#: Places restyle cannot send to, or formats it does not make: those stay ``unknown`` with topic ``lookbook``
+_ELSEWHERE_RE = re.compile(r"\b(?:email\w*|e\s*mail|send|share|drive|dropbox|link|keynote|powerpoint|slides?|deck"
+                           r"|print)\b")
+
+
+def _compare_numbers(text: str, raw: str = "") -> tuple[int, ...]:
+    """The variations a comparison names, in order and once each ("rank #1-#4" → 1, 2, 3, 4); () when its numbers
+    are counts ("give me 3 or 4 more").  ``text``: the normalised message; ``raw``: as typed, for ranges with a dash
+    (normalising reads a hyphen as a space)."""
+    if _COMPARE_NOT_RE.search(text):
+        return ()
+    if raw and _DASH_RANGE_RE.search(raw):
+        text = _correct_typos(_normalize(_DASH_RANGE_RE.sub(r"\1 to \2", raw)))
+    out: list[int] = []
+    for m in _COMPARE_REF_RE.finditer(text):
+        a = int(m.group("a"))
+        b = int(m.group("b")) if m.group("b") else a
+        span = range(a, b + 1) if a <= b and b - a < MAX_VARIATION else (a, b)
+        out += [n for n in span if _valid_variation(n) is not None and n not in out]
+    return tuple(out)
 
 
 def _topic(text: str) -> str | None:
@@ -1244,6 +1285,7 @@ class Reading:
 
     action: Action
     variation: int | None = None
+    variations: tuple[int, ...] = ()  # compare: every variation named, in order
     count: int | None = None
     settings: dict = field(default_factory=dict)
     topic: str | None = None
@@ -1266,8 +1308,9 @@ class Reading:
         garment of it); a named garment starts fresh; a new colour/length/… replaces the old one."""
         if not self.generates:
             removed = list(self.negatives) if self.topic == "removal" else []  # "remove the belt": what and why not
-            return Intent(action=self.action, variation=self.variation, settings=dict(self.settings),
-                          topic=self.topic, negatives=removed, negative_prompt=", ".join(removed))
+            return Intent(action=self.action, variation=self.variation, variations=list(self.variations),
+                          settings=dict(self.settings), topic=self.topic, negatives=removed,
+                          negative_prompt=", ".join(removed))
         ctx = context or Context()
         negatives = list(self.negatives)
         ambiguous = self.ambiguous
@@ -1420,6 +1463,13 @@ def read(text: str) -> Reading:
     if person and not _STRONG_REQUEST_RE.search(flat):  # "@sam thoughts on the green?": people talking
         return unknown("chatter")
     garment_change = any(e.attrs for e in analysis.edits) or (bool(analysis.edits) and bool(analysis.negatives))
+    if topic == "compare" and not (chatty and not request):  # "#2 vs #5", "which is better, 1 or 3?"
+        numbers = _compare_numbers(flat, raw)
+        if len(numbers) >= 2:
+            return Reading(Action.COMPARE, variations=numbers)
+    if (topic == "lookbook" and _LOOKBOOK_RE.search(flat) and not _ELSEWHERE_RE.search(flat) and variation is None
+            and (request or _LOOKBOOK_BARE_RE.match(flat)) and not (chatty and not request)):
+        return Reading(Action.LOOKBOOK)  # "make a lookbook of the favourites", "pdf of the shortlist pls"
     if topic in _FEATURE_TOPICS:  # upscale, compare, lookbook: asked for, or just talked about
         return unknown(topic if request or question or variation is not None else "chatter")
     if topic is not None and not garment_change:  # hair, make-up, background …, and no garment to change

@@ -33,10 +33,10 @@ UNSUPPORTED = {
     "lighting": "I can't relight the photo — only garments change.",
     "upscale": ("I can't upscale yet: variations come at the photo's own size. For more detail, share a larger photo "
                 "or make the garment a larger part of the picture."),
-    "compare": ("I can't compare variations side by side yet — the contact sheet shows them together; _#2 info_ says "
-                "how each was made."),
-    "lookbook": ("I can't export a lookbook or send files yet. The pictures are in this thread (download them from "
-                 "Slack); _favourites_ gathers the starred ones on one sheet."),
+    "compare": ("Name the variations and I'll put them side by side — _#2 vs #5_, _compare 1 and 3_. Which one works "
+                "best is your call: I can't judge looks."),
+    "lookbook": ("I can't send files outside this thread or make slides. Say _lookbook_ (or `/restyle lookbook`) for a "
+                 "PDF of the favourites and a ZIP of their full-resolution PNGs, here in the thread."),
     "link": "I can't open links — share the photo itself in the channel and I'll start a thread for it.",
     "other_photos": ("I work on one photo per thread: post each photo as its own message and say what to change in "
                      "its thread."),
@@ -53,8 +53,9 @@ HELP = """*restyle* — drop a photo of a model, then tell me what to change, in
 • `the top white and the skirt black` — several garments at once
 • `fav 2` (or react ⭐ ❤️ 👍) — mark a favourite · `use 2` — edit from #2 from now on · `undo` — back to the previous base · `start over` — back to the original photo
 • `#2 info` — how #2 was made: seed, prompt, settings
+• `#2 vs #5` (or `compare 1 and 3`) — side by side, with a close-up of the garment · `lookbook` — a PDF of the favourites and a ZIP of their PNGs
 • `settings steps=40 guidance=8 seed=7 count=4 strength=0.65` — this thread's settings · `make the mask bigger` / `tighter mask` (or `grow=24 threshold=0.3`) — when the mask misses or overshoots
-• `/restyle batch 8 <prompt>` · `/restyle favorites` · `/restyle settings …` · `/restyle help`"""
+• `/restyle batch 8 <prompt>` · `/restyle favorites` · `/restyle lookbook` · `/restyle settings …` · `/restyle help`"""
 
 SCALED_PHOTO = ("This photo is {size} ({mp:.0f} megapixels), more than I edit at full size: I'm working on a "
                 "{working} copy, and the variations will be that size.")
@@ -78,6 +79,16 @@ UNFAVORITED = "#{number} removed from favourites."
 NO_FAVORITES = "No favourites in this thread yet — react ⭐ ❤️ 👍 on a variation or say _fav 2_."
 FAVORITES = "Favourites in this thread: {numbers}"
 USING = "Now editing from #{number}. Say _undo_ to go back."
+COMPARED = ("Here are {numbers} side by side at the same scale{close} — {details}. Which one to keep? Say _fav {first}_ "
+            "or react ⭐ on its message.")
+COMPARE_CLOSE = ", with a close-up of the {what} below"
+COMPARE_CAPPED = " (I put {cap} side by side at most: {left} left out.)"
+COMPARE_TWO = "Name two different variations to compare, e.g. _#2 vs #3_ or _compare 1 and 4_."
+COMPARE_MISSING = "I can't compare {missing}: {why}."
+LOOKBOOK = ("Here is the lookbook of this thread's {n} favourite{s} ({numbers}): a PDF with a cover and one page each "
+            "(the picture, a close-up, the prompt, seed, look and who picked it), and a ZIP of the full-resolution PNGs.")
+NO_FAVORITES_LOOKBOOK = ("A lookbook gathers this thread's favourites, and there are none yet — react ⭐ ❤️ 👍 on a "
+                         "variation or say _fav 2_, then say _lookbook_ (or `/restyle lookbook`).")
 WHICH = "Which variation? Say _use 2_ — the numbers are on each picture and on the contact sheet."
 INFO = ("#{number}: seed {seed}, made from {base} by repainting the {garments} as _{prompt}_{negative}; {how}. "
         "Say _settings seed={seed}_ to start the next variations from the same seed.")
@@ -115,6 +126,7 @@ FAILED = "Something went wrong on my side while generating; nothing was saved. P
 DOWNLOAD_FAILED = "I couldn't download that photo from Slack ({why}). Please share it again."
 NOT_POSTED = ("I couldn't post {what} here ({why}). Nothing is lost: they are saved in this thread and answer to "
               "their numbers (_fav 2_, _use 2_, _#2 info_).")
+FILES_NOT_POSTED = "I couldn't upload {what} here ({why}). Say it again to retry."
 FILE_HIDDEN = ("Slack hides that file from apps (the workspace's message-history limit), so I can't open it. "
                "Share the photo again.")
 LOGIN_PAGE = ("Slack answered with a sign-in page instead of the photo — the app probably lacks the `files:read` "

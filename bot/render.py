@@ -7,7 +7,8 @@ import math
 from PIL import Image, ImageDraw, ImageFont, ImageOps
 
 
-def _font(size: int) -> ImageFont.ImageFont:
+def font(size: int) -> ImageFont.ImageFont:
+    """Pillow's own font at ``size`` pixels (a bitmap font on Pillow < 10.1)."""
     try:
         return ImageFont.load_default(size=size)
     except TypeError:  # Pillow < 10.1
@@ -29,13 +30,13 @@ def contact_sheet(images: list[Image.Image], labels: list[str], *, thumb: int = 
     top = label_h + gap if title else 0
     sheet = Image.new("RGB", (cols * (tw + gap) + gap, top + rows * (th + label_h + gap) + gap), "white")
     draw = ImageDraw.Draw(sheet)
-    font = _font(max(12, label_h - 4))
+    face = font(max(12, label_h - 4))
     if title:
-        draw.text((gap, gap // 2), title[:120], fill="black", font=font)
+        draw.text((gap, gap // 2), title[:120], fill="black", font=face)
     for i, (img, label) in enumerate(zip(images, labels, strict=True)):
         r, c = divmod(i, cols)
         x, y = gap + c * (tw + gap), top + gap + r * (th + label_h + gap)
         t = ImageOps.contain(img.convert("RGB"), (tw, th), Image.LANCZOS)  # small photos are scaled up too
         sheet.paste(t, (x + (tw - t.width) // 2, y))
-        draw.text((x, y + th + 2), label, fill="black", font=font)
+        draw.text((x, y + th + 2), label, fill="black", font=face)
     return sheet

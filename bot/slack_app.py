@@ -47,6 +47,7 @@ from bot.events import (
     Event,
     Favorite,
     FavoritesList,
+    Files,
     Message,
     MoreLike,
     Photo,
@@ -277,7 +278,7 @@ class SlackBot:
         if sub in ("", "help"):
             ack(text=T.HELP)
             return
-        if sub not in ("batch", "favorites", "favourites", "favs", "settings"):
+        if sub not in ("batch", "favorites", "favourites", "favs", "settings", "lookbook"):
             ack(text=T.UNKNOWN_COMMAND.format(sub=escape(sub)) + T.HELP)
             return
         thread = self.store.latest_thread(thread_id(channel, ""))
@@ -464,6 +465,9 @@ class SlackBot:
                     self._deliver_variations(place, reply)
                 elif isinstance(reply, Question):
                     self._post(place, reply.text, blocks=question_blocks(reply))
+                elif isinstance(reply, Files):  # a compare sheet; a lookbook PDF and its ZIP
+                    self._say(place, reply.text, status)
+                    self._upload_files(place, reply)
                 elif isinstance(reply, FavoritesList):
                     self._say(place, reply.text, status)
                     if reply.sheet is not None:
@@ -496,6 +500,15 @@ class SlackBot:
                 why = _why(exc)
         if missing:
             self._post(place, T.NOT_POSTED.format(what=", ".join(missing), why=why))
+
+    def _upload_files(self, place: Place, reply: Files) -> None:
+        """One upload for all of the reply's files; when it fails, the thread is told (nothing was posted)."""
+        try:
+            self._upload_many(place, reply.files)
+        except (SlackApiError, SlackClientError, OSError) as exc:
+            log.warning("could not upload the %s files to %s: %s", reply.kind, place.channel, _why(exc))
+            what = "the comparison" if reply.kind == "compare" else "the lookbook"
+            self._post(place, T.FILES_NOT_POSTED.format(what=what, why=_why(exc)))
 
     def _say(self, place: Place, text: str, status: Status | None) -> None:
         """The first reply of a job replaces its status message; later ones are new thread messages."""

@@ -13,7 +13,7 @@ from typing import TextIO
 from tqdm import tqdm
 
 from bot.engine import Engine
-from bot.events import FavoritesList, Message, Photo, Question, Reply, Text, Variations
+from bot.events import FavoritesList, Files, Message, Photo, Question, Reply, Text, Variations
 
 QUIT = {"quit", "exit", "q", ":q", "bye"}
 #: Slack's markup around words (_italic_, *bold*, `code`) — not the underscores inside names and paths
@@ -54,6 +54,13 @@ class TerminalChat:
                     dest = self.out_dir / r.mask_preview.name
                     shutil.copyfile(r.mask_preview, dest)
                     print(f"  mask: {dest}", file=self.stdout, flush=True)
+            elif isinstance(r, Files):  # a compare sheet, a lookbook PDF and ZIP
+                self.say(r.text)
+                self.out_dir.mkdir(parents=True, exist_ok=True)
+                for path, title in r.files:
+                    dest = self.out_dir / path.name
+                    shutil.copyfile(path, dest)
+                    print(f"  {title}: {dest}", file=self.stdout, flush=True)
             elif isinstance(r, Question):  # "Generate …?": the next line answers it (y / n)
                 self.say(r.text.replace("(say _yes_ or _no_, or use the buttons)", "[y/n]"))
             elif isinstance(r, Text):

@@ -34,8 +34,8 @@ CORPUS = json.loads((ROOT / "bot" / "intent_corpus.json").read_text(encoding="ut
 #: every single word of the vocabulary (garments, colours, fabrics …), the words typo repair corrects towards
 VOCABULARY_WORDS = {w for table in (*VOCABULARY.values(), GARMENTS) for term in table for w in str(term).split()
                     if w.isalpha()}
-FIELDS = ["action", "garment", "garments", "target", "attributes", "negatives", "variation", "count", "prompt",
-          "negative_prompt", "settings", "per_garment", "colourways", "topic", "ambiguous"]
+FIELDS = ["action", "garment", "garments", "target", "attributes", "negatives", "variation", "variations", "count",
+          "prompt", "negative_prompt", "settings", "per_garment", "colourways", "topic", "ambiguous"]
 
 
 def _context(raw: dict | None) -> Context | None:
@@ -66,6 +66,9 @@ def _check_invariants(text: str, intent: Intent) -> None:
         assert 1 <= intent.count <= MAX_COUNT
     if intent.variation is not None:
         assert 1 <= intent.variation <= 99
+    # a comparison names two or more different variations; nothing else carries any
+    assert (len(intent.variations) >= 2) == (intent.action == "compare"), (text, d)
+    assert all(1 <= n <= 99 for n in intent.variations) and len(set(intent.variations)) == len(intent.variations)
     if intent.action not in ("restyle", "vary", "batch"):
         assert intent.prompt == "" and intent.garment is None and intent.attributes == []
     if intent.prompt:
