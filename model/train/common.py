@@ -305,7 +305,8 @@ def rle_encode_string(counts: Sequence[int]) -> str:
 
 
 def rle_encode(mask: np.ndarray) -> list[int]:
-    """Bool HxW mask → uncompressed COCO run lengths (column-major, starting with a run of zeros), by pycocotools."""
+    """Bool HxW mask → uncompressed COCO run lengths (column-major, starting with a run of zeros): pycocotools'
+    ``encode``, read back by ``rle_decode_string``."""
     rle = coco_mask.encode(np.asfortranarray(np.asarray(mask, dtype=np.uint8)))
     return rle_decode_string(rle["counts"].decode("ascii")).tolist()
 
