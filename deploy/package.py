@@ -3,11 +3,12 @@
 * ``model_tarball`` — the SageMaker inference bundle (``model.tar.gz``)::
 
       code/inference.py        shim: re-exports model.handlers (model_fn, input_fn, predict_fn, output_fn)
-      code/requirements.txt    installed by the HF inference container at start (torch is already there)
+      code/requirements.txt    ``REQUIREMENTS``, installed by the HF inference container at start (torch is there)
       code/model/**.py         the model package, without model/train and model/bench.py
 
 * ``sourcedir_tarball`` — the training ``sourcedir.tar.gz``: ``model/**.py`` (with ``model/train``) and a
-  ``requirements.txt`` at the root, which the SageMaker training toolkit installs before the entry point.
+  ``requirements.txt`` at the root (``TRAINING_REQUIREMENTS``), which the SageMaker training toolkit installs before
+  the entry point.
 
 Entries are sorted, owned by root, dated ``FIXED_MTIME``, and the gzip header carries no name or time.
 """
@@ -24,7 +25,8 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parent.parent
 FIXED_MTIME = 315532800  # 1980-01-01T00:00:00Z, the zip epoch; some tools reject 0
 
-#: Installed on top of the container's torch.  Lower bounds match pyproject.toml.
+#: What the endpoint installs on top of the container's torch: what inference uses, nothing else.  Lower bounds
+#: match pyproject.toml.
 REQUIREMENTS = [
     "diffusers>=0.40",
     "transformers>=4.56",
@@ -35,7 +37,12 @@ REQUIREMENTS = [
     "Pillow>=10.0",
     "scipy>=1.11",
     "tqdm>=4.66",
-    "matplotlib>=3.8",  # training's loss curve PNG
+]
+#: The training sourcedir adds what only ``model/train`` imports: the loss-curve PNG and COCO's mask codec.
+TRAINING_REQUIREMENTS = [
+    *REQUIREMENTS,
+    "matplotlib>=3.8",
+    "pycocotools>=2.0.8",
 ]
 
 #: ``code/inference.py``: what the SageMaker inference toolkit imports.  Besides re-exporting the handlers, it
@@ -149,8 +156,8 @@ def pack(files: dict[str, bytes]) -> Bundle:
     return Bundle(data=data, sha256=hashlib.sha256(data).hexdigest())
 
 
-def requirements_txt() -> bytes:
-    return ("\n".join(REQUIREMENTS) + "\n").encode()
+def requirements_txt(requirements: list[str] = REQUIREMENTS) -> bytes:
+    return ("\n".join(requirements) + "\n").encode()
 
 
 def model_tarball(root: Path = REPO_ROOT) -> Bundle:
@@ -162,5 +169,5 @@ def model_tarball(root: Path = REPO_ROOT) -> Bundle:
 
 def sourcedir_tarball(root: Path = REPO_ROOT) -> Bundle:
     files = _model_sources(root)
-    files["requirements.txt"] = requirements_txt()
+    files["requirements.txt"] = requirements_txt(TRAINING_REQUIREMENTS)
     return pack(files)

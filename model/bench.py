@@ -183,38 +183,10 @@ def tokenizer(max_length: int = 77):
 
 
 def build_clipseg(tiny: bool):
-    from transformers import (
-        CLIPSegConfig,
-        CLIPSegForImageSegmentation,
-        CLIPSegProcessor,
-        CLIPSegTextConfig,
-        CLIPSegVisionConfig,
-        ViTImageProcessor,
-    )
+    """CLIPSeg with random weights: ``model.tiny``'s tiny shape, or CIDAS/clipseg-rd64's (ViT-B/16 at 352)."""
+    from model.tiny import clipseg_model
 
-    from model.tiny import CLIP_MEAN, CLIP_STD
-
-    tok = tokenizer()
-    ids = {"bos_token_id": tok.bos_token_id, "eos_token_id": tok.eos_token_id, "pad_token_id": tok.pad_token_id}
-    if tiny:
-        text = CLIPSegTextConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=37, num_hidden_layers=2,
-                                 num_attention_heads=4, **ids)
-        vision = CLIPSegVisionConfig(hidden_size=32, intermediate_size=37, num_hidden_layers=3, num_attention_heads=4,
-                                     image_size=64, patch_size=8)
-        cfg = CLIPSegConfig(text_config=text.to_dict(), vision_config=vision.to_dict(), projection_dim=32,
-                            extract_layers=[1, 2], reduce_dim=16, decoder_num_attention_heads=4,
-                            decoder_intermediate_size=32)
-    else:  # CIDAS/clipseg-rd64: ViT-B/16 at 352, text 49408 x 512, reduce_dim 64, extract_layers 3/6/9
-        cfg = CLIPSegConfig()
-        cfg.vision_config.image_size = 352
-        for k, v in ids.items():
-            setattr(cfg.text_config, k, v)
-    side = cfg.vision_config.image_size
-    torch.manual_seed(0)
-    model = CLIPSegForImageSegmentation(cfg).eval()
-    image_processor = ViTImageProcessor(do_resize=True, size={"height": side, "width": side}, resample=2,
-                                        do_normalize=True, image_mean=CLIP_MEAN, image_std=CLIP_STD)
-    return model, CLIPSegProcessor(image_processor=image_processor, tokenizer=tok)
+    return clipseg_model(tokenizer(), "tiny" if tiny else "rd64")
 
 
 def build_sd(mode: str, device: torch.device):

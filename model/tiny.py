@@ -156,7 +156,15 @@ def _fit_steps(model, processor, seed: int, steps: int) -> None:
     model.eval()
 
 
-def build_clipseg(outdir: Path, seed: int = 0) -> Path:
+#: ``clipseg_model`` shapes: the tiny one ``build_clipseg`` fits and saves, and CIDAS/clipseg-rd64's (ViT-B/16 at 352,
+#: text 49408 x 512, reduce_dim 64, extract_layers 3/6/9) that ``model.bench`` times.
+CLIPSEG_SHAPES = ("tiny", "rd64")
+
+
+def clipseg_model(tokenizer, shape: str = "tiny", seed: int = 0):
+    """A CLIPSeg model with random weights (seeded) and its processor: ``(CLIPSegForImageSegmentation,
+    CLIPSegProcessor)`` with ``tokenizer`` as the text side.  The one builder of in-memory CLIPSegs: ``build_clipseg``
+    fits and saves the ``tiny`` one, ``model.bench`` times both shapes."""
     from transformers import (
         CLIPSegConfig,
         CLIPSegForImageSegmentation,
@@ -166,21 +174,34 @@ def build_clipseg(outdir: Path, seed: int = 0) -> Path:
         ViTImageProcessor,
     )
 
-    outdir = Path(outdir)
-    tok = _tokenizer(outdir / "_tok")
-    text = CLIPSegTextConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=37, num_hidden_layers=2,
-                             num_attention_heads=4, max_position_embeddings=77,
-                             bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
-    vision = CLIPSegVisionConfig(hidden_size=32, intermediate_size=37, num_hidden_layers=3, num_attention_heads=4,
-                                 image_size=64, patch_size=8)
-    config = CLIPSegConfig(text_config=text.to_dict(), vision_config=vision.to_dict(), projection_dim=32,
-                           extract_layers=[1, 2], reduce_dim=16, decoder_num_attention_heads=4,
-                           decoder_intermediate_size=32)
+    ids = {"bos_token_id": tokenizer.bos_token_id, "eos_token_id": tokenizer.eos_token_id,
+           "pad_token_id": tokenizer.pad_token_id}
+    if shape == "tiny":
+        text = CLIPSegTextConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=37, num_hidden_layers=2,
+                                 num_attention_heads=4, max_position_embeddings=77, **ids)
+        vision = CLIPSegVisionConfig(hidden_size=32, intermediate_size=37, num_hidden_layers=3, num_attention_heads=4,
+                                     image_size=64, patch_size=8)
+        config = CLIPSegConfig(text_config=text.to_dict(), vision_config=vision.to_dict(), projection_dim=32,
+                               extract_layers=[1, 2], reduce_dim=16, decoder_num_attention_heads=4,
+                               decoder_intermediate_size=32)
+    elif shape == "rd64":
+        config = CLIPSegConfig()
+        config.vision_config.image_size = 352
+        for k, v in ids.items():
+            setattr(config.text_config, k, v)
+    else:
+        raise ValueError(f"`shape` must be one of {', '.join(CLIPSEG_SHAPES)}, got {shape!r}")
+    side = config.vision_config.image_size
     torch.manual_seed(seed)
     model = CLIPSegForImageSegmentation(config).eval()
-    image_processor = ViTImageProcessor(do_resize=True, size={"height": 64, "width": 64}, resample=2,
+    image_processor = ViTImageProcessor(do_resize=True, size={"height": side, "width": side}, resample=2,
                                         do_normalize=True, image_mean=CLIP_MEAN, image_std=CLIP_STD)
-    processor = CLIPSegProcessor(image_processor=image_processor, tokenizer=tok)
+    return model, CLIPSegProcessor(image_processor=image_processor, tokenizer=tokenizer)
+
+
+def build_clipseg(outdir: Path, seed: int = 0) -> Path:
+    outdir = Path(outdir)
+    model, processor = clipseg_model(_tokenizer(outdir / "_tok"), "tiny", seed)
     _fit_clipseg(model, processor, seed)
     model.save_pretrained(outdir)
     processor.save_pretrained(outdir)

@@ -7,25 +7,21 @@ import pytest
 import torch
 
 from tests.conftest import garment_mask, make_photo
+from tests.parity import assert_matches_reference, parity_inputs, run_parity_case
 
 pytestmark = [pytest.mark.gpu,
               pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
 
 
-def test_fp16_inpaint_on_cuda_matches_the_cpu_geometry(tiny_dir):
+def test_fp16_inpaint_on_cuda_matches_the_fp32_cpu_run(tiny_dir):
+    """Same photo, mask, prompt and seeds on the CPU (fp32) and on CUDA (fp16): the same crop, every candidate
+    accepted, far pixels untouched, and each candidate close to the CPU's with its seed (tests/parity.py)."""
     from model.loading import load_inpaint
 
+    cpu = load_inpaint(str(tiny_dir / "inpaint"), device="cpu")
     gpu = load_inpaint(str(tiny_dir / "inpaint"), device="cuda")
-    assert gpu.pipe.unet.dtype == torch.float16
-    photo, mask = make_photo(256, 384), garment_mask(256, 384)
-    out = gpu(photo, mask, "a red skirt", seeds=[1, 2, 3, 4], steps=2)
-    assert len(out.candidates) + len(out.rejected) == 4
-    for c in out.candidates:
-        arr, orig = np.asarray(c.image), np.asarray(photo)
-        far = np.ones_like(mask)
-        x0, y0, x1, y1 = out.crop_box
-        far[y0:y1, x0:x1] = False
-        assert (arr[far] == orig[far]).all()
+    assert gpu.pipe.unet.dtype == torch.float16 and gpu.device.type == "cuda"
+    assert_matches_reference(run_parity_case(gpu), run_parity_case(cpu), *parity_inputs())
 
 
 def test_fp16_segmenter_on_cuda_agrees_with_fp32_cpu(tiny_dir):
@@ -34,6 +30,7 @@ def test_fp16_segmenter_on_cuda_agrees_with_fp32_cpu(tiny_dir):
     photo = make_photo(256, 384)
     cpu = load_clipseg(str(tiny_dir / "clipseg"), device="cpu")(photo, ["skirt"]).garments[0].mask
     gpu = load_clipseg(str(tiny_dir / "clipseg"), device="cuda")(photo, ["skirt"]).garments[0].mask
+    assert 0.05 < cpu.mean() < 0.9  # the CPU found the garment, not nothing or everything
     iou = (cpu & gpu).sum() / max(1, (cpu | gpu).sum())
     assert iou > 0.9
 
@@ -63,5 +60,7 @@ def test_peak_memory_not_above_plain_diffusers(tiny_dir):
     mask_img = Image.fromarray(mask.astype(np.uint8) * 255)
     plain_peak = peak(lambda: plain(prompt="a red skirt", image=photo, mask_image=mask_img, width=w, height=h,
                                     num_inference_steps=2, num_images_per_prompt=4))
-    ours_peak = peak(lambda: ours(photo, mask, "a red skirt", seeds=[1, 2, 3, 4], steps=2))
+    results = []
+    ours_peak = peak(lambda: results.append(ours(photo, mask, "a red skirt", seeds=[1, 2, 3, 4], steps=2)))
+    assert [c.seed for c in results[0].candidates] == [1, 2, 3, 4]  # the same work: four pictures, none rejected
     assert ours_peak <= plain_peak, (ours_peak, plain_peak)

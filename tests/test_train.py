@@ -422,6 +422,84 @@ def test_polygons_rasterise_by_pixel_centres():
     assert tri.astype(int).tolist() == [[1, 1, 1, 0], [1, 1, 0, 0], [1, 0, 0, 0], [0, 0, 0, 0]]
 
 
+def _third_party_imports(files: list[Path]) -> set[str]:
+    """Distribution names (normalised) of everything ``files`` import, lazily or not, outside the stdlib and model."""
+    import ast
+    import re
+    from importlib.metadata import packages_distributions
+
+    dists = packages_distributions()
+    out = set()
+    for path in files:
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names = [node.module]
+            else:
+                continue
+            for top in {n.split(".")[0] for n in names} - set(sys.stdlib_module_names) - {"model"}:
+                out.update(re.sub(r"[-_.]+", "-", d).lower() for d in dists.get(top, [top]))
+    return out
+
+
+def _requirement_names(txt: bytes) -> set[str]:
+    import re
+
+    return {re.split(r"[<>=!~\[; ]", line, maxsplit=1)[0].lower() for line in txt.decode().split()}
+
+
+def _with_dependencies(names: set[str], extras: tuple[str, ...] = ("torch",)) -> set[str]:
+    """``names`` and everything they require, as installed here (their ``extras`` too: diffusers and transformers
+    load weights through accelerate, their "torch" extra)."""
+    import re
+    from importlib.metadata import PackageNotFoundError, requires
+
+    from packaging.requirements import Requirement
+
+    seen, todo = set(), list(names)
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        try:
+            reqs = requires(name) or []
+        except PackageNotFoundError:
+            continue
+        for line in reqs:
+            req = Requirement(line)
+            if req.marker is None or any(req.marker.evaluate({"extra": e}) for e in ("", *extras)):
+                todo.append(re.sub(r"[-_.]+", "-", req.name).lower())
+    return seen
+
+
+def test_the_endpoint_installs_only_what_inference_uses():
+    """deploy.package: the endpoint's model.tar.gz requirements are all used by the serving code (imported by it, or
+    required by what it imports), so nothing training-only such as matplotlib's loss curve; the training sourcedir's
+    requirements name every package model/train imports (the container brings torch and numpy)."""
+    import io
+    import tarfile
+
+    from deploy import package
+
+    def requirements(bundle, name: str) -> set[str]:
+        with tarfile.open(fileobj=io.BytesIO(bundle.data)) as tar:
+            return _requirement_names(tar.extractfile(name).read())
+
+    endpoint = requirements(package.model_tarball(), "code/requirements.txt")
+    training = requirements(package.sourcedir_tarball(), "requirements.txt")
+    model = ROOT / "model"
+    serving = _third_party_imports([p for p in sorted(model.rglob("*.py"))
+                                    if "train" not in p.relative_to(model).parts and p.name != "bench.py"])
+    trainers = _third_party_imports(sorted((model / "train").glob("*.py"))) - {"torch", "numpy"}
+    used = _with_dependencies(serving)
+    assert {"diffusers", "transformers", "peft", "accelerate", "tqdm"} <= used  # (the walk itself works)
+    assert endpoint <= used, f"the endpoint installs what inference does not use: {sorted(endpoint - used)}"
+    assert {"matplotlib", "pycocotools"} <= trainers - used
+    assert trainers <= training, f"the trainers import what training does not install: {sorted(trainers - training)}"
+
+
 def test_sagemaker_script_mode(tiny_dir, coco_dir, tmp_path, monkeypatch):
     model_dir = tmp_path / "opt-ml-model"
     monkeypatch.setenv("SM_CHANNEL_TRAIN", str(coco_dir))
