@@ -126,3 +126,24 @@ BATCH_USAGE = ("Usage: `/restyle batch 8 pastel floral skirt` (or `/restyle batc
                "in a channel that has a photo thread.")
 VARIATION_HINT = "React ⭐ ❤️ 👍 on this message to keep it."
 DONE_STATUS = "Done."
+
+# Team controls (bot/controls.py)
+QUOTA_REFUSED = ("You've reached {limit} ({used} of {max} used today), so I haven't generated anything. It resets at "
+                 "midnight UTC (in {reset}); an admin can raise it with `/restyle limits`.")
+QUOTA_TRIMMED = (" (Only {n} of the {asked} asked for: {limit} has {n} left today; it resets at midnight UTC, in "
+                 "{reset}.)")
+GPU_REFUSED = ("The team's daily GPU budget is spent ({used} of {max} GPU-seconds today), so I haven't generated "
+               "anything. It resets at midnight UTC (in {reset}); an admin can raise it with `/restyle limits`.")
+CAP_TRIMMED = " (Capped at {cap} per request by the team's limits; admins can change them with `/restyle limits`.)"
+CAP_SETTING = ("`{key}={value}` is above the team's cap of {cap} for {key}. Ask an admin (they can change caps with "
+               "`/restyle limits max_{key}=…`).")
+CHANNEL_NOT_ALLOWED = ("restyle isn't enabled in this channel, so I won't look at photos or messages here. Ask an admin "
+                       "to add it to RESTYLE_CHANNELS, or use one of: {channels}.")
+DMS_OFF = "restyle doesn't work in direct messages here (RESTYLE_ALLOW_DMS is off) — share the photo in a team channel."
+ADMINS_ONLY = "Only restyle's admins (RESTYLE_ADMINS) can {what}."
+LIMITS = "Team limits (— = unlimited):\n{summary}\nAdmins change them with e.g. `/restyle limits user_daily_images=50`."
+LIMITS_SET = "Limits updated by <@{user}>: {changes}."
+BAD_LIMIT = "I can't set `{item}`: {why}."
+USAGE_TITLE = "restyle usage — today and this month (UTC)"
+USAGE_CSV = "Usage this month as CSV ({n} generations)."
+USAGE_CSV_FAILED = "I couldn't upload the CSV ({why})."

@@ -36,6 +36,19 @@ ENV = {
     "SLACK_APP_TOKEN": ("slack_app_token", str),
     "SLACK_SIGNING_SECRET": ("slack_signing_secret", str),
     "SLACK_API_URL": ("slack_api_url", str),
+    # team controls (bot/controls.py, docs/slack.md "Team controls")
+    "RESTYLE_USER_DAILY_IMAGES": ("user_daily_images", int),
+    "RESTYLE_CHANNEL_DAILY_IMAGES": ("channel_daily_images", int),
+    "RESTYLE_DAILY_GPU_SECONDS": ("daily_gpu_seconds", float),
+    "RESTYLE_ADMINS": ("admins", str),
+    "RESTYLE_CAP_STEPS": ("cap_steps", int),
+    "RESTYLE_CAP_COUNT": ("cap_count", int),
+    "RESTYLE_CAP_BATCH": ("cap_batch", int),
+    "RESTYLE_CAP_GUIDANCE": ("cap_guidance", float),
+    "RESTYLE_CHANNELS": ("channels", str),
+    "RESTYLE_ALLOW_DMS": ("allow_dms", bool),
+    "RESTYLE_RETENTION_DAYS": ("retention_days", float),
+    "RESTYLE_TEST_LOOPBACK_FILES": ("test_loopback_files", bool),
 }
 
 
@@ -70,6 +83,20 @@ class Settings:
     slack_app_token: str | None = None
     slack_signing_secret: str | None = None
     slack_api_url: str = "https://slack.com/api/"
+    # team controls: quotas (None: unlimited), admins, caps for everyone else, allowed channels, retention
+    user_daily_images: int | None = None
+    channel_daily_images: int | None = None
+    daily_gpu_seconds: float | None = None
+    admins: str = ""
+    cap_steps: int = 50
+    cap_count: int = 8
+    cap_batch: int = 16
+    cap_guidance: float = 15.0
+    channels: str = ""
+    allow_dms: bool = True
+    retention_days: float | None = None
+    #: test-only: photo downloads over plain http from SLACK_API_URL's host when it is a loopback address
+    test_loopback_files: bool = False
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides) -> Settings:
@@ -107,6 +134,12 @@ class Settings:
                 flag = {"steps": "--steps", "num_images": "--count"}.get(name)
                 label = f"{flag} / {names.get(name)}" if flag else names.get(name, name)
                 raise ValueError(f"{label} must be from {lo} to {hi}, got {v}")
+        for name, lo, hi in (("user_daily_images", 0, 10**9), ("channel_daily_images", 0, 10**9),
+                             ("daily_gpu_seconds", 0.0, 1e12), ("cap_steps", 1, 150), ("cap_count", 1, 16),
+                             ("cap_batch", 1, 64), ("cap_guidance", 0.0, 30.0), ("retention_days", 0.0, 36500.0)):
+            v = getattr(self, name)
+            if v is not None and not lo <= v <= hi:  # NaN fails this too
+                raise ValueError(f"{names.get(name, name)} must be from {lo} to {hi}, got {v}")
         if self.lora:
             from model.schemas import parse_looks
 

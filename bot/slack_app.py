@@ -39,6 +39,7 @@ from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError, SlackClientError
 from slack_sdk.http_retry.builtin_handlers import RateLimitErrorRetryHandler
 
+from bot import controls as C
 from bot import messages as T
 from bot.events import (
     Answer,
@@ -139,8 +140,9 @@ class Status:
             now = time.monotonic()
             if self.closed or text == self._last_text or now - self._last_at < UPDATE_EVERY_S:
                 return
-            self._last_text, self._last_at = text, now
-            self._update(text)
+            self._last_at = now
+            if self._update(text):  # a failed edit is not shown: finish() must still say it
+                self._last_text = text
 
     def finish(self, text: str) -> None:
         with self._lock:
@@ -182,17 +184,57 @@ class SlackBot:
         api_host = urllib.parse.urlsplit(settings.slack_api_url).hostname
         if api_host:
             self._allowed_hosts.add(api_host)
+        self.controls: C.Controls = getattr(engine, "controls", None) or C.Controls(self.store, settings)
+        self.channels = C.ChannelPolicy(settings, client)  # RESTYLE_CHANNELS / RESTYLE_ALLOW_DMS
 
     # -- middleware ------------------------------------------------------------------------------------------------
-    def dedupe(self, body: dict, context, next: Callable[[], BoltResponse]):  # noqa: A002 - Bolt's argument name
-        """Global middleware: an ``event_id`` is processed once (Slack retries, Socket Mode re-deliveries)."""
+    def dedupe(self, body: dict, context, request: BoltRequest,
+               next: Callable[[], BoltResponse]):  # noqa: A002 - Bolt's argument name
+        """Global middleware: an ``event_id`` is processed once (Slack retries, Socket Mode re-deliveries); a slash
+        command or block action once per signed body and timestamp (a replay within Slack's 5-minute window)."""
         if context.get("bot_user_id") and not self.bot_user_id:
             self.bot_user_id = context["bot_user_id"]
         event_id = body.get("event_id") if body.get("type") == "event_callback" else None
         if event_id and not self.store.claim_event(str(event_id)):
             log.info("event %s was already handled; acking the re-delivery", event_id)
             return BoltResponse(status=200, body="")
+        key = None if event_id else C.replay_key(body, request.raw_body or "", request.headers or {})
+        if key and not self.store.claim_event(key):
+            log.info("a replayed %s was acked and not run again", "slash command" if body.get("command")
+                     else body.get("type"))
+            return BoltResponse(status=200, body="")
         return next()
+
+    def channel_ok(self, channel: str, *, is_dm: bool = False, name: str | None = None) -> bool:
+        """May restyle work in ``channel`` (RESTYLE_CHANNELS, RESTYLE_ALLOW_DMS)?"""
+        return self.channels.allowed(channel, is_dm=is_dm, name=name)
+
+    def channel_note(self, channel: str, *, is_dm: bool) -> str:
+        return T.DMS_OFF if is_dm or channel.startswith("D") else T.CHANNEL_NOT_ALLOWED.format(
+            channels=self.channels.listed)
+
+    def controls_command(self, ack, sub: str, text: str, channel: str, user: str) -> None:
+        """``/restyle usage [csv]`` and ``/restyle limits [key=value …]``."""
+        rest = text.split(" ", 1)[1] if " " in text else ""
+        if sub == "limits":
+            ack(text=self.controls.set_limits(user, rest))
+            return
+        if rest.strip().lower() == "csv":
+            if not self.controls.is_admin(user):
+                ack(text=T.ADMINS_ONLY.format(what="download the usage CSV"))
+                return
+            data, n = self.controls.usage_csv()
+            try:
+                self.client.files_upload_v2(channel=channel, content=data, filename=f"restyle-usage-"
+                                            f"{C.day_label()}.csv", title="restyle usage", snippet_type="csv")
+            except (SlackApiError, SlackClientError, OSError) as exc:
+                log.warning("uploading the usage CSV to %s failed: %s", channel, _why(exc))
+                ack(text=T.USAGE_CSV_FAILED.format(why=_why(exc)))
+                return
+            ack(text=T.USAGE_CSV.format(n=n))
+            return
+        text_out, blocks = self.controls.usage_blocks(user, channel)
+        ack(text=text_out, blocks=blocks)
 
     # -- listeners -------------------------------------------------------------------------------------------------
     def on_message(self, event: dict) -> None:
@@ -273,8 +315,15 @@ class SlackBot:
         text = " ".join(str(command.get("text", "")).split())
         channel, user = command.get("channel_id", ""), command.get("user_id", "")
         sub = text.split(" ", 1)[0].lower()
+        is_dm = command.get("channel_name") == "directmessage"
+        if not self.channel_ok(channel, is_dm=is_dm, name=command.get("channel_name")):
+            ack(text=self.channel_note(channel, is_dm=is_dm))
+            return
         if sub in ("", "help"):
             ack(text=T.HELP)
+            return
+        if sub in ("usage", "limits"):  # team controls (bot/controls.py)
+            self.controls_command(ack, sub, text, channel, user)
             return
         if sub not in ("batch", "favorites", "favourites", "favs", "settings"):
             ack(text=T.UNKNOWN_COMMAND.format(sub=escape(sub)) + T.HELP)
@@ -293,7 +342,7 @@ class SlackBot:
                 ack(text=T.BATCH_USAGE if job is None or job.text in (T.NO_GARMENT, T.NO_PREVIOUS) else job.text)
                 return
             capped = T.BATCH_CAPPED.format(cap=job.count) if (job.intent.count or 0) > job.count else ""
-            ack(text=T.BATCH_STARTED.format(n=job.count, prompt=escape(plain_prompt(job.prompt))) + capped)
+            ack(text=T.BATCH_STARTED.format(n=job.count, prompt=escape(plain_prompt(job.prompt))) + capped + job.note)
         else:
             ack()
         self._run(place, event)
@@ -306,6 +355,13 @@ class SlackBot:
         raw = str(event.get("text") or "")
         if self.bot_user_id and re.search(rf"<@{re.escape(self.bot_user_id)}(?:\|[^>]*)?>", raw):
             mentioned = True  # "<@U0BOT>" or "<@U0BOT|restyle>"
+        if not self.channel_ok(channel, is_dm=event.get("channel_type") == "im"):
+            # not on RESTYLE_CHANNELS: photos and messages are ignored (nothing downloaded); a mention is answered
+            # once per person and channel, privately
+            if mentioned and self.store.claim_notice(f"channel-note:{channel}:{user}"):
+                self._ephemeral(channel, user, event.get("thread_ts"),
+                                self.channel_note(channel, is_dm=event.get("channel_type") == "im"))
+            return
         text = re.sub(r"<@[A-Z0-9]+(?:\|[^>]*)?>", " ", raw).strip() if mentioned else raw.strip()
         parent = event.get("thread_ts") if event.get("thread_ts") not in (None, ts) else None
         is_dm = event.get("channel_type") == "im"
@@ -366,8 +422,8 @@ class SlackBot:
         self._run(place, probe, make=make)
 
     def _slack_host(self, url: str) -> bool:
-        host = urllib.parse.urlsplit(url).hostname or ""
-        return host in self._allowed_hosts or host.endswith(".slack.com")
+        """https on Slack's file hosts only (the emulator: RESTYLE_TEST_LOOPBACK_FILES, tests only)."""
+        return C.file_url_refused(url, self.settings) is None
 
     def _resolve_file(self, file: dict) -> dict:
         """A file stub (``file_access: "check_file_info"``, or no type and no URL) → its full object from
@@ -392,9 +448,8 @@ class SlackBot:
         url = file.get("url_private") or file.get("url_private_download")
         if not url:
             raise DownloadError(T.DOWNLOAD_FAILED.format(why="the event carried no file URL"))
-        if not self._slack_host(url):  # never send the bot token anywhere but Slack
-            raise DownloadError(T.DOWNLOAD_FAILED.format(why=f"unexpected file host "
-                                                             f"{urllib.parse.urlsplit(url).hostname}"))
+        if why := C.file_url_refused(url, self.settings):  # never send the bot token anywhere but Slack, in clear
+            raise DownloadError(T.DOWNLOAD_FAILED.format(why=why))
         req = urllib.request.Request(url, headers={"Authorization": f"Bearer {self.settings.slack_bot_token}"})
         opener = urllib.request.build_opener(_SlackOnlyRedirects(self._slack_host))
         try:
@@ -417,6 +472,8 @@ class SlackBot:
              ephemeral_to: str | None = None) -> None:
         """Quick events run here (Bolt already acked); generation is queued behind a status message."""
         make = make or (lambda: event)
+        if not self.channel_ok(place.channel):  # a button or reaction in a channel taken off RESTYLE_CHANNELS
+            return
         if not self.engine.needs_generation(event):
             self._execute(place, make, None, ephemeral_to)
             return
@@ -642,6 +699,7 @@ def build_app(engine, settings: Settings, *, client: WebClient | None = None, jo
     bolt_log = logging.getLogger("restyle.slack.bolt")
     if not any(isinstance(f, _QuietBolt) for f in bolt_log.filters):
         bolt_log.addFilter(_QuietBolt())
+    C.quiet_logs()  # before App(): Bolt copies this logger's level and filters to its own loggers
     app = App(client=client, signing_secret=settings.slack_signing_secret or "", logger=bolt_log, name="restyle")
     try:
         bot.bot_user_id = client.auth_test().get("user_id")
@@ -754,6 +812,7 @@ def main(argv: list[str], settings: Settings) -> int:
 
     from bot.engine import start_engine
 
+    C.quiet_logs()  # before boto3/Bolt are set up: no bodies, prompts, tokens or image bytes in any log
     engine = start_engine(settings)
     if engine is None:
         return 2

@@ -69,6 +69,7 @@ class SlackEmulator:
         self.calls: dict[str, list[Call]] = {}
         self.files: dict[str, HostedFile] = {}
         self.messages: list[dict] = []  # every posted/updated message, as Slack would store it
+        self.channel_names: dict[str, str] = {}  # conversations.info: channel id → name
         self._fail_next: dict[str, list[tuple[int, dict[str, str], dict]]] = {}
         self._ts = itertools.count(1)
         self._ids = itertools.count(1)
@@ -239,6 +240,14 @@ class SlackEmulator:
                 out.append(self.file_object(f.id))
         return {"ok": True, "files": out}
 
+    def _api_conversations_info(self, args: dict) -> dict:
+        """A channel's name: ``channel_names`` (set by a test), else its id in lower case."""
+        ch = args.get("channel")
+        if not ch:
+            return {"ok": False, "error": "channel_not_found"}
+        return {"ok": True, "channel": {"id": ch, "name": self.channel_names.get(ch, ch.lower()),
+                                        "is_channel": True, "is_im": ch.startswith("D")}}
+
     def _api_files_info(self, args: dict) -> dict:
         with self._lock:
             if args.get("file") not in self.files:
@@ -382,10 +391,10 @@ class SignedClient:
                 **kw) -> Response:
         """A slash command (form-encoded)."""
         form = {"token": "legacy-verification-token", "team_id": TEAM_ID, "team_domain": "restyle-test",
-                "channel_id": channel, "channel_name": "design", "user_id": user, "user_name": "designer",
+                "channel_id": channel, "channel_name": kw.pop("channel_name", "design"), "user_id": user, "user_name": "designer",
                 "command": command, "text": text, "api_app_id": APP_ID, "is_enterprise_install": "false",
                 "response_url": "https://hooks.slack.com/commands/T0RESTYLE/1/abc",
-                "trigger_id": "1337.42.abcdef"}
+                "trigger_id": f"1337.{next(self._event_ids)}.abcdef"}  # unique per invocation, as Slack's are
         return self.post(urllib.parse.urlencode(form), "application/x-www-form-urlencoded", **kw)
 
     def action(self, action_id: str, value: str, *, channel: str, message_ts: str, thread_ts: str,

@@ -100,7 +100,7 @@ def running_bot(tmp_path, model_backend, **overrides):
     emu = SlackEmulator().start()
     settings = Settings.from_env({}, data_dir=tmp_path, steps=2, num_images=2, max_batch=8,
                                  slack_bot_token=BOT_TOKEN, slack_signing_secret=SIGNING_SECRET,
-                                 slack_api_url=emu.api_url, **overrides)
+                                 slack_api_url=emu.api_url, **{"test_loopback_files": True, **overrides})
     engine = Engine(Store(settings.data_dir), model_backend, settings)
     app = slack_app.build_app(engine, settings)
     server = slack_app.serve_http(app, "127.0.0.1", 0)
@@ -578,7 +578,7 @@ def test_manifest_matches_the_app():
     manifest = yaml.safe_load((Path(slack_app.__file__).parent / "slack_manifest.yaml").read_text())
     scopes = set(manifest["oauth_config"]["scopes"]["bot"])
     assert {"chat:write", "files:read", "files:write", "reactions:read", "app_mentions:read", "commands",
-            "channels:history", "groups:history", "im:history", "mpim:history", "im:write"} <= scopes
+            "channels:history", "groups:history", "im:history", "mpim:history"} <= scopes
     events = set(manifest["settings"]["event_subscriptions"]["bot_events"])
     assert {"message.channels", "message.groups", "message.im", "message.mpim", "app_mention",
             "reaction_added", "reaction_removed", "file_shared"} <= events
