@@ -54,7 +54,7 @@ HELP = """*restyle* — drop a photo of a model, then tell me what to change, in
 • `fav 2` (or react ⭐ ❤️ 👍) — mark a favourite · `use 2` — edit from #2 from now on · `undo` — back to the previous base · `start over` — back to the original photo
 • `#2 info` — how #2 was made: seed, prompt, settings
 • `settings steps=40 guidance=8 seed=7 count=4 strength=0.65` — this thread's settings · `make the mask bigger` / `tighter mask` (or `grow=24 threshold=0.3`) — when the mask misses or overshoots
-• `/restyle batch 8 <prompt>` · `/restyle favorites` · `/restyle settings …` · `/restyle help`"""
+• `/restyle batch 8 <prompt>` · `/restyle favorites` · `/restyle settings …` · `/restyle usage` · `/restyle limits` · `/restyle help`"""
 
 SCALED_PHOTO = ("This photo is {size} ({mp:.0f} megapixels), more than I edit at full size: I'm working on a "
                 "{working} copy, and the variations will be that size.")
