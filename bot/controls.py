@@ -235,6 +235,33 @@ class Controls:
         """What one job generated and what it took on the endpoint."""
         self.store.record_usage(job.user, slack_channel(job.thread) or "", job.thread, images, gpu_s)
 
+    # -- retention ---------------------------------------------------------------------------------------------------
+    def sweep(self, now: float | None = None) -> list[str]:
+        """``RESTYLE_RETENTION_DAYS``: delete the Slack threads nothing happened in for that long (photo, masks,
+        sheets, variations and rows); the threads deleted."""
+        days = self.settings.retention_days
+        if days is None:
+            return []
+        before = (time.time() if now is None else now) - days * 86400
+        gone = [t for t in self.store.idle_threads(before, prefix="slack:") if self.store.forget_thread(t, "retention")]
+        if gone:
+            log.info("retention: deleted %d thread(s) idle for %g days", len(gone), days)
+        return gone
+
+    def forget(self, thread: str, user: str) -> str:
+        """``/restyle forget``: the thread's starter or an admin deletes its data now; the reply."""
+        owner = self.store.thread_owner(thread)
+        if owner is None:
+            return T.FORGOTTEN["forget"] if self.store.forgotten(thread) else T.NO_THREAD
+        if user != owner and not self.is_admin(user):
+            return T.FORGET_DENIED
+        self.store.forget_thread(thread, "forget")
+        return T.FORGOTTEN["forget"]
+
+    def forgotten_text(self, thread: str) -> str | None:
+        why = self.store.forgotten(thread)
+        return None if why is None else T.FORGOTTEN[why].format(days=_fmt(self.settings.retention_days))
+
     # -- usage -------------------------------------------------------------------------------------------------------
     def usage(self, user: str, channel: str, now: float | None = None) -> list[tuple[str, tuple[int, float],
                                                                                  tuple[int, float]]]:

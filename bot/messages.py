@@ -147,3 +147,10 @@ BAD_LIMIT = "I can't set `{item}`: {why}."
 USAGE_TITLE = "restyle usage — today and this month (UTC)"
 USAGE_CSV = "Usage this month as CSV ({n} generations)."
 USAGE_CSV_FAILED = "I couldn't upload the CSV ({why})."
+FORGOTTEN = {"retention": ("I've deleted this thread's photo, masks and variations: nothing happened here for {days} "
+                           "days (the team's retention, RESTYLE_RETENTION_DAYS). Share the photo again to start anew."),
+             "forget": ("This thread's photo, masks and variations are deleted (`/restyle forget`). Share the photo "
+                        "again to start anew.")}
+FORGET_DENIED = "Only the person who shared this thread's photo, or an admin, can delete it."
+FORGET_USAGE = ("There is no photo thread here to delete. Run `/restyle forget` in the channel of the thread (it "
+                "deletes the channel's latest one), or say `@restyle forget` in the thread itself.")

@@ -48,6 +48,7 @@ ENV = {
     "RESTYLE_CHANNELS": ("channels", str),
     "RESTYLE_ALLOW_DMS": ("allow_dms", bool),
     "RESTYLE_RETENTION_DAYS": ("retention_days", float),
+    "RESTYLE_PHOTOS": ("photos", str),
     "RESTYLE_TEST_LOOPBACK_FILES": ("test_loopback_files", bool),
 }
 
@@ -95,6 +96,7 @@ class Settings:
     channels: str = ""
     allow_dms: bool = True
     retention_days: float | None = None
+    photos: str = "asked"  # asked: download only photos restyle is asked to work on | all: every shared photo
     #: test-only: photo downloads over plain http from SLACK_API_URL's host when it is a loopback address
     test_loopback_files: bool = False
 
@@ -140,6 +142,8 @@ class Settings:
             v = getattr(self, name)
             if v is not None and not lo <= v <= hi:  # NaN fails this too
                 raise ValueError(f"{names.get(name, name)} must be from {lo} to {hi}, got {v}")
+        if self.photos not in ("asked", "all"):
+            raise ValueError(f"RESTYLE_PHOTOS must be 'asked' or 'all', got {self.photos!r}")
         if self.lora:
             from model.schemas import parse_looks
 

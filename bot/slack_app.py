@@ -81,6 +81,9 @@ UPLOAD_PNG_MAX_PIXELS = 4_000_000
 DOWNLOAD_TIMEOUT_S = 30.0
 EVENTS_PATH = "/slack/events"
 MESSAGE_SUBTYPES = {None, "file_share", "thread_broadcast"}
+#: "@restyle forget" / "forget this thread" in a photo thread: its data deleted now (bot/controls.py)
+FORGET = re.compile(r"^\s*(?:/restyle\s+)?(?:please\s+)?forget(?:\s+(?:this|it|this\s+thread|everything))?\s*[.!]?\s*$",
+                    re.IGNORECASE)
 
 
 # -- small helpers -------------------------------------------------------------------------------------------------
@@ -99,6 +102,14 @@ def parse_thread(thread: str) -> Place | None:
 def escape(text: str) -> str:
     """Slack mrkdwn escaping for text we did not write (prompts)."""
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def _asks_restyle(text: str) -> bool:
+    """Is ``text`` meant for restyle (a request, or a #N reference) rather than people talking?"""
+    from bot.intent import read
+
+    reading = read(text)
+    return reading.generates or reading.variation is not None
 
 
 def looks_like_html(data: bytes) -> bool:
@@ -325,6 +336,10 @@ class SlackBot:
         if sub in ("usage", "limits"):  # team controls (bot/controls.py)
             self.controls_command(ack, sub, text, channel, user)
             return
+        if sub == "forget":  # the channel's latest photo thread, deleted now (its starter or an admin)
+            latest = self.store.latest_thread(thread_id(channel, ""))
+            ack(text=self.controls.forget(latest, user) if latest else T.FORGET_USAGE)
+            return
         if sub not in ("batch", "favorites", "favourites", "favs", "settings"):
             ack(text=T.UNKNOWN_COMMAND.format(sub=escape(sub)) + T.HELP)
             return
@@ -367,18 +382,30 @@ class SlackBot:
         is_dm = event.get("channel_type") == "im"
         files = event.get("files") or []
         if files:
+            if not (is_dm or mentioned or self.settings.photos == "all" or _asks_restyle(text)):
+                return  # a photo nobody asked restyle about is not downloaded (a request in its thread fetches it)
             if self._claim(channel, ts):
                 self._photo(channel, ts, parent, user, files, text)
             return
         if parent is not None:
             place = Place(channel, parent)
+            if self.store.has_thread(place.thread) and FORGET.match(text) and (mentioned or is_dm):
+                if self._claim(channel, ts):  # "@restyle forget": this thread's data deleted now
+                    self._post(place, self.controls.forget(place.thread, user))
+                return
+            if not self.store.has_thread(place.thread) and (gone := self.controls.forgotten_text(place.thread)):
+                if (mentioned or is_dm or _asks_restyle(text)) and self._claim(channel, ts):
+                    self._post(place, gone)  # deleted by retention or /restyle forget: say so, generate nothing
+                return
             if self.store.has_thread(place.thread):
                 if self._claim(channel, ts):
                     # said among people in a channel thread unless it mentions restyle: the engine keeps quiet
                     # about small talk then
                     self._run(place, Message(place.thread, user, text, addressed=mentioned or is_dm))
-            elif mentioned and self._claim(channel, ts):
-                self._post(place, T.NO_THREAD)
+            elif (mentioned or _asks_restyle(text)) and self._claim(channel, ts):
+                # the first request in the thread of a photo restyle was not asked about when it was shared
+                if not self._photo_from_parent(place, user, text) and mentioned:
+                    self._post(place, T.NO_THREAD)
             return
         if not (mentioned or is_dm):
             return  # channel chatter
@@ -420,6 +447,20 @@ class SlackBot:
             return Photo(place.thread, user, data, filename, text)
 
         self._run(place, probe, make=make)
+
+    def _photo_from_parent(self, place: Place, user: str, text: str) -> bool:
+        """A request in the thread of a photo restyle has not seen: fetch that photo now (``conversations.replies``,
+        the ``*:history`` scopes) and start its thread with the request; False when the thread's root has no file."""
+        try:
+            msgs = self.client.conversations_replies(channel=place.channel, ts=place.root, limit=1).get("messages")
+        except (SlackApiError, SlackClientError, OSError) as exc:
+            log.warning("conversations.replies in %s failed: %s", place.channel, _why(exc))
+            return False
+        root = next((m for m in msgs or [] if m.get("ts") == place.root), None)
+        if not root or not root.get("files"):
+            return False
+        self._photo(place.channel, place.root, None, user, root["files"], text)
+        return True
 
     def _slack_host(self, url: str) -> bool:
         """https on Slack's file hosts only (the emulator: RESTYLE_TEST_LOOPBACK_FILES, tests only)."""
@@ -591,6 +632,32 @@ class SlackBot:
         ts = self._post(place, item.caption[:3000], blocks=variation_blocks(item, permalink))
         if ts:
             self.store.link_message(f"{place.channel}:{ts}", item.id)
+
+    def sweep_retention(self, now: float | None = None) -> int:
+        """``RESTYLE_RETENTION_DAYS``: delete idle threads' data and say so in each; how many."""
+        gone = self.controls.sweep(now)
+        for thread in gone:
+            place = parse_thread(thread)
+            if place is not None and (text := self.controls.forgotten_text(thread)):
+                self._post(place, text)
+        return len(gone)
+
+    def start_retention(self, every_s: float = 3600.0) -> threading.Thread | None:
+        """Sweep now and then every ``every_s`` seconds (a daemon thread); None when retention is off."""
+        if self.settings.retention_days is None:
+            return None
+
+        def loop() -> None:
+            while True:
+                try:
+                    self.sweep_retention()
+                except Exception:  # noqa: BLE001 - a failed sweep is retried at the next one
+                    log.exception("retention sweep failed")
+                time.sleep(every_s)
+
+        t = threading.Thread(target=loop, name="restyle-retention", daemon=True)
+        t.start()
+        return t
 
     def post_pending_notices(self) -> int:
         """At start-up: tell threads whose job a restart interrupted (other adapters' threads are skipped)."""
@@ -827,6 +894,7 @@ def main(argv: list[str], settings: Settings) -> int:
         return 1
     app = build_app(engine, settings, client=client)
     app.restyle.post_pending_notices()  # type: ignore[attr-defined]
+    app.restyle.start_retention()  # type: ignore[attr-defined]  # RESTYLE_RETENTION_DAYS
     if args.http:
         run_http(app, args.port, args.host)
     else:

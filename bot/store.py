@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import sqlite3
 import threading
 import time
@@ -52,6 +53,7 @@ CREATE TABLE IF NOT EXISTS usage (at REAL NOT NULL, user TEXT NOT NULL, channel 
 CREATE INDEX IF NOT EXISTS usage_at ON usage(at);
 CREATE TABLE IF NOT EXISTS limits (key TEXT PRIMARY KEY, value TEXT, by TEXT, at REAL);
 CREATE TABLE IF NOT EXISTS notices (key TEXT PRIMARY KEY, at REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS forgotten (thread TEXT PRIMARY KEY, at REAL NOT NULL, reason TEXT NOT NULL);
 """
 
 #: Event ids are remembered this long for de-duplication (Slack retries for up to ~1 hour; we keep 2).
@@ -415,3 +417,39 @@ class Store:
         with self._lock:
             cur = self._db.execute("INSERT OR IGNORE INTO notices (key, at) VALUES (?, ?)", (key, time.time()))
             return cur.rowcount == 1
+
+    def thread_owner(self, thread: str) -> str | None:
+        """Who shared the thread's photo."""
+        row = self._one("SELECT user FROM threads WHERE id = ?", (thread,))
+        return row["user"] if row else None
+
+    def idle_threads(self, before: float, prefix: str = "") -> list[str]:
+        """Threads (ids starting with ``prefix``) with no photo or turn since ``before`` (retention)."""
+        rows = self._all("SELECT t.id FROM threads t WHERE substr(t.id, 1, ?) = ? AND t.created < ? AND NOT EXISTS "
+                         "(SELECT 1 FROM turns u WHERE u.thread = t.id AND u.created >= ?)",
+                         (len(prefix), prefix, before, before))
+        return [r["id"] for r in rows]
+
+    def forget_thread(self, thread: str, reason: str) -> bool:
+        """Delete everything of ``thread`` — its photo, masks, sheets and variations on disk, and its rows — and
+        remember that (and why) it was deleted; False when there was no such thread."""
+        with self._lock:
+            if not self.has_thread(thread):
+                return False
+            variations = "SELECT id FROM variations WHERE thread = ?"
+            self._tx([(f"DELETE FROM favorite_marks WHERE variation IN ({variations})", (thread,)),
+                      (f"DELETE FROM favorite_clock WHERE variation IN ({variations})", (thread,)),
+                      (f"DELETE FROM messages WHERE variation IN ({variations})", (thread,)),
+                      ("DELETE FROM variations WHERE thread = ?", (thread,)),
+                      ("DELETE FROM turns WHERE thread = ?", (thread,)),
+                      ("DELETE FROM pending WHERE thread = ?", (thread,)),
+                      ("DELETE FROM threads WHERE id = ?", (thread,)),
+                      ("INSERT OR REPLACE INTO forgotten (thread, at, reason) VALUES (?,?,?)",
+                       (thread, time.time(), reason))])
+        shutil.rmtree(self.thread_dir(thread), ignore_errors=True)
+        return True
+
+    def forgotten(self, thread: str) -> str | None:
+        """Why ``thread``'s data was deleted (``RESTYLE_RETENTION_DAYS``, ``/restyle forget``), or None."""
+        row = self._one("SELECT reason FROM forgotten WHERE thread = ?", (thread,))
+        return row["reason"] if row else None

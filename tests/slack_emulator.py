@@ -70,6 +70,7 @@ class SlackEmulator:
         self.files: dict[str, HostedFile] = {}
         self.messages: list[dict] = []  # every posted/updated message, as Slack would store it
         self.channel_names: dict[str, str] = {}  # conversations.info: channel id → name
+        self.user_messages: list[dict] = []  # messages people posted (user_post), for conversations.replies
         self._fail_next: dict[str, list[tuple[int, dict[str, str], dict]]] = {}
         self._ts = itertools.count(1)
         self._ids = itertools.count(1)
@@ -247,6 +248,21 @@ class SlackEmulator:
             return {"ok": False, "error": "channel_not_found"}
         return {"ok": True, "channel": {"id": ch, "name": self.channel_names.get(ch, ch.lower()),
                                         "is_channel": True, "is_im": ch.startswith("D")}}
+
+    def user_post(self, event: dict) -> dict:
+        """Remember a message a person posted (a ``message``/``file_share`` event), for ``conversations.replies``."""
+        with self._lock:
+            self.user_messages.append(event)
+        return event
+
+    def _api_conversations_replies(self, args: dict) -> dict:
+        with self._lock:
+            msgs = [m for m in self.user_messages + self.messages
+                    if m.get("channel") == args.get("channel") and args.get("ts") in (m.get("ts"), m.get("thread_ts"))]
+        if not msgs:
+            return {"ok": False, "error": "thread_not_found"}
+        msgs.sort(key=lambda m: (m.get("ts") != args.get("ts"), float(m.get("ts", 0))))
+        return {"ok": True, "messages": msgs[:int(args.get("limit") or 1000)], "has_more": False}
 
     def _api_files_info(self, args: dict) -> dict:
         with self._lock:

@@ -336,8 +336,11 @@ def test_debug_log_has_no_prompt_token_body_or_image(tmp_path):
     old_level = root.level
     root.addHandler(handler)
     root.setLevel(logging.DEBUG)
+    levels = {name: logging.getLogger(name).level for name in C.NOISY}
     canary, prompt_canary = "zebracanary", "houndstooth"  # in the message text / in the prompt sent to the model
     try:
+        for name in C.NOISY:  # a fresh process started with --log-level DEBUG
+            logging.getLogger(name).setLevel(logging.NOTSET)
         C.quiet_logs()  # as `restyle slack` does before it builds the backend
         client = boto3.client("sagemaker-runtime", endpoint_url=rt.url, region_name="us-east-1",
                               aws_access_key_id="testing", aws_secret_access_key="testing")
@@ -354,6 +357,8 @@ def test_debug_log_has_no_prompt_token_body_or_image(tmp_path):
     finally:
         root.removeHandler(handler)
         root.setLevel(old_level)
+        for name, level in levels.items():
+            logging.getLogger(name).setLevel(level)
         handler.close()
         rt.httpd.shutdown()
     assert len(fake.inpaint_calls) == 2 and all(prompt_canary in r.prompt for r in fake.inpaint_calls)  # it did travel
@@ -406,3 +411,73 @@ def test_manifest_asks_only_for_scopes_the_code_uses():
             "mpim:history": '"message"'}
     assert scopes == set(uses)
     assert all(needle in code for needle in uses.values())
+
+
+# -- 8. only asked-about photos, retention, forget -----------------------------------------------------------------
+def test_only_photos_restyle_is_asked_about_are_downloaded(tmp_path):
+    fake = FakeBackend()
+    with running_bot(tmp_path, fake) as h:
+        emu = h.emu
+        f = emu.host_file(PHOTO, "look.jpg", "image/jpeg")
+        root = user_ts()
+        h.slack.event(emu.user_post(file_share(CH, [f], ts=root, text="new lookbook shot, thoughts?")))
+        chat = emu.host_file(PHOTO, "other.jpg", "image/jpeg")
+        h.slack.event(emu.user_post(file_share(CH, [chat], ts=user_ts())))
+        h.slack.event(message(CH, "love it", thread_ts=root))  # people talking: still nothing fetched
+        time.sleep(0.5)
+        assert h.bot.jobs.join(timeout=30)
+        assert not any(p.startswith("/files-pri/") for p in emu.calls) and emu.count("chat.postMessage") == 0
+        # a request in the photo's thread: now (and only now) the photo is fetched, and the request runs
+        h.slack.event(message(CH, "make the skirt red", thread_ts=root))
+        h.wait_variations(root, 2)
+        fetched = [p for p in emu.calls if p.startswith("/files-pri/")]
+        assert len(fetched) == 1 and f["id"] in fetched[0]
+        assert h.engine.store.has_thread(f"slack:{CH}:{root}") and len(fake.inpaint_calls) == 1
+
+
+def test_retention_deletes_idle_threads_and_says_so(tmp_path):
+    fake = FakeBackend()
+    with running_bot(tmp_path, fake, retention_days=2.0) as h:
+        root = h.share_photo(text="make the skirt red")
+        h.wait_variations(root, 2)
+        assert h.bot.jobs.join(timeout=60)
+        thread = f"slack:{CH}:{root}"
+        folder = h.engine.store.thread_dir(thread)
+        assert any(folder.rglob("*.png"))
+        assert h.bot.sweep_retention(now=time.time() + 86400) == 0  # one day idle: kept
+        assert h.bot.sweep_retention(now=time.time() + 3 * 86400) == 1
+        assert not folder.exists() and not h.engine.store.has_thread(thread)
+        h.wait_text(root, "nothing happened here for 2 days")
+        calls = len(fake.inpaint_calls)
+        h.slack.event(message(CH, "use 1", thread_ts=root))
+        h.slack.event(message(CH, "#1 but in blue", thread_ts=root))
+        h.emu.wait_until(lambda: sum("I've deleted this thread's photo" in t for t in thread_texts(h, root)) == 3,
+                         what="the deletion said to each reference")
+        assert h.bot.jobs.join(timeout=60)
+        assert len(fake.inpaint_calls) == calls
+        assert h.engine.store.forgotten(thread) == "retention"
+
+
+def test_forget_a_thread(tmp_path):
+    fake = FakeBackend()
+    with running_bot(tmp_path, fake, admins=ADMIN) as h:
+        root = h.share_photo(text="make the skirt red")
+        msgs = h.wait_variations(root, 2)
+        assert h.bot.jobs.join(timeout=60)
+        thread = f"slack:{CH}:{root}"
+        assert ack_text(h.slack.command("forget", channel=CH, user="U0SOMEONE")) == T.FORGET_DENIED
+        assert h.engine.store.has_thread(thread)
+        assert ack_text(h.slack.command("forget", channel=CH)) == T.FORGOTTEN["forget"]  # the photo's sharer
+        assert not h.engine.store.thread_dir(thread).exists() and not h.engine.store.has_thread(thread)
+        # its buttons do nothing now, and say so
+        vid = next(b for b in msgs[0]["blocks"] if b["type"] == "actions")["elements"][0]["value"]
+        h.slack.action(slack_app.ACTION_MORE, vid, channel=CH, message_ts=msgs[0]["ts"], thread_ts=root)
+        h.wait_ephemeral(T.GONE_VARIATION)
+        # "@restyle forget" in another thread, by an admin
+        other = h.share_photo(text="make the skirt blue")
+        h.wait_variations(other, 2)
+        assert h.bot.jobs.join(timeout=60)
+        h.slack.event(message(CH, f"<@{BOT_USER_ID}> forget this thread", thread_ts=other, user=ADMIN))
+        h.wait_text(other, "are deleted (`/restyle forget`)")
+        assert not h.engine.store.has_thread(f"slack:{CH}:{other}")
+        assert len(fake.inpaint_calls) == 2
