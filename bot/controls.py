@@ -267,7 +267,8 @@ class Controls:
                                                                                  tuple[int, float]]]:
         """Rows (who, today's (pictures, GPU s), this month's): the person, their channel, and for admins everyone."""
         day, month = day_start(now), month_start(now)
-        rows = [("You", {"user": user}), (f"<#{channel}>", {"channel": channel})]
+        rows = [("You", {"user": user}), ("This DM" if channel.startswith("D") else f"<#{channel}>",
+                                          {"channel": channel})]
         if self.is_admin(user):
             rows.append(("Everyone", {}))
         return [(who, self.store.usage_total(day, **scope), self.store.usage_total(month, **scope))

@@ -481,3 +481,19 @@ def test_forget_a_thread(tmp_path):
         h.wait_text(other, "are deleted (`/restyle forget`)")
         assert not h.engine.store.has_thread(f"slack:{CH}:{other}")
         assert len(fake.inpaint_calls) == 2
+
+
+def test_bad_control_settings_are_named_at_start():
+    for env, needle in (({"RESTYLE_USER_DAILY_IMAGES": "-1"}, "RESTYLE_USER_DAILY_IMAGES must be from 0"),
+                        ({"RESTYLE_DAILY_GPU_SECONDS": "nan"}, "RESTYLE_DAILY_GPU_SECONDS must be from 0"),
+                        ({"RESTYLE_CAP_STEPS": "500"}, "RESTYLE_CAP_STEPS must be from 1 to 150"),
+                        ({"RESTYLE_CHANNEL_DAILY_IMAGES": "many"}, "RESTYLE_CHANNEL_DAILY_IMAGES must be a int"),
+                        ({"RESTYLE_PHOTOS": "some"}, "RESTYLE_PHOTOS must be 'asked' or 'all'")):
+        with pytest.raises(ValueError, match=re.escape(needle)):
+            Settings.from_env(env)
+    s = Settings.from_env({"RESTYLE_ADMINS": "U1, U2 U3", "RESTYLE_ALLOW_DMS": "off", "RESTYLE_CHANNELS": "#design C0ABCDEF1"})
+    assert C.parse_list(s.admins) == ["U1", "U2", "U3"] and not s.allow_dms
+    policy = C.ChannelPolicy(s, client=None)
+    assert policy.ids == {"C0ABCDEF1"} and policy.names == {"design"}
+    assert not policy.allowed("D0DM00001", is_dm=True) and policy.allowed("C0ABCDEF1", is_dm=False)
+    assert policy.allowed("C0ZZZZZZZ", is_dm=False, name="Design")
