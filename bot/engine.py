@@ -565,11 +565,12 @@ class Engine:
         if missing:
             text += f" (I couldn't find: {', '.join(missing)}.)"
         asked = first.intent.count or int(eff["count"])
-        if len(jobs) > 1 and first.count < asked:
+        if first.note:  # trimmed by the team's quotas: the note says by what, and until when
+            text += first.note
+        elif len(jobs) > 1 and first.count < asked:
             text += T.WAYS_CAPPED.format(per=first.count, n=len(jobs), cap=self.settings.max_batch)
         elif len(jobs) == 1 and first.intent.count and first.intent.count > first.count:
             text += T.CAPPED.format(cap=first.count)
-        text += first.note
         if rejected:
             text += T.SOME_REJECTED.format(k=rejected, s="s" if rejected != 1 else "")
         items = [self._out(v, j.prompt) for j, _, vs in done for v in vs]

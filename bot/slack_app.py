@@ -356,7 +356,8 @@ class SlackBot:
             if job is None or isinstance(job, Text):  # "batch 0", or "batch 8" with no look yet to repeat
                 ack(text=T.BATCH_USAGE if job is None or job.text in (T.NO_GARMENT, T.NO_PREVIOUS) else job.text)
                 return
-            capped = T.BATCH_CAPPED.format(cap=job.count) if (job.intent.count or 0) > job.count else ""
+            capped = T.BATCH_CAPPED.format(cap=job.count) if (job.intent.count or 0) > job.count and not job.note \
+                else ""
             ack(text=T.BATCH_STARTED.format(n=job.count, prompt=escape(plain_prompt(job.prompt))) + capped + job.note)
         else:
             ack()

@@ -84,12 +84,14 @@ def test_batch_that_would_cross_the_quota_is_trimmed_and_says_so(tmp_path):
         resp = h.slack.command("batch 8 pastel", channel=CH)
         text = ack_text(resp)
         assert text.startswith("Starting a batch of 3 ") and "Only 3 of the 8 asked for" in text, text
+        assert "capped at" not in text
         h.wait_variations(root, 5)
         assert h.bot.jobs.join(timeout=60)
         made = sum(len(r.seeds or [r.seed]) for r in fake.inpaint_calls[before:])
         assert made == 3
         summary = next(t for t in thread_texts(h, root) if t.startswith("Here are 3 variations"))
         assert "Only 3 of the 8 asked for" in summary and "your daily limit of 5 pictures" in summary
+        assert "the most I make" not in summary
         # the quota is now used up: colourways are refused too
         h.slack.event(message(CH, "the skirt in navy, olive and rust", thread_ts=root))
         h.wait_text(root, "(5 of 5 used today)")
