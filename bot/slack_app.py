@@ -191,10 +191,6 @@ class SlackBot:
         self.bot_user_id: str | None = None
         self._thread_locks: dict[str, threading.Lock] = {}  # one generation at a time per thread
         self._locks_guard = threading.Lock()
-        self._allowed_hosts = {"files.slack.com"}
-        api_host = urllib.parse.urlsplit(settings.slack_api_url).hostname
-        if api_host:
-            self._allowed_hosts.add(api_host)
         self.controls: C.Controls = getattr(engine, "controls", None) or C.Controls(self.store, settings)
         self.channels = C.ChannelPolicy(settings, client)  # RESTYLE_CHANNELS / RESTYLE_ALLOW_DMS
 
