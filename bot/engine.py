@@ -22,6 +22,7 @@ from PIL import Image
 
 from bot import messages as T
 from bot.backends import Backend, BackendError, BackendUnavailable, build_backend
+from bot.controls import Controls, metered_inpaint
 from bot.events import (
     Answer,
     Command,
@@ -100,6 +101,7 @@ class Job:
     count: int
     batch: bool = False
     colourway: str = ""  # "navy": one of several colourways asked for in one message
+    note: str = ""  # said after the result (a request trimmed to what the team's quotas leave)
 
 
 class Engine:
@@ -107,6 +109,7 @@ class Engine:
         self.store = store
         self.backend = backend
         self.settings = settings
+        self.controls = Controls(store, settings)  # quotas, caps, admins (bot/controls.py)
         interrupted = store.mark_interrupted()
         if interrupted:
             log.warning("%d turn(s) were interrupted by a restart; they will be reported in their threads",
@@ -142,6 +145,7 @@ class Engine:
         if not reading.generates:
             return Text(T.NO_GARMENT)
         plan = self._plan(thread, user, text, reading, batch=True)
+        plan = self.controls.admit(plan) if isinstance(plan, list) else plan  # refused or trimmed by quotas
         return plan[0] if isinstance(plan, list) else plan
 
     def pending_notices(self, prefix: str = "") -> list[tuple[str, Text]]:
@@ -290,6 +294,8 @@ class Engine:
             self.store.clear_base(thread)
             return [Text(T.UNDONE.format(what="the original photo"))]
         if action == Action.SETTINGS:
+            if (capped := self.controls.refuse_setting(thread, user, reading.settings)) is not None:
+                return [capped]
             return self._settings(thread, reading.settings)
         if action == Action.COMPARE:  # side by side: never generates, never moves the thread's picture
             from bot.compare import compare
@@ -301,6 +307,9 @@ class Engine:
             return [lookbook(self, thread)]
         if reading.generates:
             plan = self._plan(thread, user, text, reading, batch=batch)
+            if isinstance(plan, Text):
+                return [plan]
+            plan = self.controls.admit(plan)  # quotas, before any model call: refused, trimmed or as asked
             if isinstance(plan, Text):
                 return [plan]
             if plan[0].intent.ambiguous and not confirmed:
@@ -499,6 +508,7 @@ class Engine:
         if not garments or not intent.prompt:
             return Text(T.NO_GARMENT)
         cap = self.settings.max_batch if action == Action.BATCH or intent.colourways else MAX_IMAGES
+        cap = self.controls.count_cap(thread, user, cap, batch=action == Action.BATCH or bool(intent.colourways))
         count = min(intent.count or int(eff["count"]), cap)
 
         def job(it: Intent, n: int, colourway: str = "") -> Job:
@@ -520,7 +530,7 @@ class Engine:
         first = jobs[0]
         what = " and ".join(first.garments)
         say = progress or (lambda done, total, text: None)
-        eff = self._effective(self.store.settings(first.thread))
+        eff = self.controls.capped(first.thread, first.user, self._effective(self.store.settings(first.thread)))
         steps = max(int(eff["steps"]), min_steps(first.strength))  # "steps=1" on an iteration still runs one step
         total = int(steps * first.strength)  # denoising steps actually run (an iteration starts part-way)
         base = Image.open(first.base_path).convert("RGB")
@@ -567,7 +577,9 @@ class Engine:
         if missing:
             text += f" (I couldn't find: {', '.join(missing)}.)"
         asked = first.intent.count or int(eff["count"])
-        if len(jobs) > 1 and first.count < asked:
+        if first.note:  # trimmed by the team's quotas: the note says by what, and until when
+            text += first.note
+        elif len(jobs) > 1 and first.count < asked:
             text += T.WAYS_CAPPED.format(per=first.count, n=len(jobs), cap=self.settings.max_batch)
         elif len(jobs) == 1 and first.intent.count and first.intent.count > first.count:
             text += T.CAPPED.format(cap=first.count)
@@ -692,7 +704,8 @@ class Engine:
         def on_step(done: int, total: int) -> None:
             say(done, total, T.WORKING.format(done=done, total=total))
 
-        res = self.backend.inpaint_many(req, [seed + i for i in range(n)], on_step, batch=job.batch)
+        res, gpu_s = metered_inpaint(self.backend, req, [seed + i for i in range(n)], on_step, batch=job.batch)
+        self.controls.record(job, len(res.images), gpu_s)  # usage: pictures and GPU time (bot/controls.py)
         full = (box[2] - box[0], box[3] - box[1])
         returned = []
         for data in res.images:

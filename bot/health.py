@@ -238,6 +238,7 @@ def run(engine: Any, settings: Any, client: Any, *, http: bool, host: str = "127
     health.contact()  # auth.test just answered
     app.use(health.middleware)
     bot.post_pending_notices()
+    bot.start_retention()  # RESTYLE_RETENTION_DAYS
 
     stop = threading.Event()
 

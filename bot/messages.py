@@ -55,7 +55,7 @@ HELP = """*restyle* — drop a photo of a model, then tell me what to change, in
 • `#2 info` — how #2 was made: seed, prompt, settings
 • `#2 vs #5` (or `compare 1 and 3`) — side by side, with a close-up of the garment · `lookbook` — a PDF of the favourites and a ZIP of their PNGs
 • `settings steps=40 guidance=8 seed=7 count=4 strength=0.65` — this thread's settings · `make the mask bigger` / `tighter mask` (or `grow=24 threshold=0.3`) — when the mask misses or overshoots
-• `/restyle batch 8 <prompt>` · `/restyle favorites` · `/restyle lookbook` · `/restyle settings …` · `/restyle help`"""
+• `/restyle batch 8 <prompt>` · `/restyle favorites` · `/restyle lookbook` · `/restyle settings …` · `/restyle usage` · `/restyle limits` · `/restyle help`"""
 
 SCALED_PHOTO = ("This photo is {size} ({mp:.0f} megapixels), more than I edit at full size: I'm working on a "
                 "{working} copy, and the variations will be that size.")
@@ -138,3 +138,31 @@ BATCH_USAGE = ("Usage: `/restyle batch 8 pastel floral skirt` (or `/restyle batc
                "in a channel that has a photo thread.")
 VARIATION_HINT = "React ⭐ ❤️ 👍 on this message to keep it."
 DONE_STATUS = "Done."
+
+# Team controls (bot/controls.py)
+QUOTA_REFUSED = ("You've reached {limit} ({used} of {max} used today), so I haven't generated anything. It resets at "
+                 "midnight UTC (in {reset}); an admin can raise it with `/restyle limits`.")
+QUOTA_TRIMMED = (" (Only {n} of the {asked} asked for: {limit} has {n} left today; it resets at midnight UTC, in "
+                 "{reset}.)")
+GPU_REFUSED = ("The team's daily GPU budget is spent ({used} of {max} GPU-seconds today), so I haven't generated "
+               "anything. It resets at midnight UTC (in {reset}); an admin can raise it with `/restyle limits`.")
+CAP_TRIMMED = " (Capped at {cap} per request by the team's limits; admins can change them with `/restyle limits`.)"
+CAP_SETTING = ("`{key}={value}` is above the team's cap of {cap} for {key}. Ask an admin (they can change caps with "
+               "`/restyle limits max_{key}=…`).")
+CHANNEL_NOT_ALLOWED = ("restyle isn't enabled in this channel, so I won't look at photos or messages here. Ask an admin "
+                       "to add it to RESTYLE_CHANNELS, or use one of: {channels}.")
+DMS_OFF = "restyle doesn't work in direct messages here (RESTYLE_ALLOW_DMS is off) — share the photo in a team channel."
+ADMINS_ONLY = "Only restyle's admins (RESTYLE_ADMINS) can {what}."
+LIMITS = "Team limits (— = unlimited):\n{summary}\nAdmins change them with e.g. `/restyle limits user_daily_images=50`."
+LIMITS_SET = "Limits updated by <@{user}>: {changes}."
+BAD_LIMIT = "I can't set `{item}`: {why}."
+USAGE_TITLE = "restyle usage — today and this month (UTC)"
+USAGE_CSV = "Usage this month as CSV ({n} generations)."
+USAGE_CSV_FAILED = "I couldn't upload the CSV ({why})."
+FORGOTTEN = {"retention": ("I've deleted this thread's photo, masks and variations: nothing happened here for {days} "
+                           "days (the team's retention, RESTYLE_RETENTION_DAYS). Share the photo again to start anew."),
+             "forget": ("This thread's photo, masks and variations are deleted (`/restyle forget`). Share the photo "
+                        "again to start anew.")}
+FORGET_DENIED = "Only the person who shared this thread's photo, or an admin, can delete it."
+FORGET_USAGE = ("There is no photo thread here to delete. Run `/restyle forget` in the channel of the thread (it "
+                "deletes the channel's latest one), or say `@restyle forget` in the thread itself.")

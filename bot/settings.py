@@ -40,6 +40,20 @@ ENV = {
     "RESTYLE_SLACK_SECRET_ID": ("slack_secret_id", str),
     "RESTYLE_DRAIN_S": ("drain_s", float),
     "RESTYLE_HEALTH_PORT": ("health_port", int),
+    # team controls (bot/controls.py, docs/slack.md "Team controls")
+    "RESTYLE_USER_DAILY_IMAGES": ("user_daily_images", int),
+    "RESTYLE_CHANNEL_DAILY_IMAGES": ("channel_daily_images", int),
+    "RESTYLE_DAILY_GPU_SECONDS": ("daily_gpu_seconds", float),
+    "RESTYLE_ADMINS": ("admins", str),
+    "RESTYLE_CAP_STEPS": ("cap_steps", int),
+    "RESTYLE_CAP_COUNT": ("cap_count", int),
+    "RESTYLE_CAP_BATCH": ("cap_batch", int),
+    "RESTYLE_CAP_GUIDANCE": ("cap_guidance", float),
+    "RESTYLE_CHANNELS": ("channels", str),
+    "RESTYLE_ALLOW_DMS": ("allow_dms", bool),
+    "RESTYLE_RETENTION_DAYS": ("retention_days", float),
+    "RESTYLE_PHOTOS": ("photos", str),
+    "RESTYLE_TEST_LOOPBACK_FILES": ("test_loopback_files", bool),
 }
 
 
@@ -95,6 +109,21 @@ class Settings:
     slack_secret_id: str | None = None  # AWS Secrets Manager: a JSON secret with the Slack tokens
     drain_s: float = 30.0  # on SIGTERM, running turns get this long to finish
     health_port: int | None = None  # Socket Mode: serve /healthz on this port
+    # team controls: quotas (None: unlimited), admins, caps for everyone else, allowed channels, retention
+    user_daily_images: int | None = None
+    channel_daily_images: int | None = None
+    daily_gpu_seconds: float | None = None
+    admins: str = ""
+    cap_steps: int = 50
+    cap_count: int = 8
+    cap_batch: int = 16
+    cap_guidance: float = 15.0
+    channels: str = ""
+    allow_dms: bool = True
+    retention_days: float | None = None
+    photos: str = "asked"  # asked: download only photos restyle is asked to work on | all: every shared photo
+    #: test-only: photo downloads over plain http from SLACK_API_URL's host when it is a loopback address
+    test_loopback_files: bool = False
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides) -> Settings:
@@ -138,6 +167,14 @@ class Settings:
                 raise ValueError(f"{label} must be from {lo} to {hi}, got {v}")
         if self.health_port is not None and not 0 <= self.health_port <= 65535:
             raise ValueError(f"--health-port / RESTYLE_HEALTH_PORT must be from 0 to 65535, got {self.health_port}")
+        for name, lo, hi in (("user_daily_images", 0, 10**9), ("channel_daily_images", 0, 10**9),
+                             ("daily_gpu_seconds", 0.0, 1e12), ("cap_steps", 1, 150), ("cap_count", 1, 16),
+                             ("cap_batch", 1, 64), ("cap_guidance", 0.0, 30.0), ("retention_days", 0.0, 36500.0)):
+            v = getattr(self, name)
+            if v is not None and not lo <= v <= hi:  # NaN fails this too
+                raise ValueError(f"{names.get(name, name)} must be from {lo} to {hi}, got {v}")
+        if self.photos not in ("asked", "all"):
+            raise ValueError(f"RESTYLE_PHOTOS must be 'asked' or 'all', got {self.photos!r}")
         if self.lora:
             from model.schemas import parse_looks
 

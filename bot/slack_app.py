@@ -35,11 +35,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from slack_bolt import App, BoltResponse
+from slack_bolt import App, BoltRequest, BoltResponse
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError, SlackClientError
 from slack_sdk.http_retry.builtin_handlers import RateLimitErrorRetryHandler
 
+from bot import controls as C
 from bot import messages as T
 from bot.events import (
     Answer,
@@ -82,6 +83,9 @@ UPLOAD_PNG_MAX_PIXELS = 4_000_000
 DOWNLOAD_TIMEOUT_S = 30.0
 EVENTS_PATH = "/slack/events"
 MESSAGE_SUBTYPES = {None, "file_share", "thread_broadcast"}
+#: "@restyle forget" / "forget this thread" in a photo thread: its data deleted now (bot/controls.py)
+FORGET = re.compile(r"^\s*(?:/restyle\s+)?(?:please\s+)?forget(?:\s+(?:this|it|this\s+thread|everything))?\s*[.!]?\s*$",
+                    re.IGNORECASE)
 
 
 # -- small helpers -------------------------------------------------------------------------------------------------
@@ -100,6 +104,14 @@ def parse_thread(thread: str) -> Place | None:
 def escape(text: str) -> str:
     """Slack mrkdwn escaping for text we did not write (prompts)."""
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def _asks_restyle(text: str) -> bool:
+    """Is ``text`` meant for restyle (a request, or a #N reference) rather than people talking?"""
+    from bot.intent import read
+
+    reading = read(text)
+    return reading.generates or reading.variation is not None
 
 
 def looks_like_html(data: bytes) -> bool:
@@ -141,8 +153,9 @@ class Status:
             now = time.monotonic()
             if self.closed or text == self._last_text or now - self._last_at < UPDATE_EVERY_S:
                 return
-            self._last_text, self._last_at = text, now
-            self._update(text)
+            self._last_at = now
+            if self._update(text):  # a failed edit is not shown: finish() must still say it
+                self._last_text = text
 
     def finish(self, text: str) -> None:
         with self._lock:
@@ -180,21 +193,57 @@ class SlackBot:
         self.bot_user_id: str | None = None
         self._thread_locks: dict[str, threading.Lock] = {}  # one generation at a time per thread
         self._locks_guard = threading.Lock()
-        self._allowed_hosts = {"files.slack.com"}
-        api_host = urllib.parse.urlsplit(settings.slack_api_url).hostname
-        if api_host:
-            self._allowed_hosts.add(api_host)
+        self.controls: C.Controls = getattr(engine, "controls", None) or C.Controls(self.store, settings)
+        self.channels = C.ChannelPolicy(settings, client)  # RESTYLE_CHANNELS / RESTYLE_ALLOW_DMS
 
     # -- middleware ------------------------------------------------------------------------------------------------
-    def dedupe(self, body: dict, context, next: Callable[[], BoltResponse]):  # noqa: A002 - Bolt's argument name
-        """Global middleware: an ``event_id`` is processed once (Slack retries, Socket Mode re-deliveries)."""
+    def dedupe(self, body: dict, context, request: BoltRequest,
+               next: Callable[[], BoltResponse]):  # noqa: A002 - Bolt's argument name
+        """Global middleware: an ``event_id`` is processed once (Slack retries, Socket Mode re-deliveries); a slash
+        command or block action once per signed body and timestamp (a replay within Slack's 5-minute window)."""
         if context.get("bot_user_id") and not self.bot_user_id:
             self.bot_user_id = context["bot_user_id"]
         event_id = body.get("event_id") if body.get("type") == "event_callback" else None
         if event_id and not self.store.claim_event(str(event_id)):
             log.info("event %s was already handled; acking the re-delivery", event_id)
             return BoltResponse(status=200, body="")
+        key = None if event_id else C.replay_key(body, request.raw_body or "", request.headers or {})
+        if key and not self.store.claim_event(key):
+            log.info("a replayed %s was acked and not run again", "slash command" if body.get("command")
+                     else body.get("type"))
+            return BoltResponse(status=200, body="")
         return next()
+
+    def channel_ok(self, channel: str, *, is_dm: bool = False, name: str | None = None) -> bool:
+        """May restyle work in ``channel`` (RESTYLE_CHANNELS, RESTYLE_ALLOW_DMS)?"""
+        return self.channels.allowed(channel, is_dm=is_dm, name=name)
+
+    def channel_note(self, channel: str, *, is_dm: bool) -> str:
+        return T.DMS_OFF if is_dm or channel.startswith("D") else T.CHANNEL_NOT_ALLOWED.format(
+            channels=self.channels.listed)
+
+    def controls_command(self, ack, sub: str, text: str, channel: str, user: str) -> None:
+        """``/restyle usage [csv]`` and ``/restyle limits [key=value …]``."""
+        rest = text.split(" ", 1)[1] if " " in text else ""
+        if sub == "limits":
+            ack(text=self.controls.set_limits(user, rest))
+            return
+        if rest.strip().lower() == "csv":
+            if not self.controls.is_admin(user):
+                ack(text=T.ADMINS_ONLY.format(what="download the usage CSV"))
+                return
+            data, n = self.controls.usage_csv()
+            try:
+                self.client.files_upload_v2(channel=channel, content=data, filename=f"restyle-usage-"
+                                            f"{C.day_label()}.csv", title="restyle usage", snippet_type="csv")
+            except (SlackApiError, SlackClientError, OSError) as exc:
+                log.warning("uploading the usage CSV to %s failed: %s", channel, _why(exc))
+                ack(text=T.USAGE_CSV_FAILED.format(why=_why(exc)))
+                return
+            ack(text=T.USAGE_CSV.format(n=n))
+            return
+        text_out, blocks = self.controls.usage_blocks(user, channel)
+        ack(text=text_out, blocks=blocks)
 
     # -- listeners -------------------------------------------------------------------------------------------------
     def on_message(self, event: dict) -> None:
@@ -275,8 +324,19 @@ class SlackBot:
         text = " ".join(str(command.get("text", "")).split())
         channel, user = command.get("channel_id", ""), command.get("user_id", "")
         sub = text.split(" ", 1)[0].lower()
+        is_dm = command.get("channel_name") == "directmessage"
+        if not self.channel_ok(channel, is_dm=is_dm, name=command.get("channel_name")):
+            ack(text=self.channel_note(channel, is_dm=is_dm))
+            return
         if sub in ("", "help"):
             ack(text=T.HELP)
+            return
+        if sub in ("usage", "limits"):  # team controls (bot/controls.py)
+            self.controls_command(ack, sub, text, channel, user)
+            return
+        if sub == "forget":  # the channel's latest photo thread, deleted now (its starter or an admin)
+            latest = self.store.latest_thread(thread_id(channel, ""))
+            ack(text=self.controls.forget(latest, user) if latest else T.FORGET_USAGE)
             return
         if sub not in ("batch", "favorites", "favourites", "favs", "settings", "lookbook"):
             ack(text=T.UNKNOWN_COMMAND.format(sub=escape(sub)) + T.HELP)
@@ -294,8 +354,9 @@ class SlackBot:
             if job is None or isinstance(job, Text):  # "batch 0", or "batch 8" with no look yet to repeat
                 ack(text=T.BATCH_USAGE if job is None or job.text in (T.NO_GARMENT, T.NO_PREVIOUS) else job.text)
                 return
-            capped = T.BATCH_CAPPED.format(cap=job.count) if (job.intent.count or 0) > job.count else ""
-            ack(text=T.BATCH_STARTED.format(n=job.count, prompt=escape(plain_prompt(job.prompt))) + capped)
+            capped = T.BATCH_CAPPED.format(cap=job.count) if (job.intent.count or 0) > job.count and not job.note \
+                else ""
+            ack(text=T.BATCH_STARTED.format(n=job.count, prompt=escape(plain_prompt(job.prompt))) + capped + job.note)
         else:
             ack()
         self._run(place, event)
@@ -308,23 +369,42 @@ class SlackBot:
         raw = str(event.get("text") or "")
         if self.bot_user_id and re.search(rf"<@{re.escape(self.bot_user_id)}(?:\|[^>]*)?>", raw):
             mentioned = True  # "<@U0BOT>" or "<@U0BOT|restyle>"
+        if not self.channel_ok(channel, is_dm=event.get("channel_type") == "im"):
+            # not on RESTYLE_CHANNELS: photos and messages are ignored (nothing downloaded); a mention is answered
+            # once per person and channel, privately
+            if mentioned and self.store.claim_notice(f"channel-note:{channel}:{user}"):
+                self._ephemeral(channel, user, event.get("thread_ts"),
+                                self.channel_note(channel, is_dm=event.get("channel_type") == "im"))
+            return
         text = re.sub(r"<@[A-Z0-9]+(?:\|[^>]*)?>", " ", raw).strip() if mentioned else raw.strip()
         parent = event.get("thread_ts") if event.get("thread_ts") not in (None, ts) else None
         is_dm = event.get("channel_type") == "im"
         files = event.get("files") or []
         if files:
+            if not (is_dm or mentioned or self.settings.photos == "all" or _asks_restyle(text)):
+                return  # a photo nobody asked restyle about is not downloaded (a request in its thread fetches it)
             if self._claim(channel, ts):
                 self._photo(channel, ts, parent, user, files, text)
             return
         if parent is not None:
             place = Place(channel, parent)
+            if self.store.has_thread(place.thread) and FORGET.match(text) and (mentioned or is_dm):
+                if self._claim(channel, ts):  # "@restyle forget": this thread's data deleted now
+                    self._post(place, self.controls.forget(place.thread, user))
+                return
+            if not self.store.has_thread(place.thread) and (gone := self.controls.forgotten_text(place.thread)):
+                if (mentioned or is_dm or _asks_restyle(text)) and self._claim(channel, ts):
+                    self._post(place, gone)  # deleted by retention or /restyle forget: say so, generate nothing
+                return
             if self.store.has_thread(place.thread):
                 if self._claim(channel, ts):
                     # said among people in a channel thread unless it mentions restyle: the engine keeps quiet
                     # about small talk then
                     self._run(place, Message(place.thread, user, text, addressed=mentioned or is_dm))
-            elif mentioned and self._claim(channel, ts):
-                self._post(place, T.NO_THREAD)
+            elif (mentioned or _asks_restyle(text)) and self._claim(channel, ts):
+                # the first request in the thread of a photo restyle was not asked about when it was shared
+                if not self._photo_from_parent(place, user, text) and mentioned:
+                    self._post(place, T.NO_THREAD)
             return
         if not (mentioned or is_dm):
             return  # channel chatter
@@ -367,9 +447,23 @@ class SlackBot:
 
         self._run(place, probe, make=make)
 
+    def _photo_from_parent(self, place: Place, user: str, text: str) -> bool:
+        """A request in the thread of a photo restyle has not seen: fetch that photo now (``conversations.replies``,
+        the ``*:history`` scopes) and start its thread with the request; False when the thread's root has no file."""
+        try:
+            msgs = self.client.conversations_replies(channel=place.channel, ts=place.root, limit=1).get("messages")
+        except (SlackApiError, SlackClientError, OSError) as exc:
+            log.warning("conversations.replies in %s failed: %s", place.channel, _why(exc))
+            return False
+        root = next((m for m in msgs or [] if m.get("ts") == place.root), None)
+        if not root or not root.get("files"):
+            return False
+        self._photo(place.channel, place.root, None, user, root["files"], text)
+        return True
+
     def _slack_host(self, url: str) -> bool:
-        host = urllib.parse.urlsplit(url).hostname or ""
-        return host in self._allowed_hosts or host.endswith(".slack.com")
+        """https on Slack's file hosts only (the emulator: RESTYLE_TEST_LOOPBACK_FILES, tests only)."""
+        return C.file_url_refused(url, self.settings) is None
 
     def _resolve_file(self, file: dict) -> dict:
         """A file stub (``file_access: "check_file_info"``, or no type and no URL) → its full object from
@@ -394,9 +488,8 @@ class SlackBot:
         url = file.get("url_private") or file.get("url_private_download")
         if not url:
             raise DownloadError(T.DOWNLOAD_FAILED.format(why="the event carried no file URL"))
-        if not self._slack_host(url):  # never send the bot token anywhere but Slack
-            raise DownloadError(T.DOWNLOAD_FAILED.format(why=f"unexpected file host "
-                                                             f"{urllib.parse.urlsplit(url).hostname}"))
+        if why := C.file_url_refused(url, self.settings):  # never send the bot token anywhere but Slack, in clear
+            raise DownloadError(T.DOWNLOAD_FAILED.format(why=why))
         req = urllib.request.Request(url, headers={"Authorization": f"Bearer {self.settings.slack_bot_token}"})
         opener = urllib.request.build_opener(_SlackOnlyRedirects(self._slack_host))
         try:
@@ -419,6 +512,8 @@ class SlackBot:
              ephemeral_to: str | None = None) -> None:
         """Quick events run here (Bolt already acked); generation is queued behind a status message."""
         make = make or (lambda: event)
+        if not self.channel_ok(place.channel):  # a button or reaction in a channel taken off RESTYLE_CHANNELS
+            return
         if not self.engine.needs_generation(event):
             self._execute(place, make, None, ephemeral_to)
             return
@@ -549,6 +644,32 @@ class SlackBot:
         if ts:
             self.store.link_message(f"{place.channel}:{ts}", item.id)
 
+    def sweep_retention(self, now: float | None = None) -> int:
+        """``RESTYLE_RETENTION_DAYS``: delete idle threads' data and say so in each; how many."""
+        gone = self.controls.sweep(now)
+        for thread in gone:
+            place = parse_thread(thread)
+            if place is not None and (text := self.controls.forgotten_text(thread)):
+                self._post(place, text)
+        return len(gone)
+
+    def start_retention(self, every_s: float = 3600.0) -> threading.Thread | None:
+        """Sweep now and then every ``every_s`` seconds (a daemon thread); None when retention is off."""
+        if self.settings.retention_days is None:
+            return None
+
+        def loop() -> None:
+            while True:
+                try:
+                    self.sweep_retention()
+                except Exception:  # noqa: BLE001 - a failed sweep is retried at the next one
+                    log.exception("retention sweep failed")
+                time.sleep(every_s)
+
+        t = threading.Thread(target=loop, name="restyle-retention", daemon=True)
+        t.start()
+        return t
+
     def post_pending_notices(self) -> int:
         """At start-up: tell threads whose job a restart interrupted (other adapters' threads are skipped)."""
         n = 0
@@ -656,6 +777,7 @@ def build_app(engine, settings: Settings, *, client: WebClient | None = None, jo
     bolt_log = logging.getLogger("restyle.slack.bolt")
     if not any(isinstance(f, _QuietBolt) for f in bolt_log.filters):
         bolt_log.addFilter(_QuietBolt())
+    C.quiet_logs()  # before App(): Bolt copies this logger's level and filters to its own loggers
     app = App(client=client, signing_secret=settings.slack_signing_secret or "", logger=bolt_log, name="restyle")
     try:
         bot.bot_user_id = client.auth_test().get("user_id")
@@ -730,6 +852,7 @@ def main(argv: list[str], settings: Settings) -> int:
 
     from bot.engine import start_engine
 
+    C.quiet_logs()  # before boto3/Bolt are set up: no bodies, prompts, tokens or image bytes in any log
     engine = start_engine(settings)
     if engine is None:
         return 2

@@ -11,6 +11,7 @@ import contextlib
 import json
 import os
 import re
+import shutil
 import sqlite3
 import threading
 import time
@@ -43,6 +44,17 @@ CREATE TABLE IF NOT EXISTS events (id TEXT PRIMARY KEY, at REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS pending (thread TEXT PRIMARY KEY, data TEXT NOT NULL, at REAL NOT NULL);
 CREATE INDEX IF NOT EXISTS turns_thread ON turns(thread, created);
 CREATE INDEX IF NOT EXISTS variations_thread ON variations(thread, number);
+"""
+
+#: Team controls (bot/controls.py): pictures and GPU time per generation, limits admins set from Slack, one-time
+#: notices already given.
+CONTROLS_SCHEMA = """
+CREATE TABLE IF NOT EXISTS usage (at REAL NOT NULL, user TEXT NOT NULL, channel TEXT NOT NULL, thread TEXT NOT NULL,
+    images INTEGER NOT NULL, gpu_s REAL NOT NULL);
+CREATE INDEX IF NOT EXISTS usage_at ON usage(at);
+CREATE TABLE IF NOT EXISTS limits (key TEXT PRIMARY KEY, value TEXT, by TEXT, at REAL);
+CREATE TABLE IF NOT EXISTS notices (key TEXT PRIMARY KEY, at REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS forgotten (thread TEXT PRIMARY KEY, at REAL NOT NULL, reason TEXT NOT NULL);
 """
 
 #: Event ids are remembered this long for de-duplication (Slack retries for up to ~1 hour; we keep 2).
@@ -103,6 +115,7 @@ class Store:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.executescript(SCHEMA)
+        self._db.executescript(CONTROLS_SCHEMA)
         self._migrate()
 
     def _migrate(self) -> None:
@@ -376,3 +389,75 @@ class Store:
             self._db.execute("DELETE FROM events WHERE at < ?", (now - EVENT_TTL_S,))
             cur = self._db.execute("INSERT OR IGNORE INTO events (id, at) VALUES (?, ?)", (event_id, now))
             return cur.rowcount == 1
+
+    # -- team controls (bot/controls.py) -------------------------------------------------------------------------
+    def record_usage(self, user: str, channel: str, thread: str, images: int, gpu_s: float,
+                     at: float | None = None) -> None:
+        """One generation's pictures and the GPU seconds it took."""
+        self._tx([("INSERT INTO usage (at, user, channel, thread, images, gpu_s) VALUES (?,?,?,?,?,?)",
+                   (time.time() if at is None else at, user, channel, thread, int(images), float(gpu_s)))])
+
+    def usage_total(self, since: float, *, user: str | None = None, channel: str | None = None) -> tuple[int, float]:
+        """(pictures, GPU seconds) since ``since`` (Unix time), for one user and/or channel, or everyone."""
+        sql, args = "SELECT COALESCE(SUM(images), 0) AS n, COALESCE(SUM(gpu_s), 0) AS s FROM usage WHERE at >= ?", [since]
+        if user is not None:
+            sql, args = sql + " AND user = ?", [*args, user]
+        if channel is not None:
+            sql, args = sql + " AND channel = ?", [*args, channel]
+        row = self._one(sql, tuple(args))
+        return int(row["n"]), float(row["s"])
+
+    def usage_rows(self, since: float) -> list[sqlite3.Row]:
+        """Every generation since ``since``, oldest first (for the admins' CSV)."""
+        return self._all("SELECT at, user, channel, thread, images, gpu_s FROM usage WHERE at >= ? ORDER BY at",
+                         (since,))
+
+    def limits(self) -> dict[str, str | None]:
+        """Limits set from Slack (``/restyle limits``): key → value (None: unlimited), over the environment's."""
+        return {r["key"]: r["value"] for r in self._all("SELECT key, value FROM limits")}
+
+    def set_limit(self, key: str, value: str | None, by: str) -> None:
+        self._tx([("INSERT OR REPLACE INTO limits (key, value, by, at) VALUES (?,?,?,?)",
+                   (key, value, by, time.time()))])
+
+    def claim_notice(self, key: str) -> bool:
+        """True the first time ``key`` is claimed, ever (a note restyle gives once)."""
+        with self._lock:
+            cur = self._db.execute("INSERT OR IGNORE INTO notices (key, at) VALUES (?, ?)", (key, time.time()))
+            return cur.rowcount == 1
+
+    def thread_owner(self, thread: str) -> str | None:
+        """Who shared the thread's photo."""
+        row = self._one("SELECT user FROM threads WHERE id = ?", (thread,))
+        return row["user"] if row else None
+
+    def idle_threads(self, before: float, prefix: str = "") -> list[str]:
+        """Threads (ids starting with ``prefix``) with no photo or turn since ``before`` (retention)."""
+        rows = self._all("SELECT t.id FROM threads t WHERE substr(t.id, 1, ?) = ? AND t.created < ? AND NOT EXISTS "
+                         "(SELECT 1 FROM turns u WHERE u.thread = t.id AND u.created >= ?)",
+                         (len(prefix), prefix, before, before))
+        return [r["id"] for r in rows]
+
+    def forget_thread(self, thread: str, reason: str) -> bool:
+        """Delete everything of ``thread`` — its photo, masks, sheets and variations on disk, and its rows — and
+        remember that (and why) it was deleted; False when there was no such thread."""
+        with self._lock:
+            if not self.has_thread(thread):
+                return False
+            variations = "SELECT id FROM variations WHERE thread = ?"
+            self._tx([(f"DELETE FROM favorite_marks WHERE variation IN ({variations})", (thread,)),
+                      (f"DELETE FROM favorite_clock WHERE variation IN ({variations})", (thread,)),
+                      (f"DELETE FROM messages WHERE variation IN ({variations})", (thread,)),
+                      ("DELETE FROM variations WHERE thread = ?", (thread,)),
+                      ("DELETE FROM turns WHERE thread = ?", (thread,)),
+                      ("DELETE FROM pending WHERE thread = ?", (thread,)),
+                      ("DELETE FROM threads WHERE id = ?", (thread,)),
+                      ("INSERT OR REPLACE INTO forgotten (thread, at, reason) VALUES (?,?,?)",
+                       (thread, time.time(), reason))])
+        shutil.rmtree(self.thread_dir(thread), ignore_errors=True)
+        return True
+
+    def forgotten(self, thread: str) -> str | None:
+        """Why ``thread``'s data was deleted (``RESTYLE_RETENTION_DAYS``, ``/restyle forget``), or None."""
+        row = self._one("SELECT reason FROM forgotten WHERE thread = ?", (thread,))
+        return row["reason"] if row else None

@@ -69,6 +69,8 @@ class SlackEmulator:
         self.calls: dict[str, list[Call]] = {}
         self.files: dict[str, HostedFile] = {}
         self.messages: list[dict] = []  # every posted/updated message, as Slack would store it
+        self.channel_names: dict[str, str] = {}  # conversations.info: channel id → name
+        self.user_messages: list[dict] = []  # messages people posted (user_post), for conversations.replies
         self._fail_next: dict[str, list[tuple[int, dict[str, str], dict]]] = {}
         self._ts = itertools.count(1)
         self._ids = itertools.count(1)
@@ -239,6 +241,29 @@ class SlackEmulator:
                 out.append(self.file_object(f.id))
         return {"ok": True, "files": out}
 
+    def _api_conversations_info(self, args: dict) -> dict:
+        """A channel's name: ``channel_names`` (set by a test), else its id in lower case."""
+        ch = args.get("channel")
+        if not ch:
+            return {"ok": False, "error": "channel_not_found"}
+        return {"ok": True, "channel": {"id": ch, "name": self.channel_names.get(ch, ch.lower()),
+                                        "is_channel": True, "is_im": ch.startswith("D")}}
+
+    def user_post(self, event: dict) -> dict:
+        """Remember a message a person posted (a ``message``/``file_share`` event), for ``conversations.replies``."""
+        with self._lock:
+            self.user_messages.append(event)
+        return event
+
+    def _api_conversations_replies(self, args: dict) -> dict:
+        with self._lock:
+            msgs = [m for m in self.user_messages + self.messages
+                    if m.get("channel") == args.get("channel") and args.get("ts") in (m.get("ts"), m.get("thread_ts"))]
+        if not msgs:
+            return {"ok": False, "error": "thread_not_found"}
+        msgs.sort(key=lambda m: (m.get("ts") != args.get("ts"), float(m.get("ts", 0))))
+        return {"ok": True, "messages": msgs[:int(args.get("limit") or 1000)], "has_more": False}
+
     def _api_files_info(self, args: dict) -> dict:
         with self._lock:
             if args.get("file") not in self.files:
@@ -382,10 +407,10 @@ class SignedClient:
                 **kw) -> Response:
         """A slash command (form-encoded)."""
         form = {"token": "legacy-verification-token", "team_id": TEAM_ID, "team_domain": "restyle-test",
-                "channel_id": channel, "channel_name": "design", "user_id": user, "user_name": "designer",
+                "channel_id": channel, "channel_name": kw.pop("channel_name", "design"), "user_id": user, "user_name": "designer",
                 "command": command, "text": text, "api_app_id": APP_ID, "is_enterprise_install": "false",
                 "response_url": "https://hooks.slack.com/commands/T0RESTYLE/1/abc",
-                "trigger_id": "1337.42.abcdef"}
+                "trigger_id": f"1337.{next(self._event_ids)}.abcdef"}  # unique per invocation, as Slack's are
         return self.post(urllib.parse.urlencode(form), "application/x-www-form-urlencoded", **kw)
 
     def action(self, action_id: str, value: str, *, channel: str, message_ts: str, thread_ts: str,

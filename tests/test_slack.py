@@ -42,6 +42,7 @@ from tests.slack_emulator import (
 )
 
 CH = "C0DESIGN"
+MENTION = f"<@{BOT_USER_ID}>"
 PHOTO = to_bytes(make_photo(160, 240), "JPEG", quality=95)
 BUTTONS = [slack_app.ACTION_FAV, slack_app.ACTION_USE, slack_app.ACTION_MORE]
 
@@ -90,6 +91,7 @@ class Harness:
                     mimetype: str = "image/jpeg", **kw) -> str:
         root = user_ts()
         f = self.emu.host_file(data, name, mimetype)
+        text = text or f"<@{BOT_USER_ID}>"  # RESTYLE_PHOTOS=asked: a photo without a request is shared *to* restyle
         assert self.slack.event(file_share(CH, [f], ts=root, text=text), **kw).status == 200
         return root
 
@@ -100,7 +102,7 @@ def running_bot(tmp_path, model_backend, **overrides):
     emu = SlackEmulator().start()
     settings = Settings.from_env({}, data_dir=tmp_path, steps=2, num_images=2, max_batch=8,
                                  slack_bot_token=BOT_TOKEN, slack_signing_secret=SIGNING_SECRET,
-                                 slack_api_url=emu.api_url, **overrides)
+                                 slack_api_url=emu.api_url, **{"test_loopback_files": True, **overrides})
     engine = Engine(Store(settings.data_dir), model_backend, settings)
     app = slack_app.build_app(engine, settings)
     server = slack_app.serve_http(app, "127.0.0.1", 0)
@@ -217,9 +219,9 @@ def test_scenario_through_model_serve_over_boto3(tmp_path, tiny_dir):
 def test_forged_or_stale_requests_are_rejected(harness):
     h, emu = harness, harness.emu
     f = emu.host_file(PHOTO, "look.jpg", "image/jpeg")
-    forged = h.slack.event(file_share(CH, [f]), signature="v0=" + "0" * 64)
+    forged = h.slack.event(file_share(CH, [f], text=MENTION), signature="v0=" + "0" * 64)
     assert forged.status == 401
-    stale = h.slack.event(file_share(CH, [f]), timestamp=int(time.time()) - 6 * 60)  # correctly signed, old
+    stale = h.slack.event(file_share(CH, [f], text=MENTION), timestamp=int(time.time()) - 6 * 60)  # correctly signed, old
     assert stale.status == 401
     bad_cmd = h.slack.command("batch 8 pastel", channel=CH, signature="v0=deadbeef")
     assert bad_cmd.status == 401
@@ -276,7 +278,7 @@ def test_non_image_login_page_and_too_large_get_friendly_replies(harness):
     h.wait_text(junk, "couldn't read that file as a photo")
     login = emu.host_file(PHOTO, "look.jpg", "image/jpeg", login_page=True)  # e.g. no files:read scope
     root = user_ts()
-    h.slack.event(file_share(CH, [login], ts=root))
+    h.slack.event(file_share(CH, [login], ts=root, text=MENTION))
     h.wait_text(root, "sign-in page")
     big = h.share_photo(png_header_only(9000, 9000), name="huge.png", mimetype="image/png")
     h.wait_text(big, "too large")
@@ -295,11 +297,11 @@ def test_file_stubs_hidden_files_and_redirects_off_slack(harness):
     full = emu.host_file(PHOTO, "look.jpg", "image/jpeg")
     stub = {"id": full["id"], "file_access": "check_file_info", "created": full["created"], "user": "U0DESIGNER"}
     root = user_ts()
-    h.slack.event(file_share(CH, [stub], ts=root))
+    h.slack.event(file_share(CH, [stub], ts=root, text=MENTION))
     h.wait_text(root, T.GOT_PHOTO)
     assert emu.count("files.info") == 1
     hidden = user_ts()
-    h.slack.event(file_share(CH, [{"id": "F0HIDDEN", "mode": "hidden_by_limit"}], ts=hidden))
+    h.slack.event(file_share(CH, [{"id": "F0HIDDEN", "mode": "hidden_by_limit"}], ts=hidden, text=MENTION))
     h.wait_text(hidden, T.FILE_HIDDEN)
 
     seen: list[dict] = []
@@ -322,13 +324,13 @@ def test_file_stubs_hidden_files_and_redirects_off_slack(harness):
         moved = emu.host_file(PHOTO, "moved.jpg", "image/jpeg",
                               redirect_to=f"http://localhost:{other.server_address[1]}/moved.jpg")
         root = user_ts()
-        h.slack.event(file_share(CH, [moved], ts=root))
+        h.slack.event(file_share(CH, [moved], ts=root, text=MENTION))
         h.wait_text(root, "redirected to an unexpected host localhost")
         assert seen == []  # the token never left for a non-Slack host
         # a redirect within Slack's hosts is followed
         same = emu.host_file(PHOTO, "same.jpg", "image/jpeg", redirect_to=full["url_private"])
         root = user_ts()
-        h.slack.event(file_share(CH, [same], ts=root))
+        h.slack.event(file_share(CH, [same], ts=root, text=MENTION))
         h.wait_text(root, T.GOT_PHOTO)
     finally:
         other.shutdown()
@@ -546,7 +548,7 @@ def test_no_token_in_logs(harness, caplog):
     h.slack.event(message(CH, "make it blue"), signature="v0=" + "1" * 64)  # a rejected request is logged
     login = h.emu.host_file(PHOTO, "x.jpg", "image/jpeg", login_page=True)
     r2 = user_ts()
-    h.slack.event(file_share(CH, [login], ts=r2))
+    h.slack.event(file_share(CH, [login], ts=r2, text=MENTION))
     h.wait_text(r2, "sign-in page")
     assert h.bot.jobs.join(timeout=60)
     # slack-sdk's DEBUG lines carry each request's body (message texts): never logged, even at DEBUG
@@ -578,7 +580,7 @@ def test_manifest_matches_the_app():
     manifest = yaml.safe_load((Path(slack_app.__file__).parent / "slack_manifest.yaml").read_text())
     scopes = set(manifest["oauth_config"]["scopes"]["bot"])
     assert {"chat:write", "files:read", "files:write", "reactions:read", "app_mentions:read", "commands",
-            "channels:history", "groups:history", "im:history", "mpim:history", "im:write"} <= scopes
+            "channels:history", "groups:history", "im:history", "mpim:history"} <= scopes
     events = set(manifest["settings"]["event_subscriptions"]["bot_events"])
     assert {"message.channels", "message.groups", "message.im", "message.mpim", "app_mention",
             "reaction_added", "reaction_removed", "file_shared"} <= events
