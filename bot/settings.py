@@ -14,6 +14,8 @@ from model.loading import DEFAULT_CLIPSEG, DEFAULT_INPAINT
 ENV = {
     "RESTYLE_BACKEND": ("backend", str),
     "RESTYLE_DATA_DIR": ("data_dir", Path),
+    "RESTYLE_STATE": ("state", str),
+    "RESTYLE_MEDIA": ("media", str),
     "RESTYLE_CLIPSEG_MODEL": ("clipseg_model", str),
     "RESTYLE_INPAINT_MODEL": ("inpaint_model", str),
     "RESTYLE_LORA": ("lora", str),
@@ -95,6 +97,8 @@ class Settings:
     slack_secret_id: str | None = None  # AWS Secrets Manager: a JSON secret with the Slack tokens
     drain_s: float = 30.0  # on SIGTERM, running turns get this long to finish
     health_port: int | None = None  # Socket Mode: serve /healthz on this port
+    state: str | None = None  # dynamodb://TABLE: shared state for several replicas (default: SQLite in data_dir)
+    media: str | None = None  # s3://BUCKET/PREFIX: the pictures, with RESTYLE_STATE
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides) -> Settings:
@@ -138,6 +142,16 @@ class Settings:
                 raise ValueError(f"{label} must be from {lo} to {hi}, got {v}")
         if self.health_port is not None and not 0 <= self.health_port <= 65535:
             raise ValueError(f"--health-port / RESTYLE_HEALTH_PORT must be from 0 to 65535, got {self.health_port}")
+        if self.state or self.media:
+            from bot.store_aws import parse_media, parse_state  # boto3 is imported only when the store opens
+
+            if not self.state:
+                raise ValueError("RESTYLE_MEDIA is used only with RESTYLE_STATE=dynamodb://TABLE (SQLite keeps its "
+                                 "pictures under RESTYLE_DATA_DIR)")
+            parse_state(self.state)
+            if not self.media:
+                raise ValueError("RESTYLE_STATE=dynamodb://… needs RESTYLE_MEDIA=s3://BUCKET/PREFIX for the pictures")
+            parse_media(self.media)
         if self.lora:
             from model.schemas import parse_looks
 
