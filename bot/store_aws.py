@@ -198,7 +198,7 @@ class DynamoStore(StateStore):
         return self._dec(res.get("Item"))
 
     def _put(self, item: dict, **kw) -> None:
-        self._ddb.put_item(TableName=self.table, Item=self._enc(item), **kw)
+        self._do("put_item", TableName=self.table, Item=self._enc(item), **kw)
 
     def _query(self, pk: str, begins: str | None = None, **kw) -> list[dict]:
         cond, values = "pk = :pk", {":pk": pk}
@@ -224,11 +224,39 @@ class DynamoStore(StateStore):
             args["ExpressionAttributeValues"] = self._values(values)
         if names:
             args["ExpressionAttributeNames"] = names
-        return self._dec(self._ddb.update_item(**args).get("Attributes"))
+        return self._dec(self._do("update_item", **args).get("Attributes"))
+
+    def _do(self, op: str, **args) -> dict:
+        """One write; retried while DynamoDB refuses it for a transaction in flight on the same item
+        (``TransactionConflictException``: nothing was applied)."""
+        for attempt in range(8):
+            try:
+                return getattr(self._ddb, op)(**args)
+            except Exception as exc:
+                code = getattr(exc, "response", {}).get("Error", {}).get("Code", "")
+                if code != "TransactionConflictException" or attempt == 7:
+                    raise
+                time.sleep(min(0.5, 0.02 * 2 ** attempt))
+        raise AssertionError("unreachable")
 
     def _transact(self, items: list[dict]) -> None:
         for i in range(0, len(items), _TX_MAX):
-            self._ddb.transact_write_items(TransactItems=items[i:i + _TX_MAX])
+            self._tx_write(items[i:i + _TX_MAX])
+
+    def _tx_write(self, items: list[dict], attempts: int = 8) -> None:
+        """One transaction, retried while DynamoDB cancels it only for a conflict with another write in flight
+        (``TransactionConflict``, throttling): nothing was applied then.  A failed condition is raised at once."""
+        for attempt in range(attempts):
+            try:
+                self._ddb.transact_write_items(TransactItems=items)
+                return
+            except Exception as exc:
+                reasons = {r.get("Code") for r in getattr(exc, "response", {}).get("CancellationReasons", [])}
+                transient = reasons and reasons <= {None, "None", "TransactionConflict", "ThrottlingError"} \
+                    and reasons - {None, "None"}
+                if not transient or attempt == attempts - 1:
+                    raise
+                time.sleep(min(0.5, 0.02 * 2 ** attempt))
 
     @staticmethod
     def _failed(exc: Exception) -> bool:
@@ -336,7 +364,7 @@ class DynamoStore(StateStore):
             with self._held_lock:
                 self._held.pop(thread, None)
             try:
-                self._ddb.delete_item(TableName=self.table, Key=self._key(f"T#{thread}", "LEASE"),
+                self._do("delete_item", TableName=self.table, Key=self._key(f"T#{thread}", "LEASE"),
                                       ConditionExpression="lease_token = :tok",
                                       ExpressionAttributeValues=self._values({":tok": token}))
             except Exception as exc:
@@ -349,7 +377,7 @@ class DynamoStore(StateStore):
         self._stop.set()
         if graceful:
             with contextlib.suppress(Exception):
-                self._ddb.delete_item(TableName=self.table, Key=self._key("REPLICAS", self.replica))
+                self._do("delete_item", TableName=self.table, Key=self._key("REPLICAS", self.replica))
 
     # -- threads -------------------------------------------------------------------------------------------------
     def _thread(self, thread: str) -> dict:
@@ -429,7 +457,7 @@ class DynamoStore(StateStore):
 
     def set_pending(self, thread: str, data: dict | None) -> None:
         if data is None:
-            self._ddb.delete_item(TableName=self.table, Key=self._key(f"T#{thread}", "PENDING"))
+            self._do("delete_item", TableName=self.table, Key=self._key(f"T#{thread}", "PENDING"))
         else:
             self._put({"pk": f"T#{thread}", "sk": "PENDING", "data": data, "at": time.time()})
 
@@ -448,7 +476,7 @@ class DynamoStore(StateStore):
         if names:
             args["ExpressionAttributeNames"] = names
         try:
-            res = self._ddb.delete_item(**args)
+            res = self._do("delete_item", **args)
         except Exception as exc:
             if self._failed(exc):
                 return None
@@ -540,7 +568,7 @@ class DynamoStore(StateStore):
         room = _TX_MAX - len(final)
         head, tail = (items[:-room], items[-room:]) if len(items) > room else ([], items)
         self._transact(head)
-        self._ddb.transact_write_items(TransactItems=tail + final)
+        self._tx_write(tail + final)
         return out
 
     def fail_turn(self, turn: str, error: str) -> None:
@@ -603,7 +631,7 @@ class DynamoStore(StateStore):
                     ops.append({"Put": {"TableName": self.table, "Item": self._enc({
                         "pk": "INTERRUPTED", "sk": turn, "thread": t, "created": item.get("created", 0)})}})
             try:
-                self._ddb.transact_write_items(TransactItems=ops)
+                self._tx_write(ops)
                 n += len(ops) > 1
             except Exception as exc:  # another replica swept it first, or it just finished
                 if not self._failed(exc):

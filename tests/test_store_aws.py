@@ -386,3 +386,69 @@ def test_a_killed_replicas_turn_is_reported_by_another(state, tmp_path):
             b.close()
     finally:
         a.close()
+
+
+def test_two_slack_replicas_alternate_on_one_thread(state, tmp_path):
+    """Two Bolt apps (two replicas) on one DynamoDB + S3 state and one Slack: events alternate between them, the
+    thread continues across them, numbering has no gap or duplicate, and an event Slack retries to the *other*
+    replica is handled once."""
+    from bot import slack_app
+    from tests.slack_emulator import (
+        BOT_TOKEN,
+        SIGNING_SECRET,
+        SignedClient,
+        SlackEmulator,
+        file_share,
+        message,
+    )
+
+    emu = SlackEmulator().start()
+    settings = Settings.from_env({"RESTYLE_BACKEND": "sagemaker"}, data_dir=tmp_path, num_images=2,
+                                 slack_bot_token=BOT_TOKEN, slack_signing_secret=SIGNING_SECRET,
+                                 slack_api_url=emu.api_url)
+    fakes, bots, servers, clients = [], [], [], []
+    try:
+        for i in (1, 2):
+            fakes.append(FakeBackend())
+            engine = Engine(dynamo(tmp_path, f"slack{i}"), fakes[-1], settings)
+            app = slack_app.build_app(engine, settings)
+            server = slack_app.serve_http(app, "127.0.0.1", 0)
+            threading.Thread(target=server.serve_forever, daemon=True).start()
+            servers.append(server)
+            bots.append(app.restyle)  # type: ignore[attr-defined]
+            clients.append(SignedClient(f"http://127.0.0.1:{server.server_address[1]}{slack_app.EVENTS_PATH}",
+                                        SIGNING_SECRET))
+        ch = "C0DESIGN"
+        f = emu.host_file(to_bytes(make_photo(96, 128), "JPEG", quality=95), "look.jpg", "image/jpeg")
+        ev = file_share(ch, [f], text="make the skirt blue")
+        root = ev["ts"]
+        assert clients[0].event(ev, event_id="Ev0SHARE").status == 200
+        assert clients[1].event(ev, event_id="Ev0SHARE", retry_num=1).status == 200  # the retry: other replica
+
+        def variations(n: int) -> list[dict]:
+            return emu.wait_until(lambda: (ms := [m for m in emu.thread_messages(ch, root) if m["text"].startswith("#")
+                                                  and m["blocks"]]) and len(ms) >= n and ms, 30,
+                                  what=f"{n} variation messages")
+
+        variations(2)
+        for i, text in enumerate(("now in velvet", "make the skirt red", "make the skirt green")):
+            assert bots[0].jobs.join(timeout=30) and bots[1].jobs.join(timeout=30)
+            # Slack's event ids are unique across the workspace (each test client would count from 1 on its own)
+            assert clients[(i + 1) % 2].event(message(ch, text, thread_ts=root), event_id=f"Ev0MSG{i}").status == 200
+            variations(4 + 2 * i)
+        assert bots[0].jobs.join(timeout=30) and bots[1].jobs.join(timeout=30)
+        numbers = sorted(int(m["text"].split()[0].lstrip("#")) for m in emu.thread_messages(ch, root)
+                         if m["text"].startswith("#") and m["blocks"])
+        assert numbers == list(range(1, 9))
+        assert len(fakes[0].inpaint_calls) + len(fakes[1].inpaint_calls) == 4  # the retried share ran once
+        assert len(fakes[1].inpaint_calls) == 2 and len(fakes[0].inpaint_calls) == 2
+        assert not any("Share a photo" in m["text"] for m in emu.thread_messages(ch, root))
+    finally:
+        for bot in bots:
+            bot.jobs.join(timeout=30)
+            bot.jobs.shutdown()
+            bot.store.close()
+        for server in servers:
+            server.shutdown()
+            server.server_close()
+        emu.stop()
