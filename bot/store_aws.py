@@ -173,8 +173,8 @@ class DynamoStore(StateStore):
         if keys != {"pk": "HASH", "sk": "RANGE"}:
             raise StateUnavailable(f"RESTYLE_STATE: the table {self.table!r} has keys {keys}, not pk/sk; it is not "
                                    f"a restyle table (`{self._hint()}` creates one under a new name)")
-        try:
-            self._s3.head_bucket(Bucket=self.bucket)
+        try:  # a listing under the prefix: what the task role's policy allows (`deploy policy --bot --media`)
+            self._s3.list_objects_v2(Bucket=self.bucket, Prefix=f"{self.prefix}/" if self.prefix else "", MaxKeys=1)
         except ClientError as exc:
             code = exc.response.get("Error", {}).get("Code", "")
             raise StateUnavailable(f"RESTYLE_MEDIA: cannot use the bucket {self.bucket!r} ({code}); create it with "
