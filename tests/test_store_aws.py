@@ -17,7 +17,7 @@ import boto3
 import pytest
 
 from bot.engine import Engine
-from bot.events import Message, Photo, Variations
+from bot.events import Answer, Message, Photo, Question, Variations
 from bot.settings import Settings
 from bot.store import LeaseTimeout, StateStore, Store
 from tests.conftest import make_photo, to_bytes
@@ -337,6 +337,18 @@ def test_a_conversation_continues_on_the_other_replica(state, tmp_path):
         assert "red" in two.backend.prompts[-1]  # the look carried over from replica 1's turn
         fav = two.handle(Message(thread=thread, user="U1", text=f"I love #{n1[0]}"))
         assert [v.number for v in one.store.favorites(thread)] == [n1[0]], fav
+        # "use #2" on one replica, "undo" on the other
+        one.handle(Message(thread=thread, user="U1", text=f"use #{n2[0]}"))
+        assert two.store.base(thread)[1].number == n2[0]
+        undone = two.handle(Message(thread=thread, user="U1", text="undo"))
+        assert one.store.base(thread)[1] is None, undone
+        # a question asked by one replica, answered (once) through the other
+        asked = one.handle(Message(thread=thread, user="U1", text="hmm maybe velvet?"))
+        question = next(r for r in asked if isinstance(r, Question))
+        calls = len(two.backend.inpaint_calls)
+        assert isinstance(two.handle(Answer(thread, "U1", question.id, True))[-1], Variations)
+        assert len(two.backend.inpaint_calls) == calls + 1
+        assert not any(isinstance(r, Variations) for r in one.handle(Answer(thread, "U1", question.id, True)))
         assert one.store.claim_event("Ev-9") and not two.store.claim_event("Ev-9")
     finally:
         for e in engines:
