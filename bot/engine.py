@@ -839,7 +839,9 @@ def _colourway_intent(intent: Intent, way: str, prompt: str) -> Intent:
 
 
 def build_engine(settings: Settings, backend: Backend | None = None) -> Engine:
-    return Engine(Store(settings.data_dir), backend or build_backend(settings), settings)
+    from bot.store_aws import open_store  # SQLite + files, or DynamoDB + S3 with RESTYLE_STATE
+
+    return Engine(open_store(settings), backend or build_backend(settings), settings)
 
 
 def start_engine(settings: Settings) -> Engine | None:

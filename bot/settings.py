@@ -14,6 +14,8 @@ from model.loading import DEFAULT_CLIPSEG, DEFAULT_INPAINT
 ENV = {
     "RESTYLE_BACKEND": ("backend", str),
     "RESTYLE_DATA_DIR": ("data_dir", Path),
+    "RESTYLE_STATE": ("state", str),
+    "RESTYLE_MEDIA": ("media", str),
     "RESTYLE_CLIPSEG_MODEL": ("clipseg_model", str),
     "RESTYLE_INPAINT_MODEL": ("inpaint_model", str),
     "RESTYLE_LORA": ("lora", str),
@@ -124,6 +126,8 @@ class Settings:
     photos: str = "asked"  # asked: download only photos restyle is asked to work on | all: every shared photo
     #: test-only: photo downloads over plain http from SLACK_API_URL's host when it is a loopback address
     test_loopback_files: bool = False
+    state: str | None = None  # dynamodb://TABLE: shared state for several replicas (default: SQLite in data_dir)
+    media: str | None = None  # s3://BUCKET/PREFIX: the pictures, with RESTYLE_STATE
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides) -> Settings:
@@ -175,6 +179,16 @@ class Settings:
                 raise ValueError(f"{names.get(name, name)} must be from {lo} to {hi}, got {v}")
         if self.photos not in ("asked", "all"):
             raise ValueError(f"RESTYLE_PHOTOS must be 'asked' or 'all', got {self.photos!r}")
+        if self.state or self.media:
+            from bot.store_aws import parse_media, parse_state  # boto3 is imported only when the store opens
+
+            if not self.state:
+                raise ValueError("RESTYLE_MEDIA is used only with RESTYLE_STATE=dynamodb://TABLE (SQLite keeps its "
+                                 "pictures under RESTYLE_DATA_DIR)")
+            parse_state(self.state)
+            if not self.media:
+                raise ValueError("RESTYLE_STATE=dynamodb://… needs RESTYLE_MEDIA=s3://BUCKET/PREFIX for the pictures")
+            parse_media(self.media)
         if self.lora:
             from model.schemas import parse_looks
 

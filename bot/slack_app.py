@@ -533,10 +533,10 @@ class SlackBot:
 
     def _execute_in_turn(self, place: Place, *args) -> None:
         """A generation, after any other generation of the same thread (with several workers, threads run side by
-        side; one thread's turns never interleave)."""
+        side; one thread's turns never interleave, on this replica or any other sharing its store: ``lease``)."""
         with self._locks_guard:
             lock = self._thread_locks.setdefault(place.thread, threading.Lock())
-        with lock:
+        with lock, self.store.lease(place.thread):
             self._execute(place, *args)
 
     def _execute(self, place: Place, make: Callable[[], Event | Text], status: Status | None,

@@ -8,6 +8,7 @@ generation starts; on the next start any ``running`` turn becomes ``interrupted`
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import re
@@ -16,8 +17,10 @@ import sqlite3
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from PIL import Image
 
@@ -104,7 +107,124 @@ def save_png(img: Image.Image, path: Path) -> Path:
     return path
 
 
-class Store:
+class LeaseTimeout(TimeoutError):
+    """``lease(thread, timeout=…)`` could not take the thread's lease in time (another worker or replica holds it)."""
+
+
+class StateStore(Protocol):
+    """What the engine and the adapters need from the state, whichever implementation holds it: ``Store`` (SQLite +
+    files under one data dir, the embedded default) or ``bot.store_aws.DynamoStore`` (DynamoDB + S3, shared by
+    several replicas).  Pictures are always handed out as local paths the engine can open.
+
+    Threads, turns and variations are named by string ids; a variation's ``number`` is unique and contiguous in
+    its thread, whichever replica finished the turn."""
+
+    # -- threads
+    def thread_dir(self, thread: str) -> Path:
+        """A local folder for files derived from ``thread``'s pictures (masks, sheets, previews)."""
+        ...
+
+    def close(self) -> None: ...
+
+    def create_thread(self, thread: str, user: str, image: Image.Image) -> Path:
+        """Store ``image`` as the thread's original photo (the picture is saved before the row naming it)."""
+        ...
+
+    def has_thread(self, thread: str) -> bool: ...
+
+    def latest_thread(self, prefix: str) -> str | None:
+        """The most recently created thread whose id starts with ``prefix``."""
+        ...
+
+    def original(self, thread: str) -> Path: ...
+
+    def base(self, thread: str) -> tuple[Path, Variation | None]:
+        """The picture edits start from: the last 'use'd variation, else the original photo."""
+        ...
+
+    def push_base(self, thread: str, variation_id: str) -> None: ...
+
+    def pop_base(self, thread: str) -> str | None:
+        """Undo the last 'use': the variation id popped, or None when the stack was empty."""
+        ...
+
+    def clear_base(self, thread: str) -> bool: ...
+
+    def context(self, thread: str) -> dict: ...
+
+    def set_context(self, thread: str, context: dict) -> None: ...
+
+    def pending(self, thread: str) -> dict | None: ...
+
+    def set_pending(self, thread: str, data: dict | None) -> None: ...
+
+    def take_pending(self, thread: str, question: str | None = None) -> dict | None:
+        """The pending question, removed atomically (only one taker ever gets it)."""
+        ...
+
+    def settings(self, thread: str) -> dict: ...
+
+    def update_settings(self, thread: str, values: dict) -> dict:
+        """Merge ``values`` into the thread's settings; the merged settings."""
+        ...
+
+    # -- turns
+    def start_turn(self, thread: str, user: str, text: str, action: str, intent: dict, prompt: str,
+                   negative_prompt: str, base: Path, strength: float, garments: list[str]) -> str:
+        """Record a turn as ``running`` before generation starts; its id."""
+        ...
+
+    def finish_turn(self, turn: str, thread: str, images: list[tuple[int, Image.Image]], context: dict,
+                    intent_update: dict | None = None) -> list[Variation]:
+        """Save the pictures, number them (unique, contiguous per thread), add their rows, mark the turn done."""
+        ...
+
+    def fail_turn(self, turn: str, error: str) -> None: ...
+
+    def turn(self, turn: str) -> Turn | None: ...
+
+    def last_turn(self, thread: str, status: str = "done") -> Turn | None: ...
+
+    def mark_interrupted(self) -> int:
+        """At start-up: turns left ``running`` by a crashed process become ``interrupted``; how many."""
+        ...
+
+    def unreported_interruptions(self, thread: str | None = None) -> list[Turn]: ...
+
+    def mark_reported(self, turn: str) -> None: ...
+
+    # -- variations, favourites
+    def variation(self, variation_id: str) -> Variation | None: ...
+
+    def variation_by_number(self, thread: str, number: int) -> Variation | None: ...
+
+    def variation_by_path(self, thread: str, path: Path | str) -> Variation | None: ...
+
+    def variations(self, thread: str, turn: str | None = None) -> list[Variation]: ...
+
+    def set_favorite(self, variation_id: str, user: str, on: bool, source: str = "",
+                     at: float | None = None) -> bool | None:
+        """See ``Store.set_favorite``: per-source marks, and ``at`` orders out-of-order events."""
+        ...
+
+    def favorites(self, thread: str) -> list[Variation]: ...
+
+    # -- adapter helpers
+    def link_message(self, key: str, variation_id: str) -> None: ...
+
+    def variation_for_message(self, key: str) -> str | None: ...
+
+    def claim_event(self, event_id: str) -> bool:
+        """True the first time ``event_id`` is seen by any process sharing this state; False for a retry."""
+        ...
+
+    def lease(self, thread: str, timeout: float | None = None) -> contextlib.AbstractContextManager[None]:
+        """Hold ``thread`` exclusively (across processes/replicas) for a generation; blocks until free, or raises
+        ``LeaseTimeout`` after ``timeout`` seconds.  A crashed holder's lease is released (process exit / expiry)."""
+        ...
+
+
+class Store(StateStore):
     def __init__(self, data_dir: Path) -> None:
         self.root = Path(data_dir)
         self.root.mkdir(parents=True, exist_ok=True)
@@ -155,6 +275,27 @@ class Store:
 
     def thread_dir(self, thread: str) -> Path:
         return self.root / "threads" / _slug(thread)
+
+    @contextlib.contextmanager
+    def lease(self, thread: str, timeout: float | None = None) -> Iterator[None]:
+        """An exclusive ``flock`` on ``leases/<thread>.lock``: every process (and worker) on this data dir waits
+        for it; the kernel drops it when its holder exits, however it exits."""
+        path = self.root / "leases" / f"{_slug(thread)}.lock"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with open(path, "a") as fh:
+            while True:
+                try:
+                    fcntl.flock(fh, fcntl.LOCK_EX | (fcntl.LOCK_NB if deadline is not None else 0))
+                    break
+                except BlockingIOError:
+                    if time.monotonic() >= deadline:  # type: ignore[operator]
+                        raise LeaseTimeout(f"thread {thread!r} is busy on another worker") from None
+                    time.sleep(0.02)
+            try:
+                yield
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
 
     def close(self) -> None:
         with self._lock:

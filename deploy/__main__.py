@@ -111,6 +111,8 @@ def build_parser() -> argparse.ArgumentParser:
                       help="also delete s3://BUCKET/<prefix>/ (except <prefix>/training/)")
     sub.add_parser("policy", help="print a least-privilege IAM policy: --bot, --deploy or --execution "
                                   "(python -m deploy policy --help)")
+    sub.add_parser("state", help="create or update the bot's shared DynamoDB table and S3 bucket "
+                                 "(python -m deploy state --help)")
     train = sub.add_parser("train", parents=[common], help="launch the LoRA and CLIPSeg training jobs")
     t = train.add_argument_group("training")
     t.add_argument("--lora-data", help=f"s3:// training data for {TRAINING_PROGRAMS['lora']}")
@@ -321,6 +323,10 @@ def main(argv: list[str] | None = None) -> int:
         from deploy.policy import main as policy_main
 
         return policy_main(argv[1:])
+    if argv[:1] == ["state"]:  # the bot's shared DynamoDB table + S3 bucket: deploy/state.py
+        from deploy.state import main as state_main
+
+        return state_main(argv[1:])
     args = build_parser().parse_args(argv)
     try:
         return COMMANDS[args.command](args)

@@ -1,0 +1,466 @@
+"""The shared state (issue #11 item 3): the same behaviour from SQLite + files and from DynamoDB + S3 (moto's server),
+with two store instances standing for two replicas of the bot on one state."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import boto3
+import pytest
+
+from bot.engine import Engine
+from bot.events import Answer, Message, Photo, Question, Variations
+from bot.settings import Settings
+from bot.store import LeaseTimeout, StateStore, Store
+from tests.conftest import make_photo, to_bytes
+from tests.fake_backend import FakeBackend
+
+moto_server = pytest.importorskip("moto.server")
+
+REGION = "us-east-1"
+TABLE = "restyle-state-test"
+BUCKET = "restyle-media-test"
+PREFIX = "state"
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def moto_url():
+    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
+
+
+@pytest.fixture
+def aws(moto_url, monkeypatch):
+    """A clean moto, the environment pointing boto3 at it."""
+    urllib.request.urlopen(urllib.request.Request(f"{moto_url}/moto-api/reset", method="POST")).read()
+    for var in ("AWS_PROFILE", "AWS_REGION", "AWS_SESSION_TOKEN"):
+        monkeypatch.delenv(var, raising=False)
+    env = {"AWS_ENDPOINT_URL": moto_url, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+           "AWS_DEFAULT_REGION": REGION, "AWS_CONFIG_FILE": os.devnull, "AWS_SHARED_CREDENTIALS_FILE": os.devnull}
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    return env
+
+
+@pytest.fixture
+def state(aws, capsys):
+    """The table and bucket, made the way an operator makes them."""
+    from deploy.__main__ import main
+
+    assert main(["state", "--table", TABLE, "--bucket", BUCKET, "--prefix", PREFIX]) == 0
+    capsys.readouterr()
+    return aws
+
+
+def dynamo(tmp_path: Path, name: str, **kw):
+    from bot.store_aws import DynamoStore
+
+    return DynamoStore(TABLE, BUCKET, PREFIX, tmp_path / name / "cache", **kw)
+
+
+@pytest.fixture(params=["sqlite", "dynamo"])
+def replicas(request, tmp_path):
+    """``replicas(n)``: n store instances on one state (one SQLite folder, or one table + bucket)."""
+    made: list = []
+    if request.param == "dynamo":
+        request.getfixturevalue("state")
+
+    def make(n: int = 2, **kw) -> list[StateStore]:
+        for i in range(n):
+            made.append(Store(tmp_path / "data") if request.param == "sqlite"
+                        else dynamo(tmp_path, f"replica{len(made) + i}", **kw))
+        return made[-n:]
+
+    make.kind = request.param  # type: ignore[attr-defined]
+    yield make
+    for s in made:
+        s.close()
+
+
+def new_thread(store: StateStore, thread: str = "t:1") -> str:
+    store.create_thread(thread, "U1", make_photo(32, 32))
+    return thread
+
+
+def finish(store: StateStore, thread: str, n: int = 2):
+    turn = store.start_turn(thread, "U1", "red dress", "edit", {"garments": ["dress"], "weight": 0.5}, "a red dress",
+                            "", store.original(thread), 0.9, ["dress"])
+    return turn, store.finish_turn(turn, thread, [(i, make_photo(32, 32, seed=i)) for i in range(n)],
+                                   {"garments": ["dress"]}, {"made_with": {"steps": 4, "guidance": 7.5}})
+
+
+# -- the same behaviour from both stores -----------------------------------------------------------------------------
+def test_a_thread_made_on_one_replica_is_whole_on_the_other(replicas):
+    a, b = replicas(2)
+    thread = new_thread(a)
+    turn, made = finish(a, thread)
+    assert b.has_thread(thread) and not b.has_thread("t:none")
+    assert b.latest_thread("t:") == thread and b.latest_thread("x:") is None
+    assert b.original(thread).read_bytes() == a.original(thread).read_bytes()
+    v = b.variation_by_number(thread, 2)
+    assert v is not None and v.id == made[1].id and v.path.read_bytes() == made[1].path.read_bytes()
+    assert b.variation(made[0].id).number == 1 and b.variation("nope") is None
+    assert [x.number for x in b.variations(thread, turn)] == [1, 2]
+    t = b.turn(turn)
+    assert (t.status, t.strength, t.garments) == ("done", 0.9, ["dress"])
+    assert t.intent == {"garments": ["dress"], "weight": 0.5, "made_with": {"steps": 4, "guidance": 7.5}}
+    assert b.last_turn(thread).id == turn and b.last_turn(thread, "running") is None
+    assert b.variation_by_path(thread, b.variation(made[1].id).path).id == made[1].id
+    assert b.context(thread) == {"garments": ["dress"]}
+    b.set_context(thread, {"garments": ["skirt"], "attributes": ["long"]})
+    assert a.context(thread) == {"garments": ["skirt"], "attributes": ["long"]}
+    assert a.update_settings(thread, {"steps": 12, "guidance": 5.5}) == {"steps": 12, "guidance": 5.5}
+    assert b.update_settings(thread, {"look": "brand"}) == {"steps": 12, "guidance": 5.5, "look": "brand"}
+    # the base stack: "use #2" on one replica is what the other edits from
+    a.push_base(thread, made[1].id)
+    path, base = b.base(thread)
+    assert base.id == made[1].id and path.read_bytes() == made[1].path.read_bytes()
+    assert b.pop_base(thread) == made[1].id and a.pop_base(thread) is None
+    a.push_base(thread, made[0].id)
+    assert b.clear_base(thread) is True and a.clear_base(thread) is False
+    assert a.base(thread)[1] is None
+    # messages → variations
+    a.link_message("C1:17.5", made[0].id)
+    assert b.variation_for_message("C1:17.5") == made[0].id and b.variation_for_message("C1:0") is None
+
+
+def test_numbering_is_unique_and_contiguous_across_replicas(replicas):
+    """Two replicas, each with three workers, finishing turns in one thread at once: 1…N, no gap, no duplicate."""
+    stores = replicas(2)
+    thread = new_thread(stores[0])
+    errors: list[BaseException] = []
+    numbers: list[int] = []
+    lock = threading.Lock()
+
+    def work(store: StateStore) -> None:
+        try:
+            for _ in range(3):
+                _, made = finish(store, thread, n=2)
+                with lock:
+                    numbers.extend(v.number for v in made)
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    workers = [threading.Thread(target=work, args=(s,)) for s in stores for _ in range(3)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join(60)
+    assert not errors, errors
+    assert sorted(numbers) == list(range(1, 37))
+    assert [v.number for v in stores[1].variations(thread)] == list(range(1, 37))
+
+
+def test_an_event_is_claimed_once_across_replicas(replicas):
+    a, b = replicas(2)
+    results: list[bool] = []
+    threads = [threading.Thread(target=lambda s=s: results.append(s.claim_event("Ev1"))) for s in (a, b) * 4]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(results) == [False] * 7 + [True]
+    assert b.claim_event("Ev2") is True and a.claim_event("Ev2") is False
+
+
+def test_a_pending_question_is_taken_once(replicas):
+    a, b = replicas(2)
+    thread = new_thread(a)
+    a.set_pending(thread, {"id": "q1", "user": "U1", "text": "make it red", "batch": False})
+    assert b.pending(thread)["text"] == "make it red"
+    assert b.take_pending(thread, "q0") is None  # another question: left alone
+    got = []
+    threads = [threading.Thread(target=lambda s=s: got.append(s.take_pending(thread, "q1"))) for s in (a, b) * 3]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert [g for g in got if g] == [{"id": "q1", "user": "U1", "text": "make it red", "batch": False}]
+    assert a.pending(thread) is None
+    b.set_pending(thread, {"id": "q2"})
+    a.set_pending(thread, None)
+    assert b.pending(thread) is None and b.take_pending(thread) is None
+
+
+def test_favourites_keep_sources_apart_and_order_events(replicas):
+    a, b = replicas(2)
+    thread = new_thread(a)
+    _, made = finish(a, thread, n=3)
+    vid = made[1].id
+    assert a.set_favorite(vid, "U1", True, "heart", at=10.0) is True
+    assert b.set_favorite(vid, "U1", True, "star", at=11.0) is True
+    assert b.set_favorite(vid, "U1", False, "heart", at=12.0) is True  # the star is still on
+    assert a.set_favorite(vid, "U1", True, "heart", at=11.5) is None  # older than the removal: ignored
+    assert [v.number for v in b.favorites(thread)] == [2] and b.variation(vid).favorite
+    assert a.set_favorite(made[0].id, "U2", True) is True
+    assert a.set_favorite(made[0].id, "U2", False) is False  # words, no source: every mark of U2's goes
+    assert b.set_favorite(vid, "U1", False) is False
+    assert b.favorites(thread) == [] and not a.variation(vid).favorite
+
+
+def test_lease_is_exclusive_across_replicas(replicas):
+    a, b = replicas(2)
+    inside: list[str] = []
+    overlaps: list[str] = []
+
+    def run(store: StateStore, name: str) -> None:
+        for _ in range(3):
+            with store.lease("t:busy"):
+                if inside:
+                    overlaps.append(name)
+                inside.append(name)
+                time.sleep(0.03)
+                inside.remove(name)
+
+    threads = [threading.Thread(target=run, args=(s, n)) for s, n in ((a, "a"), (b, "b"), (a, "a2"))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert overlaps == []
+    with a.lease("t:busy"):
+        with pytest.raises(LeaseTimeout):
+            with b.lease("t:busy", timeout=0.2):
+                pass
+        with b.lease("t:other", timeout=1):  # another thread is free
+            pass
+    with b.lease("t:busy", timeout=1):  # released on exit
+        pass
+
+
+# -- DynamoDB only ---------------------------------------------------------------------------------------------------
+def test_a_crashed_replicas_lease_expires_and_a_live_one_is_renewed(state, tmp_path):
+    a = dynamo(tmp_path, "a", lease_s=0.6, replica_ttl_s=0.6)
+    b = dynamo(tmp_path, "b", lease_s=0.6, replica_ttl_s=0.6)
+    try:
+        with a.lease("t:1"):
+            time.sleep(1.0)  # longer than the lease: a's heartbeat keeps renewing it
+            with pytest.raises(LeaseTimeout):
+                with b.lease("t:1", timeout=0.3):
+                    pass
+            a.close(graceful=False)  # a "dies": no more renewals
+            t0 = time.monotonic()
+            with b.lease("t:1", timeout=3):
+                waited = time.monotonic() - t0
+        assert waited < 1.5
+    finally:
+        b.close()
+
+
+def test_a_missing_table_refuses_to_start_naming_the_command(aws, tmp_path):
+    from bot.engine import build_engine
+    from bot.store_aws import StateUnavailable
+
+    settings = Settings.from_env({"RESTYLE_STATE": "dynamodb://nope", "RESTYLE_MEDIA": "s3://bkt/p",
+                                  "RESTYLE_BACKEND": "sagemaker"}, data_dir=tmp_path)
+    with pytest.raises(StateUnavailable) as err:
+        build_engine(settings, FakeBackend())
+    assert "python -m deploy state --table nope --bucket bkt --prefix p" in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_settings_name_the_variable_on_bad_urls(tmp_path):
+    for env, words in (({"RESTYLE_STATE": "redis://x", "RESTYLE_MEDIA": "s3://b"}, "RESTYLE_STATE must be"),
+                       ({"RESTYLE_STATE": "dynamodb://tbl"}, "needs RESTYLE_MEDIA"),
+                       ({"RESTYLE_STATE": "dynamodb://tbl", "RESTYLE_MEDIA": "/tmp/x"}, "RESTYLE_MEDIA must be"),
+                       ({"RESTYLE_MEDIA": "s3://b/p"}, "only with RESTYLE_STATE")):
+        with pytest.raises(ValueError, match=words):
+            Settings.from_env({"RESTYLE_BACKEND": "sagemaker", **env}, data_dir=tmp_path)
+    s = Settings.from_env({"RESTYLE_BACKEND": "sagemaker", "RESTYLE_STATE": "dynamodb://tbl",
+                           "RESTYLE_MEDIA": "s3://b/p/"}, data_dir=tmp_path)
+    assert (s.state, s.media) == ("dynamodb://tbl", "s3://b/p/")
+
+
+def test_deploy_state_is_idempotent_and_keeps_other_lifecycle_rules(aws, capsys):
+    from deploy.__main__ import main
+
+    s3 = boto3.client("s3", region_name=REGION)
+    s3.create_bucket(Bucket=BUCKET)
+    s3.put_bucket_lifecycle_configuration(Bucket=BUCKET, LifecycleConfiguration={"Rules": [
+        {"ID": "theirs", "Status": "Enabled", "Filter": {"Prefix": "logs/"}, "Expiration": {"Days": 7}}]})
+    assert main(["state", "--table", TABLE, "--bucket", BUCKET, "--prefix", PREFIX]) == 0
+    out = capsys.readouterr().out
+    assert f"created table {TABLE}" in out and "created bucket" not in out
+    assert f"RESTYLE_STATE=dynamodb://{TABLE} RESTYLE_MEDIA=s3://{BUCKET}/{PREFIX}" in out
+    ddb = boto3.client("dynamodb", region_name=REGION)
+    desc = ddb.describe_table(TableName=TABLE)["Table"]
+    assert desc["BillingModeSummary"]["BillingMode"] == "PAY_PER_REQUEST"
+    assert ddb.describe_time_to_live(TableName=TABLE)["TimeToLiveDescription"] == {
+        "TimeToLiveStatus": "ENABLED", "AttributeName": "ttl"}
+    rules = {r["ID"]: r for r in s3.get_bucket_lifecycle_configuration(Bucket=BUCKET)["Rules"]}
+    assert set(rules) == {"theirs", f"restyle-state-{PREFIX}"}
+    assert rules[f"restyle-state-{PREFIX}"]["AbortIncompleteMultipartUpload"] == {"DaysAfterInitiation": 1}
+    assert main(["state", "--table", TABLE, "--bucket", BUCKET, "--prefix", PREFIX]) == 0
+    assert "state: unchanged" in capsys.readouterr().out
+    # a table of someone else's shape is refused, not altered
+    ddb.create_table(TableName="other", BillingMode="PAY_PER_REQUEST",
+                     AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}],
+                     KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}])
+    assert main(["state", "--table", "other", "--bucket", BUCKET]) == 1
+    assert "not a restyle state table" in capsys.readouterr().err
+    assert main(["state", "--table", "x", "--bucket", BUCKET]) == 2
+
+
+def test_a_conversation_continues_on_the_other_replica(state, tmp_path):
+    """Replica 1 gets the photo and the first request; replica 2 answers the follow-ups in the same thread (and
+    does not say "Share a photo first"); numbering and favourites carry over; a retried event is handled once."""
+    from bot.store_aws import DynamoStore
+
+    settings = Settings.from_env({"RESTYLE_BACKEND": "sagemaker"}, data_dir=tmp_path)
+    engines = [Engine(dynamo(tmp_path, f"r{i}"), FakeBackend(), settings) for i in (1, 2)]
+    try:
+        assert all(isinstance(e.store, DynamoStore) for e in engines)
+        one, two = engines
+        thread = "slack:C1:100.1"
+        one.handle(Photo(thread=thread, user="U1", image=to_bytes(make_photo()), filename="p.png"))
+        first = one.handle(Message(thread=thread, user="U1", text="make the dress red"))
+        assert isinstance(first[-1], Variations), first
+        n1 = [i.number for i in first[-1].items]
+        follow = two.handle(Message(thread=thread, user="U1", text="now in velvet"))
+        assert isinstance(follow[-1], Variations), follow
+        n2 = [i.number for i in follow[-1].items]
+        assert n1 + n2 == list(range(1, len(n1) + len(n2) + 1))
+        assert all(i.path.exists() for i in follow[-1].items)
+        assert two.backend.inpaint_calls and "velvet" in two.backend.prompts[-1]
+        assert "red" in two.backend.prompts[-1]  # the look carried over from replica 1's turn
+        fav = two.handle(Message(thread=thread, user="U1", text=f"I love #{n1[0]}"))
+        assert [v.number for v in one.store.favorites(thread)] == [n1[0]], fav
+        # "use #2" on one replica, "undo" on the other
+        one.handle(Message(thread=thread, user="U1", text=f"use #{n2[0]}"))
+        assert two.store.base(thread)[1].number == n2[0]
+        undone = two.handle(Message(thread=thread, user="U1", text="undo"))
+        assert one.store.base(thread)[1] is None, undone
+        # a question asked by one replica, answered (once) through the other
+        asked = one.handle(Message(thread=thread, user="U1", text="hmm maybe velvet?"))
+        question = next(r for r in asked if isinstance(r, Question))
+        calls = len(two.backend.inpaint_calls)
+        assert isinstance(two.handle(Answer(thread, "U1", question.id, True))[-1], Variations)
+        assert len(two.backend.inpaint_calls) == calls + 1
+        assert not any(isinstance(r, Variations) for r in one.handle(Answer(thread, "U1", question.id, True)))
+        assert one.store.claim_event("Ev-9") and not two.store.claim_event("Ev-9")
+    finally:
+        for e in engines:
+            e.store.close()
+
+
+CRASH = textwrap.dedent("""
+    import sys, time
+    from pathlib import Path
+    from bot.store_aws import DynamoStore
+    s = DynamoStore(sys.argv[1], sys.argv[2], sys.argv[3], Path(sys.argv[4]), lease_s=1.0, replica_ttl_s=1.0)
+    s.start_turn("t:crash", "U1", "make it gold", "edit", {}, "gold", "", s.original("t:crash"), 1.0, ["dress"])
+    with s.lease("t:crash"):
+        print("running", flush=True)
+        time.sleep(60)
+""")
+
+
+def test_a_killed_replicas_turn_is_reported_by_another(state, tmp_path):
+    """kill -9 in the middle of a turn: another replica (already running, or started after) reports it once, and
+    the thread's lease is free again; a live replica's running turn is left alone."""
+    a = dynamo(tmp_path, "a")
+    try:
+        thread = new_thread(a, "t:crash")
+        live = a.start_turn(thread, "U1", "still working", "edit", {}, "", "", a.original(thread), 1.0, ["dress"])
+        env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        proc = subprocess.Popen([sys.executable, "-c", CRASH, TABLE, BUCKET, PREFIX, str(tmp_path / "crash")],
+                                stdout=subprocess.PIPE, env=env, cwd=ROOT)
+        try:
+            assert proc.stdout.readline().strip() == b"running"
+            assert a.unreported_interruptions(thread) == []  # its owner is alive
+        finally:
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait()
+        time.sleep(1.2)  # its heartbeat lapses
+        notices = a.unreported_interruptions(thread)
+        assert [t.text for t in notices] == ["make it gold"]
+        assert a.turn(live).status == "running"  # a's own turn: still running
+        b = dynamo(tmp_path, "b")
+        try:
+            assert [t.text for t in b.unreported_interruptions()] == ["make it gold"]
+            b.mark_reported(notices[0].id)
+            assert a.unreported_interruptions() == [] and b.turn(notices[0].id).status == "interrupted"
+            with b.lease(thread, timeout=3):  # the dead replica's lease expired
+                pass
+        finally:
+            b.close()
+    finally:
+        a.close()
+
+
+def test_two_slack_replicas_alternate_on_one_thread(state, tmp_path):
+    """Two Bolt apps (two replicas) on one DynamoDB + S3 state and one Slack: events alternate between them, the
+    thread continues across them, numbering has no gap or duplicate, and an event Slack retries to the *other*
+    replica is handled once."""
+    from bot import slack_app
+    from tests.slack_emulator import (
+        BOT_TOKEN,
+        SIGNING_SECRET,
+        SignedClient,
+        SlackEmulator,
+        file_share,
+        message,
+    )
+
+    emu = SlackEmulator().start()
+    settings = Settings.from_env({"RESTYLE_BACKEND": "sagemaker"}, data_dir=tmp_path, num_images=2,
+                                 slack_bot_token=BOT_TOKEN, slack_signing_secret=SIGNING_SECRET,
+                                 slack_api_url=emu.api_url)
+    fakes, bots, servers, clients = [], [], [], []
+    try:
+        for i in (1, 2):
+            fakes.append(FakeBackend())
+            engine = Engine(dynamo(tmp_path, f"slack{i}"), fakes[-1], settings)
+            app = slack_app.build_app(engine, settings)
+            server = slack_app.serve_http(app, "127.0.0.1", 0)
+            threading.Thread(target=server.serve_forever, daemon=True).start()
+            servers.append(server)
+            bots.append(app.restyle)  # type: ignore[attr-defined]
+            clients.append(SignedClient(f"http://127.0.0.1:{server.server_address[1]}{slack_app.EVENTS_PATH}",
+                                        SIGNING_SECRET))
+        ch = "C0DESIGN"
+        f = emu.host_file(to_bytes(make_photo(96, 128), "JPEG", quality=95), "look.jpg", "image/jpeg")
+        ev = file_share(ch, [f], text="make the skirt blue")
+        root = ev["ts"]
+        assert clients[0].event(ev, event_id="Ev0SHARE").status == 200
+        assert clients[1].event(ev, event_id="Ev0SHARE", retry_num=1).status == 200  # the retry: other replica
+
+        def variations(n: int) -> list[dict]:
+            return emu.wait_until(lambda: (ms := [m for m in emu.thread_messages(ch, root) if m["text"].startswith("#")
+                                                  and m["blocks"]]) and len(ms) >= n and ms, 30,
+                                  what=f"{n} variation messages")
+
+        variations(2)
+        for i, text in enumerate(("now in velvet", "make the skirt red", "make the skirt green")):
+            assert bots[0].jobs.join(timeout=30) and bots[1].jobs.join(timeout=30)
+            # Slack's event ids are unique across the workspace (each test client would count from 1 on its own)
+            assert clients[(i + 1) % 2].event(message(ch, text, thread_ts=root), event_id=f"Ev0MSG{i}").status == 200
+            variations(4 + 2 * i)
+        assert bots[0].jobs.join(timeout=30) and bots[1].jobs.join(timeout=30)
+        numbers = sorted(int(m["text"].split()[0].lstrip("#")) for m in emu.thread_messages(ch, root)
+                         if m["text"].startswith("#") and m["blocks"])
+        assert numbers == list(range(1, 9))
+        assert len(fakes[0].inpaint_calls) + len(fakes[1].inpaint_calls) == 4  # the retried share ran once
+        assert len(fakes[1].inpaint_calls) == 2 and len(fakes[0].inpaint_calls) == 2
+        assert not any("Share a photo" in m["text"] for m in emu.thread_messages(ch, root))
+    finally:
+        for bot in bots:
+            bot.jobs.join(timeout=30)
+            bot.jobs.shutdown()
+            bot.store.close()
+        for server in servers:
+            server.shutdown()
+            server.server_close()
+        emu.stop()
