@@ -2,7 +2,7 @@
 
 * ``model_tarball`` — the SageMaker inference bundle (``model.tar.gz``)::
 
-      code/inference.py        shim: re-exports model.handlers (model_fn, input_fn, predict_fn, output_fn)
+      code/inference.py        shim: model_fn and transform_fn from model.handlers (errors stay our JSON)
       code/requirements.txt    installed by the HF inference container at start (torch is already there)
       code/model/**.py         the model package, without model/train and model/bench.py
 
@@ -48,7 +48,7 @@ INFERENCE_SHIM = '''\
 import os
 
 from model import handlers
-from model.handlers import input_fn, output_fn, predict_fn  # noqa: F401
+from model.handlers import transform_fn  # noqa: F401  (the whole chain; errors raised as our JSON body)
 
 
 def _localize(uri):

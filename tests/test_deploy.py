@@ -576,10 +576,14 @@ import base64, io, json, os, sys
 import inference, model
 assert os.path.realpath(model.__file__).startswith(os.path.realpath(sys.argv[1])), model.__file__
 request = json.loads(sys.stdin.read())
+# the toolkit refuses transform_fn next to input_fn/predict_fn/output_fn: the shim exports only these two
+assert not any(hasattr(inference, f) for f in ("input_fn", "predict_fn", "output_fn"))
 loaded = inference.model_fn(sys.argv[1])
-data = inference.input_fn(json.dumps(request).encode(), "application/json")
-out = inference.output_fn(inference.predict_fn(data, loaded), "application/json")
-sys.stdout.write(out.decode() if isinstance(out, bytes) else out[0].decode())
+try:
+    out = inference.transform_fn(loaded, json.dumps(request), "application/json", "application/json")
+except Exception as exc:  # what the toolkit does with it: a 400 whose message is str(exc)
+    out = json.dumps({"toolkit_400": str(exc)}).encode()
+sys.stdout.write(out.decode())
 """
 
 
@@ -603,7 +607,8 @@ def test_packed_inference_serves_tiny_checkpoints(tiny_dir, tmp_path):
     looks = ",".join(f"{n}={Path(tiny_dir) / 'looks' / n}" for n in ("studio", "resort"))
     cases = [("clipseg", {"image": _png_b64(photo), "prompts": ["skirt"]}, "masks", {}),
              ("inpaint", inpaint, "images", {}),
-             ("inpaint", {**inpaint, "look": "resort"}, "images", {"RESTYLE_LORA": looks})]  # brand looks
+             ("inpaint", {**inpaint, "look": "resort"}, "images", {"RESTYLE_LORA": looks}),  # brand looks
+             ("inpaint", {**inpaint, "look": "nope"}, "toolkit_400", {"RESTYLE_LORA": looks})]
     for role, request, field, extra_env in cases:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("RESTYLE_", "PYTHON"))}
         env.update(PYTHONPATH=str(code), RESTYLE_ROLE=role, RESTYLE_MODEL_ID=str(Path(tiny_dir) / role),
@@ -612,5 +617,9 @@ def test_packed_inference_serves_tiny_checkpoints(tiny_dir, tmp_path):
                               cwd=tmp_path, capture_output=True, text=True, timeout=300)
         assert proc.returncode == 0, proc.stderr[-3000:]
         response = json.loads(proc.stdout)
+        if field == "toolkit_400":  # our JSON error body is the exception's text
+            err = json.loads(response[field])["error"]
+            assert err["code"] == "unknown_look" and err["retryable"] is False, err
+            continue
         assert len(response[field]) == 1, response
         assert response.get("look") == request.get("look")
