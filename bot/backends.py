@@ -400,7 +400,7 @@ def build_backend(settings) -> Backend:
     if settings.backend == "sagemaker":
         return SageMakerBackend(clipseg_endpoint=settings.clipseg_endpoint, inpaint_endpoint=settings.inpaint_endpoint,
                                 async_endpoint=settings.async_endpoint, async_bucket=settings.async_bucket,
-                                async_prefix=getattr(settings, "async_prefix", "restyle"),
+                                async_prefix=settings.async_prefix,
                                 endpoint_url=settings.sagemaker_endpoint_url, timeout_s=settings.timeout_s,
                                 retries=settings.retries)
     if settings.tiny:

@@ -23,6 +23,7 @@ ENV = {
     "RESTYLE_INPAINT_ENDPOINT": ("inpaint_endpoint", str),
     "RESTYLE_ASYNC_ENDPOINT": ("async_endpoint", str),
     "RESTYLE_ASYNC_BUCKET": ("async_bucket", str),
+    "RESTYLE_ASYNC_PREFIX": ("async_prefix", str),
     "RESTYLE_TIMEOUT": ("timeout_s", float),
     "RESTYLE_RETRIES": ("retries", int),
     "RESTYLE_STEPS": ("steps", int),
@@ -57,6 +58,7 @@ class Settings:
     inpaint_endpoint: str = "restyle-inpaint"
     async_endpoint: str = "restyle-inpaint-async"
     async_bucket: str | None = None
+    async_prefix: str = "restyle"  # = python -m deploy --prefix: batch inputs go under <prefix>/async-in/
     timeout_s: float = 60.0
     retries: int = 3
     steps: int = 30
@@ -107,6 +109,9 @@ class Settings:
                 flag = {"steps": "--steps", "num_images": "--count"}.get(name)
                 label = f"{flag} / {names.get(name)}" if flag else names.get(name, name)
                 raise ValueError(f"{label} must be from {lo} to {hi}, got {v}")
+        if not self.async_prefix.strip("/") or any(c.isspace() for c in self.async_prefix):
+            raise ValueError(f"RESTYLE_ASYNC_PREFIX must be an S3 key prefix like 'restyle' (the deploy --prefix), "
+                             f"got {self.async_prefix!r}")
         if self.lora:
             from model.schemas import parse_looks
 

@@ -126,16 +126,29 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: What a dry run plans for when no region is configured anywhere (it says so).
+DRY_RUN_REGION = "us-east-1"
+
+
 def _region(args: argparse.Namespace, session: boto3.Session) -> str:
-    """--region, else the AWS config; checked offline against botocore's partitions (no AWS call)."""
+    """--region, else AWS_REGION (which botocore itself ignores), else AWS_DEFAULT_REGION / the AWS config; checked
+    offline against botocore's partitions (no AWS call).  ``args.region_source`` says where it came from."""
     if args.region is not None and not args.region.strip():
         raise UsageError("--region must not be empty (leave it out for the AWS config / AWS_REGION)")
-    region = args.region or session.region_name
-    if not region:
-        if args.dry_run:
-            return "us-east-1"
+    env_region = os.environ.get("AWS_REGION", "").strip()
+    if args.region:
+        region, source = args.region, "--region"
+    elif env_region:
+        region, source = env_region, "AWS_REGION"
+    elif session.region_name:
+        region = session.region_name
+        source = "AWS_DEFAULT_REGION" if os.environ.get("AWS_DEFAULT_REGION") else "the AWS config"
+    elif args.dry_run:
+        region, source = DRY_RUN_REGION, ("no region is set (--region, AWS_REGION, AWS_DEFAULT_REGION or the AWS "
+                                          f"config), so the dry run plans {DRY_RUN_REGION}")
+    else:
         raise UsageError("no AWS region: pass --region or set AWS_REGION / AWS_DEFAULT_REGION")
-    source = "--region" if args.region else "the AWS config / AWS_REGION / AWS_DEFAULT_REGION"
+    args.region_source = source
     try:
         check_region(region)
         session.get_partition_for_region(region)
@@ -215,13 +228,24 @@ def _report(args, command: str, changes) -> int:
     return 0
 
 
+def _session(args: argparse.Namespace) -> tuple[boto3.Session, str]:
+    """A session in the region ``_region`` picks (AWS_REGION included), and that region."""
+    region = _region(args, boto3.Session(region_name=args.region))
+    return boto3.Session(region_name=region), region
+
+
+def _where(args: argparse.Namespace, region: str) -> str:
+    source = getattr(args, "region_source", "--region")
+    return f"region {region} ({source})" if source.startswith("no region") else f"region {region} (from {source})"
+
+
 def cmd_up(args: argparse.Namespace) -> int:
     _require(args, "--bucket", "--role-arn")
-    session = boto3.Session(region_name=args.region)
-    region = _region(args, session)
+    session, region = _session(args)
     plan, bundle = _plan(args, session, region)
     if args.dry_run:
-        _emit(args, {"dry_run": True, "plan": plan.to_dict()}, render_plan(plan) + "\n(dry run: nothing created)")
+        _emit(args, {"dry_run": True, "region_source": args.region_source, "plan": plan.to_dict()},
+              render_plan(plan) + f"\n(dry run: nothing created; {_where(args, region)})")
         return 0
     log = _log(args)
     log(f"up: {len(plan.endpoints)} endpoints in {region} (prefix {args.prefix})")
@@ -230,25 +254,30 @@ def cmd_up(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    _require(args, "--bucket", "--role-arn")
-    session = boto3.Session(region_name=args.region)
-    region = _region(args, session)
+    """Needs only what it reads: the endpoint names (prefix / overrides) and the region.  With --bucket and
+    --role-arn it also compares against the plan (artifact, model and config versions); without, it reports what
+    exists under those names."""
+    session, region = _session(args)
     plan, _ = _plan(args, session, region)
+    compare = bool(args.bucket and args.role_arn)
     if args.dry_run:
-        _emit(args, {"dry_run": True, "plan": plan.to_dict()}, render_plan(plan))
+        _emit(args, {"dry_run": True, "region_source": args.region_source, "plan": plan.to_dict()},
+              render_plan(plan) + f"\n(dry run; {_where(args, region)})")
         return 0
-    rows = Deployer(session, region, _log(args)).status(plan)
+    rows = Deployer(session, region, _log(args)).status(plan, compare=compare)
     text = "\n".join(f"  {r['state']:<18} {r['kind']:<16} {r['name']}" + (f"  ({r['detail']})" if r["detail"]
                                                                           else "") for r in rows)
-    _emit(args, {"region": region, "resources": rows}, f"status ({region}):\n{text}")
+    note = "" if compare else ("\n  (without --bucket and --role-arn the artifact, model and config versions are "
+                               "not compared with the plan)")
+    _emit(args, {"region": region, "compared_with_plan": compare, "resources": rows},
+          f"status ({region}):\n{text}{note}")
     return 0
 
 
 def cmd_down(args: argparse.Namespace) -> int:
     if args.purge_s3 and not args.bucket:  # even with --dry-run: there is nothing to show without it
         raise UsageError("down --purge-s3 needs --bucket (or env RESTYLE_BUCKET)")
-    session = boto3.Session(region_name=args.region)
-    region = _region(args, session)
+    session, region = _session(args)
     _checked(args, session, region)  # usage errors before any AWS call
     account, partition = _identity(args, session, region)
     names = names_for(_settings(args, region, account, partition))
@@ -264,7 +293,8 @@ def cmd_down(args: argparse.Namespace) -> int:
             else None,
         }
         text = "down would delete (if present):\n" + "\n".join(f"  {k}: {v}" for k, v in targets.items() if v)
-        _emit(args, {"dry_run": True, "would_delete": targets}, text + "\n(dry run: nothing deleted)")
+        _emit(args, {"dry_run": True, "region_source": args.region_source, "would_delete": targets},
+              text + f"\n(dry run: nothing deleted; {_where(args, region)})")
         return 0
     changes = Deployer(session, region, _log(args)).down(names, topics, args.bucket, args.purge_s3)
     return _report(args, "down", changes)
@@ -272,8 +302,7 @@ def cmd_down(args: argparse.Namespace) -> int:
 
 def cmd_train(args: argparse.Namespace) -> int:
     _require(args, "--bucket", "--role-arn")
-    session = boto3.Session(region_name=args.region)
-    region = _region(args, session)
+    session, region = _session(args)
     settings = TrainSettings(
         region=region, bucket=args.bucket or PLACEHOLDER_BUCKET, role_arn=args.role_arn or PLACEHOLDER_ROLE_ARN,
         prefix=args.prefix, lora_data=args.lora_data, clipseg_data=args.clipseg_data,
@@ -298,7 +327,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             f"data {j['InputDataConfig'][0]['DataSource']['S3DataSource']['S3Uri']}  "
             f"{j['ResourceConfig']['InstanceType']}" for j in jobs)
         _emit(args, {"dry_run": True, "jobs": jobs},
-              f"train would launch:\n{text}\n  image {image}\n(dry run: nothing created)")
+              f"train would launch:\n{text}\n  image {image}\n(dry run: nothing created; {_where(args, region)})")
         return 0
     deployer = Deployer(session, region, _log(args))
     deployer.put_object(args.bucket, sourcedir_key(args.prefix, bundle.sha256), bundle, "sourcedir")

@@ -314,32 +314,41 @@ class Deployer:
 
     # --- status -----------------------------------------------------------------------------------------------
 
-    def status(self, plan: Plan) -> list[dict]:
+    def status(self, plan: Plan, compare: bool = True) -> list[dict]:
+        """One row per planned resource.  ``compare=False`` (no --bucket / --role-arn, so the versioned names are
+        unknown): the artifact, models and configs are not looked up, and an endpoint shows the config it serves."""
         rows: list[dict] = []
 
         def row(kind: str, name: str, state: str, detail: str = "") -> None:
             rows.append({"kind": kind, "name": name, "state": state, "detail": detail})
 
-        with aws("artifact", plan.artifact_url):
-            head = _describe(self.s3.head_object, Bucket=plan.bucket, Key=plan.artifact_key)
-        row("artifact", plan.artifact_url, "exists" if head else "missing")
+        if compare:
+            with aws("artifact", plan.artifact_url):
+                head = _describe(self.s3.head_object, Bucket=plan.bucket, Key=plan.artifact_key)
+            row("artifact", plan.artifact_url, "exists" if head else "missing")
         for name, arn in plan.topics.items():
             with aws("sns topic", name):
                 row("sns topic", name, "exists" if _describe(self.sns.get_topic_attributes, TopicArn=arn)
                     else "missing")
         for ep in plan.endpoints:
             with aws("endpoint", ep.name):
-                model = _describe(self.sm.describe_model, ModelName=ep.model.name)
-                config = _describe(self.sm.describe_endpoint_config, EndpointConfigName=ep.config.name)
+                if compare:
+                    model = _describe(self.sm.describe_model, ModelName=ep.model.name)
+                    config = _describe(self.sm.describe_endpoint_config, EndpointConfigName=ep.config.name)
                 endpoint = _describe(self.sm.describe_endpoint, EndpointName=ep.name)
-            row("model", ep.model.name, "exists" if model else "missing")
-            row("endpoint config", ep.config.name, "exists" if config else "missing")
+            if compare:
+                row("model", ep.model.name, "exists" if model else "missing")
+                row("endpoint config", ep.config.name, "exists" if config else "missing")
             if endpoint is None:
                 row("endpoint", ep.name, "missing")
             else:
                 cur = endpoint["EndpointConfigName"]
-                state = endpoint["EndpointStatus"] if cur == ep.config.name else "outdated"
-                detail = cur if cur == ep.config.name else f"serving {cur}, planned {ep.config.name}"
+                if not compare:
+                    state, detail = endpoint["EndpointStatus"], f"serving {cur}"
+                elif cur == ep.config.name:
+                    state, detail = endpoint["EndpointStatus"], cur
+                else:
+                    state, detail = "outdated", f"serving {cur}, planned {ep.config.name}"
                 if endpoint.get("FailureReason"):
                     detail += f"; {endpoint['FailureReason']}"
                 variants = endpoint.get("ProductionVariants") or [{}]

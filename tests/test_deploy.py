@@ -295,6 +295,25 @@ def test_cli_valid_region_works_offline(offline, capsys):
     assert "arn:aws:sns:eu-west-1:" in out and f"s3://{BUCKET}/restyle/" in out and "None" not in out
 
 
+def test_aws_region_is_honoured_and_a_dry_run_says_where_its_region_came_from(offline, capsys, monkeypatch):
+    rc, out, err = run(capsys, "up", "--dry-run")
+    assert rc == 0, err
+    assert "plan: region us-east-1" in out and "no region is set" in out and "plans us-east-1" in out
+    monkeypatch.setenv("AWS_REGION", "eu-west-1")  # botocore itself reads only AWS_DEFAULT_REGION
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-west-2")
+    rc, out, err = run(capsys, "up", "--dry-run")
+    assert rc == 0, err
+    assert "plan: region eu-west-1" in out and "(from AWS_REGION)" in out
+    monkeypatch.delenv("AWS_REGION")
+    rc, out, _ = run(capsys, "down", "--dry-run")
+    assert rc == 0 and "arn:aws:sns:us-west-2:" in out and "(from AWS_DEFAULT_REGION)" in out
+    rc, out, _ = run(capsys, "up", "--dry-run", "--region", "ap-south-1")
+    assert rc == 0 and "plan: region ap-south-1" in out and "(from --region)" in out
+    monkeypatch.setenv("AWS_REGION", "mars-1")
+    rc, _, err = run(capsys, "up", "--dry-run")
+    assert rc == 2 and "unknown AWS region 'mars-1' (from AWS_REGION)" in err
+
+
 def test_training_jobs_plan():
     s = TrainSettings(region=REGION, bucket=BUCKET, role_arn=ROLE, lora_data="s3://d/lora/",
                       hyperparameters={"steps": "10"}, clipseg_hyperparameters={"lr": "1e-4"})
@@ -323,7 +342,8 @@ def test_model_tarball_is_deterministic_and_complete(tmp_path):
         assert {m.mtime for m in tar.getmembers()} == {package.FIXED_MTIME}
         shim = tar.extractfile("code/inference.py").read().decode()
         reqs = tar.extractfile("code/requirements.txt").read().decode().split()
-    assert "from model.handlers import input_fn, output_fn, predict_fn" in shim and "def model_fn" in shim
+    assert "from model.handlers import transform_fn" in shim and "def model_fn" in shim
+    assert "input_fn" not in shim  # the toolkit refuses transform_fn next to input_fn/predict_fn/output_fn
     assert {r.split(">")[0] for r in reqs} >= {"diffusers", "transformers", "peft", "accelerate", "safetensors",
                                               "pydantic", "Pillow", "scipy"}
     assert not [r for r in reqs if r.startswith("torch")]
@@ -472,6 +492,24 @@ def test_up_resumes_and_recreates_only_what_is_missing(aws, capsys):
         assert after[key] == before[key], key
     rc, out, _ = run(capsys, "status", *BASE, "--json")
     assert {r["state"] for r in json.loads(out)["resources"]} <= {"exists", "InService", "INSUFFICIENT_DATA", "OK"}
+
+
+def test_status_and_down_need_only_what_they_use(aws, capsys):
+    """status reads endpoints by name: no --bucket or --role-arn needed (with them it also compares versions)."""
+    up_json(capsys)
+    rc, out, err = run(capsys, "status", "--instance-type", ITYPE, "--json")
+    assert rc == 0, err
+    report = json.loads(out)
+    assert report["compared_with_plan"] is False
+    rows = {(r["kind"], r["name"]): r for r in report["resources"]}
+    assert rows[("endpoint", "restyle-inpaint")]["state"] == "InService"
+    assert rows[("endpoint", "restyle-inpaint")]["detail"].startswith("serving restyle-inpaint-")
+    assert not any(kind in ("model", "endpoint config", "artifact") for kind, _ in rows)
+    rc, out, _ = run(capsys, "status", "--instance-type", ITYPE)
+    assert rc == 0 and "not compared with the plan" in out
+    rc, out, err = run(capsys, "down")  # no bucket, no role: deletes everything but the S3 objects
+    assert rc == 0, err
+    assert aws["sagemaker"].list_endpoints()["Endpoints"] == []
 
 
 def test_changed_config_creates_a_new_version(aws, capsys, monkeypatch):
