@@ -31,6 +31,7 @@ from botocore.config import Config
 from botocore.exceptions import ClientError
 from PIL import Image
 
+from model.errors import error_body
 from model.handlers import MAX_PAYLOAD, LoadedModel, handle
 from model.serve import ModelServer, _HTTPServer, make_handler, start
 from tests.conftest import b64, garment_mask, make_photo, to_bytes
@@ -599,3 +600,58 @@ def test_unreachable_endpoint_reads_as_plain_words(aws_env):
     with pytest.raises(BackendUnavailable) as info:
         backend.segment(SegmentRequest(image=b64(make_photo(W, H)), prompts=["skirt"]))
     assert str(info.value) == "the clipseg endpoint restyle-clipseg could not be reached after 2 tries"
+
+
+# -- the bot decides from the body, whatever status the serving stack chose ---------------------------------------
+class ToolkitLike(ModelServer):
+    """Answers errors the way the Hugging Face toolkit behind SageMaker does: always 400, our JSON escaped inside
+    the toolkit's own ``{"code", "type", "message"}``.  ``crash`` answers that many requests with a retryable
+    ``internal_error``; a request for more than ``max_seeds`` candidates gets ``response_too_large``."""
+
+    def __init__(self, *a, **kw) -> None:
+        super().__init__(*a, **kw)
+        self.crash = 0
+        self.max_seeds = 16
+        self.calls: list[int] = []
+
+    def route(self, method, path, headers, body):
+        if path.endswith("/invocations") and "inpaint" in path:
+            seeds = json.loads(body).get("seeds") or [0]
+            self.calls.append(len(seeds))
+            if self.crash > 0:
+                self.crash -= 1
+                return self._model_error(500, json.dumps(error_body("internal_error", "boom", True)).encode())
+            if len(seeds) > self.max_seeds:
+                return self._model_error(413, json.dumps(error_body("response_too_large", "too big")).encode())
+        return super().route(method, path, headers, body)
+
+    def _model_error(self, status, out):
+        wrapper = json.dumps({"code": 400, "type": "InternalServerException", "message": out.decode()})
+        return super()._model_error(400, wrapper.encode())
+
+
+def test_retries_and_halving_follow_the_body_through_a_toolkit_400(tiny_dir, aws_env):
+    from bot.backends import BackendError, SageMakerBackend
+    from model.schemas import InpaintRequest
+
+    srv = ToolkitLike({"inpaint": str(tiny_dir / "inpaint")}, device="cpu")
+    httpd = start(srv, port=0)
+    assert srv.ready.wait(300), srv.load_error
+    try:
+        backend = SageMakerBackend(clipseg_endpoint="restyle-clipseg", inpaint_endpoint="restyle-inpaint",
+                                   endpoint_url=f"http://127.0.0.1:{httpd.server_address[1]}", retries=2)
+        req = InpaintRequest(image=b64(make_photo(W, H)), mask=b64(garment_mask(W, H)), prompt="a red skirt",
+                             num_images=1, seed=1, steps=2)
+        srv.crash = 1  # a 400 whose body says internal_error, retryable: sent again, then it works
+        assert len(backend.inpaint(req).images) == 1 and srv.calls == [1, 1]
+        srv.calls.clear()
+        srv.max_seeds = 1  # response_too_large in a 400: asked again in halves, down to one candidate a call
+        out = backend.inpaint_many(req, seeds=[1, 2, 3, 4])
+        assert out.seeds == [1, 2, 3, 4] and srv.calls == [4, 2, 1, 1, 2, 1, 1]
+        srv.calls.clear()
+        with pytest.raises(BackendError) as info:  # a caller's error in a 400: never sent again
+            backend.inpaint(req.model_copy(update={"look": "nope"}))
+        assert info.value.code == "unknown_look" and srv.calls == [1]
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
