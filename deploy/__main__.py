@@ -21,6 +21,7 @@ from deploy.plan import (
     DEFAULT_CLIPSEG_MODEL,
     DEFAULT_INPAINT_MODEL,
     DEFAULT_INSTANCE_TYPE,
+    DEFAULT_MIN_INSTANCES,
     DEFAULT_PREFIX,
     DEFAULT_TRAIN_INSTANCE_TYPE,
     PLACEHOLDER_ACCOUNT,
@@ -56,6 +57,13 @@ def _key_value(text: str) -> tuple[str, str]:
     return key.strip(), value
 
 
+def _id_list(text: str) -> tuple[str, ...]:
+    ids = tuple(part.strip() for part in text.split(",") if part.strip())
+    if not ids:
+        raise argparse.ArgumentTypeError(f"expected comma-separated ids, got {text!r}")
+    return ids
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     g = common.add_argument_group("common")
@@ -84,8 +92,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--inpaint-model", default=DEFAULT_INPAINT_MODEL,
                    help="Hub id, or s3:// URI of a fine-tuned model (default: %(default)s)")
     e.add_argument("--lora", help="brand looks for the inpaint endpoints: ss27=s3://…,resort=s3://… or one Hub id / s3:// URI")
-    e.add_argument("--min-instances", type=int, default=1,
-                   help="real-time endpoints: minimum instances, >= 1 (default: %(default)s)")
+    e.add_argument("--min-instances", type=int, default=DEFAULT_MIN_INSTANCES,
+                   help="real-time endpoints: minimum instances, >= 1; 2 or more lets SageMaker spread them over "
+                        "Availability Zones (default: %(default)s)")
     e.add_argument("--max-instances", type=int, default=4,
                    help="real-time endpoints: maximum instances (default: %(default)s)")
     e.add_argument("--async-max-instances", type=int, default=2,
@@ -100,6 +109,30 @@ def build_parser() -> argparse.ArgumentParser:
                    help="async: MaxConcurrentInvocationsPerInstance (default: %(default)s)")
     e.add_argument("--image-uri", help="inference image (default: the Hugging Face PyTorch DLC from the "
                                        "sagemaker SDK)")
+    h = ep.add_argument_group("monitoring and hardening")
+    h.add_argument("--clipseg-latency-alarm-s", type=float, default=5.0,
+                   help="alarm (and roll an update back) when the clipseg p90 ModelLatency exceeds this many "
+                        "seconds (default: %(default)s)")
+    h.add_argument("--inpaint-latency-alarm-s", type=float, default=45.0,
+                   help="the same for the inpaint endpoint (default: %(default)s)")
+    h.add_argument("--gpu-memory-alarm", type=float, default=90.0,
+                   help="alarm when GPUMemoryUtilization exceeds this percentage (default: %(default)s)")
+    h.add_argument("--data-capture", type=float, default=0.0, metavar="PERCENT",
+                   help="capture this percentage of real-time requests and answers to s3://BUCKET/<prefix>/"
+                        "data-capture/ (they hold people's photos; default: %(default)s = off)")
+    h.add_argument("--s3-retention-days", type=int, default=7,
+                   help="expire async inputs, outputs, failures and data capture after this many days "
+                        "(S3 lifecycle rules; default: %(default)s)")
+    h.add_argument("--network-isolation", action="store_true",
+                   help="run the containers with no network access (the weights must then be in model.tar.gz)")
+    h.add_argument("--vpc-subnets", type=_id_list, default=(), metavar="SUBNET,...",
+                   help="run the endpoints in these VPC subnets (with --vpc-security-groups)")
+    h.add_argument("--vpc-security-groups", type=_id_list, default=(), metavar="SG,...",
+                   help="security groups for --vpc-subnets")
+    h.add_argument("--kms-key", help="KMS key (id, ARN or alias/NAME) for endpoint volumes, async output, data "
+                                     "capture, the SNS topics and the uploaded artifact")
+    h.add_argument("--tags", type=_key_value, action="append", default=[], metavar="KEY=VALUE",
+                   help="tag every resource deploy creates (repeatable)")
 
     parser = argparse.ArgumentParser(prog="python -m deploy", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -177,6 +210,8 @@ def _settings(args: argparse.Namespace, region: str, account: str, partition: st
     values = {f.name: getattr(args, f.name) for f in fields(Settings) if hasattr(args, f.name)}
     values.update(region=region, account_id=account, partition=partition,
                   bucket=args.bucket or PLACEHOLDER_BUCKET, role_arn=args.role_arn or PLACEHOLDER_ROLE_ARN)
+    if "tags" in values:
+        values["tags"] = tuple(values["tags"])
     return Settings(**values)
 
 
@@ -285,12 +320,14 @@ def cmd_down(args: argparse.Namespace) -> int:
     if args.dry_run:
         targets = {
             "alarm": names.alarm,
+            "monitoring_alarms (if present)": names.monitor_alarms(),
             "scaling": [resource_id(e) for e in names.endpoints.values()],
             "endpoints": list(names.endpoints.values()),
             "endpoint_configs_and_models": [f"{e}-<8 hex>" for e in names.endpoints.values()],
             "sns_topics": list(topics.values()),
             "s3": f"s3://{args.bucket}/{names.s3_prefix}/ (not {names.s3_prefix}/training/)" if args.purge_s3
             else None,
+            "s3_lifecycle_rules": names.lifecycle_rule_ids() if args.bucket else None,
         }
         text = "down would delete (if present):\n" + "\n".join(f"  {k}: {v}" for k, v in targets.items() if v)
         _emit(args, {"dry_run": True, "region_source": args.region_source, "would_delete": targets},

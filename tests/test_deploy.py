@@ -11,6 +11,7 @@ import base64
 import io
 import json
 import os
+import re
 import subprocess
 import sys
 import tarfile
@@ -147,7 +148,8 @@ def test_plan_is_pure_and_complete():
     assert out["S3OutputPath"] == f"s3://{BUCKET}/shop/async-out/" and out["S3FailurePath"].startswith("s3://")
     assert out["NotificationConfig"] == {"SuccessTopic": "arn:aws:sns:us-east-1:123456789012:shop-async-success",
                                          "ErrorTopic": "arn:aws:sns:us-east-1:123456789012:shop-async-error"}
-    assert list(plan.topics.values()) == list(out["NotificationConfig"].values())
+    assert list(plan.topics.values())[:2] == list(out["NotificationConfig"].values())
+    assert list(plan.topics)[2] == plan.alarm_topic == "shop-alarms"
     # scaling policies
     rt = eps["inpaint"].scaling.policies
     assert [(p.policy_type, p.configuration["PredefinedMetricSpecification"]["PredefinedMetricType"]) for p in rt] \
@@ -204,6 +206,53 @@ def test_plan_versions_change_only_with_content():
 def test_plan_rejects_bad_settings(kw):
     with pytest.raises(PlanError):
         build_plan(settings(**kw), artifact_sha256="a" * 64, images={"ml.g5.xlarge": "img"})
+
+
+@pytest.mark.parametrize("kw, says", [
+    ({"tags": (("aws:x", "1"),)}, "reserved"), ({"tags": (("restyle:endpoint", "x"),)}, "reserved"),
+    ({"tags": (("a", "1"), ("a", "2"))}, "given twice"), ({"tags": (("", "1"),)}, "keys are 1-128"),
+    ({"tags": (("k", "bad\nvalue"),)}, "keys are 1-128"),
+    ({"tags": tuple((f"k{i}", "v") for i in range(46))}, "at most 45 tags"),
+    ({"vpc_subnets": ("subnet-0123abcd",)}, "go together"), ({"vpc_security_groups": ("sg-0123abcd",)}, "go together"),
+    ({"vpc_subnets": ("sub-1",), "vpc_security_groups": ("sg-0123abcd",)}, "is not a subnet id"),
+    ({"vpc_subnets": ("subnet-0123abcd",), "vpc_security_groups": ("0123",)}, "is not a security group id"),
+    ({"kms_key": "my key"}, "is not a KMS key"), ({"data_capture": 150.0}, "0-100"),
+    ({"data_capture": float("nan")}, "0-100"), ({"s3_retention_days": 0}, "1-3650"),
+    ({"inpaint_latency_alarm_s": 0.0}, "--inpaint-latency-alarm-s must be"),
+    ({"gpu_memory_alarm": float("inf")}, "--gpu-memory-alarm must be"),
+    ({"network_isolation": True}, "would fetch CIDAS/clipseg-rd64-refined when it starts"),
+    ({"network_isolation": True, "clipseg_model": "s3://b/c.tar.gz", "inpaint_model": "s3://b/i.tar.gz"},
+     "would fetch s3://b/c.tar.gz"),
+])
+def test_hardening_options_are_checked(kw, says):
+    with pytest.raises(PlanError, match=re.escape(says)):
+        build_plan(settings(**kw), artifact_sha256="a" * 64, images={"ml.g5.xlarge": "img"})
+
+
+def test_hub_offline_when_nothing_comes_from_the_hub():
+    images = {"ml.g5.xlarge": "img"}
+    plan = build_plan(settings(clipseg_model="s3://b/c.tar.gz", inpaint_model="s3://b/i.tar.gz",
+                               lora="ss27=s3://b/l/"), artifact_sha256="a" * 64, images=images)
+    assert all(e.model.environment["HF_HUB_OFFLINE"] == "1" for e in plan.endpoints)
+    plan = build_plan(settings(clipseg_model="s3://b/c.tar.gz", inpaint_model="s3://b/i.tar.gz",
+                               lora="ss27=some/hub-lora"), artifact_sha256="a" * 64, images=images)
+    env = {e.key: e.model.environment for e in plan.endpoints}
+    assert env["clipseg"]["HF_HUB_OFFLINE"] == "1" and "HF_HUB_OFFLINE" not in env["inpaint"]
+    # the flags that change a model or config give new versions; the plan text shows them
+    plain = build_plan(settings(), artifact_sha256="a" * 64, images=images)
+    hard = build_plan(settings(kms_key="alias/k", vpc_subnets=("subnet-0123abcd",),
+                               vpc_security_groups=("sg-0123abcd",), data_capture=10.0, tags=(("t", "1"),)),
+                      artifact_sha256="a" * 64, images=images)
+    for a, b in zip(plain.endpoints, hard.endpoints, strict=True):
+        assert a.model.name != b.model.name and a.config.name != b.config.name
+    assert all(e.config.kms_key_id is None for e in hard.endpoints)  # ml.g5: local NVMe, no KmsKeyId allowed
+    ebs = build_plan(settings(kms_key="alias/k", instance_type="ml.m5.xlarge"), artifact_sha256="a" * 64,
+                     images={"ml.m5.xlarge": "img"})
+    assert all(e.config.kms_key_id == "alias/k" for e in ebs.endpoints)
+    text = render_plan(hard)
+    assert "not on ml.g5.xlarge volumes: local NVMe" in text
+    assert "kms key   alias/k" in text and "tags      t=1" in text and "capture  10 %" in text
+    assert "vpc subnets subnet-0123abcd" in text and "rolled back when an alarm above fires" in text
 
 
 def test_plan_error_messages_say_what_to_do():
@@ -422,8 +471,8 @@ def test_up_creates_everything_then_is_unchanged(aws, capsys):
     assert len(asyncs) == 1 and asyncs[0]["EndpointConfigName"].startswith("restyle-inpaint-async-")
     notify = asyncs[0]["AsyncInferenceConfig"]["OutputConfig"]["NotificationConfig"]
     topics = sorted(t["TopicArn"] for t in aws["sns"].list_topics()["Topics"])
-    assert sorted(notify.values()) == topics and len(topics) == 2
-    assert {t.rsplit(":", 1)[1] for t in topics} == {"restyle-async-success", "restyle-async-error"}
+    assert {t.rsplit(":", 1)[1] for t in topics} == {"restyle-async-success", "restyle-async-error", "restyle-alarms"}
+    assert sorted(notify.values()) == [t for t in topics if "async" in t]
     assert asyncs[0]["AsyncInferenceConfig"]["ClientConfig"]["MaxConcurrentInvocationsPerInstance"] == 2
 
     endpoints = {e["EndpointName"]: sm.describe_endpoint(EndpointName=e["EndpointName"])
@@ -434,8 +483,8 @@ def test_up_creates_everything_then_is_unchanged(aws, capsys):
     targets = {t["ResourceId"]: t for t in aas.describe_scalable_targets(ServiceNamespace="sagemaker")
                ["ScalableTargets"]}
     assert {k: (t["MinCapacity"], t["MaxCapacity"]) for k, t in targets.items()} == {
-        "endpoint/restyle-clipseg/variant/AllTraffic": (1, 4),
-        "endpoint/restyle-inpaint/variant/AllTraffic": (1, 4),
+        "endpoint/restyle-clipseg/variant/AllTraffic": (2, 4),  # two instances: spread over AZs
+        "endpoint/restyle-inpaint/variant/AllTraffic": (2, 4),
         "endpoint/restyle-inpaint-async/variant/AllTraffic": (0, 2)}
     policies = {p["PolicyName"]: p for p in aas.describe_scaling_policies(ServiceNamespace="sagemaker")
                 ["ScalingPolicies"]}
@@ -446,10 +495,34 @@ def test_up_creates_everything_then_is_unchanged(aws, capsys):
         "restyle-inpaint-async-wake-from-zero": "StepScaling"}
     custom = policies["restyle-inpaint-async-backlog"]["TargetTrackingScalingPolicyConfiguration"]
     assert custom["CustomizedMetricSpecification"]["MetricName"] == "ApproximateBacklogSizePerInstance"
-    (alarm,) = aws["cloudwatch"].describe_alarms()["MetricAlarms"]
+    alarms = {a["AlarmName"]: a for a in aws["cloudwatch"].describe_alarms()["MetricAlarms"]}
+    alarm = alarms.pop("restyle-inpaint-async-backlog-without-capacity")
     assert alarm["MetricName"] == "HasBacklogWithoutCapacity"
     assert alarm["AlarmActions"] == [policies["restyle-inpaint-async-wake-from-zero"]["PolicyARN"]]
     assert alarm["Dimensions"] == [{"Name": "EndpointName", "Value": "restyle-inpaint-async"}]
+    # monitoring: 5xx and p90 latency on the chat endpoints, failures on the async one, GPU memory on GPU types;
+    # every one notifies the alarm topic
+    alarm_topic = next(t for t in topics if t.endswith(":restyle-alarms"))
+    assert {n: a["MetricName"] for n, a in alarms.items()} == {
+        "restyle-clipseg-5xx": "Invocation5XXErrors", "restyle-clipseg-model-latency": "ModelLatency",
+        "restyle-clipseg-gpu-memory": "GPUMemoryUtilization",
+        "restyle-inpaint-5xx": "Invocation5XXErrors", "restyle-inpaint-model-latency": "ModelLatency",
+        "restyle-inpaint-gpu-memory": "GPUMemoryUtilization",
+        "restyle-inpaint-async-failures": "InvocationFailures", "restyle-inpaint-async-gpu-memory": "GPUMemoryUtilization"}
+    assert all(a["AlarmActions"] == [alarm_topic] for a in alarms.values())
+    latency = alarms["restyle-inpaint-model-latency"]
+    assert latency["ExtendedStatistic"] == "p90" and latency["Threshold"] == 45_000_000  # microseconds
+    assert alarms["restyle-clipseg-model-latency"]["Threshold"] == 5_000_000
+    assert alarms["restyle-inpaint-gpu-memory"]["Namespace"] == "/aws/sagemaker/Endpoints"
+    assert {"Name": "VariantName", "Value": "AllTraffic"} in alarms["restyle-inpaint-5xx"]["Dimensions"]
+    # async inputs, outputs, failures and data capture expire
+    rules = {r["ID"]: r for r in aws["s3"].get_bucket_lifecycle_configuration(Bucket=BUCKET)["Rules"]}
+    assert {r["Filter"]["Prefix"]: r["Expiration"]["Days"] for r in rules.values()} == {
+        "restyle/async-in/": 7, "restyle/async-out/": 7, "restyle/async-failures/": 7, "restyle/data-capture/": 7}
+    # nothing is fetched from the Hub here (the default models are Hub ids): HF_HUB_OFFLINE is set only when
+    # nothing is
+    assert all("HF_HUB_OFFLINE" not in sm.describe_model(ModelName=m["ModelName"])["PrimaryContainer"]["Environment"]
+               for m in models)
 
     bundle = package.model_tarball()
     obj = aws["s3"].get_object(Bucket=BUCKET, Key=f"restyle/model-{bundle.sha12}.tar.gz")["Body"].read()
@@ -510,6 +583,93 @@ def test_status_and_down_need_only_what_they_use(aws, capsys):
     rc, out, err = run(capsys, "down")  # no bucket, no role: deletes everything but the S3 objects
     assert rc == 0, err
     assert aws["sagemaker"].list_endpoints()["Endpoints"] == []
+
+
+HARDENED = ["--tags", "team=styling", "--tags", "cost-center=42", "--kms-key", "alias/restyle",
+            "--vpc-subnets", "subnet-0123abcd,subnet-4567ef01", "--vpc-security-groups", "sg-0a1b2c3d",
+            "--data-capture", "5", "--s3-retention-days", "3"]
+
+
+def test_up_with_hardening_options(aws, capsys):
+    """--tags on every resource, --kms-key, VPC, data capture and retention reach AWS as asked."""
+    # a rule of the bucket's owner that is not ours survives up and down
+    aws["s3"].put_bucket_lifecycle_configuration(Bucket=BUCKET, LifecycleConfiguration={"Rules": [
+        {"ID": "theirs", "Filter": {"Prefix": "logs/"}, "Status": "Enabled", "Expiration": {"Days": 30}}]})
+    report = up_json(capsys, *HARDENED)
+    assert report["counts"]["created"] > 0
+    sm = aws["sagemaker"]
+    want_tags = {"team": "styling", "cost-center": "42"}
+
+    def tags(arn: str) -> dict:
+        return {t["Key"]: t["Value"] for t in sm.list_tags(ResourceArn=arn)["Tags"]}
+
+    for m in sm.list_models()["Models"]:
+        d = sm.describe_model(ModelName=m["ModelName"])
+        assert d["VpcConfig"] == {"Subnets": ["subnet-0123abcd", "subnet-4567ef01"], "SecurityGroupIds": ["sg-0a1b2c3d"]}
+        assert want_tags.items() <= tags(d["ModelArn"]).items()
+    for c in sm.list_endpoint_configs()["EndpointConfigs"]:
+        d = sm.describe_endpoint_config(EndpointConfigName=c["EndpointConfigName"])
+        # ml.g4dn has local NVMe storage: SageMaker refuses a KmsKeyId for its volumes (the hardware encrypts it)
+        assert "KmsKeyId" not in d and want_tags.items() <= tags(d["EndpointConfigArn"]).items()
+        if d.get("AsyncInferenceConfig"):
+            assert d["AsyncInferenceConfig"]["OutputConfig"]["KmsKeyId"] == "alias/restyle"
+            assert not d.get("DataCaptureConfig")
+        else:
+            capture = d["DataCaptureConfig"]
+            assert capture["InitialSamplingPercentage"] == 5 and capture["KmsKeyId"] == "alias/restyle"
+            assert capture["DestinationS3Uri"] == f"s3://{BUCKET}/restyle/data-capture/"
+    for e in sm.list_endpoints()["Endpoints"]:
+        assert want_tags.items() <= tags(e["EndpointArn"]).items()
+    sns = aws["sns"]
+    for t in sns.list_topics()["Topics"]:
+        assert sns.get_topic_attributes(TopicArn=t["TopicArn"])["Attributes"]["KmsMasterKeyId"] == "alias/restyle"
+        assert want_tags.items() <= {x["Key"]: x["Value"] for x in sns.list_tags_for_resource(
+            ResourceArn=t["TopicArn"])["Tags"]}.items()
+    cw = aws["cloudwatch"]
+    for a in cw.describe_alarms()["MetricAlarms"]:
+        assert want_tags.items() <= {x["Key"]: x["Value"] for x in cw.list_tags_for_resource(
+            ResourceARN=a["AlarmArn"])["Tags"]}.items()
+    key = next(o["Key"] for o in aws["s3"].list_objects_v2(Bucket=BUCKET)["Contents"] if o["Key"].endswith(".tar.gz"))
+    head = aws["s3"].head_object(Bucket=BUCKET, Key=key)
+    assert head["ServerSideEncryption"] == "aws:kms"
+    assert {t["Key"]: t["Value"] for t in aws["s3"].get_object_tagging(Bucket=BUCKET, Key=key)["TagSet"]} == want_tags
+    rules = {r["ID"]: r for r in aws["s3"].get_bucket_lifecycle_configuration(Bucket=BUCKET)["Rules"]}
+    assert "theirs" in rules and rules["restyle-restyle-async-in"]["Expiration"]["Days"] == 3
+    # a second up with the same flags changes nothing
+    assert up_json(capsys, *HARDENED)["unchanged"] is True
+    # down removes our rules and keeps theirs
+    rc, _, err = run(capsys, "down", "--bucket", BUCKET)
+    assert rc == 0, err
+    assert [r["ID"] for r in aws["s3"].get_bucket_lifecycle_configuration(Bucket=BUCKET)["Rules"]] == ["theirs"]
+    assert aws["cloudwatch"].describe_alarms()["MetricAlarms"] == []
+
+
+def test_updates_roll_back_on_the_endpoint_alarms(aws, capsys, monkeypatch):
+    """A changed config is rolled out blue/green with automatic rollback on the endpoint's own alarms.  Moto has
+    no UpdateEndpoint, so the request is read where boto3 sends it (a before-parameter-build hook on the real client)."""
+    import boto3 as boto3_mod
+
+    up_json(capsys)
+    sent: list[dict] = []
+    real_client = boto3_mod.Session.client
+
+    def client(self, name, *a, **kw):
+        c = real_client(self, name, *a, **kw)
+        if name == "sagemaker":
+            c.meta.events.register("before-parameter-build.sagemaker.UpdateEndpoint",
+                                   lambda params, **_: sent.append(params))
+        return c
+
+    monkeypatch.setattr(boto3_mod.Session, "client", client)
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")
+    run(capsys, "up", *BASE, "--inpaint-instance-type", "ml.g4dn.2xlarge")
+    assert sent and sent[0]["EndpointName"] == "restyle-inpaint"
+    deployment = sent[0]["DeploymentConfig"]
+    assert deployment["BlueGreenUpdatePolicy"]["TrafficRoutingConfiguration"]["Type"] == "ALL_AT_ONCE"
+    assert [a["AlarmName"] for a in deployment["AutoRollbackConfiguration"]["Alarms"]] == [
+        "restyle-inpaint-5xx", "restyle-inpaint-model-latency", "restyle-inpaint-gpu-memory"]
+    existing = {a["AlarmName"] for a in aws["cloudwatch"].describe_alarms()["MetricAlarms"]}
+    assert {a["AlarmName"] for a in deployment["AutoRollbackConfiguration"]["Alarms"]} <= existing
 
 
 def test_changed_config_creates_a_new_version(aws, capsys, monkeypatch):
