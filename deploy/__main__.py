@@ -1,4 +1,4 @@
-"""``python -m deploy up | status | down | train`` — the restyle endpoints on SageMaker.  See docs/deploy.md.
+"""``python -m deploy up | status | down | train | local`` — the restyle endpoints on SageMaker.  See docs/deploy.md.
 
 Exit codes: 0 done, 1 an AWS call failed (one line naming the resource and the AWS error code), 2 bad usage.
 """
@@ -156,6 +156,21 @@ def build_parser() -> argparse.ArgumentParser:
                    help="hyperparameter for the CLIPSeg job only (repeatable)")
     t.add_argument("--max-runtime", type=int, default=24 * 3600, help="seconds (default: %(default)s)")
     t.add_argument("--volume-size", type=int, default=100, help="GB of training disk (default: %(default)s)")
+    loc = sub.add_parser("local", help="serve a model.tar.gz on loopback under the Hugging Face toolkit and "
+                                       "multi-model-server, as the SageMaker image does (no AWS, no Docker)")
+    loc.add_argument("tarball", nargs="?", help="a model.tar.gz (default: pack this checkout's model/ now)")
+    loc.add_argument("--role", required=True, choices=["clipseg", "inpaint"], help="RESTYLE_ROLE of the endpoint")
+    loc.add_argument("--port", type=int, default=8080, help="loopback port for /ping and /invocations "
+                                                            "(default: %(default)s)")
+    loc.add_argument("--tiny", metavar="DIR", nargs="?", const=".cache/tiny",
+                     help="serve the tiny random checkpoints from DIR (built there if missing)")
+    loc.add_argument("--model", help="RESTYLE_MODEL_ID: a local folder (the Hub is off: HF_HUB_OFFLINE=1)")
+    loc.add_argument("--lora", help="RESTYLE_LORA for the inpaint role")
+    loc.add_argument("--toolkit", default=os.environ.get("RESTYLE_TOOLKIT_DIR"),
+                     help="a folder the toolkit packages were pip install --target-ed into "
+                          "(env RESTYLE_TOOLKIT_DIR; default: the current environment)")
+    loc.add_argument("--workdir", help="where the tarball is extracted (default: a new temporary folder)")
+    loc.add_argument("--log", help="append the model server's output to this file (default: the terminal)")
     return parser
 
 
@@ -376,7 +391,60 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"up": cmd_up, "status": cmd_status, "down": cmd_down, "train": cmd_train}
+def cmd_local(args: argparse.Namespace) -> int:
+    import tempfile
+    from pathlib import Path
+
+    from deploy import local
+
+    if not 1 <= args.port <= 65535:
+        raise UsageError(f"--port must be 1-65535, got {args.port}")
+    if args.tarball and not Path(args.tarball).is_file():
+        raise UsageError(f"no such model.tar.gz: {args.tarball}")
+    if args.tiny and args.model:
+        raise UsageError("give --tiny or --model, not both")
+    if args.lora and args.role != "inpaint":
+        raise UsageError("--lora is for --role inpaint")
+    model_id, lora = args.model, args.lora
+    if args.tiny:
+        from model.tiny import TINY_LOOKS, build_tiny
+
+        root = build_tiny(args.tiny)
+        model_id = str(Path(root, args.role).resolve())
+        if args.role == "inpaint" and not lora:
+            lora = ",".join(f"{n}={Path(root, 'looks', n).resolve()}" for n in TINY_LOOKS)
+    if model_id is None and args.tarball is None:
+        raise UsageError("give --tiny, --model FOLDER, or a model.tar.gz that holds its weights")
+    tarball = Path(args.tarball) if args.tarball else package.model_tarball().data
+    workdir = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="restyle-local-"))
+    try:
+        server = local.serve(tarball, role=args.role, port=args.port, workdir=workdir, model_id=model_id, lora=lora,
+                             toolkit=args.toolkit, log_file=Path(args.log) if args.log else None)
+    except local.LocalError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    def _terminate(signo, frame) -> None:  # `kill PID` stops MMS and its workers too
+        raise KeyboardInterrupt
+
+    import signal
+
+    signal.signal(signal.SIGTERM, _terminate)
+    try:
+        local.wait_ready(server)
+        print(f"serving {args.role} on http://127.0.0.1:{args.port} (/ping, /invocations) under the Hugging Face "
+              "toolkit and multi-model-server; Ctrl-C stops", flush=True)
+        server.process.wait()
+        return server.process.returncode or 0
+    except local.LocalError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        server.stop()
+
+
+COMMANDS = {"up": cmd_up, "status": cmd_status, "down": cmd_down, "train": cmd_train, "local": cmd_local}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -821,3 +821,116 @@ def test_packed_inference_serves_tiny_checkpoints(tiny_dir, tmp_path):
             continue
         assert len(response[field]) == 1, response
         assert response.get("look") == request.get("look")
+
+
+# --- 10. the packed model under the serving stack SageMaker really runs ------------------------------------------
+
+def _free_port() -> int:
+    """A free loopback port below 30000 (multi-model-server 1.1 refuses some in the ephemeral range)."""
+    import random
+    import socket
+
+    for _ in range(100):
+        port = random.randrange(18000, 30000)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port")
+
+
+@pytest.fixture(scope="module")
+def toolkit(tiny_dir, tmp_path_factory):
+    """``python -m deploy local``'s stack for both roles: the packed tarball under the Hugging Face toolkit and
+    multi-model-server (Java) on loopback.  Skipped with the reason where Java or the toolkit is missing; a failure
+    under CI=true."""
+    from deploy import local
+
+    where = os.environ.get("RESTYLE_TOOLKIT_DIR")
+    why = local.missing_requirements(where)
+    if why:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"the toolkit stack cannot run: {why}")
+        pytest.skip(f"the toolkit stack cannot run here: {why}")
+    tarball = package.model_tarball().data
+    looks = ",".join(f"{n}={Path(tiny_dir) / 'looks' / n}" for n in ("studio", "resort"))
+    servers = {}
+    try:
+        for role in ("clipseg", "inpaint"):
+            work = tmp_path_factory.mktemp(f"local-{role}")
+            servers[role] = local.serve(tarball, role=role, port=_free_port(), workdir=work, toolkit=where,
+                                        model_id=str(Path(tiny_dir) / role), lora=looks if role == "inpaint" else None,
+                                        log_file=work / "server.log")
+        for server in servers.values():
+            local.wait_ready(server, timeout=300)
+        yield {role: s.port for role, s in servers.items()}
+    finally:
+        for server in servers.values():
+            server.stop()
+
+
+def _invoke(port: int, body: bytes, headers: dict | None = None) -> tuple[int, bytes]:
+    import urllib.error
+
+    req = urllib.request.Request(f"http://127.0.0.1:{port}/invocations", data=body, method="POST",
+                                 headers={"Content-Type": "application/json", **(headers or {})})
+    try:
+        with urllib.request.urlopen(req, timeout=120) as resp:
+            return resp.status, resp.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+
+
+@pytest.mark.slow
+def test_toolkit_stack_serves_the_packed_model(toolkit):
+    from tests.test_model_serve import inpaint_body, segment_body
+
+    for port in toolkit.values():
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=30) as resp:
+            assert resp.status == 200
+    status, body = _invoke(toolkit["clipseg"], json.dumps(segment_body()).encode())
+    assert status == 200, body[:500]
+    assert json.loads(body)["prompts"] == ["skirt", "dress"]
+    status, body = _invoke(toolkit["inpaint"], json.dumps(inpaint_body(look="resort")).encode())
+    assert status == 200, body[:500]
+    answer = json.loads(body)
+    assert len(answer["images"]) == 1 and answer["look"] == "resort"
+
+
+def _toolkit_cases():
+    from tests.test_model_serve import BAD, Bad, inpaint_body
+
+    # the container's answers only: a body over 6 MB or an unknown endpoint never reaches a container (SageMaker
+    # answers those itself), and a body that is not UTF-8 is decoded by the toolkit itself before our code runs (its own error text); this
+    # inpaint endpoint serves the tiny looks, so its unknown look is another name
+    cases = [c for c in BAD if c.runtime_error == "ModelError" and c.id not in ("not-utf8", "unknown-look")]
+    return cases + [Bad("unknown-look", "inpaint", inpaint_body(look="gala"), 400, "unknown_look",
+                        "serves 'studio', 'resort' and 'none'")]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", _toolkit_cases(), ids=[c.id for c in _toolkit_cases()])
+def test_toolkit_stack_answers_hostile_input_with_our_json(toolkit, case):
+    """The toolkit answers 400 for everything; inside its wrapper is our body, with the code the bot acts on."""
+    from bot.backends import find_error_body, model_error
+
+    raw = case.body if isinstance(case.body, bytes) else json.dumps(case.body).encode()
+    status, body = _invoke(toolkit[case.role], raw, case.headers)
+    assert status == 400, body[:300]
+    text = body.decode()
+    assert "Traceback" not in text and 'File "' not in text
+    err = find_error_body(text)
+    assert err is not None, text[:300]
+    assert (err["code"], err["retryable"]) == (case.code, False) and case.fragment in err["message"]
+    assert model_error({"OriginalMessage": text}, 400) == (case.code, err["message"], False)
+
+
+def test_local_usage_errors(capsys):
+    assert main(["local", "--role", "clipseg", "--port", "0", "--tiny"]) == 2
+    assert "--port must be 1-65535" in capsys.readouterr().err
+    assert main(["local", "--role", "clipseg", "--lora", "x=/y", "--tiny"]) == 2
+    assert "--lora is for --role inpaint" in capsys.readouterr().err
+    assert main(["local", "/no/such/model.tar.gz", "--role", "inpaint"]) == 2
+    assert "no such model.tar.gz" in capsys.readouterr().err
