@@ -15,7 +15,7 @@ from dataclasses import fields
 import boto3
 from botocore.exceptions import UnknownRegionError
 
-from deploy import package
+from deploy import package, weights
 from deploy.aws import Deployer, DeployError, account_and_partition, changes_as_dicts, resolve_image
 from deploy.plan import (
     DEFAULT_CLIPSEG_MODEL,
@@ -88,9 +88,14 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--inpaint-instance-type", help="override --instance-type for the inpaint endpoint")
     e.add_argument("--async-instance-type", help="override --instance-type for the async endpoint")
     e.add_argument("--clipseg-model", default=DEFAULT_CLIPSEG_MODEL,
-                   help="Hub id, or s3:// URI of a fine-tuned model (default: %(default)s)")
+                   help="Hub id, local folder (staged to S3 by up) or s3:// URI of a fine-tuned model "
+                        "(default: %(default)s)")
     e.add_argument("--inpaint-model", default=DEFAULT_INPAINT_MODEL,
-                   help="Hub id, or s3:// URI of a fine-tuned model (default: %(default)s)")
+                   help="Hub id, local folder (staged to S3 by up) or s3:// URI of a fine-tuned model "
+                        "(default: %(default)s)")
+    e.add_argument("--stage-weights", action="store_true",
+                   help="also download Hub-id models on this machine and stage them in S3, so the endpoints "
+                        "never reach the Hub (HF_HUB_OFFLINE=1)")
     e.add_argument("--lora", help="brand looks for the inpaint endpoints: ss27=s3://…,resort=s3://… or one Hub id / s3:// URI")
     e.add_argument("--min-instances", type=int, default=DEFAULT_MIN_INSTANCES,
                    help="real-time endpoints: minimum instances, >= 1; 2 or more lets SageMaker spread them over "
@@ -250,8 +255,18 @@ def _checked(args: argparse.Namespace, session: boto3.Session, region: str) -> S
 
 
 def _plan(args, session, region):
+    """(plan, model bundle, weights to stage).  Model flags naming a local folder (and Hub ids with
+    --stage-weights) are hashed here and planned as their s3:// staging prefix."""
     _checked(args, session, region)  # usage errors before any AWS call and the slow parts
     account, partition = _identity(args, session, region)
+    try:
+        staged = weights.plan_staging({"clipseg": args.clipseg_model, "inpaint": args.inpaint_model},
+                                      stage_hub=getattr(args, "stage_weights", False))
+    except weights.StagingError as exc:
+        raise UsageError(str(exc)) from None
+    bucket = args.bucket or PLACEHOLDER_BUCKET
+    for role, w in staged.items():
+        setattr(args, f"{role}_model", w.uri(bucket, args.prefix))
     settings = _settings(args, region, account, partition)
     bundle = package.model_tarball()
     images = {}
@@ -261,7 +276,13 @@ def _plan(args, session, region):
             raise UsageError(f"the installed sagemaker SDK knows no Hugging Face inference image for {itype} in "
                              f"{region}; pass --image-uri")
         images[itype] = image
-    return build_plan(settings, artifact_sha256=bundle.sha256, images=images), bundle
+    return build_plan(settings, artifact_sha256=bundle.sha256, images=images), bundle, staged
+
+
+def _staging_text(staged: dict, bucket: str, prefix: str) -> str:
+    return "".join(f"\n  weights   {w.source} -> {w.uri(bucket, prefix)}  ({len(w.files)} files, "
+                   f"{w.size / 1e6:.1f} MB; the endpoint copies it from S3, never from the Hub)"
+                   for w in staged.values())
 
 
 def _report(args, command: str, changes) -> int:
@@ -292,14 +313,17 @@ def _where(args: argparse.Namespace, region: str) -> str:
 def cmd_up(args: argparse.Namespace) -> int:
     _require(args, "--bucket", "--role-arn")
     session, region = _session(args)
-    plan, bundle = _plan(args, session, region)
+    plan, bundle, staged = _plan(args, session, region)
     if args.dry_run:
-        _emit(args, {"dry_run": True, "region_source": args.region_source, "plan": plan.to_dict()},
-              render_plan(plan) + f"\n(dry run: nothing created; {_where(args, region)})")
+        _emit(args, {"dry_run": True, "region_source": args.region_source, "plan": plan.to_dict(),
+                     "weights": {r: {"source": w.source, "uri": w.uri(plan.bucket, args.prefix), "files": len(w.files),
+                                     "bytes": w.size} for r, w in staged.items()}},
+              render_plan(plan) + _staging_text(staged, plan.bucket, args.prefix)
+              + f"\n(dry run: nothing created; {_where(args, region)})")
         return 0
     log = _log(args)
     log(f"up: {len(plan.endpoints)} endpoints in {region} (prefix {args.prefix})")
-    changes = Deployer(session, region, log).up(plan, bundle)
+    changes = Deployer(session, region, log).up(plan, bundle, staged=list(staged.values()), s3_prefix=args.prefix)
     return _report(args, "up", changes)
 
 
@@ -308,7 +332,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     --role-arn it also compares against the plan (artifact, model and config versions); without, it reports what
     exists under those names."""
     session, region = _session(args)
-    plan, _ = _plan(args, session, region)
+    plan, _, _ = _plan(args, session, region)
     compare = bool(args.bucket and args.role_arn)
     if args.dry_run:
         _emit(args, {"dry_run": True, "region_source": args.region_source, "plan": plan.to_dict()},

@@ -159,9 +159,11 @@ class Deployer:
 
     # --- up ---------------------------------------------------------------------------------------------------
 
-    def up(self, plan: Plan, artifact: Bundle) -> list[Change]:
+    def up(self, plan: Plan, artifact: Bundle, staged: list | None = None, s3_prefix: str = "") -> list[Change]:
         self.changes = []
         self.tags = plan.tags
+        for w in staged or []:
+            self.stage_weights(plan.bucket, w.key_prefix(s3_prefix), w, plan.kms_key)
         self.put_object(plan.bucket, plan.artifact_key, artifact, "artifact", kms_key=plan.kms_key)
         self._lifecycle(plan.bucket, list(plan.lifecycle_rules))
         for name, arn in plan.topics.items():
@@ -196,6 +198,24 @@ class Deployer:
             self.s3.put_object(Bucket=bucket, Key=key, Body=bundle.data, ContentType="application/gzip",
                                Metadata={"sha256": bundle.sha256}, **extra)
         self._record("created", kind, url, f"{len(bundle.data)} bytes")
+
+    def stage_weights(self, bucket: str, key_prefix: str, w, kms_key: str | None = None) -> None:
+        """Upload a local weights folder under ``key_prefix/`` once; ``key_prefix.complete`` marks it done."""
+        url = f"s3://{bucket}/{key_prefix}/"
+        marker = f"{key_prefix}.complete"
+        extra: dict = {"ServerSideEncryption": "aws:kms", "SSEKMSKeyId": kms_key} if kms_key else {}
+        if self.tags:
+            from urllib.parse import urlencode
+
+            extra["Tagging"] = urlencode(list(self.tags))
+        with aws("weights", url):
+            if _describe(self.s3.head_object, Bucket=bucket, Key=marker) is not None:
+                self._record("unchanged", "weights", url, w.source)
+                return
+            for rel in w.files:
+                self.s3.upload_file(str(w.folder / rel), bucket, f"{key_prefix}/{rel}", ExtraArgs=dict(extra))
+            self.s3.put_object(Bucket=bucket, Key=marker, Body=f"{w.digest}\n".encode(), **extra)
+        self._record("created", "weights", url, f"{w.source}: {len(w.files)} files, {w.size / 1e6:.1f} MB")
 
     def _lifecycle(self, bucket: str, rules: list[dict]) -> None:
         """Our expiry rules merged into the bucket's lifecycle configuration (other rules are kept)."""

@@ -823,6 +823,64 @@ def test_packed_inference_serves_tiny_checkpoints(tiny_dir, tmp_path):
         assert response.get("look") == request.get("look")
 
 
+# --- weights staged in S3: endpoints that never reach the Hub ------------------------------------------------------
+
+STAGED_SERVE = r"""
+import json, os, sys
+import inference
+loaded = inference.model_fn(sys.argv[1])  # RESTYLE_ARTIFACT_S3 -> copied from (moto's) S3; the Hub is off
+request = json.loads(sys.stdin.read())
+sys.stdout.write(inference.transform_fn(loaded, json.dumps(request), "application/json", "application/json").decode())
+"""
+
+
+@pytest.mark.slow
+def test_local_weights_are_staged_once_and_served_without_the_hub(aws, capsys, tiny_dir, tmp_path, moto_url):
+    from PIL import Image
+
+    clipseg = str(Path(tiny_dir) / "clipseg")
+    rc, out, err = run(capsys, "up", *BASE, "--dry-run", "--clipseg-model", clipseg)
+    assert rc == 0, err
+    assert f"weights   {clipseg} -> s3://{BUCKET}/restyle/weights/clipseg-" in out and "HF_HUB_OFFLINE=1" in out
+    assert aws["s3"].list_objects_v2(Bucket=BUCKET).get("KeyCount", 0) == 0  # a dry run uploads nothing
+
+    report = up_json(capsys, "--clipseg-model", clipseg)
+    (staged,) = [c for c in report["changes"] if c["kind"] == "weights"]
+    assert staged["action"] == "created" and staged["name"].startswith(f"s3://{BUCKET}/restyle/weights/clipseg-")
+    prefix = staged["name"].split(f"{BUCKET}/", 1)[1]
+    keys = {o["Key"] for o in aws["s3"].list_objects_v2(Bucket=BUCKET, Prefix=prefix)["Contents"]}
+    assert f"{prefix}config.json" in keys
+    sm = aws["sagemaker"]
+    envs = {m["ModelName"]: sm.describe_model(ModelName=m["ModelName"])["PrimaryContainer"]["Environment"]
+            for m in sm.list_models()["Models"]}
+    (env,) = [e for e in envs.values() if e["RESTYLE_ROLE"] == "clipseg"]
+    assert env["RESTYLE_ARTIFACT_S3"] == staged["name"] and env["HF_HUB_OFFLINE"] == "1"
+    assert "RESTYLE_MODEL_ID" not in env
+    again = up_json(capsys, "--clipseg-model", clipseg)
+    assert again["unchanged"] is True  # same files, same digest: nothing uploaded again
+
+    # the packed code starts from those S3 objects with the Hub switched off, and answers
+    with tarfile.open(fileobj=io.BytesIO(package.model_tarball().data)) as tar:
+        tar.extractall(tmp_path, filter="data")
+    photo, buf = Image.new("RGB", (64, 64), (200, 60, 60)), io.BytesIO()
+    photo.save(buf, "PNG")
+    request = {"image": base64.b64encode(buf.getvalue()).decode(), "prompts": ["skirt"]}
+    child = {k: v for k, v in os.environ.items() if not k.startswith(("RESTYLE_", "PYTHON"))}
+    child.update(PYTHONPATH=str(tmp_path / "code"), RESTYLE_ROLE="clipseg", RESTYLE_ARTIFACT_S3=staged["name"],
+                 HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", TMPDIR=str(tmp_path), AWS_ENDPOINT_URL=moto_url)
+    proc = subprocess.run([sys.executable, "-c", STAGED_SERVE, str(tmp_path)], input=json.dumps(request), env=child,
+                          cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert len(json.loads(proc.stdout)["masks"]) == 1
+
+
+def test_staging_refuses_what_it_cannot_stage(offline, capsys, tmp_path):
+    rc, _, err = run(capsys, "up", "--dry-run", "--inpaint-model", str(tmp_path / "missing"))
+    assert rc == 2 and "--inpaint-model" in err and "no such folder" in err
+    rc, _, err = run(capsys, "up", "--dry-run", "--clipseg-model", str(tmp_path))
+    assert rc == 2 and "holds no files" in err
+
+
 # --- 10. the packed model under the serving stack SageMaker really runs ------------------------------------------
 
 def _free_port() -> int:
