@@ -11,8 +11,10 @@ same with the toolkit's own ``start_model_server``, the way SageMaker local mode
   (the local environment already has the packages; the image would install them at start);
 * MMS listens on 127.0.0.1 only (``MMS_INFERENCE_ADDRESS``) and its worker sockets live in ``<workdir>``
   (``-Djava.io.tmpdir``), so two local servers can run side by side;
-* the handler service is the toolkit's own class, re-exported from a small module that first gives transformers 5
-  the ``is_tf_available`` the toolkit still imports.
+* the handler service is the toolkit's own; its workers get the ``is_tf_available`` that transformers 5 dropped
+  from the tarball's own ``code/sitecustomize.py`` (as in the image).  Only this launcher process, which imports the
+  toolkit before ``code/`` is on the path (in the image it still sees the image's transformers 4 then), patches
+  that function itself.
 
 Needs Java 17 (``default-jre-headless``) and ``sagemaker-huggingface-inference-toolkit``, ``sagemaker-inference``,
 ``multi-model-server`` and ``retrying`` importable (``--toolkit DIR`` adds a folder they were ``pip install
@@ -29,33 +31,19 @@ import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 
-#: The module MMS imports as the handler: the toolkit's handler service, unchanged.
-HANDLER_MODULE = "restyle_toolkit_handler"
-HANDLER_SOURCE = '''\
-"""The Hugging Face toolkit's handler service for `python -m deploy local` (generated)."""
-import transformers.file_utils as _file_utils
-
-if not hasattr(_file_utils, "is_tf_available"):  # transformers 5 dropped it; the toolkit still imports it
-    _file_utils.is_tf_available = lambda: False
-
-from sagemaker_huggingface_inference_toolkit.handler_service import HuggingFaceHandlerService
-
-
-class RestyleHandlerService(HuggingFaceHandlerService):
-    """Exactly the toolkit's service (MMS wants a class defined in the handler module)."""
-'''
-
 #: Run in the child: the toolkit's own start-up with the config file moved out of /etc and no pip install.
 LAUNCHER = '''\
-import importlib, os, sys
-importlib.import_module(sys.argv[1])  # the transformers 5 shim first
+import os, sys
+import transformers.file_utils
+if not hasattr(transformers.file_utils, "is_tf_available"):  # this process only: see the module docstring
+    transformers.file_utils.is_tf_available = lambda: False
 import sagemaker_inference.model_server as model_server
 from sagemaker_huggingface_inference_toolkit import mms_model_server
 
 config = os.path.join(os.environ["SAGEMAKER_BASE_DIR"], "sagemaker-mms.properties")
 model_server.MMS_CONFIG_FILE = mms_model_server.MMS_CONFIG_FILE = config
 mms_model_server.REQUIREMENTS_PATH = os.path.join(os.environ["SAGEMAKER_BASE_DIR"], "no-requirements.txt")
-mms_model_server.start_model_server(handler_service=sys.argv[1])
+mms_model_server.start_model_server()  # the toolkit's own handler service, as the image's `serve` does
 '''
 
 REQUIRED_MODULES = ("sagemaker_huggingface_inference_toolkit", "sagemaker_inference", "mms", "retrying",
@@ -148,10 +136,7 @@ def serve(tarball: bytes | Path, *, role: str, port: int, workdir: Path, model_i
         raise LocalError(why)
     workdir.mkdir(parents=True, exist_ok=True)
     extract(tarball, workdir)
-    launcher_dir = workdir / "launcher"
-    launcher_dir.mkdir(exist_ok=True)
-    (launcher_dir / f"{HANDLER_MODULE}.py").write_text(HANDLER_SOURCE)
-    env = _pythonpath_env(toolkit, [str(launcher_dir)])
+    env = _pythonpath_env(toolkit, [])
     env.update({
         "SAGEMAKER_BASE_DIR": str(workdir),
         "SAGEMAKER_BIND_TO_PORT": str(port),
@@ -176,7 +161,7 @@ def serve(tarball: bytes | Path, *, role: str, port: int, workdir: Path, model_i
         env["RESTYLE_LORA"] = lora
     env.update(extra_env or {})
     out = open(log_file, "ab") if log_file else subprocess.DEVNULL  # noqa: SIM115
-    process = subprocess.Popen([sys.executable, "-c", LAUNCHER, HANDLER_MODULE], env=env, cwd=workdir,
+    process = subprocess.Popen([sys.executable, "-c", LAUNCHER], env=env, cwd=workdir,
                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     return LocalServer(process=process, port=port, workdir=workdir)
 

@@ -344,6 +344,28 @@ def test_cli_valid_region_works_offline(offline, capsys):
     assert "arn:aws:sns:eu-west-1:" in out and f"s3://{BUCKET}/restyle/" in out and "None" not in out
 
 
+def test_packed_pins_are_the_tested_versions():
+    """The tarball's requirements are exactly what this test environment runs: the suite tests the pins together
+    (upgrade the environment, and this says which pins to move)."""
+    from importlib.metadata import version
+
+    drift = {name: (pinned, version(name)) for name, pinned in package.PINS.items() if version(name) != pinned}
+    assert not drift, f"package.PINS differs from the tested environment (pinned, installed): {drift}"
+
+
+def test_sitecustomize_gives_the_toolkit_is_tf_available(tmp_path):
+    """The image's toolkit imports transformers.file_utils.is_tf_available, gone in transformers 5: the packed
+    sitecustomize adds it in a fresh interpreter whose path holds code/ (as the model server's workers' does)."""
+    code = tmp_path / "code"
+    code.mkdir()
+    (code / "sitecustomize.py").write_text(package.SITECUSTOMIZE)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
+    env["PYTHONPATH"] = str(code)
+    probe = "from transformers.file_utils import is_tf_available, is_torch_available; print(is_tf_available())"
+    proc = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and proc.stdout.strip() == "False", proc.stderr[-2000:]
+
+
 def test_aws_region_is_honoured_and_a_dry_run_says_where_its_region_came_from(offline, capsys, monkeypatch):
     rc, out, err = run(capsys, "up", "--dry-run")
     assert rc == 0, err
@@ -393,8 +415,10 @@ def test_model_tarball_is_deterministic_and_complete(tmp_path):
         reqs = tar.extractfile("code/requirements.txt").read().decode().split()
     assert "from model.handlers import transform_fn" in shim and "def model_fn" in shim
     assert "input_fn" not in shim  # the toolkit refuses transform_fn next to input_fn/predict_fn/output_fn
-    assert {r.split(">")[0] for r in reqs} >= {"diffusers", "transformers", "peft", "accelerate", "safetensors",
-                                              "pydantic", "Pillow", "scipy"}
+    assert {r.split("==")[0] for r in reqs} >= {"diffusers", "transformers", "peft", "accelerate", "safetensors",
+                                               "pydantic", "Pillow", "scipy", "huggingface_hub", "tokenizers"}
+    assert all("==" in r for r in reqs)  # every one pinned: no newest-on-the-day at scale-out
+    assert "code/sitecustomize.py" in names
     assert not [r for r in reqs if r.startswith("torch")]
     # mtimes and caches in the source tree do not change the bytes
     copy = tmp_path / "repo"
