@@ -380,6 +380,13 @@ def find_error_body(text: str) -> dict | None:
     return None
 
 
+def _server_status(status: int | str | None) -> bool:
+    try:
+        return status is not None and int(status) >= 500
+    except (TypeError, ValueError):
+        return False
+
+
 def model_error(response: dict, status: int | str | None) -> tuple[str, str, bool]:
     """(code, message, retryable) of a model's error answer, from its body; the status only where the body is
     not ours (then a 5xx is retried, anything else is not)."""
@@ -390,10 +397,10 @@ def model_error(response: dict, status: int | str | None) -> tuple[str, str, boo
         message = str(err.get("message") or code)[:500]  # the model's own words, as it wrote them
         retryable = err.get("retryable")
         if not isinstance(retryable, bool):  # an older model without the field: its status decides
-            retryable = code in ("internal_error", "not_ready") or (status is not None and int(status) >= 500)
+            retryable = code in ("internal_error", "not_ready") or _server_status(status)
         return code, message, retryable
     message = _plain(original, 500) or _plain(str(response.get("Error", {}).get("Message") or "no reason given"))
-    return "model_error", message, status is not None and int(status) >= 500
+    return "model_error", message, _server_status(status)
 
 
 def build_backend(settings) -> Backend:

@@ -655,3 +655,21 @@ def test_retries_and_halving_follow_the_body_through_a_toolkit_400(tiny_dir, aws
     finally:
         httpd.shutdown()
         httpd.server_close()
+
+
+@pytest.mark.parametrize("original, status, want", [
+    ('{"error": {"code": "unknown_look", "message": "no", "retryable": false}}', 400, ("unknown_look", "no", False)),
+    ('{"error": {"code": "internal_error", "message": "boom", "retryable": true}}', 400,
+     ("internal_error", "boom", True)),  # the toolkit's 400 does not make a crash final
+    ('{"error": {"code": "internal_error", "message": "boom"}}', 400, ("internal_error", "boom", True)),  # older
+    ('{"error": {"code": "empty_mask", "message": "m"}}', 500, ("empty_mask", "m", True)),  # older model, 5xx
+    ('{"code": 400, "type": "InternalServerException", "message": "{\\"error\\": {\\"code\\": \\"invalid_image\\", '
+     '\\"message\\": \\"x\\", \\"retryable\\": false}} : 400"}', 400, ("invalid_image", "x", False)),
+    ("upstream timed out", None, ("model_error", "upstream timed out", False)),  # not ours, no status: final
+    ("<html>bad gateway</html>", 502, ("model_error", "<html>bad gateway</html>", True)),
+    ("odd", "n/a", ("model_error", "odd", False)),
+])
+def test_model_error_reads_the_body_first(original, status, want):
+    from bot.backends import model_error
+
+    assert model_error({"OriginalMessage": original}, status) == want
