@@ -94,9 +94,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="Hub id, local folder (staged to S3 by up) or s3:// URI of a fine-tuned model "
                         "(default: %(default)s)")
     e.add_argument("--stage-weights", action="store_true",
-                   help="also download Hub-id models on this machine and stage them in S3, so the endpoints "
-                        "never reach the Hub (HF_HUB_OFFLINE=1)")
-    e.add_argument("--lora", help="brand looks for the inpaint endpoints: ss27=s3://…,resort=s3://… or one Hub id / s3:// URI")
+                   help="also download Hub-id models and looks on this machine and stage them in S3, so the "
+                        "endpoints never reach the Hub (HF_HUB_OFFLINE=1)")
+    e.add_argument("--lora", help="brand looks for the inpaint endpoints: ss27=s3://…,resort=./looks/resort or one "
+                                  "Hub id / s3:// URI / local folder (local folders are staged to S3 by up)")
     e.add_argument("--min-instances", type=int, default=DEFAULT_MIN_INSTANCES,
                    help="real-time endpoints: minimum instances, >= 1; 2 or more lets SageMaker spread them over "
                         "Availability Zones (default: %(default)s)")
@@ -259,14 +260,23 @@ def _plan(args, session, region):
     --stage-weights) are hashed here and planned as their s3:// staging prefix."""
     _checked(args, session, region)  # usage errors before any AWS call and the slow parts
     account, partition = _identity(args, session, region)
+    stage_hub = getattr(args, "stage_weights", False)
     try:
         staged = weights.plan_staging({"clipseg": args.clipseg_model, "inpaint": args.inpaint_model},
-                                      stage_hub=getattr(args, "stage_weights", False))
+                                      stage_hub=stage_hub)
+        looks = weights.plan_look_staging(args.lora, stage_hub=stage_hub)
     except weights.StagingError as exc:
         raise UsageError(str(exc)) from None
     bucket = args.bucket or PLACEHOLDER_BUCKET
     for role, w in staged.items():
         setattr(args, f"{role}_model", w.uri(bucket, args.prefix))
+    if looks:
+        from model.schemas import format_looks, parse_looks
+
+        refs = parse_looks(args.lora)
+        args.lora = format_looks({name: looks[name].uri(bucket, args.prefix) if name in looks else ref
+                                  for name, ref in refs.items()})
+        staged.update({f"look:{name}": w for name, w in looks.items()})
     settings = _settings(args, region, account, partition)
     bundle = package.model_tarball()
     images = {}

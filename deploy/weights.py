@@ -44,15 +44,16 @@ def is_local(ref: str) -> bool:
     return Path(ref).expanduser().is_dir() or ref.startswith(("/", "./", "../", "~"))
 
 
-def scan(role: str, source: str, folder: Path) -> StagedWeights:
+def scan(role: str, source: str, folder: Path, flag: str | None = None) -> StagedWeights:
     """Hash ``folder`` (streamed: multi-GB checkpoints are fine)."""
+    flag = flag or f"--{role}-model"
     folder = folder.expanduser()
     if not folder.is_dir():
-        raise StagingError(f"--{role}-model {source}: no such folder")
+        raise StagingError(f"{flag} {source}: no such folder")
     files = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*")
                    if p.is_file() and not SKIP_PARTS.intersection(p.relative_to(folder).parts))
     if not files:
-        raise StagingError(f"--{role}-model {source}: the folder holds no files")
+        raise StagingError(f"{flag} {source}: the folder holds no files")
     h = hashlib.sha256()
     size = 0
     for rel in files:
@@ -65,7 +66,7 @@ def scan(role: str, source: str, folder: Path) -> StagedWeights:
     return StagedWeights(role=role, source=source, folder=folder, digest=h.hexdigest(), files=tuple(files), size=size)
 
 
-def resolve_hub(role: str, repo_id: str) -> Path:
+def resolve_hub(role: str, repo_id: str, flag: str | None = None) -> Path:
     """Download ``repo_id`` on this machine (the Hub's cache is reused); its snapshot folder."""
     try:
         from huggingface_hub import snapshot_download
@@ -74,7 +75,7 @@ def resolve_hub(role: str, repo_id: str) -> Path:
     try:
         return Path(snapshot_download(repo_id, token=os.environ.get("HF_TOKEN")))
     except Exception as exc:  # network, auth, unknown repo: one line
-        raise StagingError(f"--{role}-model {repo_id}: could not download it from the Hub on this machine "
+        raise StagingError(f"{flag or f'--{role}-model'} {repo_id}: could not download it from the Hub on this machine "
                            f"({type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else 'no detail'})"
                            ) from None
 
@@ -89,4 +90,20 @@ def plan_staging(models: dict[str, str], *, stage_hub: bool) -> dict[str, Staged
             staged[role] = scan(role, ref, Path(ref))
         elif stage_hub:
             staged[role] = scan(role, ref, resolve_hub(role, ref))
+    return staged
+
+
+def plan_look_staging(lora: str | None, *, stage_hub: bool) -> dict[str, StagedWeights]:
+    """look name -> what to stage, for every ``--lora`` look that is a local folder (and Hub ids with
+    ``stage_hub``); staged as ``weights/look-<name>-<sha12>/``."""
+    from model.schemas import parse_looks
+
+    staged = {}
+    for name, ref in parse_looks(lora).items():
+        if ref.startswith("s3://"):
+            continue
+        if is_local(ref):
+            staged[name] = scan(f"look-{name}", ref, Path(ref), flag="--lora")
+        elif stage_hub:
+            staged[name] = scan(f"look-{name}", ref, resolve_hub(f"look-{name}", ref, flag="--lora"), flag="--lora")
     return staged

@@ -898,11 +898,25 @@ def test_local_weights_are_staged_once_and_served_without_the_hub(aws, capsys, t
     assert len(json.loads(proc.stdout)["masks"]) == 1
 
 
+def test_local_looks_are_staged_too(aws, capsys, tiny_dir):
+    studio = str(Path(tiny_dir) / "looks" / "studio")
+    report = up_json(capsys, "--lora", f"studio={studio},resort=s3://{BUCKET}/looks/resort/")
+    (staged,) = [c for c in report["changes"] if c["kind"] == "weights"]
+    assert staged["name"].startswith(f"s3://{BUCKET}/restyle/weights/look-studio-") and studio in staged["detail"]
+    sm = aws["sagemaker"]
+    envs = [sm.describe_model(ModelName=m["ModelName"])["PrimaryContainer"]["Environment"]
+            for m in sm.list_models()["Models"]]
+    loras = {e["RESTYLE_LORA"] for e in envs if "RESTYLE_LORA" in e}
+    assert loras == {f"studio={staged['name']},resort=s3://{BUCKET}/looks/resort/"}  # the s3:// look as given
+
+
 def test_staging_refuses_what_it_cannot_stage(offline, capsys, tmp_path):
     rc, _, err = run(capsys, "up", "--dry-run", "--inpaint-model", str(tmp_path / "missing"))
     assert rc == 2 and "--inpaint-model" in err and "no such folder" in err
     rc, _, err = run(capsys, "up", "--dry-run", "--clipseg-model", str(tmp_path))
     assert rc == 2 and "holds no files" in err
+    rc, _, err = run(capsys, "up", "--dry-run", "--lora", f"ss27={tmp_path / 'nope'}")
+    assert rc == 2 and err.startswith("error: --lora ") and "no such folder" in err
 
 
 # --- 10. the packed model under the serving stack SageMaker really runs ------------------------------------------
