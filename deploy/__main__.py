@@ -11,6 +11,7 @@ import json
 import os
 import sys
 from dataclasses import fields
+from pathlib import Path
 
 import boto3
 from botocore.exceptions import UnknownRegionError
@@ -93,6 +94,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--inpaint-model", default=DEFAULT_INPAINT_MODEL,
                    help="Hub id, local folder (staged to S3 by up) or s3:// URI of a fine-tuned model "
                         "(default: %(default)s)")
+    e.add_argument("--wheels", metavar="DIR",
+                   help="pack every package the image lacks from DIR (python -m deploy wheels --dest DIR) into "
+                        "model.tar.gz and install them at start with no network")
     e.add_argument("--stage-weights", action="store_true",
                    help="also download Hub-id models and looks on this machine and stage them in S3, so the "
                         "endpoints never reach the Hub (HF_HUB_OFFLINE=1)")
@@ -162,6 +166,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="hyperparameter for the CLIPSeg job only (repeatable)")
     t.add_argument("--max-runtime", type=int, default=24 * 3600, help="seconds (default: %(default)s)")
     t.add_argument("--volume-size", type=int, default=100, help="GB of training disk (default: %(default)s)")
+    wh = sub.add_parser("wheels", help="download the pinned wheels model.tar.gz carries (up --wheels DIR)")
+    wh.add_argument("--dest", required=True, help="folder for the wheels (created)")
+    wh.add_argument("--python-version", default=package.IMAGE_PYTHON,
+                    help="the image's Python (default: %(default)s)")
+    wh.add_argument("--platform", action="append", help="wheel platform tag, repeatable (default: manylinux2014 and "
+                                                       "manylinux_2_17 … 2_35 x86_64, the image's)")
+    wh.add_argument("--dry-run", action="store_true", help="print the pins and the pip command only")
     loc = sub.add_parser("local", help="serve a model.tar.gz on loopback under the Hugging Face toolkit and "
                                        "multi-model-server, as the SageMaker image does (no AWS, no Docker)")
     loc.add_argument("tarball", nargs="?", help="a model.tar.gz (default: pack this checkout's model/ now)")
@@ -268,6 +279,9 @@ def _plan(args, session, region):
     except weights.StagingError as exc:
         raise UsageError(str(exc)) from None
     bucket = args.bucket or PLACEHOLDER_BUCKET
+    wheels_dir = getattr(args, "wheels", None)
+    if wheels_dir is not None and not os.path.isdir(wheels_dir):
+        raise UsageError(f"--wheels {wheels_dir}: no such folder (fill it with python -m deploy wheels --dest DIR)")
     for role, w in staged.items():
         setattr(args, f"{role}_model", w.uri(bucket, args.prefix))
     if looks:
@@ -278,7 +292,10 @@ def _plan(args, session, region):
                                   for name, ref in refs.items()})
         staged.update({f"look:{name}": w for name, w in looks.items()})
     settings = _settings(args, region, account, partition)
-    bundle = package.model_tarball()
+    try:
+        bundle = package.model_tarball(wheels=Path(wheels_dir) if wheels_dir else None)
+    except FileNotFoundError as exc:
+        raise UsageError(f"--wheels: {exc}") from None
     images = {}
     for itype in sorted(set(instance_types(settings).values())):
         image = args.image_uri or resolve_image(region, itype, "inference")
@@ -425,6 +442,36 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_wheels(args: argparse.Namespace) -> int:
+    """``pip download`` of exactly the tested versions, for the image's platform, without their dependencies
+    (the closure is computed here; torch and its CUDA stack come with the image)."""
+    import subprocess
+
+    try:
+        needed = package.closure()
+    except FileNotFoundError as exc:
+        raise UsageError(str(exc)) from None
+    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--dest", args.dest,
+           "--python-version", args.python_version, "--implementation", "cp",
+           *[f"--platform={tag}" for tag in (args.platform or package.IMAGE_PLATFORMS)],
+           *[f"{n}=={v}" for n, v in needed.items()]]
+    if args.dry_run:
+        print(" ".join(cmd))
+        return 0
+    Path(args.dest).mkdir(parents=True, exist_ok=True)
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        last = [line for line in proc.stderr.splitlines() if line.strip()][-1:] or ["pip failed"]
+        print(f"error: pip download failed: {last[0][:300]}", file=sys.stderr)
+        return 1
+    missing = package.missing_wheels(Path(args.dest), needed)
+    if missing:
+        print(f"error: {args.dest} still lacks {', '.join(missing)}", file=sys.stderr)
+        return 1
+    print(f"wheels: {len(needed)} pinned wheels for CPython {args.python_version} in {args.dest}")
+    return 0
+
+
 def cmd_local(args: argparse.Namespace) -> int:
     import tempfile
     from pathlib import Path
@@ -478,7 +525,8 @@ def cmd_local(args: argparse.Namespace) -> int:
         server.stop()
 
 
-COMMANDS = {"up": cmd_up, "status": cmd_status, "down": cmd_down, "train": cmd_train, "local": cmd_local}
+COMMANDS = {"up": cmd_up, "status": cmd_status, "down": cmd_down, "train": cmd_train, "local": cmd_local,
+            "wheels": cmd_wheels}
 
 
 def main(argv: list[str] | None = None) -> int:

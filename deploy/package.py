@@ -153,6 +153,66 @@ def model_fn(model_dir):
 
 INFERENCE_EXCLUDE = ("model/train/", "model/bench.py")
 
+#: Distributions the inference image provides and ``code/wheels/`` never carries (torch and its CUDA stack).
+IMAGE_PROVIDES = ("torch", "nvidia-", "triton", "setuptools", "pip", "wheel")
+#: The image's platform, for ``python -m deploy wheels``: the HF PyTorch inference DLC is CPython 3.12 on Ubuntu
+#: 22.04 (glibc 2.35), x86_64, so every manylinux tag up to 2.35 installs there.
+IMAGE_PYTHON = "3.12"
+IMAGE_PLATFORMS = ("manylinux2014_x86_64", *(f"manylinux_2_{minor}_x86_64" for minor in range(17, 36)))
+
+
+def _norm(name: str) -> str:
+    import re
+
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def closure(pins: dict[str, str] | None = None) -> dict[str, str]:
+    """Every distribution the pins need, with the version installed here (the tested set), minus what the image
+    provides: name -> version.  Read from this environment's metadata; markers are evaluated for it."""
+    from importlib.metadata import PackageNotFoundError, distribution
+
+    from packaging.requirements import Requirement
+
+    pins = PINS if pins is None else pins
+    out: dict[str, str] = {}
+    todo = list(pins)
+    while todo:
+        name = todo.pop()
+        key = _norm(name)
+        if key in out or key.startswith(IMAGE_PROVIDES):
+            continue
+        try:
+            dist = distribution(name)
+        except PackageNotFoundError:
+            raise FileNotFoundError(f"{name} is not installed here, so its tested version is unknown") from None
+        out[key] = dist.version
+        for line in dist.requires or []:
+            req = Requirement(line)
+            if req.marker is None or req.marker.evaluate({"extra": ""}):
+                todo.append(req.name)
+    return dict(sorted(out.items()))
+
+
+def wheel_names(folder: Path) -> dict[str, str]:
+    """normalized name -> version of the ``*.whl`` files in ``folder``."""
+    found = {}
+    for path in folder.glob("*.whl"):
+        name, version = path.name.split("-")[:2]
+        found[_norm(name)] = version
+    return found
+
+
+def missing_wheels(folder: Path, needed: dict[str, str]) -> list[str]:
+    have = wheel_names(folder)
+    return [f"{n}=={v}" for n, v in needed.items() if have.get(n) != v]
+
+
+def offline_requirements(needed: dict[str, str]) -> bytes:
+    """pip installs from ``code/wheels`` only (``--find-links`` is relative to this file), every version fixed."""
+    lines = ["--no-index", "--find-links wheels"] + [f"{n}=={v}" for n, v in needed.items()]
+    return ("\n".join(lines) + "\n").encode()
+
 
 @dataclass(frozen=True)
 class Bundle:
@@ -206,11 +266,25 @@ def requirements_txt() -> bytes:
     return ("\n".join(REQUIREMENTS) + "\n").encode()
 
 
-def model_tarball(root: Path = REPO_ROOT) -> Bundle:
+def model_tarball(root: Path = REPO_ROOT, wheels: Path | None = None) -> Bundle:
+    """The inference bundle; with ``wheels`` (a folder filled by ``python -m deploy wheels``) every package the
+    image lacks travels inside as a pinned wheel and ``requirements.txt`` installs them with no network."""
     files = {f"code/{rel}": data for rel, data in _model_sources(root, INFERENCE_EXCLUDE).items()}
     files["code/inference.py"] = INFERENCE_SHIM.encode()
     files["code/sitecustomize.py"] = SITECUSTOMIZE.encode()
     files["code/requirements.txt"] = requirements_txt()
+    if wheels is not None:
+        needed = closure()
+        missing = missing_wheels(wheels, needed)
+        if missing:
+            raise FileNotFoundError(f"{wheels} lacks the wheels of {', '.join(missing[:8])}"
+                                    + (f" and {len(missing) - 8} more" if len(missing) > 8 else "")
+                                    + " (fill it with python -m deploy wheels --dest DIR)")
+        keep = set(needed)
+        for path in sorted(wheels.glob("*.whl")):
+            if _norm(path.name.split("-")[0]) in keep:
+                files[f"code/wheels/{path.name}"] = path.read_bytes()
+        files["code/requirements.txt"] = offline_requirements(needed)
     return pack(files)
 
 

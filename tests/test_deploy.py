@@ -917,6 +917,12 @@ def test_staging_refuses_what_it_cannot_stage(offline, capsys, tmp_path):
     assert rc == 2 and "holds no files" in err
     rc, _, err = run(capsys, "up", "--dry-run", "--lora", f"ss27={tmp_path / 'nope'}")
     assert rc == 2 and err.startswith("error: --lora ") and "no such folder" in err
+    rc, _, err = run(capsys, "up", "--dry-run", "--wheels", str(tmp_path / "nope"))
+    assert rc == 2 and "--wheels" in err and "no such folder" in err
+    rc, _, err = run(capsys, "up", "--dry-run", "--wheels", str(tmp_path))  # empty: names what is missing
+    assert rc == 2 and "lacks the wheels of accelerate==1.15.0" in err and "python -m deploy wheels" in err
+    rc, out, _ = run(capsys, "wheels", "--dest", str(tmp_path / "w"), "--dry-run")
+    assert rc == 0 and "--python-version 3.12" in out and "transformers==5.24.0" in out and "torch" not in out
 
 
 # --- 10. the packed model under the serving stack SageMaker really runs ------------------------------------------
@@ -1030,3 +1036,69 @@ def test_local_usage_errors(capsys):
     assert "--lora is for --role inpaint" in capsys.readouterr().err
     assert main(["local", "/no/such/model.tar.gz", "--role", "inpaint"]) == 2
     assert "no such model.tar.gz" in capsys.readouterr().err
+
+
+# --- 11. pinned wheels inside model.tar.gz, installed with no network -------------------------------------------
+
+def _image_like_env(root: Path) -> Path:
+    """A fresh virtual environment that, like the inference image, already has torch (and only torch's own
+    dependencies): this environment's copies, linked in through a .pth file.  Returns its python."""
+    from importlib.metadata import distribution
+
+    from packaging.requirements import Requirement
+
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(root / "venv")], check=True, timeout=120)
+    python = root / "venv" / "bin" / "python"
+    shared = root / "image-site"
+    shared.mkdir()
+    seen, todo = set(), ["torch"]
+    while todo:
+        dist = distribution(todo.pop())
+        name = dist.metadata["Name"].lower()
+        if name in seen:
+            continue
+        seen.add(name)
+        todo += [Requirement(r).name for r in dist.requires or []
+                 if Requirement(r).marker is None or Requirement(r).marker.evaluate({"extra": ""})]
+        site = Path(dist.locate_file(""))
+        tops = {Path(str(f)).parts[0] for f in dist.files or [] if not str(f).startswith("..")}
+        for top in tops:
+            if not (shared / top).exists() and (site / top).exists():
+                (shared / top).symlink_to(site / top)
+    purelib = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                             capture_output=True, text=True, check=True).stdout.strip()
+    Path(purelib, "image.pth").write_text(str(shared) + "\n")
+    return python
+
+
+@pytest.mark.slow
+def test_packed_wheels_install_with_no_network(tmp_path, capsys):
+    """`deploy wheels` fetches the tested versions once (PyPI); the tarball then carries them and its
+    requirements.txt installs them with no index at all, into an environment that has only torch — as the
+    toolkit's `pip install -r code/requirements.txt` does at every start of the image."""
+    wheels = tmp_path / "wheels"
+    here = f"{sys.version_info.major}.{sys.version_info.minor}"  # this machine's Python; the image's is 3.12
+    rc = main(["wheels", "--dest", str(wheels), "--python-version", here])
+    _, err = capsys.readouterr()
+    if rc != 0:
+        pytest.skip(f"PyPI is not reachable here to fetch the wheels once: {err.strip()}")
+    bundle = package.model_tarball(wheels=wheels)
+    with tarfile.open(fileobj=io.BytesIO(bundle.data)) as tar:
+        tar.extractall(tmp_path / "model", filter="data")
+    code = tmp_path / "model" / "code"
+    reqs = (code / "requirements.txt").read_text().splitlines()
+    assert reqs[:2] == ["--no-index", "--find-links wheels"] and "transformers==5.24.0" in reqs
+    assert not any(n.startswith("torch") for n in os.listdir(code / "wheels"))
+    python = _image_like_env(tmp_path)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PIP_", "PYTHON"))}
+    env.update(PIP_CONFIG_FILE=os.devnull, PIP_INDEX_URL="http://127.0.0.1:9/simple",  # no index could answer
+               http_proxy="http://127.0.0.1:9", https_proxy="http://127.0.0.1:9")
+    proc = subprocess.run([sys.executable, "-m", "pip", "--python", str(python), "install", "--disable-pip-version-check",
+                           "-r", str(code / "requirements.txt")], cwd=tmp_path, env=env, capture_output=True,
+                          text=True, timeout=900)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
+    probe = ("import importlib.metadata as m, diffusers, transformers, peft, accelerate, torch; "
+             "print(m.version('diffusers'), m.version('transformers'), m.version('huggingface_hub'))")
+    out = subprocess.run([str(python), "-c", probe], env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.split() == ["0.42.1", "5.24.0", "2.4.0"]
