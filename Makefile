@@ -7,7 +7,7 @@ TINY   ?= .cache/tiny
 PHOTO  ?=
 ARGS   ?=
 
-.PHONY: setup test lint chat tiny bench lean-check clean
+.PHONY: setup toolkit test lint chat tiny bench lean-check clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,12 +19,24 @@ $(VENV)/.installed: pyproject.toml
 
 setup: $(VENV)/.installed
 
+# The serving stack the SageMaker Hugging Face image runs (`python -m deploy local`, tests/test_deploy.py's toolkit
+# tests): installed with --target so its own version pins stay out of .venv.  Java 17 comes from the system
+# (`apt-get install default-jre-headless`; .ci/run installs it where it is missing).
+TOOLKIT ?= .cache/toolkit
+$(TOOLKIT)/.installed:
+	$(PIP) install --quiet --no-deps --target $(TOOLKIT) sagemaker-huggingface-inference-toolkit==2.6.0 \
+		sagemaker-inference==1.10.1 multi-model-server==1.1.11 model-archiver retrying==1.3.4 future six psutil \
+		'setuptools<81'
+	touch $@
+
+toolkit: setup $(TOOLKIT)/.installed
+
 lint: setup
 	$(VENV)/bin/ruff check bot model deploy tests
 
-test: setup
+test: setup toolkit
 	$(VENV)/bin/ruff check bot model deploy tests
-	$(VENV)/bin/pytest -q
+	RESTYLE_TOOLKIT_DIR=$(abspath $(TOOLKIT)) $(VENV)/bin/pytest -q
 
 tiny: setup
 	$(PY) -m model.tiny $(TINY)

@@ -4,20 +4,28 @@ Both speak the same contract — ``model.schemas`` request/response objects — 
 
 * ``LocalBackend`` loads the models once (lazily, thread-safe) and calls ``model.handlers``' predict functions.
 * ``SageMakerBackend`` calls ``invoke_endpoint`` on named endpoints with boto3 (``endpoint_url`` overridable, e.g.
-  a loopback ``model.serve``).  botocore's *standard* retry mode retries throttling, 5xx and connection errors with
-  backoff; a ``ModelError`` whose original status is 5xx is retried the same way; a 4xx is never retried.  Batches
-  go to the async endpoint (input and output on S3) when ``RESTYLE_ASYNC_BUCKET`` is set.
+  a loopback ``model.serve``).  botocore's own retries are off; this backend retries, with backoff, only what is
+  known not to have run or to have failed without a result: a connection that was never made, throttling or "not
+  ready" answers, and model errors whose body says ``"retryable": true``.  A read timeout is never retried (the
+  model may still be computing it): one clear failure within about one timeout.  Whether to retry and what to
+  answer is read from the error *body* (``{"error": {"code", "message", "retryable"}}``), which survives the
+  Hugging Face toolkit's habit of answering every exception with 400.  Batches go to the async endpoint (input
+  and output on S3, under ``RESTYLE_ASYNC_PREFIX``) when ``RESTYLE_ASYNC_BUCKET`` is set.
+
+The ``str`` of ``BackendUnavailable`` and the ``message`` of ``BackendError`` are shown to people: plain words,
+never exception class names.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import random
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 from model.handlers import candidate_seeds, predict_inpaint, predict_segment
 from model.schemas import InpaintRequest, InpaintResponse, SegmentRequest, SegmentResponse
@@ -38,7 +46,14 @@ class BackendError(Exception):
 
 
 class BackendUnavailable(Exception):
-    """The model could not be reached or kept failing (after retries)."""
+    """The model could not be reached or kept failing (after retries); ``str()`` is plain words for people."""
+
+
+#: SageMaker Runtime error codes that say the request was not run (safe to send again).
+NOT_RUN_CODES = {"ThrottlingException", "Throttling", "TooManyRequestsException", "ServiceUnavailable",
+                 "ServiceUnavailableException", "ModelNotReadyException", "ModelNotReady"}
+#: Our own error codes that mean the model side failed (not the request's fault).
+SERVER_SIDE_CODES = {"internal_error", "load_failed", "not_ready", "model_error", "client_gone"}
 
 
 class Backend:
@@ -135,43 +150,79 @@ class SageMakerBackend(Backend):
     name = "sagemaker"
 
     def __init__(self, *, clipseg_endpoint: str, inpaint_endpoint: str, async_endpoint: str | None = None,
-                 async_bucket: str | None = None, endpoint_url: str | None = None, timeout_s: float = 60.0,
-                 retries: int = 3, client=None, s3=None) -> None:
+                 async_bucket: str | None = None, async_prefix: str = "restyle", endpoint_url: str | None = None,
+                 timeout_s: float = 60.0, retries: int = 3, client=None, s3=None) -> None:
         import boto3
         from botocore.config import Config
 
-        cfg = Config(retries={"mode": "standard", "max_attempts": retries + 1}, read_timeout=timeout_s,
+        # botocore's retries are off: its standard mode would resend a request whose answer timed out (the
+        # generation runs again, up to 4 times); ``_invoke`` retries only what is known not to have run.
+        cfg = Config(retries={"total_max_attempts": 1}, read_timeout=timeout_s,
                      connect_timeout=min(10.0, timeout_s))
         self.client = client or boto3.client("sagemaker-runtime", endpoint_url=endpoint_url, config=cfg)
         self.endpoints = {"clipseg": clipseg_endpoint, "inpaint": inpaint_endpoint}
         self.async_endpoint = async_endpoint
         self.async_bucket = async_bucket
+        self.async_prefix = async_prefix.strip("/")
         self._s3 = s3
         self.retries = retries
+        self.timeout_s = timeout_s
 
     def _invoke(self, role: str, body: bytes) -> dict:
-        from botocore.exceptions import BotoCoreError, ClientError
+        from botocore.exceptions import (
+            BotoCoreError,
+            ClientError,
+            ConnectionError,
+            NoCredentialsError,
+            NoRegionError,
+            PartialCredentialsError,
+            ReadTimeoutError,
+        )
 
         endpoint = self.endpoints[role]
+        what = f"the {role} endpoint {endpoint}"
         for attempt in range(self.retries + 1):
+            last = attempt == self.retries
             try:
                 resp = self.client.invoke_endpoint(EndpointName=endpoint, ContentType="application/json",
                                                    Accept="application/json", Body=body)
                 return json.loads(resp["Body"].read())
+            except ReadTimeoutError:
+                # it may still be computing: sending it again would compute it again
+                log.warning("%s: no answer within the %g s read timeout; not retried", endpoint, self.timeout_s)
+                raise BackendUnavailable(f"{what} did not answer within {self.timeout_s:g} seconds, so the "
+                                         "request was stopped rather than sent again") from None
+            except ConnectionError:  # refused, DNS, connect timeout: the request never reached the model
+                if last:
+                    raise BackendUnavailable(f"{what} could not be reached after {self.retries + 1} "
+                                             "tries") from None
+            except (NoCredentialsError, PartialCredentialsError, NoRegionError):
+                raise BackendUnavailable("the bot has no usable AWS credentials or region for SageMaker (set "
+                                         "AWS_REGION and credentials the standard AWS way)") from None
+            except BotoCoreError as exc:  # e.g. the connection broke after the request was sent
+                log.warning("%s: %s (%s); not retried", endpoint, exc, type(exc).__name__)
+                raise BackendUnavailable(f"the connection to {what} broke before it answered") from None
             except ClientError as exc:
                 err = exc.response.get("Error", {})
-                status = exc.response.get("OriginalStatusCode")
-                if err.get("Code") != "ModelError":
-                    # throttling/5xx were already retried by botocore's standard mode; 4xx (e.g. unknown
-                    # endpoint) will not get better by retrying
-                    raise BackendUnavailable(f"{endpoint}: {err.get('Code')} {err.get('Message', '')}"[:300]) from None
-                if status is not None and int(status) < 500:
-                    code, message = _model_error(exc.response)
-                    raise BackendError(code, message) from None
-                if attempt == self.retries:  # the container itself failed: retry with backoff, then give up
-                    raise BackendUnavailable(f"{endpoint}: the model failed ({status}) {self.retries + 1} times") from None
-            except BotoCoreError as exc:  # connection refused, timeouts (after botocore's own retries)
-                raise BackendUnavailable(f"{endpoint}: {type(exc).__name__}") from None
+                aws_code = str(err.get("Code", ""))
+                http = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+                if aws_code == "ModelError":
+                    status = exc.response.get("OriginalStatusCode")
+                    code, message, retryable = model_error(exc.response, status)
+                    if not retryable:
+                        if code in SERVER_SIDE_CODES:
+                            raise BackendUnavailable(f"{what} failed: {message}") from None
+                        raise BackendError(code, message) from None
+                    if last:
+                        raise BackendUnavailable(f"{what} failed {self.retries + 1} times in a row "
+                                                 f"({message})") from None
+                elif aws_code in NOT_RUN_CODES or http in (429, 503):
+                    if last:
+                        raise BackendUnavailable(f"{what} is busy or not ready; still so after "
+                                                 f"{self.retries + 1} tries") from None
+                else:  # e.g. an unknown endpoint or missing permissions: retrying will not help
+                    message = _plain(str(err.get("Message") or aws_code or "no reason given"))
+                    raise BackendUnavailable(f"SageMaker refused the call to {what}: {message}") from None
             time.sleep(min(8.0, 0.5 * 2**attempt) * (0.5 + random.random()))
         raise AssertionError("unreachable")
 
@@ -196,7 +247,7 @@ class SageMakerBackend(Backend):
         """Each chunk of ≤ MAX_IMAGES candidates: request JSON to S3 → InvokeEndpointAsync → poll the output
         (or failure) object; one merged response."""
         import boto3
-        from botocore.exceptions import ClientError
+        from botocore.exceptions import BotoCoreError, ClientError
 
         from model.schemas import MAX_IMAGES
 
@@ -204,12 +255,21 @@ class SageMakerBackend(Backend):
         pending = []
         for i in range(0, len(seeds), MAX_IMAGES):
             chunk = _with_seeds(req, seeds[i:i + MAX_IMAGES])
-            key = f"restyle/async-in/{uuid.uuid4().hex}.json"
-            s3.put_object(Bucket=self.async_bucket, Key=key, Body=chunk.model_dump_json().encode(),
-                          ContentType="application/json")
-            resp = self.client.invoke_endpoint_async(EndpointName=self.async_endpoint,
-                                                     InputLocation=f"s3://{self.async_bucket}/{key}",
-                                                     ContentType="application/json", Accept="application/json")
+            key = f"{self.async_prefix}/async-in/{uuid.uuid4().hex}.json"
+            with _s3_errors(f"write the batch request to s3://{self.async_bucket}/{key}"):
+                s3.put_object(Bucket=self.async_bucket, Key=key, Body=chunk.model_dump_json().encode(),
+                              ContentType="application/json")
+            try:
+                resp = self.client.invoke_endpoint_async(EndpointName=self.async_endpoint,
+                                                         InputLocation=f"s3://{self.async_bucket}/{key}",
+                                                         ContentType="application/json", Accept="application/json")
+            except ClientError as exc:
+                message = _plain(str(exc.response.get("Error", {}).get("Message") or "no reason given"))
+                raise BackendUnavailable(f"SageMaker refused the batch for {self.async_endpoint}: "
+                                         f"{message}") from None
+            except BotoCoreError:
+                raise BackendUnavailable(f"the batch endpoint {self.async_endpoint} could not be "
+                                         "reached") from None
             pending.append((resp["OutputLocation"], resp.get("FailureLocation")))
         results: list[InpaintResponse] = []
         start = time.monotonic()
@@ -217,27 +277,60 @@ class SageMakerBackend(Backend):
             if time.monotonic() - start > deadline_s:
                 raise BackendUnavailable(f"{self.async_endpoint}: no result after {deadline_s:.0f} s")
             output, failure = pending[0]
-            body = _s3_read(s3, output, ClientError)
+            body = _s3_read(s3, output)
             if body is not None:
                 results.append(InpaintResponse.model_validate(json.loads(body)))
                 pending.pop(0)
                 if progress:
                     progress(len(results), len(results) + len(pending))
                 continue
-            err = _s3_read(s3, failure, ClientError) if failure else None
+            err = _s3_read(s3, failure) if failure else None
             if err is not None:
-                code, message = _model_error({"OriginalMessage": err.decode("utf-8", "replace")})
+                code, message, _ = model_error({"OriginalMessage": err.decode("utf-8", "replace")}, None)
+                if code in SERVER_SIDE_CODES:
+                    raise BackendUnavailable(f"the batch endpoint {self.async_endpoint} failed: {message}")
                 raise BackendError(code, message)
             time.sleep(poll_s)
         return _merge(results)
 
 
-def _s3_read(s3, uri: str, missing: type[Exception]) -> bytes | None:
+#: S3 answers that mean "not written yet" while polling for an async result; anything else fails at once.
+_S3_MISSING = {"NoSuchKey", "404", "NotFound"}
+
+
+def _s3_read(s3, uri: str) -> bytes | None:
+    """The object at ``uri``, or None while it does not exist; any other S3 failure (AccessDenied, a missing
+    bucket…) is a ``BackendUnavailable`` now, not an hour of "not ready yet"."""
+    from botocore.exceptions import ClientError
+
     bucket, key = _split_s3(uri)
+    with _s3_errors(f"read the batch result {uri}"):
+        try:
+            return s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+        except ClientError as exc:
+            if str(exc.response.get("Error", {}).get("Code")) in _S3_MISSING:
+                return None
+            raise
+
+
+@contextlib.contextmanager
+def _s3_errors(doing: str) -> Iterator[None]:
+    """S3 failures as one plain ``BackendUnavailable`` line: what the bot tried, and S3's own words."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
     try:
-        return s3.get_object(Bucket=bucket, Key=key)["Body"].read()
-    except missing:
-        return None
+        yield
+    except ClientError as exc:
+        err = exc.response.get("Error", {})
+        code = str(err.get("Code") or "")
+        reason = _plain(str(err.get("Message") or code or "no reason given"))
+        if code and code not in reason:
+            reason = f"{reason} ({code})"
+        log.error("could not %s: %s", doing, reason)
+        raise BackendUnavailable(f"the bot could not {doing}: {reason}") from None
+    except BotoCoreError as exc:
+        log.error("could not %s: %s", doing, exc)
+        raise BackendUnavailable(f"the bot could not {doing}: S3 could not be reached") from None
 
 
 def _with_seeds(req: InpaintRequest, seeds: list[int]) -> InpaintRequest:
@@ -256,19 +349,65 @@ def _split_s3(uri: str) -> tuple[str, str]:
     return bucket, key
 
 
-def _model_error(response: dict) -> tuple[str, str]:
-    original = response.get("OriginalMessage") or ""
+def _plain(text: str, limit: int = 300) -> str:
+    """One line of at most ``limit`` characters."""
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[:limit - 1] + "…"
+
+
+def find_error_body(text: str) -> dict | None:
+    """Our ``{"error": {...}}`` object in ``text``: the whole text, or nested in a serving stack's own wrapper
+    (the Hugging Face toolkit's ``{"code": 400, "type": ..., "message": "<our JSON>"}``)."""
+    decoder = json.JSONDecoder()
+    start = text.find('{"error"')
+    while start != -1:
+        try:
+            obj, _ = decoder.raw_decode(text, start)
+        except ValueError:
+            obj = None
+        if isinstance(obj, dict) and isinstance(obj.get("error"), dict):
+            return obj["error"]
+        start = text.find('{"error"', start + 1)
     try:
-        err = json.loads(original)["error"]
-        return err.get("code", "model_error"), err.get("message", original)
-    except (ValueError, KeyError, TypeError):
-        return "model_error", original[:500] or response.get("Error", {}).get("Message", "model error")
+        outer = json.loads(text)
+    except ValueError:
+        return None
+    if isinstance(outer, dict):
+        if isinstance(outer.get("error"), dict):
+            return outer["error"]
+        if isinstance(outer.get("message"), str):  # JSON escaped inside the wrapper's message
+            return find_error_body(outer["message"])
+    return None
+
+
+def _server_status(status: int | str | None) -> bool:
+    try:
+        return status is not None and int(status) >= 500
+    except (TypeError, ValueError):
+        return False
+
+
+def model_error(response: dict, status: int | str | None) -> tuple[str, str, bool]:
+    """(code, message, retryable) of a model's error answer, from its body; the status only where the body is
+    not ours (then a 5xx is retried, anything else is not)."""
+    original = str(response.get("OriginalMessage") or "")
+    err = find_error_body(original)
+    if err is not None:
+        code = str(err.get("code") or "model_error")
+        message = str(err.get("message") or code)[:500]  # the model's own words, as it wrote them
+        retryable = err.get("retryable")
+        if not isinstance(retryable, bool):  # an older model without the field: its status decides
+            retryable = code in ("internal_error", "not_ready") or _server_status(status)
+        return code, message, retryable
+    message = _plain(original, 500) or _plain(str(response.get("Error", {}).get("Message") or "no reason given"))
+    return "model_error", message, _server_status(status)
 
 
 def build_backend(settings) -> Backend:
     if settings.backend == "sagemaker":
         return SageMakerBackend(clipseg_endpoint=settings.clipseg_endpoint, inpaint_endpoint=settings.inpaint_endpoint,
                                 async_endpoint=settings.async_endpoint, async_bucket=settings.async_bucket,
+                                async_prefix=settings.async_prefix,
                                 endpoint_url=settings.sagemaker_endpoint_url, timeout_s=settings.timeout_s,
                                 retries=settings.retries)
     if settings.tiny:

@@ -26,6 +26,7 @@ ENV = {
     "RESTYLE_INPAINT_ENDPOINT": ("inpaint_endpoint", str),
     "RESTYLE_ASYNC_ENDPOINT": ("async_endpoint", str),
     "RESTYLE_ASYNC_BUCKET": ("async_bucket", str),
+    "RESTYLE_ASYNC_PREFIX": ("async_prefix", str),
     "RESTYLE_TIMEOUT": ("timeout_s", float),
     "RESTYLE_RETRIES": ("retries", int),
     "RESTYLE_STEPS": ("steps", int),
@@ -95,6 +96,7 @@ class Settings:
     inpaint_endpoint: str = "restyle-inpaint"
     async_endpoint: str = "restyle-inpaint-async"
     async_bucket: str | None = None
+    async_prefix: str = "restyle"  # = python -m deploy --prefix: batch inputs go under <prefix>/async-in/
     timeout_s: float = 60.0
     retries: int = 3
     steps: int = 30
@@ -189,6 +191,9 @@ class Settings:
             if not self.media:
                 raise ValueError("RESTYLE_STATE=dynamodb://… needs RESTYLE_MEDIA=s3://BUCKET/PREFIX for the pictures")
             parse_media(self.media)
+        if not self.async_prefix.strip("/") or any(c.isspace() for c in self.async_prefix):
+            raise ValueError(f"RESTYLE_ASYNC_PREFIX must be an S3 key prefix like 'restyle' (the deploy --prefix), "
+                             f"got {self.async_prefix!r}")
         if self.lora:
             from model.schemas import parse_looks
 

@@ -1,4 +1,4 @@
-"""``python -m deploy up | status | down | train`` — the restyle endpoints on SageMaker.  See docs/deploy.md.
+"""``python -m deploy up | status | down | train | local`` — the restyle endpoints on SageMaker.  See docs/deploy.md.
 
 Exit codes: 0 done, 1 an AWS call failed (one line naming the resource and the AWS error code), 2 bad usage.
 """
@@ -11,16 +11,18 @@ import json
 import os
 import sys
 from dataclasses import fields
+from pathlib import Path
 
 import boto3
 from botocore.exceptions import UnknownRegionError
 
-from deploy import package
+from deploy import package, weights
 from deploy.aws import Deployer, DeployError, account_and_partition, changes_as_dicts, resolve_image
 from deploy.plan import (
     DEFAULT_CLIPSEG_MODEL,
     DEFAULT_INPAINT_MODEL,
     DEFAULT_INSTANCE_TYPE,
+    DEFAULT_MIN_INSTANCES,
     DEFAULT_PREFIX,
     DEFAULT_TRAIN_INSTANCE_TYPE,
     PLACEHOLDER_ACCOUNT,
@@ -56,6 +58,13 @@ def _key_value(text: str) -> tuple[str, str]:
     return key.strip(), value
 
 
+def _id_list(text: str) -> tuple[str, ...]:
+    ids = tuple(part.strip() for part in text.split(",") if part.strip())
+    if not ids:
+        raise argparse.ArgumentTypeError(f"expected comma-separated ids, got {text!r}")
+    return ids
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     g = common.add_argument_group("common")
@@ -80,12 +89,22 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--inpaint-instance-type", help="override --instance-type for the inpaint endpoint")
     e.add_argument("--async-instance-type", help="override --instance-type for the async endpoint")
     e.add_argument("--clipseg-model", default=DEFAULT_CLIPSEG_MODEL,
-                   help="Hub id, or s3:// URI of a fine-tuned model (default: %(default)s)")
+                   help="Hub id, local folder (staged to S3 by up) or s3:// URI of a fine-tuned model "
+                        "(default: %(default)s)")
     e.add_argument("--inpaint-model", default=DEFAULT_INPAINT_MODEL,
-                   help="Hub id, or s3:// URI of a fine-tuned model (default: %(default)s)")
-    e.add_argument("--lora", help="brand looks for the inpaint endpoints: ss27=s3://…,resort=s3://… or one Hub id / s3:// URI")
-    e.add_argument("--min-instances", type=int, default=1,
-                   help="real-time endpoints: minimum instances, >= 1 (default: %(default)s)")
+                   help="Hub id, local folder (staged to S3 by up) or s3:// URI of a fine-tuned model "
+                        "(default: %(default)s)")
+    e.add_argument("--wheels", metavar="DIR",
+                   help="pack every package the image lacks from DIR (python -m deploy wheels --dest DIR) into "
+                        "model.tar.gz and install them at start with no network")
+    e.add_argument("--stage-weights", action="store_true",
+                   help="also download Hub-id models and looks on this machine and stage them in S3, so the "
+                        "endpoints never reach the Hub (HF_HUB_OFFLINE=1)")
+    e.add_argument("--lora", help="brand looks for the inpaint endpoints: ss27=s3://…,resort=./looks/resort or one "
+                                  "Hub id / s3:// URI / local folder (local folders are staged to S3 by up)")
+    e.add_argument("--min-instances", type=int, default=DEFAULT_MIN_INSTANCES,
+                   help="real-time endpoints: minimum instances, >= 1; 2 or more lets SageMaker spread them over "
+                        "Availability Zones (default: %(default)s)")
     e.add_argument("--max-instances", type=int, default=4,
                    help="real-time endpoints: maximum instances (default: %(default)s)")
     e.add_argument("--async-max-instances", type=int, default=2,
@@ -100,6 +119,30 @@ def build_parser() -> argparse.ArgumentParser:
                    help="async: MaxConcurrentInvocationsPerInstance (default: %(default)s)")
     e.add_argument("--image-uri", help="inference image (default: the Hugging Face PyTorch DLC from the "
                                        "sagemaker SDK)")
+    h = ep.add_argument_group("monitoring and hardening")
+    h.add_argument("--clipseg-latency-alarm-s", type=float, default=5.0,
+                   help="alarm (and roll an update back) when the clipseg p90 ModelLatency exceeds this many "
+                        "seconds (default: %(default)s)")
+    h.add_argument("--inpaint-latency-alarm-s", type=float, default=45.0,
+                   help="the same for the inpaint endpoint (default: %(default)s)")
+    h.add_argument("--gpu-memory-alarm", type=float, default=90.0,
+                   help="alarm when GPUMemoryUtilization exceeds this percentage (default: %(default)s)")
+    h.add_argument("--data-capture", type=float, default=0.0, metavar="PERCENT",
+                   help="capture this percentage of real-time requests and answers to s3://BUCKET/<prefix>/"
+                        "data-capture/ (they hold people's photos; default: %(default)s = off)")
+    h.add_argument("--s3-retention-days", type=int, default=7,
+                   help="expire async inputs, outputs, failures and data capture after this many days "
+                        "(S3 lifecycle rules; default: %(default)s)")
+    h.add_argument("--network-isolation", action="store_true",
+                   help="run the containers with no network access (the weights must then be in model.tar.gz)")
+    h.add_argument("--vpc-subnets", type=_id_list, default=(), metavar="SUBNET,...",
+                   help="run the endpoints in these VPC subnets (with --vpc-security-groups)")
+    h.add_argument("--vpc-security-groups", type=_id_list, default=(), metavar="SG,...",
+                   help="security groups for --vpc-subnets")
+    h.add_argument("--kms-key", help="KMS key (id, ARN or alias/NAME) for endpoint volumes, async output, data "
+                                     "capture, the SNS topics and the uploaded artifact")
+    h.add_argument("--tags", type=_key_value, action="append", default=[], metavar="KEY=VALUE",
+                   help="tag every resource deploy creates (repeatable)")
 
     parser = argparse.ArgumentParser(prog="python -m deploy", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -127,19 +170,54 @@ def build_parser() -> argparse.ArgumentParser:
                    help="hyperparameter for the CLIPSeg job only (repeatable)")
     t.add_argument("--max-runtime", type=int, default=24 * 3600, help="seconds (default: %(default)s)")
     t.add_argument("--volume-size", type=int, default=100, help="GB of training disk (default: %(default)s)")
+    wh = sub.add_parser("wheels", help="download the pinned wheels model.tar.gz carries (up --wheels DIR)")
+    wh.add_argument("--dest", required=True, help="folder for the wheels (created)")
+    wh.add_argument("--python-version", default=package.IMAGE_PYTHON,
+                    help="the image's Python (default: %(default)s)")
+    wh.add_argument("--platform", action="append", help="wheel platform tag, repeatable (default: manylinux2014 and "
+                                                       "manylinux_2_17 … 2_35 x86_64, the image's)")
+    wh.add_argument("--dry-run", action="store_true", help="print the pins and the pip command only")
+    loc = sub.add_parser("local", help="serve a model.tar.gz on loopback under the Hugging Face toolkit and "
+                                       "multi-model-server, as the SageMaker image does (no AWS, no Docker)")
+    loc.add_argument("tarball", nargs="?", help="a model.tar.gz (default: pack this checkout's model/ now)")
+    loc.add_argument("--role", required=True, choices=["clipseg", "inpaint"], help="RESTYLE_ROLE of the endpoint")
+    loc.add_argument("--port", type=int, default=8080, help="loopback port for /ping and /invocations "
+                                                            "(default: %(default)s)")
+    loc.add_argument("--tiny", metavar="DIR", nargs="?", const=".cache/tiny",
+                     help="serve the tiny random checkpoints from DIR (built there if missing)")
+    loc.add_argument("--model", help="RESTYLE_MODEL_ID: a local folder (the Hub is off: HF_HUB_OFFLINE=1)")
+    loc.add_argument("--lora", help="RESTYLE_LORA for the inpaint role")
+    loc.add_argument("--toolkit", default=os.environ.get("RESTYLE_TOOLKIT_DIR"),
+                     help="a folder the toolkit packages were pip install --target-ed into "
+                          "(env RESTYLE_TOOLKIT_DIR; default: the current environment)")
+    loc.add_argument("--workdir", help="where the tarball is extracted (default: a new temporary folder)")
+    loc.add_argument("--log", help="append the model server's output to this file (default: the terminal)")
     return parser
 
 
+#: What a dry run plans for when no region is configured anywhere (it says so).
+DRY_RUN_REGION = "us-east-1"
+
+
 def _region(args: argparse.Namespace, session: boto3.Session) -> str:
-    """--region, else the AWS config; checked offline against botocore's partitions (no AWS call)."""
+    """--region, else AWS_REGION (which botocore itself ignores), else AWS_DEFAULT_REGION / the AWS config; checked
+    offline against botocore's partitions (no AWS call).  ``args.region_source`` says where it came from."""
     if args.region is not None and not args.region.strip():
         raise UsageError("--region must not be empty (leave it out for the AWS config / AWS_REGION)")
-    region = args.region or session.region_name
-    if not region:
-        if args.dry_run:
-            return "us-east-1"
+    env_region = os.environ.get("AWS_REGION", "").strip()
+    if args.region:
+        region, source = args.region, "--region"
+    elif env_region:
+        region, source = env_region, "AWS_REGION"
+    elif session.region_name:
+        region = session.region_name
+        source = "AWS_DEFAULT_REGION" if os.environ.get("AWS_DEFAULT_REGION") else "the AWS config"
+    elif args.dry_run:
+        region, source = DRY_RUN_REGION, ("no region is set (--region, AWS_REGION, AWS_DEFAULT_REGION or the AWS "
+                                          f"config), so the dry run plans {DRY_RUN_REGION}")
+    else:
         raise UsageError("no AWS region: pass --region or set AWS_REGION / AWS_DEFAULT_REGION")
-    source = "--region" if args.region else "the AWS config / AWS_REGION / AWS_DEFAULT_REGION"
+    args.region_source = source
     try:
         check_region(region)
         session.get_partition_for_region(region)
@@ -168,6 +246,8 @@ def _settings(args: argparse.Namespace, region: str, account: str, partition: st
     values = {f.name: getattr(args, f.name) for f in fields(Settings) if hasattr(args, f.name)}
     values.update(region=region, account_id=account, partition=partition,
                   bucket=args.bucket or PLACEHOLDER_BUCKET, role_arn=args.role_arn or PLACEHOLDER_ROLE_ARN)
+    if "tags" in values:
+        values["tags"] = tuple(values["tags"])
     return Settings(**values)
 
 
@@ -191,10 +271,35 @@ def _checked(args: argparse.Namespace, session: boto3.Session, region: str) -> S
 
 
 def _plan(args, session, region):
+    """(plan, model bundle, weights to stage).  Model flags naming a local folder (and Hub ids with
+    --stage-weights) are hashed here and planned as their s3:// staging prefix."""
     _checked(args, session, region)  # usage errors before any AWS call and the slow parts
     account, partition = _identity(args, session, region)
+    stage_hub = getattr(args, "stage_weights", False)
+    try:
+        staged = weights.plan_staging({"clipseg": args.clipseg_model, "inpaint": args.inpaint_model},
+                                      stage_hub=stage_hub)
+        looks = weights.plan_look_staging(args.lora, stage_hub=stage_hub)
+    except weights.StagingError as exc:
+        raise UsageError(str(exc)) from None
+    bucket = args.bucket or PLACEHOLDER_BUCKET
+    wheels_dir = getattr(args, "wheels", None)
+    if wheels_dir is not None and not os.path.isdir(wheels_dir):
+        raise UsageError(f"--wheels {wheels_dir}: no such folder (fill it with python -m deploy wheels --dest DIR)")
+    for role, w in staged.items():
+        setattr(args, f"{role}_model", w.uri(bucket, args.prefix))
+    if looks:
+        from model.schemas import format_looks, parse_looks
+
+        refs = parse_looks(args.lora)
+        args.lora = format_looks({name: looks[name].uri(bucket, args.prefix) if name in looks else ref
+                                  for name, ref in refs.items()})
+        staged.update({f"look:{name}": w for name, w in looks.items()})
     settings = _settings(args, region, account, partition)
-    bundle = package.model_tarball()
+    try:
+        bundle = package.model_tarball(wheels=Path(wheels_dir) if wheels_dir else None)
+    except FileNotFoundError as exc:
+        raise UsageError(f"--wheels: {exc}") from None
     images = {}
     for itype in sorted(set(instance_types(settings).values())):
         image = args.image_uri or resolve_image(region, itype, "inference")
@@ -202,7 +307,13 @@ def _plan(args, session, region):
             raise UsageError(f"the installed sagemaker SDK knows no Hugging Face inference image for {itype} in "
                              f"{region}; pass --image-uri")
         images[itype] = image
-    return build_plan(settings, artifact_sha256=bundle.sha256, images=images), bundle
+    return build_plan(settings, artifact_sha256=bundle.sha256, images=images), bundle, staged
+
+
+def _staging_text(staged: dict, bucket: str, prefix: str) -> str:
+    return "".join(f"\n  weights   {w.source} -> {w.uri(bucket, prefix)}  ({len(w.files)} files, "
+                   f"{w.size / 1e6:.1f} MB; the endpoint copies it from S3, never from the Hub)"
+                   for w in staged.values())
 
 
 def _report(args, command: str, changes) -> int:
@@ -219,40 +330,59 @@ def _report(args, command: str, changes) -> int:
     return 0
 
 
+def _session(args: argparse.Namespace) -> tuple[boto3.Session, str]:
+    """A session in the region ``_region`` picks (AWS_REGION included), and that region."""
+    region = _region(args, boto3.Session(region_name=args.region))
+    return boto3.Session(region_name=region), region
+
+
+def _where(args: argparse.Namespace, region: str) -> str:
+    source = getattr(args, "region_source", "--region")
+    return f"region {region} ({source})" if source.startswith("no region") else f"region {region} (from {source})"
+
+
 def cmd_up(args: argparse.Namespace) -> int:
     _require(args, "--bucket", "--role-arn")
-    session = boto3.Session(region_name=args.region)
-    region = _region(args, session)
-    plan, bundle = _plan(args, session, region)
+    session, region = _session(args)
+    plan, bundle, staged = _plan(args, session, region)
     if args.dry_run:
-        _emit(args, {"dry_run": True, "plan": plan.to_dict()}, render_plan(plan) + "\n(dry run: nothing created)")
+        _emit(args, {"dry_run": True, "region_source": args.region_source, "plan": plan.to_dict(),
+                     "weights": {r: {"source": w.source, "uri": w.uri(plan.bucket, args.prefix), "files": len(w.files),
+                                     "bytes": w.size} for r, w in staged.items()}},
+              render_plan(plan) + _staging_text(staged, plan.bucket, args.prefix)
+              + f"\n(dry run: nothing created; {_where(args, region)})")
         return 0
     log = _log(args)
     log(f"up: {len(plan.endpoints)} endpoints in {region} (prefix {args.prefix})")
-    changes = Deployer(session, region, log).up(plan, bundle)
+    changes = Deployer(session, region, log).up(plan, bundle, staged=list(staged.values()), s3_prefix=args.prefix)
     return _report(args, "up", changes)
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    _require(args, "--bucket", "--role-arn")
-    session = boto3.Session(region_name=args.region)
-    region = _region(args, session)
-    plan, _ = _plan(args, session, region)
+    """Needs only what it reads: the endpoint names (prefix / overrides) and the region.  With --bucket and
+    --role-arn it also compares against the plan (artifact, model and config versions); without, it reports what
+    exists under those names."""
+    session, region = _session(args)
+    plan, _, _ = _plan(args, session, region)
+    compare = bool(args.bucket and args.role_arn)
     if args.dry_run:
-        _emit(args, {"dry_run": True, "plan": plan.to_dict()}, render_plan(plan))
+        _emit(args, {"dry_run": True, "region_source": args.region_source, "plan": plan.to_dict()},
+              render_plan(plan) + f"\n(dry run; {_where(args, region)})")
         return 0
-    rows = Deployer(session, region, _log(args)).status(plan)
+    rows = Deployer(session, region, _log(args)).status(plan, compare=compare)
     text = "\n".join(f"  {r['state']:<18} {r['kind']:<16} {r['name']}" + (f"  ({r['detail']})" if r["detail"]
                                                                           else "") for r in rows)
-    _emit(args, {"region": region, "resources": rows}, f"status ({region}):\n{text}")
+    note = "" if compare else ("\n  (without --bucket and --role-arn the artifact, model and config versions are "
+                               "not compared with the plan)")
+    _emit(args, {"region": region, "compared_with_plan": compare, "resources": rows},
+          f"status ({region}):\n{text}{note}")
     return 0
 
 
 def cmd_down(args: argparse.Namespace) -> int:
     if args.purge_s3 and not args.bucket:  # even with --dry-run: there is nothing to show without it
         raise UsageError("down --purge-s3 needs --bucket (or env RESTYLE_BUCKET)")
-    session = boto3.Session(region_name=args.region)
-    region = _region(args, session)
+    session, region = _session(args)
     _checked(args, session, region)  # usage errors before any AWS call
     account, partition = _identity(args, session, region)
     names = names_for(_settings(args, region, account, partition))
@@ -260,15 +390,18 @@ def cmd_down(args: argparse.Namespace) -> int:
     if args.dry_run:
         targets = {
             "alarm": names.alarm,
+            "monitoring_alarms (if present)": names.monitor_alarms(),
             "scaling": [resource_id(e) for e in names.endpoints.values()],
             "endpoints": list(names.endpoints.values()),
             "endpoint_configs_and_models": [f"{e}-<8 hex>" for e in names.endpoints.values()],
             "sns_topics": list(topics.values()),
             "s3": f"s3://{args.bucket}/{names.s3_prefix}/ (not {names.s3_prefix}/training/)" if args.purge_s3
             else None,
+            "s3_lifecycle_rules": names.lifecycle_rule_ids() if args.bucket else None,
         }
         text = "down would delete (if present):\n" + "\n".join(f"  {k}: {v}" for k, v in targets.items() if v)
-        _emit(args, {"dry_run": True, "would_delete": targets}, text + "\n(dry run: nothing deleted)")
+        _emit(args, {"dry_run": True, "region_source": args.region_source, "would_delete": targets},
+              text + f"\n(dry run: nothing deleted; {_where(args, region)})")
         return 0
     changes = Deployer(session, region, _log(args)).down(names, topics, args.bucket, args.purge_s3)
     return _report(args, "down", changes)
@@ -276,8 +409,7 @@ def cmd_down(args: argparse.Namespace) -> int:
 
 def cmd_train(args: argparse.Namespace) -> int:
     _require(args, "--bucket", "--role-arn")
-    session = boto3.Session(region_name=args.region)
-    region = _region(args, session)
+    session, region = _session(args)
     settings = TrainSettings(
         region=region, bucket=args.bucket or PLACEHOLDER_BUCKET, role_arn=args.role_arn or PLACEHOLDER_ROLE_ARN,
         prefix=args.prefix, lora_data=args.lora_data, clipseg_data=args.clipseg_data,
@@ -302,7 +434,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             f"data {j['InputDataConfig'][0]['DataSource']['S3DataSource']['S3Uri']}  "
             f"{j['ResourceConfig']['InstanceType']}" for j in jobs)
         _emit(args, {"dry_run": True, "jobs": jobs},
-              f"train would launch:\n{text}\n  image {image}\n(dry run: nothing created)")
+              f"train would launch:\n{text}\n  image {image}\n(dry run: nothing created; {_where(args, region)})")
         return 0
     deployer = Deployer(session, region, _log(args))
     deployer.put_object(args.bucket, sourcedir_key(args.prefix, bundle.sha256), bundle, "sourcedir")
@@ -314,7 +446,91 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"up": cmd_up, "status": cmd_status, "down": cmd_down, "train": cmd_train}
+def cmd_wheels(args: argparse.Namespace) -> int:
+    """``pip download`` of exactly the tested versions, for the image's platform, without their dependencies
+    (the closure is computed here; torch and its CUDA stack come with the image)."""
+    import subprocess
+
+    try:
+        needed = package.closure()
+    except FileNotFoundError as exc:
+        raise UsageError(str(exc)) from None
+    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--dest", args.dest,
+           "--python-version", args.python_version, "--implementation", "cp",
+           *[f"--platform={tag}" for tag in (args.platform or package.IMAGE_PLATFORMS)],
+           *[f"{n}=={v}" for n, v in needed.items()]]
+    if args.dry_run:
+        print(" ".join(cmd))
+        return 0
+    Path(args.dest).mkdir(parents=True, exist_ok=True)
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        last = [line for line in proc.stderr.splitlines() if line.strip()][-1:] or ["pip failed"]
+        print(f"error: pip download failed: {last[0][:300]}", file=sys.stderr)
+        return 1
+    missing = package.missing_wheels(Path(args.dest), needed)
+    if missing:
+        print(f"error: {args.dest} still lacks {', '.join(missing)}", file=sys.stderr)
+        return 1
+    print(f"wheels: {len(needed)} pinned wheels for CPython {args.python_version} in {args.dest}")
+    return 0
+
+
+def cmd_local(args: argparse.Namespace) -> int:
+    import tempfile
+    from pathlib import Path
+
+    from deploy import local
+
+    if not 1 <= args.port <= 65535:
+        raise UsageError(f"--port must be 1-65535, got {args.port}")
+    if args.tarball and not Path(args.tarball).is_file():
+        raise UsageError(f"no such model.tar.gz: {args.tarball}")
+    if args.tiny and args.model:
+        raise UsageError("give --tiny or --model, not both")
+    if args.lora and args.role != "inpaint":
+        raise UsageError("--lora is for --role inpaint")
+    model_id, lora = args.model, args.lora
+    if args.tiny:
+        from model.tiny import TINY_LOOKS, build_tiny
+
+        root = build_tiny(args.tiny)
+        model_id = str(Path(root, args.role).resolve())
+        if args.role == "inpaint" and not lora:
+            lora = ",".join(f"{n}={Path(root, 'looks', n).resolve()}" for n in TINY_LOOKS)
+    if model_id is None and args.tarball is None:
+        raise UsageError("give --tiny, --model FOLDER, or a model.tar.gz that holds its weights")
+    tarball = Path(args.tarball) if args.tarball else package.model_tarball().data
+    workdir = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="restyle-local-"))
+    try:
+        server = local.serve(tarball, role=args.role, port=args.port, workdir=workdir, model_id=model_id, lora=lora,
+                             toolkit=args.toolkit, log_file=Path(args.log) if args.log else None)
+    except local.LocalError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    def _terminate(signo, frame) -> None:  # `kill PID` stops MMS and its workers too
+        raise KeyboardInterrupt
+
+    import signal
+
+    signal.signal(signal.SIGTERM, _terminate)
+    try:
+        local.wait_ready(server)
+        print(f"serving {args.role} on http://127.0.0.1:{args.port} (/ping, /invocations) under the Hugging Face "
+              "toolkit and multi-model-server; Ctrl-C stops", flush=True)
+        server.process.wait()
+        return server.process.returncode or 0
+    except local.LocalError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        server.stop()
+
+
+COMMANDS = {"up": cmd_up, "status": cmd_status, "down": cmd_down, "train": cmd_train, "local": cmd_local,
+            "wheels": cmd_wheels}
 
 
 def main(argv: list[str] | None = None) -> int:

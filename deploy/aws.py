@@ -21,7 +21,17 @@ from botocore.exceptions import (
 )
 
 from deploy.package import Bundle
-from deploy.plan import DIMENSION, NAMESPACE, EndpointPlan, Names, Plan, PolicySpec, resource_id
+from deploy.plan import (
+    DIMENSION,
+    NAMESPACE,
+    OWN_TAG,
+    EndpointPlan,
+    MonitorSpec,
+    Names,
+    Plan,
+    PolicySpec,
+    resource_id,
+)
 
 #: ``image_uris.retrieve("huggingface", ...)`` combinations, newest first; the first one the installed SDK knows wins.
 INFERENCE_IMAGES = [("4.51.3", "pytorch2.6.0", "py312"), ("4.49.0", "pytorch2.6.0", "py312"),
@@ -29,7 +39,8 @@ INFERENCE_IMAGES = [("4.51.3", "pytorch2.6.0", "py312"), ("4.49.0", "pytorch2.6.
 TRAINING_IMAGES = [("4.56.2", "pytorch2.8.0", "py312"), ("4.49.0", "pytorch2.5.1", "py311"),
                    ("4.36.0", "pytorch2.1.0", "py310")]
 _ENDPOINT_BUSY = {"Creating", "Updating", "SystemUpdating", "RollingBack", "Deleting"}
-_NOT_FOUND = {"NotFound", "NoSuchKey", "404", "ResourceNotFound", "ResourceNotFoundException", "NoSuchEntity"}
+_NOT_FOUND = {"NotFound", "NoSuchKey", "404", "ResourceNotFound", "ResourceNotFoundException", "NoSuchEntity",
+              "NoSuchLifecycleConfiguration"}
 _WAIT = {"Delay": 30, "MaxAttempts": 120}  # up to an hour: endpoints that download SD weights take minutes
 
 
@@ -135,6 +146,11 @@ class Deployer:
         self.s3 = session.client("s3", region_name=region)
         self.log = log
         self.changes: list[Change] = []
+        self.tags: tuple[tuple[str, str], ...] = ()  # the user's --tags, set by ``up``
+
+    def _tag_list(self, endpoint: str | None = None) -> list[dict]:
+        own = [{"Key": OWN_TAG, "Value": endpoint}] if endpoint else []
+        return own + [{"Key": k, "Value": v} for k, v in self.tags]
 
     def _record(self, action: str, kind: str, name: str, detail: str = "") -> None:
         change = Change(action, kind, name, detail)
@@ -143,11 +159,18 @@ class Deployer:
 
     # --- up ---------------------------------------------------------------------------------------------------
 
-    def up(self, plan: Plan, artifact: Bundle) -> list[Change]:
+    def up(self, plan: Plan, artifact: Bundle, staged: list | None = None, s3_prefix: str = "") -> list[Change]:
         self.changes = []
-        self.put_object(plan.bucket, plan.artifact_key, artifact, "artifact")
+        self.tags = plan.tags
+        for w in staged or []:
+            self.stage_weights(plan.bucket, w.key_prefix(s3_prefix), w, plan.kms_key)
+        self.put_object(plan.bucket, plan.artifact_key, artifact, "artifact", kms_key=plan.kms_key)
+        self._lifecycle(plan.bucket, list(plan.lifecycle_rules))
         for name, arn in plan.topics.items():
-            self._topic(name, arn)
+            self._topic(name, arn, plan.kms_key)
+        for ep in plan.endpoints:  # before the endpoints: an update rolls back on them
+            for monitor in ep.monitors:
+                self._monitor(ep, monitor)
         for ep in plan.endpoints:
             self._model(ep)
             self._config(ep)
@@ -161,25 +184,89 @@ class Deployer:
                 self._alarm(ep, arns[ep.alarm.policy_name])
         return self.changes
 
-    def put_object(self, bucket: str, key: str, bundle: Bundle, kind: str) -> None:
+    def put_object(self, bucket: str, key: str, bundle: Bundle, kind: str, kms_key: str | None = None) -> None:
         url = f"s3://{bucket}/{key}"
+        extra: dict = {"ServerSideEncryption": "aws:kms", "SSEKMSKeyId": kms_key} if kms_key else {}
+        if self.tags:
+            from urllib.parse import urlencode
+
+            extra["Tagging"] = urlencode(list(self.tags))
         with aws(kind, url):
             if _describe(self.s3.head_object, Bucket=bucket, Key=key) is not None:
                 self._record("unchanged", kind, url)
                 return
             self.s3.put_object(Bucket=bucket, Key=key, Body=bundle.data, ContentType="application/gzip",
-                               Metadata={"sha256": bundle.sha256})
+                               Metadata={"sha256": bundle.sha256}, **extra)
         self._record("created", kind, url, f"{len(bundle.data)} bytes")
 
-    def _topic(self, name: str, arn: str) -> None:
+    def stage_weights(self, bucket: str, key_prefix: str, w, kms_key: str | None = None) -> None:
+        """Upload a local weights folder under ``key_prefix/`` once; ``key_prefix.complete`` marks it done."""
+        url = f"s3://{bucket}/{key_prefix}/"
+        marker = f"{key_prefix}.complete"
+        extra: dict = {"ServerSideEncryption": "aws:kms", "SSEKMSKeyId": kms_key} if kms_key else {}
+        if self.tags:
+            from urllib.parse import urlencode
+
+            extra["Tagging"] = urlencode(list(self.tags))
+        with aws("weights", url):
+            if _describe(self.s3.head_object, Bucket=bucket, Key=marker) is not None:
+                self._record("unchanged", "weights", url, w.source)
+                return
+            for rel in w.files:
+                self.s3.upload_file(str(w.folder / rel), bucket, f"{key_prefix}/{rel}", ExtraArgs=dict(extra))
+            self.s3.put_object(Bucket=bucket, Key=marker, Body=f"{w.digest}\n".encode(), **extra)
+        self._record("created", "weights", url, f"{w.source}: {len(w.files)} files, {w.size / 1e6:.1f} MB")
+
+    def _lifecycle(self, bucket: str, rules: list[dict]) -> None:
+        """Our expiry rules merged into the bucket's lifecycle configuration (other rules are kept)."""
+        if not rules:
+            return
+        ours = {r["ID"] for r in rules}
+        name = f"s3://{bucket} ({', '.join(r['Filter']['Prefix'] for r in rules)})"
+        with aws("s3 lifecycle", name):
+            current = self._lifecycle_rules(bucket)
+            mine = sorted((r for r in current if r.get("ID") in ours), key=lambda r: r["ID"])
+            if subset(sorted(rules, key=lambda r: r["ID"]), mine):
+                self._record("unchanged", "s3 lifecycle", name)
+                return
+            others = [r for r in current if r.get("ID") not in ours]
+            self.s3.put_bucket_lifecycle_configuration(Bucket=bucket,
+                                                       LifecycleConfiguration={"Rules": others + rules})
+        self._record("updated" if mine else "created", "s3 lifecycle", name,
+                     f"expire after {rules[0]['Expiration']['Days']} days")
+
+    def _lifecycle_rules(self, bucket: str) -> list[dict]:
+        found = _describe(self.s3.get_bucket_lifecycle_configuration, Bucket=bucket)
+        return list((found or {}).get("Rules", []))
+
+    def _topic(self, name: str, arn: str, kms_key: str | None = None) -> None:
         with aws("sns topic", name):
-            if _describe(self.sns.get_topic_attributes, TopicArn=arn) is not None:
+            found = _describe(self.sns.get_topic_attributes, TopicArn=arn)
+            if found is not None:
+                if kms_key and found.get("Attributes", {}).get("KmsMasterKeyId") != kms_key:
+                    self.sns.set_topic_attributes(TopicArn=arn, AttributeName="KmsMasterKeyId",
+                                                  AttributeValue=kms_key)
+                    self._record("updated", "sns topic", name, "encrypted with --kms-key")
+                    return
                 self._record("unchanged", "sns topic", name)
                 return
-            got = self.sns.create_topic(Name=name)["TopicArn"]
+            extra: dict = {"Attributes": {"KmsMasterKeyId": kms_key}} if kms_key else {}
+            if self.tags:
+                extra["Tags"] = self._tag_list()
+            got = self.sns.create_topic(Name=name, **extra)["TopicArn"]
         if got != arn:
             raise DeployError(f"sns topic {name}: ArnMismatch: created {got}, the plan expected {arn}")
         self._record("created", "sns topic", name)
+
+    def _monitor(self, ep: EndpointPlan, monitor: MonitorSpec) -> None:
+        want = {"AlarmName": monitor.name, **monitor.request}
+        with aws("alarm", monitor.name):
+            found = self.cw.describe_alarms(AlarmNames=[monitor.name])["MetricAlarms"]
+            if found and subset(want, found[0]):
+                self._record("unchanged", "alarm", monitor.name)
+                return
+            self.cw.put_metric_alarm(**want, Tags=self._tag_list(ep.name))
+        self._record("updated" if found else "created", "alarm", monitor.name, monitor.request["MetricName"])
 
     def _model(self, ep: EndpointPlan) -> None:
         m = ep.model
@@ -187,11 +274,14 @@ class Deployer:
             if _describe(self.sm.describe_model, ModelName=m.name) is not None:
                 self._record("unchanged", "model", m.name)
                 return
+            extra: dict = {"EnableNetworkIsolation": True} if m.network_isolation else {}
+            if m.vpc_config:
+                extra["VpcConfig"] = m.vpc_config
             self.sm.create_model(
                 ModelName=m.name, ExecutionRoleArn=m.execution_role_arn,
                 PrimaryContainer={"Image": m.image, "ModelDataUrl": m.model_data_url,
                                   "Environment": m.environment},
-                Tags=[{"Key": "restyle:endpoint", "Value": ep.name}])
+                Tags=self._tag_list(ep.name), **extra)
         self._record("created", "model", m.name)
 
     def _config(self, ep: EndpointPlan) -> None:
@@ -200,9 +290,13 @@ class Deployer:
             if _describe(self.sm.describe_endpoint_config, EndpointConfigName=c.name) is not None:
                 self._record("unchanged", "endpoint config", c.name)
                 return
-            extra = {"AsyncInferenceConfig": c.async_inference_config} if c.async_inference_config else {}
+            extra: dict = {"AsyncInferenceConfig": c.async_inference_config} if c.async_inference_config else {}
+            if c.kms_key_id:
+                extra["KmsKeyId"] = c.kms_key_id
+            if c.data_capture_config:
+                extra["DataCaptureConfig"] = c.data_capture_config
             self.sm.create_endpoint_config(EndpointConfigName=c.name, ProductionVariants=[c.production_variant],
-                                           Tags=[{"Key": "restyle:endpoint", "Value": ep.name}], **extra)
+                                           Tags=self._tag_list(ep.name), **extra)
         self._record("created", "endpoint config", c.name)
 
     def _endpoint(self, ep: EndpointPlan) -> None:
@@ -218,9 +312,10 @@ class Deployer:
                     self.sm.delete_endpoint(EndpointName=ep.name)
                 self.sm.get_waiter("endpoint_deleted").wait(EndpointName=ep.name, WaiterConfig=_WAIT)
                 current, recreated = None, True
+            deployment = {"DeploymentConfig": ep.deployment_config} if ep.deployment_config else {}
             if current is None:
                 self.sm.create_endpoint(EndpointName=ep.name, EndpointConfigName=ep.config.name,
-                                        Tags=[{"Key": "restyle:endpoint", "Value": ep.name}])
+                                        Tags=self._tag_list(ep.name), **deployment)
                 self._record("recreated" if recreated else "created", "endpoint", ep.name, ep.config.name)
                 return
             if current["EndpointConfigName"] == ep.config.name:
@@ -232,7 +327,8 @@ class Deployer:
             old_type = ((old or {}).get("ProductionVariants") or [{}])[0].get("InstanceType")
             if old_type != ep.config.production_variant["InstanceType"]:
                 self._release_scaling(ep.scaling.resource_id)
-            self.sm.update_endpoint(EndpointName=ep.name, EndpointConfigName=ep.config.name)
+            # blue/green with automatic rollback when one of the endpoint's alarms fires during the update
+            self.sm.update_endpoint(EndpointName=ep.name, EndpointConfigName=ep.config.name, **deployment)
         self._record("updated", "endpoint", ep.name, f"{current['EndpointConfigName']} -> {ep.config.name}")
 
     def _wait_in_service(self, name: str, tolerate_failure: bool = False) -> None:
@@ -277,9 +373,10 @@ class Deployer:
                                                                                       sc.max_capacity):
                 self._record("unchanged", "scalable target", sc.resource_id)
             else:
+                tags = {"Tags": {t["Key"]: t["Value"] for t in self._tag_list(ep.name)}} if not targets else {}
                 self.aas.register_scalable_target(ServiceNamespace=NAMESPACE, ResourceId=sc.resource_id,
                                                   ScalableDimension=DIMENSION, MinCapacity=sc.min_capacity,
-                                                  MaxCapacity=sc.max_capacity)
+                                                  MaxCapacity=sc.max_capacity, **tags)
                 self._record("updated" if targets else "created", "scalable target", sc.resource_id,
                              f"{sc.min_capacity}..{sc.max_capacity}")
             existing = self._policies(sc.resource_id)
@@ -309,37 +406,46 @@ class Deployer:
             if found and subset(want, found[0]):
                 self._record("unchanged", "alarm", alarm.name)
                 return
-            self.cw.put_metric_alarm(**want)
+            self.cw.put_metric_alarm(**want, Tags=self._tag_list(ep.name))
         self._record("updated" if found else "created", "alarm", alarm.name)
 
     # --- status -----------------------------------------------------------------------------------------------
 
-    def status(self, plan: Plan) -> list[dict]:
+    def status(self, plan: Plan, compare: bool = True) -> list[dict]:
+        """One row per planned resource.  ``compare=False`` (no --bucket / --role-arn, so the versioned names are
+        unknown): the artifact, models and configs are not looked up, and an endpoint shows the config it serves."""
         rows: list[dict] = []
 
         def row(kind: str, name: str, state: str, detail: str = "") -> None:
             rows.append({"kind": kind, "name": name, "state": state, "detail": detail})
 
-        with aws("artifact", plan.artifact_url):
-            head = _describe(self.s3.head_object, Bucket=plan.bucket, Key=plan.artifact_key)
-        row("artifact", plan.artifact_url, "exists" if head else "missing")
+        if compare:
+            with aws("artifact", plan.artifact_url):
+                head = _describe(self.s3.head_object, Bucket=plan.bucket, Key=plan.artifact_key)
+            row("artifact", plan.artifact_url, "exists" if head else "missing")
         for name, arn in plan.topics.items():
             with aws("sns topic", name):
                 row("sns topic", name, "exists" if _describe(self.sns.get_topic_attributes, TopicArn=arn)
                     else "missing")
         for ep in plan.endpoints:
             with aws("endpoint", ep.name):
-                model = _describe(self.sm.describe_model, ModelName=ep.model.name)
-                config = _describe(self.sm.describe_endpoint_config, EndpointConfigName=ep.config.name)
+                if compare:
+                    model = _describe(self.sm.describe_model, ModelName=ep.model.name)
+                    config = _describe(self.sm.describe_endpoint_config, EndpointConfigName=ep.config.name)
                 endpoint = _describe(self.sm.describe_endpoint, EndpointName=ep.name)
-            row("model", ep.model.name, "exists" if model else "missing")
-            row("endpoint config", ep.config.name, "exists" if config else "missing")
+            if compare:
+                row("model", ep.model.name, "exists" if model else "missing")
+                row("endpoint config", ep.config.name, "exists" if config else "missing")
             if endpoint is None:
                 row("endpoint", ep.name, "missing")
             else:
                 cur = endpoint["EndpointConfigName"]
-                state = endpoint["EndpointStatus"] if cur == ep.config.name else "outdated"
-                detail = cur if cur == ep.config.name else f"serving {cur}, planned {ep.config.name}"
+                if not compare:
+                    state, detail = endpoint["EndpointStatus"], f"serving {cur}"
+                elif cur == ep.config.name:
+                    state, detail = endpoint["EndpointStatus"], cur
+                else:
+                    state, detail = "outdated", f"serving {cur}, planned {ep.config.name}"
                 if endpoint.get("FailureReason"):
                     detail += f"; {endpoint['FailureReason']}"
                 variants = endpoint.get("ProductionVariants") or [{}]
@@ -361,10 +467,19 @@ class Deployer:
                 state = "missing" if p is None else (
                     "exists" if subset(spec.configuration, p.get(spec.config_key)) else "differs")
                 row("scaling policy", spec.name, state)
-            if ep.alarm:
-                with aws("alarm", ep.alarm.name):
-                    found = self.cw.describe_alarms(AlarmNames=[ep.alarm.name])["MetricAlarms"]
-                row("alarm", ep.alarm.name, found[0].get("StateValue", "exists") if found else "missing")
+            alarms = ([ep.alarm.name] if ep.alarm else []) + [m.name for m in ep.monitors]
+            if alarms:
+                with aws("alarm", alarms[0]):
+                    found = {a["AlarmName"]: a for a in self.cw.describe_alarms(AlarmNames=alarms)["MetricAlarms"]}
+                for name in alarms:
+                    row("alarm", name, found[name].get("StateValue", "exists") if name in found else "missing")
+        if compare and plan.lifecycle_rules:
+            with aws("s3 lifecycle", f"s3://{plan.bucket}"):
+                have = {r.get("ID"): r for r in self._lifecycle_rules(plan.bucket)}
+            for rule in plan.lifecycle_rules:
+                state = "missing" if rule["ID"] not in have else ("exists" if subset(rule, have[rule["ID"]])
+                                                                  else "differs")
+                row("s3 lifecycle", f"s3://{plan.bucket}/{rule['Filter']['Prefix']}", state)
         return rows
 
     # --- down -------------------------------------------------------------------------------------------------
@@ -377,6 +492,13 @@ class Deployer:
                 self._record("deleted", "alarm", names.alarm)
             else:
                 self._record("absent", "alarm", names.alarm)
+        monitors = names.monitor_alarms()
+        with aws("alarm", f"{names.prefix} monitoring alarms"):
+            present = [a["AlarmName"] for a in self.cw.describe_alarms(AlarmNames=monitors)["MetricAlarms"]]
+            if present:
+                self.cw.delete_alarms(AlarmNames=present)
+        for name in present:
+            self._record("deleted", "alarm", name)
         for endpoint in names.endpoints.values():
             rid = resource_id(endpoint)
             with aws("scalable target", rid):
@@ -412,9 +534,25 @@ class Deployer:
                     self._record("deleted", "sns topic", name)
                 else:
                     self._record("absent", "sns topic", name)
+        if bucket:
+            self._drop_lifecycle(bucket, set(names.lifecycle_rule_ids()))
         if purge_s3 and bucket:
             self._purge(bucket, names.s3_prefix)
         return self.changes
+
+    def _drop_lifecycle(self, bucket: str, ours: set[str]) -> None:
+        """Remove our expiry rules from the bucket's lifecycle configuration; other rules stay."""
+        with aws("s3 lifecycle", f"s3://{bucket}"):
+            current = self._lifecycle_rules(bucket)
+            others = [r for r in current if r.get("ID") not in ours]
+            if len(others) == len(current):
+                self._record("absent", "s3 lifecycle", f"s3://{bucket}")
+                return
+            if others:
+                self.s3.put_bucket_lifecycle_configuration(Bucket=bucket, LifecycleConfiguration={"Rules": others})
+            else:
+                self.s3.delete_bucket_lifecycle(Bucket=bucket)
+        self._record("deleted", "s3 lifecycle", f"s3://{bucket}", f"{len(current) - len(others)} rule(s)")
 
     def _purge(self, bucket: str, s3_prefix: str) -> None:
         """Delete ``s3://bucket/<prefix>/`` except ``<prefix>/training/`` (training outputs are kept)."""

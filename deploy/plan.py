@@ -1,10 +1,12 @@
 """What should exist on AWS, as plain data.  Pure: no boto3, no clock, no network — tested without AWS.
 
 ``build_plan`` turns ``Settings`` (the CLI flags) into a ``Plan``: per endpoint a SageMaker Model, an endpoint config,
-the endpoint, its Application Auto Scaling target and policies, and (async only) the wake-from-zero alarm.  Models
-and endpoint configs are immutable on SageMaker, so their names end in a hash of their content
-(``<endpoint>-<8 hex>``): a new tarball, image, instance type or setting gives a new name, which ``up`` creates and
-then points the endpoint at — nothing is ever edited in place.
+the endpoint, its Application Auto Scaling target and policies, its CloudWatch alarms (5xx / failures, ModelLatency,
+GPU memory → the ``<prefix>-alarms`` SNS topic), the ``DeploymentConfig`` that rolls an update back when one of
+them fires, and (async only) the wake-from-zero alarm; plus S3 lifecycle rules for the async input, output and
+failure objects.  Models and endpoint configs are immutable on SageMaker, so their names end in a hash of their
+content (``<endpoint>-<8 hex>``): a new tarball, image, instance type or setting gives a new name, which ``up``
+creates and then points the endpoint at — nothing is ever edited in place.
 """
 
 from __future__ import annotations
@@ -23,6 +25,11 @@ DEFAULT_CLIPSEG_MODEL = "CIDAS/clipseg-rd64-refined"
 DEFAULT_INPAINT_MODEL = "stable-diffusion-v1-5/stable-diffusion-inpainting"
 DEFAULT_INSTANCE_TYPE = "ml.g5.xlarge"
 DEFAULT_TRAIN_INSTANCE_TYPE = "ml.g5.2xlarge"
+#: Real-time endpoints start with (and never scale below) this many instances: SageMaker spreads them over AZs.
+DEFAULT_MIN_INSTANCES = 2
+#: Our own tag on every resource (user --tags come on top); AWS allows 50 per resource.
+OWN_TAG = "restyle:endpoint"
+MAX_USER_TAGS = 45
 
 VARIANT = "AllTraffic"
 NAMESPACE = "sagemaker"
@@ -64,7 +71,7 @@ class Settings:
     clipseg_model: str = DEFAULT_CLIPSEG_MODEL
     inpaint_model: str = DEFAULT_INPAINT_MODEL
     lora: str | None = None
-    min_instances: int = 1
+    min_instances: int = DEFAULT_MIN_INSTANCES
     max_instances: int = 4
     async_max_instances: int = 2
     clipseg_target_invocations: float = 300.0
@@ -72,6 +79,17 @@ class Settings:
     async_target_backlog: float = 4.0
     async_max_concurrency: int = 2
     image_uri: str | None = None
+    # production defaults and hardening
+    clipseg_latency_alarm_s: float = 5.0
+    inpaint_latency_alarm_s: float = 45.0
+    gpu_memory_alarm: float = 90.0
+    data_capture: float = 0.0  # percent of real-time requests captured to S3; 0 = off
+    s3_retention_days: int = 7
+    network_isolation: bool = False
+    vpc_subnets: tuple[str, ...] = ()
+    vpc_security_groups: tuple[str, ...] = ()
+    kms_key: str | None = None
+    tags: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -84,10 +102,24 @@ class Names:
     error_topic: str
     alarm: str
     s3_prefix: str  # key prefix in the bucket, no trailing slash
+    alarm_topic: str = ""
 
     def versions(self, endpoint: str) -> re.Pattern[str]:
         """Matches the hashed model / endpoint-config names of ``endpoint`` (and no other endpoint's)."""
         return re.compile(rf"^{re.escape(endpoint)}-[0-9a-f]{{8}}$")
+
+    def monitor_alarms(self) -> list[str]:
+        """Every monitoring alarm name ``up`` may create (``down`` deletes those present)."""
+        return [f"{e}-{kind}" for e in self.endpoints.values() for kind in MONITOR_KINDS]
+
+    def lifecycle_rule_ids(self) -> list[str]:
+        return [f"restyle-{self.prefix}-{folder}" for folder in LIFECYCLE_FOLDERS]
+
+
+#: Alarm name suffixes: <endpoint>-5xx, -failures (async), -model-latency, -gpu-memory.
+MONITOR_KINDS = ("5xx", "failures", "model-latency", "gpu-memory")
+#: S3 folders under <prefix>/ that expire after --s3-retention-days.
+LIFECYCLE_FOLDERS = ("async-in", "async-out", "async-failures", "data-capture")
 
 
 @dataclass(frozen=True)
@@ -97,6 +129,8 @@ class ModelSpec:
     model_data_url: str
     environment: dict[str, str]
     execution_role_arn: str
+    network_isolation: bool = False
+    vpc_config: dict | None = None
 
 
 @dataclass(frozen=True)
@@ -104,6 +138,8 @@ class EndpointConfigSpec:
     name: str
     production_variant: dict
     async_inference_config: dict | None = None
+    kms_key_id: str | None = None
+    data_capture_config: dict | None = None
 
 
 @dataclass(frozen=True)
@@ -135,6 +171,14 @@ class AlarmSpec:
 
 
 @dataclass(frozen=True)
+class MonitorSpec:
+    """A CloudWatch alarm that notifies the alarm topic (and, for real-time endpoints, rolls an update back)."""
+
+    name: str
+    request: dict  # put_metric_alarm arguments, except AlarmName and Tags
+
+
+@dataclass(frozen=True)
 class EndpointPlan:
     key: str  # clipseg | inpaint | async
     name: str
@@ -143,6 +187,8 @@ class EndpointPlan:
     config: EndpointConfigSpec
     scaling: ScalingSpec
     alarm: AlarmSpec | None = None
+    monitors: tuple[MonitorSpec, ...] = ()
+    deployment_config: dict | None = None  # CreateEndpoint / UpdateEndpoint DeploymentConfig
 
 
 @dataclass(frozen=True)
@@ -154,6 +200,10 @@ class Plan:
     artifact_sha256: str
     topics: dict[str, str]  # topic name -> ARN
     endpoints: tuple[EndpointPlan, ...]
+    alarm_topic: str = ""  # the name (in ``topics``) of the topic every monitoring alarm notifies
+    lifecycle_rules: tuple[dict, ...] = ()
+    tags: tuple[tuple[str, str], ...] = ()  # the user's --tags (each resource adds restyle:endpoint)
+    kms_key: str | None = None
 
     @property
     def artifact_url(self) -> str:
@@ -245,17 +295,27 @@ def names_for(s: Settings) -> Names:
         error_topic=f"{s.prefix}-async-error",
         alarm=f"{endpoints['async']}-backlog-without-capacity",
         s3_prefix=s.prefix,
+        alarm_topic=f"{s.prefix}-alarms",
     )
 
 
 def topic_arns(names: Names, partition: str, region: str, account_id: str) -> dict[str, str]:
-    """The two async SNS topics, name -> ARN."""
-    return {t: f"arn:{partition}:sns:{region}:{account_id}:{t}" for t in (names.success_topic, names.error_topic)}
+    """The SNS topics, name -> ARN: the two async notification topics and the alarm topic."""
+    return {t: f"arn:{partition}:sns:{region}:{account_id}:{t}"
+            for t in (names.success_topic, names.error_topic, names.alarm_topic)}
 
 
 def resource_id(endpoint: str) -> str:
     """The Application Auto Scaling resource id of ``endpoint``'s variant."""
     return f"endpoint/{endpoint}/variant/{VARIANT}"
+
+
+def hub_refs(role: str, model: str, lora: str | None) -> list[str]:
+    """What an endpoint of ``role`` would fetch from the Hugging Face Hub at start (not s3://)."""
+    refs = [model] if not model.startswith("s3://") else []
+    if lora and role == "inpaint":
+        refs += [ref for ref in parse_looks(lora).values() if not ref.startswith("s3://")]
+    return refs
 
 
 def _environment(role: str, model: str, lora: str | None, *, is_async: bool) -> dict[str, str]:
@@ -266,9 +326,82 @@ def _environment(role: str, model: str, lora: str | None, *, is_async: bool) -> 
         env["RESTYLE_MODEL_ID"] = model
     if lora and role == "inpaint":
         env["RESTYLE_LORA"] = lora
+    if not hub_refs(role, model, lora):  # nothing comes from the Hub: never let a library reach for it
+        env["HF_HUB_OFFLINE"] = "1"
     if is_async:
         env["SAGEMAKER_MODEL_SERVER_TIMEOUT"] = "900"
     return env
+
+
+_SUBNET_RE = re.compile(r"^subnet-[0-9a-f]{8,17}$")
+_SG_RE = re.compile(r"^sg-[0-9a-f]{8,17}$")
+_KMS_RE = re.compile(r"^([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}|mrk-[0-9a-f]{32}|alias/[\w/+=,.@-]+"
+                     r"|arn:aws[-a-z]*:kms:[a-z0-9-]+:[0-9]{12}:(key/[\w-]+|alias/[\w/+=,.@-]+))$")
+_TAG_RE = re.compile(r"^[\w .:/=+\-@]*$")
+GPU_FAMILIES = ("ml.g", "ml.p")  # instance families with NVIDIA GPUs (GPUMemoryUtilization is published)
+
+
+def check_tags(tags: tuple[tuple[str, str], ...]) -> None:
+    keys = [k for k, _ in tags]
+    if len(tags) > MAX_USER_TAGS:
+        raise PlanError(f"--tags: at most {MAX_USER_TAGS} tags (AWS allows 50 per resource; restyle adds its own)")
+    for key, value in tags:
+        if not 1 <= len(key) <= 128 or len(value) > 256 or not _TAG_RE.match(key) or not _TAG_RE.match(value):
+            raise PlanError(f"--tags {key}={value}: keys are 1-128 and values 0-256 letters, digits, spaces and "
+                            "_ . : / = + - @")
+        if key.lower().startswith("aws:") or key == OWN_TAG:
+            raise PlanError(f"--tags {key}: keys starting with 'aws:' and {OWN_TAG!r} are reserved")
+        if keys.count(key) > 1:
+            raise PlanError(f"--tags {key}: the key is given twice")
+
+
+def is_gpu(instance_type: str) -> bool:
+    return instance_type.startswith(GPU_FAMILIES)
+
+
+#: Families with local NVMe instance storage besides the "d" ones (g4dn, p4d, m5d…).  SageMaker refuses an endpoint
+#: config KmsKeyId for them; their storage is encrypted by the hardware instead.
+_NVME_FAMILIES = {"g5", "g6", "g6e", "p5", "p5e", "p5en", "gr6"}
+
+
+def has_local_storage(instance_type: str) -> bool:
+    family = instance_type.removeprefix("ml.").split(".")[0]
+    return family in _NVME_FAMILIES or bool(re.fullmatch(r"[a-z]+[0-9]+[a-z]*d[a-z]*", family))
+
+
+def _validate_hardening(s: Settings) -> None:
+    check_tags(s.tags)
+    if bool(s.vpc_subnets) != bool(s.vpc_security_groups):
+        raise PlanError("--vpc-subnets and --vpc-security-groups go together (the endpoints join that VPC)")
+    for subnet in s.vpc_subnets:
+        if not _SUBNET_RE.match(subnet):
+            raise PlanError(f"--vpc-subnets: {subnet!r} is not a subnet id (subnet-0123abcd…)")
+    for sg in s.vpc_security_groups:
+        if not _SG_RE.match(sg):
+            raise PlanError(f"--vpc-security-groups: {sg!r} is not a security group id (sg-0123abcd…)")
+    if len(s.vpc_subnets) > 16 or len(s.vpc_security_groups) > 5:
+        raise PlanError("--vpc-subnets takes at most 16 ids and --vpc-security-groups at most 5")
+    if s.kms_key is not None and not _KMS_RE.match(s.kms_key):
+        raise PlanError(f"--kms-key {s.kms_key!r} is not a KMS key id, key ARN, alias/NAME or alias ARN")
+    for flag, value, hi in [("--clipseg-latency-alarm-s", s.clipseg_latency_alarm_s, 3600.0),
+                            ("--inpaint-latency-alarm-s", s.inpaint_latency_alarm_s, 3600.0),
+                            ("--gpu-memory-alarm", s.gpu_memory_alarm, 800.0)]:
+        if not math.isfinite(value) or not 0 < value <= hi:
+            raise PlanError(f"{flag} must be a number > 0 and <= {hi:g}, got {value}")
+    if not math.isfinite(s.data_capture) or not 0 <= s.data_capture <= 100:
+        raise PlanError(f"--data-capture is a percentage of requests, 0-100 (0 = off), got {s.data_capture}")
+    if not 1 <= s.s3_retention_days <= 3650:
+        raise PlanError(f"--s3-retention-days must be 1-3650, got {s.s3_retention_days}")
+    if s.network_isolation:
+        fetched = [(key, ref) for key, role, model in (("clipseg", "clipseg", s.clipseg_model),
+                                                       ("inpaint", "inpaint", s.inpaint_model))
+                   for ref in ([model] if model.startswith("s3://") else []) + hub_refs(role, model, s.lora)]
+        fetched += [("inpaint", ref) for ref in parse_looks(s.lora).values() if ref.startswith("s3://")]
+        if fetched:
+            key, ref = fetched[0]
+            raise PlanError(f"--network-isolation: the {key} endpoint would fetch {ref} when it starts, which an "
+                            "isolated container cannot; the weights must be inside model.tar.gz first (not done by "
+                            "deploy yet, see docs/deploy.md)")
 
 
 def _validate(s: Settings) -> None:
@@ -305,6 +438,7 @@ def _validate(s: Settings) -> None:
         for ref in looks.values():
             if ref.startswith("s3://"):
                 check_s3_uri(ref, "--lora")
+    _validate_hardening(s)
 
 
 def validate_settings(s: Settings) -> None:
@@ -345,13 +479,18 @@ def build_plan(s: Settings, *, artifact_sha256: str, images: Mapping[str, str]) 
             "environment": _environment(role, model_id, s.lora, is_async=is_async),
             "execution_role_arn": s.role_arn,
         }
+        # only when set, so the names of models planned without them stay what they were
+        if s.network_isolation:
+            content["network_isolation"] = True
+        if s.vpc_subnets:
+            content["vpc_config"] = {"Subnets": list(s.vpc_subnets), "SecurityGroupIds": list(s.vpc_security_groups)}
         model = ModelSpec(name=f"{endpoint}-{digest(content)}", **content)
 
         variant = {
             "VariantName": VARIANT,
             "ModelName": model.name,
             "InstanceType": types[ep_key],
-            "InitialInstanceCount": 1 if is_async else s.min_instances,
+            "InitialInstanceCount": 1 if is_async else s.min_instances,  # >= 2: spread over AZs
             "ContainerStartupHealthCheckTimeoutInSeconds": 900,  # SD weights download at start
         }
         async_config = None
@@ -365,8 +504,34 @@ def build_plan(s: Settings, *, artifact_sha256: str, images: Mapping[str, str]) 
                 },
                 "ClientConfig": {"MaxConcurrentInvocationsPerInstance": s.async_max_concurrency},
             }
-        config_content = {"production_variant": variant, "async_inference_config": async_config}
+            if s.kms_key:
+                async_config["OutputConfig"]["KmsKeyId"] = s.kms_key
+        config_content: dict = {"production_variant": variant, "async_inference_config": async_config}
+        if s.kms_key and not has_local_storage(types[ep_key]):  # NVMe types: refused by SageMaker, and moot
+            config_content["kms_key_id"] = s.kms_key
+        if s.data_capture and not is_async:
+            capture = {
+                "EnableCapture": True,
+                "InitialSamplingPercentage": int(math.ceil(s.data_capture)),
+                "DestinationS3Uri": f"s3://{s.bucket}/{names.s3_prefix}/data-capture/",
+                "CaptureOptions": [{"CaptureMode": "Input"}, {"CaptureMode": "Output"}],
+                "CaptureContentTypeHeader": {"JsonContentTypes": ["application/json"]},
+            }
+            if s.kms_key:
+                capture["KmsKeyId"] = s.kms_key
+            config_content["data_capture_config"] = capture
         config = EndpointConfigSpec(name=f"{endpoint}-{digest(config_content)}", **config_content)
+        monitors = _monitors(s, ep_key, endpoint, types[ep_key], topics[names.alarm_topic])
+        deployment = None
+        if not is_async:  # blue/green updates that roll back when a monitoring alarm fires
+            deployment = {
+                "BlueGreenUpdatePolicy": {
+                    "TrafficRoutingConfiguration": {"Type": "ALL_AT_ONCE", "WaitIntervalInSeconds": 300},
+                    "TerminationWaitInSeconds": 300,
+                    "MaximumExecutionTimeoutInSeconds": 3600,
+                },
+                "AutoRollbackConfiguration": {"Alarms": [{"AlarmName": m.name} for m in monitors]},
+            }
 
         rid = resource_id(endpoint)
         alarm = None
@@ -417,9 +582,49 @@ def build_plan(s: Settings, *, artifact_sha256: str, images: Mapping[str, str]) 
             )
             scaling = ScalingSpec(rid, s.min_instances, s.max_instances, policies)
         endpoints.append(EndpointPlan(key=ep_key, name=endpoint, mode="async" if is_async else "real-time",
-                                      model=model, config=config, scaling=scaling, alarm=alarm))
+                                      model=model, config=config, scaling=scaling, alarm=alarm,
+                                      monitors=monitors, deployment_config=deployment))
+    rules = tuple({"ID": rule_id, "Filter": {"Prefix": f"{names.s3_prefix}/{folder}/"}, "Status": "Enabled",
+                   "Expiration": {"Days": s.s3_retention_days},
+                   "AbortIncompleteMultipartUpload": {"DaysAfterInitiation": 1}}
+                  for rule_id, folder in zip(names.lifecycle_rule_ids(), LIFECYCLE_FOLDERS, strict=True))
     return Plan(region=s.region, account_id=s.account_id, bucket=s.bucket, artifact_key=key,
-                artifact_sha256=artifact_sha256, topics=topics, endpoints=tuple(endpoints))
+                artifact_sha256=artifact_sha256, topics=topics, endpoints=tuple(endpoints),
+                alarm_topic=names.alarm_topic, lifecycle_rules=rules, tags=tuple(s.tags), kms_key=s.kms_key)
+
+
+def _monitors(s: Settings, key: str, endpoint: str, instance_type: str, topic_arn: str) -> tuple[MonitorSpec, ...]:
+    """5xx (real-time) or failed invocations (async), ModelLatency p90 (real-time), GPU memory (GPU types)."""
+    dims = [{"Name": "EndpointName", "Value": endpoint}, {"Name": "VariantName", "Value": VARIANT}]
+    common = {"Period": 60, "ActionsEnabled": True, "AlarmActions": [topic_arn], "OKActions": [topic_arn],
+              "TreatMissingData": "notBreaching"}
+    out = []
+    if key == "async":
+        out.append(MonitorSpec(f"{endpoint}-failures", {
+            **common, "AlarmDescription": f"{endpoint}: async invocations are failing",
+            "Namespace": "AWS/SageMaker", "MetricName": "InvocationFailures",
+            "Dimensions": [{"Name": "EndpointName", "Value": endpoint}], "Statistic": "Sum",
+            "EvaluationPeriods": 5, "DatapointsToAlarm": 3, "Threshold": 1.0,
+            "ComparisonOperator": "GreaterThanOrEqualToThreshold"}))
+    else:
+        limit_s = s.clipseg_latency_alarm_s if key == "clipseg" else s.inpaint_latency_alarm_s
+        out.append(MonitorSpec(f"{endpoint}-5xx", {
+            **common, "AlarmDescription": f"{endpoint}: the model answers 5xx",
+            "Namespace": "AWS/SageMaker", "MetricName": "Invocation5XXErrors", "Dimensions": dims,
+            "Statistic": "Sum", "EvaluationPeriods": 3, "DatapointsToAlarm": 2, "Threshold": 1.0,
+            "ComparisonOperator": "GreaterThanOrEqualToThreshold"}))
+        out.append(MonitorSpec(f"{endpoint}-model-latency", {
+            **common, "AlarmDescription": f"{endpoint}: p90 model latency over {limit_s:g} s",
+            "Namespace": "AWS/SageMaker", "MetricName": "ModelLatency", "Dimensions": dims,
+            "ExtendedStatistic": "p90", "EvaluationPeriods": 5, "DatapointsToAlarm": 3,
+            "Threshold": float(limit_s * 1_000_000), "ComparisonOperator": "GreaterThanThreshold"}))  # microseconds
+    if is_gpu(instance_type):
+        out.append(MonitorSpec(f"{endpoint}-gpu-memory", {
+            **common, "AlarmDescription": f"{endpoint}: GPU memory over {s.gpu_memory_alarm:g} %",
+            "Namespace": "/aws/sagemaker/Endpoints", "MetricName": "GPUMemoryUtilization", "Dimensions": dims,
+            "Statistic": "Maximum", "EvaluationPeriods": 5, "DatapointsToAlarm": 3,
+            "Threshold": float(s.gpu_memory_alarm), "ComparisonOperator": "GreaterThanThreshold"}))
+    return tuple(out)
 
 
 def render_plan(plan: Plan) -> str:
@@ -431,8 +636,14 @@ def render_plan(plan: Plan) -> str:
         v = ep.config.production_variant
         lines.append(f"  endpoint  {ep.name}  [{ep.mode}, {v['InstanceType']}, "
                      f"{ep.scaling.min_capacity}..{ep.scaling.max_capacity} instances]")
-        env = " ".join(f"{k}={val}" for k, val in sorted(ep.model.environment.items()) if k.startswith("RESTYLE"))
+        env = " ".join(f"{k}={val}" for k, val in sorted(ep.model.environment.items())
+                       if k.startswith(("RESTYLE", "HF_")))
         lines.append(f"    model    {ep.model.name}  {env}")
+        if ep.model.network_isolation or ep.model.vpc_config:
+            vpc = ep.model.vpc_config
+            lines.append("    network  " + ", ".join(filter(None, [
+                "isolated" if ep.model.network_isolation else "",
+                f"vpc subnets {','.join(vpc['Subnets'])} groups {','.join(vpc['SecurityGroupIds'])}" if vpc else ""])))
         lines.append(f"    config   {ep.config.name}")
         if ep.config.async_inference_config:
             out = ep.config.async_inference_config["OutputConfig"]
@@ -446,6 +657,22 @@ def render_plan(plan: Plan) -> str:
         if ep.alarm:
             lines.append(f"    alarm    {ep.alarm.name}  {ep.alarm.request['MetricName']} >= 1 -> "
                          f"{ep.alarm.policy_name}")
+        for m in ep.monitors:
+            lines.append(f"    alarm    {m.name}  {m.request['MetricName']} -> {plan.alarm_topic}")
+        if ep.deployment_config:
+            lines.append("    updates  blue/green, rolled back when an alarm above fires")
+        if ep.config.data_capture_config:
+            c = ep.config.data_capture_config
+            lines.append(f"    capture  {c['InitialSamplingPercentage']} % of requests -> {c['DestinationS3Uri']}")
+    for rule in plan.lifecycle_rules:
+        lines.append(f"  expire    s3://{plan.bucket}/{rule['Filter']['Prefix']} after {rule['Expiration']['Days']} days")
+    if plan.kms_key:
+        nvme = sorted({e.config.production_variant["InstanceType"] for e in plan.endpoints
+                       if not e.config.kms_key_id})
+        lines.append(f"  kms key   {plan.kms_key} (endpoint volumes, async output, data capture, SNS, artifact)"
+                     + (f"; not on {', '.join(nvme)} volumes: local NVMe, encrypted by the hardware" if nvme else ""))
+    if plan.tags:
+        lines.append("  tags      " + ", ".join(f"{k}={v}" for k, v in plan.tags))
     lines.append(f"  image     {plan.endpoints[0].model.image}")
     return "\n".join(lines)
 

@@ -3,16 +3,30 @@
 A ``RequestError`` is the caller's fault: it carries an HTTP status (4xx), a stable machine-readable ``code`` and a
 message that says what to change.  Anything else raised while serving is *our* failure and becomes a 5xx whose
 traceback goes to the log, never into the response.
+
+Every error answer is the same JSON, whatever HTTP status the serving stack puts on it (the Hugging Face toolkit
+answers every exception with 400)::
+
+    {"error": {"code": "unknown_look", "message": "…", "retryable": false}}
+
+``retryable`` tells the caller whether sending the same request again can succeed (a crash or "still loading":
+yes; a bad request: no).  Callers decide from the body, not from the status.
 """
 
 from __future__ import annotations
 
 
+def error_body(code: str, message: str, retryable: bool = False) -> dict:
+    """The one shape of every error answer."""
+    return {"error": {"code": code, "message": message, "retryable": retryable}}
+
+
 class RequestError(ValueError):
-    """A bad request: rendered as ``{"error": {"code": ..., "message": ...}}`` with ``status``."""
+    """A bad request: rendered as ``{"error": {"code": ..., "message": ..., "retryable": false}}`` with ``status``."""
 
     status = 400
     code = "bad_request"
+    retryable = False
 
     def __init__(self, message: str, *, code: str | None = None, status: int | None = None) -> None:
         super().__init__(message)
@@ -23,7 +37,21 @@ class RequestError(ValueError):
             self.status = status
 
     def to_dict(self) -> dict:
-        return {"error": {"code": self.code, "message": self.message}}
+        return error_body(self.code, self.message, self.retryable)
+
+
+class ClientGone(Exception):
+    """The caller closed the connection while its request was being computed: the work stops."""
+
+
+class ErrorReply(Exception):
+    """Raised by ``transform_fn`` under the Hugging Face toolkit for a non-200 answer: its ``str`` is our JSON
+    error body, which the toolkit passes on as the message of its own (always 400) error."""
+
+    def __init__(self, status: int, body: bytes) -> None:
+        super().__init__(body.decode("utf-8", "replace"))
+        self.status = status
+        self.body = body
 
 
 class InvalidImage(RequestError):

@@ -11,8 +11,13 @@ Hugging Face inference container, and called by ``model.serve`` and by the bot's
 * ``predict_fn(data, model)`` — validate against ``model.schemas``, decode images, run, encode images.
 * ``output_fn(prediction, accept)`` — JSON bytes (a missing or ``*/*`` Accept means JSON; 406 otherwise).
 
-A ``RequestError`` anywhere is the caller's fault (4xx with ``{"error": {"code", "message"}}``); anything else is
-ours (500, traceback logged, a generic message in the response).
+A ``RequestError`` anywhere is the caller's fault (4xx with ``{"error": {"code", "message", "retryable": false}}``);
+anything else is ours (500, ``"retryable": true``, traceback logged, a generic message in the response).
+
+``transform_fn`` is the same chain for the Hugging Face inference toolkit, which answers every exception with 400
+and ``str(exception)``: a non-200 answer is raised as ``ErrorReply`` whose ``str`` is our JSON body, so the code
+and ``retryable`` reach the caller through that stack too (``code/inference.py`` exports ``model_fn`` and
+``transform_fn`` only; the toolkit refuses ``transform_fn`` next to the other three).
 """
 
 from __future__ import annotations
@@ -23,13 +28,22 @@ import os
 import random
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel
 
-from model.errors import NotAcceptable, PayloadTooLarge, RequestError, UnsupportedMediaType
+from model.errors import (
+    ClientGone,
+    ErrorReply,
+    NotAcceptable,
+    PayloadTooLarge,
+    RequestError,
+    UnsupportedMediaType,
+    error_body,
+)
 from model.images import encode_b64, load_image_b64, load_mask_b64
 from model.schemas import (
     DEFAULT_NEGATIVE_PROMPT,
@@ -121,7 +135,7 @@ def input_fn(input_data: bytes | str, content_type: str | None, context: Any = N
     ctype = _media_type(content_type) or JSON
     if ctype not in DECODERS:
         raise UnsupportedMediaType(f"Content-Type {ctype!r} is not supported; send {JSON}")
-    size = len(input_data)
+    size = len(input_data.encode("utf-8", "surrogatepass")) if isinstance(input_data, str) else len(input_data)
     if size > MAX_PAYLOAD:
         raise PayloadTooLarge(f"the request is {size:,} bytes; SageMaker's limit is {MAX_PAYLOAD:,} bytes (6 MB) "
                               "(send a smaller or JPEG-encoded photo)")
@@ -204,14 +218,29 @@ def predict_inpaint(data: dict | InpaintRequest, inpainter, progress=None) -> In
 PREDICTORS = {"clipseg": predict_segment, "inpaint": predict_inpaint}
 
 
-def predict_fn(data: dict, model: LoadedModel, context: Any = None) -> BaseModel:
+def _stopping(should_stop: Callable[[], bool] | None):
+    """A progress callback that raises ``ClientGone`` between diffusion steps once ``should_stop()`` is true."""
+    if should_stop is None:
+        return None
+
+    def progress(done: int, total: int) -> None:
+        if should_stop():
+            raise ClientGone(f"the client went away after step {done} of {total}")
+
+    return progress
+
+
+def predict_fn(data: dict, model: LoadedModel, context: Any = None,
+               should_stop: Callable[[], bool] | None = None) -> BaseModel:
     # The caller's mistakes arrive as ``RequestError`` (schemas, images, ``Inpainter.check_inputs``).  Any other
     # exception, a bare ``ValueError`` from numpy/torch/diffusers included, is our bug: logged here with its
     # traceback and replaced by a generic ``ModelFailure`` (a 500 from ``handle``), so no internal text reaches a
     # caller — not even in the Hugging Face container, which answers every exception with 400 and ``str(exc)``.
     try:
+        if model.role == "inpaint" and should_stop is not None:
+            return predict_inpaint(data, model.engine, progress=_stopping(should_stop))
         return PREDICTORS[model.role](data, model.engine)
-    except RequestError:
+    except (RequestError, ClientGone):
         raise
     except Exception as exc:
         log.error("%s failed:\n%s", model.role, traceback.format_exc())
@@ -219,8 +248,12 @@ def predict_fn(data: dict, model: LoadedModel, context: Any = None) -> BaseModel
 
 
 # -- the whole chain, as the container runs it -----------------------------------------------------------------
-def handle(model: LoadedModel, body: bytes, content_type: str | None, accept: str | None) -> tuple[int, bytes, str]:
-    """input_fn → predict_fn → output_fn with per-stage milliseconds logged; errors mapped to 4xx/5xx JSON."""
+def handle(model: LoadedModel, body: bytes | str, content_type: str | None, accept: str | None,
+           should_stop: Callable[[], bool] | None = None) -> tuple[int, bytes, str]:
+    """input_fn → predict_fn → output_fn with per-stage milliseconds logged; errors mapped to 4xx/5xx JSON.
+
+    ``should_stop`` is asked between diffusion steps; once it answers True (the client has gone) the work stops
+    and the answer is 499 ``client_gone`` (which nobody is left to read)."""
     stages: dict[str, float] = {}
     try:
         t = time.perf_counter()
@@ -228,7 +261,7 @@ def handle(model: LoadedModel, body: bytes, content_type: str | None, accept: st
         data = input_fn(body, content_type)
         stages["input"] = time.perf_counter() - t
         t = time.perf_counter()
-        prediction = predict_fn(data, model)
+        prediction = predict_fn(data, model, should_stop=should_stop)
         stages["predict"] = time.perf_counter() - t
         t = time.perf_counter()
         out = output_fn(prediction, accept)
@@ -240,10 +273,22 @@ def handle(model: LoadedModel, body: bytes, content_type: str | None, accept: st
     except RequestError as exc:
         log.info("%s %d %s: %s", model.role, exc.status, exc.code, exc.message)
         return exc.status, json.dumps(exc.to_dict()).encode(), JSON
+    except ClientGone as exc:
+        log.warning("%s stopped: %s", model.role, exc)
+        return 499, json.dumps(error_body("client_gone", str(exc))).encode(), JSON
     except Exception as exc:
         if not isinstance(exc, ModelFailure):  # predict_fn already logged its own
             log.error("%s failed:\n%s", model.role, traceback.format_exc())
-        body = {"error": {"code": "internal_error", "message": GENERIC_FAILURE}}
-        return 500, json.dumps(body).encode(), JSON
+        return 500, json.dumps(error_body("internal_error", GENERIC_FAILURE, retryable=True)).encode(), JSON
     log.info("%s 200 %s", model.role, " ".join(f"{k}={v * 1e3:.1f}ms" for k, v in stages.items()))
     return 200, out, JSON
+
+
+def transform_fn(model: LoadedModel, input_data: bytes | str, content_type: str | None, accept: str | None,
+                 context: Any = None) -> bytes:
+    """The whole chain for the Hugging Face inference toolkit: the answer's bytes, or ``ErrorReply`` carrying our
+    JSON error body (the toolkit turns any exception into a 400 whose message is ``str(exception)``)."""
+    status, out, _ = handle(model, input_data, content_type, accept)
+    if status != 200:
+        raise ErrorReply(status, out)
+    return out

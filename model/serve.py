@@ -8,9 +8,11 @@
 * the SageMaker Runtime API path ``POST /endpoints/{name}/invocations``, so
   ``boto3.client("sagemaker-runtime", endpoint_url=...).invoke_endpoint(...)`` works unchanged.  Errors there are
   shaped like SageMaker's: a model's own error is a ``ModelError`` (424) carrying ``OriginalStatusCode`` and
-  ``OriginalMessage`` (our ``{"error": {"code", "message"}}`` JSON), an unknown endpoint a ``ValidationError``.
+  ``OriginalMessage`` (our ``{"error": {"code", "message", "retryable"}}`` JSON), an unknown endpoint a
+  ``ValidationError``.
 
-Models load once, in a background thread, when the server starts.
+Models load once, in a background thread, when the server starts.  A generation whose client has gone (it timed
+out and closed the connection) stops at the next diffusion step instead of computing a picture nobody will read.
 """
 
 from __future__ import annotations
@@ -20,14 +22,19 @@ import json
 import logging
 import queue
 import re
+import select
+import socket
 import sys
 import threading
 import traceback
 import uuid
+from collections.abc import Callable
+from contextvars import ContextVar
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
 from model.checks import bad_device
+from model.errors import error_body
 from model.handlers import JSON, MAX_PAYLOAD, LoadedModel, handle, load_model
 from model.schemas import parse_looks
 
@@ -48,8 +55,28 @@ def default_endpoint_names(prefix: str = "restyle") -> dict[str, str]:
             "clipseg": "clipseg", "inpaint": "inpaint"}
 
 
+#: Set by the HTTP handler around ``route``: asks whether the client of the request in this thread has gone.
+CLIENT_GONE: ContextVar[Callable[[], bool] | None] = ContextVar("client_gone", default=None)
+#: Error codes worth sending again unchanged (the server was busy or still loading).
+RETRYABLE = {"not_ready", "internal_error"}
+
+
 def _error(code: str, message: str) -> dict:
-    return {"error": {"code": code, "message": message}}
+    return error_body(code, message, code in RETRYABLE)
+
+
+def client_gone(sock: socket.socket) -> bool:
+    """True once the peer of ``sock`` has closed its side (or reset it).  A request blocks until its answer, so
+    while it is being computed the socket is readable only when the client hung up (or pipelined more)."""
+    try:
+        readable, _, _ = select.select([sock], [], [], 0)
+        if not readable:
+            return False
+        return sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
+    except BlockingIOError:
+        return False
+    except (OSError, ValueError):
+        return True
 
 
 class ModelServer:
@@ -203,7 +230,8 @@ class ModelServer:
             if runtime:
                 return self._sm_error(413, "ValidationError", "payload_too_large", msg)
             return self._json(413, _error("payload_too_large", msg))
-        status, out, ctype = handle(self.models[role], body, headers.get("content-type"), headers.get("accept"))
+        status, out, ctype = handle(self.models[role], body, headers.get("content-type"), headers.get("accept"),
+                                    should_stop=CLIENT_GONE.get())
         if runtime and status != 200:
             return self._model_error(status, out)
         extra = {"x-Amzn-Invoked-Production-Variant": "AllTraffic"} if runtime else {}
@@ -223,7 +251,7 @@ class ModelServer:
         try:
             inner = json.loads(original)["error"]
         except (ValueError, KeyError, TypeError):
-            inner = {"code": "model_error", "message": original[:500]}
+            inner = error_body("model_error", original[:500], status >= 500)["error"]
         kind = "client" if status < 500 else "server"
         body = {"message": f"Received {kind} error ({status}) from primary with message \"{original}\".",
                 "OriginalStatusCode": status, "OriginalMessage": original,
@@ -276,11 +304,18 @@ def make_handler(server: ModelServer) -> type[BaseHTTPRequestHandler]:
             else:
                 body = self.rfile.read(length) if length else b""
                 headers = {k.lower(): v for k, v in self.headers.items()}
+                sock = self.connection
+                token = CLIENT_GONE.set(lambda: client_gone(sock))
                 try:
                     status, out, hdrs = server.route(method, self.path, headers, body)
                 except Exception:
                     log.error("unhandled:\n%s", traceback.format_exc())
                     status, out, hdrs = server._json(500, _error("internal_error", "see the server log"))
+                finally:
+                    CLIENT_GONE.reset(token)
+                if client_gone(sock):  # nobody to answer (the work itself stopped at the last step it ran)
+                    self.close_connection = True
+                    return
             self._send(status, out, hdrs, method=method)
 
         def _send(self, status: int, out: bytes, hdrs: dict, *, method: str) -> None:

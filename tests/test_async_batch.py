@@ -43,11 +43,16 @@ def async_server(tiny_dir, s3_url):
     httpd.shutdown()
 
 
-def backend(url: str, s3_url: str) -> SageMakerBackend:
+def backend(url: str, s3_url: str, s3=None, **kw) -> SageMakerBackend:
     runtime = boto3.client("sagemaker-runtime", endpoint_url=url, **CREDS)
     return SageMakerBackend(clipseg_endpoint="restyle-clipseg", inpaint_endpoint="restyle-inpaint",
                             async_endpoint="restyle-inpaint-async", async_bucket=BUCKET, client=runtime,
-                            s3=boto3.client("s3", endpoint_url=s3_url, **CREDS))
+                            s3=s3 or boto3.client("s3", endpoint_url=s3_url, **CREDS), **kw)
+
+
+def small_request(**kw) -> InpaintRequest:
+    return InpaintRequest(image=b64(make_photo(64, 64)), mask=b64(garment_mask(64, 64)), prompt="a red skirt",
+                          num_images=1, seed=1, steps=2, **kw)
 
 
 def test_batch_runs_on_the_async_endpoint(tmp_path, async_server, s3_url):
@@ -65,6 +70,55 @@ def test_batch_runs_on_the_async_endpoint(tmp_path, async_server, s3_url):
     outputs = [k for k in keys if k.startswith("async-out/") and k.endswith(".out") and "failures" not in k]
     assert outputs
     assert len(json.loads(s3.get_object(Bucket=BUCKET, Key=outputs[0])["Body"].read())["images"]) == 5
+
+
+def test_batch_inputs_follow_the_deploy_prefix(async_server, s3_url):
+    """RESTYLE_ASYNC_PREFIX (= deploy --prefix) names where batch inputs go, so the deploy's lifecycle rules and
+    role cover them."""
+    _, url = async_server
+    settings = Settings.from_env({"RESTYLE_ASYNC_PREFIX": "shop", "RESTYLE_ASYNC_BUCKET": BUCKET,
+                                  "RESTYLE_BACKEND": "sagemaker"})
+    assert settings.async_prefix == "shop"
+    out = backend(url, s3_url, async_prefix=settings.async_prefix).inpaint_many(small_request(), batch=True)
+    assert len(out.images) == 1
+    s3 = boto3.client("s3", endpoint_url=s3_url, **CREDS)
+    assert s3.list_objects_v2(Bucket=BUCKET, Prefix="shop/async-in/")["KeyCount"] == 1
+    with pytest.raises(ValueError, match="RESTYLE_ASYNC_PREFIX must be an S3 key prefix"):
+        Settings.from_env({"RESTYLE_ASYNC_PREFIX": "/"})
+
+
+class DeniedReads:
+    """S3 as seen by a bot role that may write batch inputs but not read results (moto enforces no IAM)."""
+
+    def __init__(self, s3) -> None:
+        self.s3 = s3
+        self.reads = 0
+
+    def put_object(self, **kw):
+        return self.s3.put_object(**kw)
+
+    def get_object(self, **kw):
+        from botocore.exceptions import ClientError
+
+        self.reads += 1
+        raise ClientError({"Error": {"Code": "AccessDenied", "Message": "Access Denied"},
+                           "ResponseMetadata": {"HTTPStatusCode": 403}}, "GetObject")
+
+
+def test_access_denied_on_the_result_fails_at_once(async_server, s3_url):
+    import time
+
+    from bot.backends import BackendUnavailable
+
+    _, url = async_server
+    s3 = DeniedReads(boto3.client("s3", endpoint_url=s3_url, **CREDS))
+    t0 = time.monotonic()
+    with pytest.raises(BackendUnavailable) as err:
+        backend(url, s3_url, s3=s3).inpaint_many(small_request(), batch=True)
+    assert time.monotonic() - t0 < 10 and s3.reads == 1  # not an hour of "not ready yet"
+    text = str(err.value)
+    assert "\n" not in text and text.startswith("the bot could not read the batch result s3://")
+    assert "Access Denied (AccessDenied)" in text
 
 
 def test_async_failure_is_reported_not_retried(async_server, s3_url):

@@ -11,6 +11,7 @@ import base64
 import io
 import json
 import os
+import re
 import subprocess
 import sys
 import tarfile
@@ -147,7 +148,8 @@ def test_plan_is_pure_and_complete():
     assert out["S3OutputPath"] == f"s3://{BUCKET}/shop/async-out/" and out["S3FailurePath"].startswith("s3://")
     assert out["NotificationConfig"] == {"SuccessTopic": "arn:aws:sns:us-east-1:123456789012:shop-async-success",
                                          "ErrorTopic": "arn:aws:sns:us-east-1:123456789012:shop-async-error"}
-    assert list(plan.topics.values()) == list(out["NotificationConfig"].values())
+    assert list(plan.topics.values())[:2] == list(out["NotificationConfig"].values())
+    assert list(plan.topics)[2] == plan.alarm_topic == "shop-alarms"
     # scaling policies
     rt = eps["inpaint"].scaling.policies
     assert [(p.policy_type, p.configuration["PredefinedMetricSpecification"]["PredefinedMetricType"]) for p in rt] \
@@ -204,6 +206,53 @@ def test_plan_versions_change_only_with_content():
 def test_plan_rejects_bad_settings(kw):
     with pytest.raises(PlanError):
         build_plan(settings(**kw), artifact_sha256="a" * 64, images={"ml.g5.xlarge": "img"})
+
+
+@pytest.mark.parametrize("kw, says", [
+    ({"tags": (("aws:x", "1"),)}, "reserved"), ({"tags": (("restyle:endpoint", "x"),)}, "reserved"),
+    ({"tags": (("a", "1"), ("a", "2"))}, "given twice"), ({"tags": (("", "1"),)}, "keys are 1-128"),
+    ({"tags": (("k", "bad\nvalue"),)}, "keys are 1-128"),
+    ({"tags": tuple((f"k{i}", "v") for i in range(46))}, "at most 45 tags"),
+    ({"vpc_subnets": ("subnet-0123abcd",)}, "go together"), ({"vpc_security_groups": ("sg-0123abcd",)}, "go together"),
+    ({"vpc_subnets": ("sub-1",), "vpc_security_groups": ("sg-0123abcd",)}, "is not a subnet id"),
+    ({"vpc_subnets": ("subnet-0123abcd",), "vpc_security_groups": ("0123",)}, "is not a security group id"),
+    ({"kms_key": "my key"}, "is not a KMS key"), ({"data_capture": 150.0}, "0-100"),
+    ({"data_capture": float("nan")}, "0-100"), ({"s3_retention_days": 0}, "1-3650"),
+    ({"inpaint_latency_alarm_s": 0.0}, "--inpaint-latency-alarm-s must be"),
+    ({"gpu_memory_alarm": float("inf")}, "--gpu-memory-alarm must be"),
+    ({"network_isolation": True}, "would fetch CIDAS/clipseg-rd64-refined when it starts"),
+    ({"network_isolation": True, "clipseg_model": "s3://b/c.tar.gz", "inpaint_model": "s3://b/i.tar.gz"},
+     "would fetch s3://b/c.tar.gz"),
+])
+def test_hardening_options_are_checked(kw, says):
+    with pytest.raises(PlanError, match=re.escape(says)):
+        build_plan(settings(**kw), artifact_sha256="a" * 64, images={"ml.g5.xlarge": "img"})
+
+
+def test_hub_offline_when_nothing_comes_from_the_hub():
+    images = {"ml.g5.xlarge": "img"}
+    plan = build_plan(settings(clipseg_model="s3://b/c.tar.gz", inpaint_model="s3://b/i.tar.gz",
+                               lora="ss27=s3://b/l/"), artifact_sha256="a" * 64, images=images)
+    assert all(e.model.environment["HF_HUB_OFFLINE"] == "1" for e in plan.endpoints)
+    plan = build_plan(settings(clipseg_model="s3://b/c.tar.gz", inpaint_model="s3://b/i.tar.gz",
+                               lora="ss27=some/hub-lora"), artifact_sha256="a" * 64, images=images)
+    env = {e.key: e.model.environment for e in plan.endpoints}
+    assert env["clipseg"]["HF_HUB_OFFLINE"] == "1" and "HF_HUB_OFFLINE" not in env["inpaint"]
+    # the flags that change a model or config give new versions; the plan text shows them
+    plain = build_plan(settings(), artifact_sha256="a" * 64, images=images)
+    hard = build_plan(settings(kms_key="alias/k", vpc_subnets=("subnet-0123abcd",),
+                               vpc_security_groups=("sg-0123abcd",), data_capture=10.0, tags=(("t", "1"),)),
+                      artifact_sha256="a" * 64, images=images)
+    for a, b in zip(plain.endpoints, hard.endpoints, strict=True):
+        assert a.model.name != b.model.name and a.config.name != b.config.name
+    assert all(e.config.kms_key_id is None for e in hard.endpoints)  # ml.g5: local NVMe, no KmsKeyId allowed
+    ebs = build_plan(settings(kms_key="alias/k", instance_type="ml.m5.xlarge"), artifact_sha256="a" * 64,
+                     images={"ml.m5.xlarge": "img"})
+    assert all(e.config.kms_key_id == "alias/k" for e in ebs.endpoints)
+    text = render_plan(hard)
+    assert "not on ml.g5.xlarge volumes: local NVMe" in text
+    assert "kms key   alias/k" in text and "tags      t=1" in text and "capture  10 %" in text
+    assert "vpc subnets subnet-0123abcd" in text and "rolled back when an alarm above fires" in text
 
 
 def test_plan_error_messages_say_what_to_do():
@@ -295,6 +344,47 @@ def test_cli_valid_region_works_offline(offline, capsys):
     assert "arn:aws:sns:eu-west-1:" in out and f"s3://{BUCKET}/restyle/" in out and "None" not in out
 
 
+def test_packed_pins_are_the_tested_versions():
+    """The tarball's requirements are exactly what this test environment runs: the suite tests the pins together
+    (upgrade the environment, and this says which pins to move)."""
+    from importlib.metadata import version
+
+    drift = {name: (pinned, version(name)) for name, pinned in package.PINS.items() if version(name) != pinned}
+    assert not drift, f"package.PINS differs from the tested environment (pinned, installed): {drift}"
+
+
+def test_sitecustomize_gives_the_toolkit_is_tf_available(tmp_path):
+    """The image's toolkit imports transformers.file_utils.is_tf_available, gone in transformers 5: the packed
+    sitecustomize adds it in a fresh interpreter whose path holds code/ (as the model server's workers' does)."""
+    code = tmp_path / "code"
+    code.mkdir()
+    (code / "sitecustomize.py").write_text(package.SITECUSTOMIZE)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
+    env["PYTHONPATH"] = str(code)
+    probe = "from transformers.file_utils import is_tf_available, is_torch_available; print(is_tf_available())"
+    proc = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and proc.stdout.strip() == "False", proc.stderr[-2000:]
+
+
+def test_aws_region_is_honoured_and_a_dry_run_says_where_its_region_came_from(offline, capsys, monkeypatch):
+    rc, out, err = run(capsys, "up", "--dry-run")
+    assert rc == 0, err
+    assert "plan: region us-east-1" in out and "no region is set" in out and "plans us-east-1" in out
+    monkeypatch.setenv("AWS_REGION", "eu-west-1")  # botocore itself reads only AWS_DEFAULT_REGION
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-west-2")
+    rc, out, err = run(capsys, "up", "--dry-run")
+    assert rc == 0, err
+    assert "plan: region eu-west-1" in out and "(from AWS_REGION)" in out
+    monkeypatch.delenv("AWS_REGION")
+    rc, out, _ = run(capsys, "down", "--dry-run")
+    assert rc == 0 and "arn:aws:sns:us-west-2:" in out and "(from AWS_DEFAULT_REGION)" in out
+    rc, out, _ = run(capsys, "up", "--dry-run", "--region", "ap-south-1")
+    assert rc == 0 and "plan: region ap-south-1" in out and "(from --region)" in out
+    monkeypatch.setenv("AWS_REGION", "mars-1")
+    rc, _, err = run(capsys, "up", "--dry-run")
+    assert rc == 2 and "unknown AWS region 'mars-1' (from AWS_REGION)" in err
+
+
 def test_training_jobs_plan():
     s = TrainSettings(region=REGION, bucket=BUCKET, role_arn=ROLE, lora_data="s3://d/lora/",
                       hyperparameters={"steps": "10"}, clipseg_hyperparameters={"lr": "1e-4"})
@@ -323,9 +413,12 @@ def test_model_tarball_is_deterministic_and_complete(tmp_path):
         assert {m.mtime for m in tar.getmembers()} == {package.FIXED_MTIME}
         shim = tar.extractfile("code/inference.py").read().decode()
         reqs = tar.extractfile("code/requirements.txt").read().decode().split()
-    assert "from model.handlers import input_fn, output_fn, predict_fn" in shim and "def model_fn" in shim
-    assert {r.split(">")[0] for r in reqs} >= {"diffusers", "transformers", "peft", "accelerate", "safetensors",
-                                              "pydantic", "Pillow", "scipy"}
+    assert "from model.handlers import transform_fn" in shim and "def model_fn" in shim
+    assert "input_fn" not in shim  # the toolkit refuses transform_fn next to input_fn/predict_fn/output_fn
+    assert {r.split("==")[0] for r in reqs} >= {"diffusers", "transformers", "peft", "accelerate", "safetensors",
+                                               "pydantic", "Pillow", "scipy", "huggingface_hub", "tokenizers"}
+    assert all("==" in r for r in reqs)  # every one pinned: no newest-on-the-day at scale-out
+    assert "code/sitecustomize.py" in names
     assert not [r for r in reqs if r.startswith("torch")]
     # mtimes and caches in the source tree do not change the bytes
     copy = tmp_path / "repo"
@@ -402,8 +495,8 @@ def test_up_creates_everything_then_is_unchanged(aws, capsys):
     assert len(asyncs) == 1 and asyncs[0]["EndpointConfigName"].startswith("restyle-inpaint-async-")
     notify = asyncs[0]["AsyncInferenceConfig"]["OutputConfig"]["NotificationConfig"]
     topics = sorted(t["TopicArn"] for t in aws["sns"].list_topics()["Topics"])
-    assert sorted(notify.values()) == topics and len(topics) == 2
-    assert {t.rsplit(":", 1)[1] for t in topics} == {"restyle-async-success", "restyle-async-error"}
+    assert {t.rsplit(":", 1)[1] for t in topics} == {"restyle-async-success", "restyle-async-error", "restyle-alarms"}
+    assert sorted(notify.values()) == [t for t in topics if "async" in t]
     assert asyncs[0]["AsyncInferenceConfig"]["ClientConfig"]["MaxConcurrentInvocationsPerInstance"] == 2
 
     endpoints = {e["EndpointName"]: sm.describe_endpoint(EndpointName=e["EndpointName"])
@@ -414,8 +507,8 @@ def test_up_creates_everything_then_is_unchanged(aws, capsys):
     targets = {t["ResourceId"]: t for t in aas.describe_scalable_targets(ServiceNamespace="sagemaker")
                ["ScalableTargets"]}
     assert {k: (t["MinCapacity"], t["MaxCapacity"]) for k, t in targets.items()} == {
-        "endpoint/restyle-clipseg/variant/AllTraffic": (1, 4),
-        "endpoint/restyle-inpaint/variant/AllTraffic": (1, 4),
+        "endpoint/restyle-clipseg/variant/AllTraffic": (2, 4),  # two instances: spread over AZs
+        "endpoint/restyle-inpaint/variant/AllTraffic": (2, 4),
         "endpoint/restyle-inpaint-async/variant/AllTraffic": (0, 2)}
     policies = {p["PolicyName"]: p for p in aas.describe_scaling_policies(ServiceNamespace="sagemaker")
                 ["ScalingPolicies"]}
@@ -426,10 +519,34 @@ def test_up_creates_everything_then_is_unchanged(aws, capsys):
         "restyle-inpaint-async-wake-from-zero": "StepScaling"}
     custom = policies["restyle-inpaint-async-backlog"]["TargetTrackingScalingPolicyConfiguration"]
     assert custom["CustomizedMetricSpecification"]["MetricName"] == "ApproximateBacklogSizePerInstance"
-    (alarm,) = aws["cloudwatch"].describe_alarms()["MetricAlarms"]
+    alarms = {a["AlarmName"]: a for a in aws["cloudwatch"].describe_alarms()["MetricAlarms"]}
+    alarm = alarms.pop("restyle-inpaint-async-backlog-without-capacity")
     assert alarm["MetricName"] == "HasBacklogWithoutCapacity"
     assert alarm["AlarmActions"] == [policies["restyle-inpaint-async-wake-from-zero"]["PolicyARN"]]
     assert alarm["Dimensions"] == [{"Name": "EndpointName", "Value": "restyle-inpaint-async"}]
+    # monitoring: 5xx and p90 latency on the chat endpoints, failures on the async one, GPU memory on GPU types;
+    # every one notifies the alarm topic
+    alarm_topic = next(t for t in topics if t.endswith(":restyle-alarms"))
+    assert {n: a["MetricName"] for n, a in alarms.items()} == {
+        "restyle-clipseg-5xx": "Invocation5XXErrors", "restyle-clipseg-model-latency": "ModelLatency",
+        "restyle-clipseg-gpu-memory": "GPUMemoryUtilization",
+        "restyle-inpaint-5xx": "Invocation5XXErrors", "restyle-inpaint-model-latency": "ModelLatency",
+        "restyle-inpaint-gpu-memory": "GPUMemoryUtilization",
+        "restyle-inpaint-async-failures": "InvocationFailures", "restyle-inpaint-async-gpu-memory": "GPUMemoryUtilization"}
+    assert all(a["AlarmActions"] == [alarm_topic] for a in alarms.values())
+    latency = alarms["restyle-inpaint-model-latency"]
+    assert latency["ExtendedStatistic"] == "p90" and latency["Threshold"] == 45_000_000  # microseconds
+    assert alarms["restyle-clipseg-model-latency"]["Threshold"] == 5_000_000
+    assert alarms["restyle-inpaint-gpu-memory"]["Namespace"] == "/aws/sagemaker/Endpoints"
+    assert {"Name": "VariantName", "Value": "AllTraffic"} in alarms["restyle-inpaint-5xx"]["Dimensions"]
+    # async inputs, outputs, failures and data capture expire
+    rules = {r["ID"]: r for r in aws["s3"].get_bucket_lifecycle_configuration(Bucket=BUCKET)["Rules"]}
+    assert {r["Filter"]["Prefix"]: r["Expiration"]["Days"] for r in rules.values()} == {
+        "restyle/async-in/": 7, "restyle/async-out/": 7, "restyle/async-failures/": 7, "restyle/data-capture/": 7}
+    # nothing is fetched from the Hub here (the default models are Hub ids): HF_HUB_OFFLINE is set only when
+    # nothing is
+    assert all("HF_HUB_OFFLINE" not in sm.describe_model(ModelName=m["ModelName"])["PrimaryContainer"]["Environment"]
+               for m in models)
 
     bundle = package.model_tarball()
     obj = aws["s3"].get_object(Bucket=BUCKET, Key=f"restyle/model-{bundle.sha12}.tar.gz")["Body"].read()
@@ -472,6 +589,111 @@ def test_up_resumes_and_recreates_only_what_is_missing(aws, capsys):
         assert after[key] == before[key], key
     rc, out, _ = run(capsys, "status", *BASE, "--json")
     assert {r["state"] for r in json.loads(out)["resources"]} <= {"exists", "InService", "INSUFFICIENT_DATA", "OK"}
+
+
+def test_status_and_down_need_only_what_they_use(aws, capsys):
+    """status reads endpoints by name: no --bucket or --role-arn needed (with them it also compares versions)."""
+    up_json(capsys)
+    rc, out, err = run(capsys, "status", "--instance-type", ITYPE, "--json")
+    assert rc == 0, err
+    report = json.loads(out)
+    assert report["compared_with_plan"] is False
+    rows = {(r["kind"], r["name"]): r for r in report["resources"]}
+    assert rows[("endpoint", "restyle-inpaint")]["state"] == "InService"
+    assert rows[("endpoint", "restyle-inpaint")]["detail"].startswith("serving restyle-inpaint-")
+    assert not any(kind in ("model", "endpoint config", "artifact") for kind, _ in rows)
+    rc, out, _ = run(capsys, "status", "--instance-type", ITYPE)
+    assert rc == 0 and "not compared with the plan" in out
+    rc, out, err = run(capsys, "down")  # no bucket, no role: deletes everything but the S3 objects
+    assert rc == 0, err
+    assert aws["sagemaker"].list_endpoints()["Endpoints"] == []
+
+
+HARDENED = ["--tags", "team=styling", "--tags", "cost-center=42", "--kms-key", "alias/restyle",
+            "--vpc-subnets", "subnet-0123abcd,subnet-4567ef01", "--vpc-security-groups", "sg-0a1b2c3d",
+            "--data-capture", "5", "--s3-retention-days", "3"]
+
+
+def test_up_with_hardening_options(aws, capsys):
+    """--tags on every resource, --kms-key, VPC, data capture and retention reach AWS as asked."""
+    # a rule of the bucket's owner that is not ours survives up and down
+    aws["s3"].put_bucket_lifecycle_configuration(Bucket=BUCKET, LifecycleConfiguration={"Rules": [
+        {"ID": "theirs", "Filter": {"Prefix": "logs/"}, "Status": "Enabled", "Expiration": {"Days": 30}}]})
+    report = up_json(capsys, *HARDENED)
+    assert report["counts"]["created"] > 0
+    sm = aws["sagemaker"]
+    want_tags = {"team": "styling", "cost-center": "42"}
+
+    def tags(arn: str) -> dict:
+        return {t["Key"]: t["Value"] for t in sm.list_tags(ResourceArn=arn)["Tags"]}
+
+    for m in sm.list_models()["Models"]:
+        d = sm.describe_model(ModelName=m["ModelName"])
+        assert d["VpcConfig"] == {"Subnets": ["subnet-0123abcd", "subnet-4567ef01"], "SecurityGroupIds": ["sg-0a1b2c3d"]}
+        assert want_tags.items() <= tags(d["ModelArn"]).items()
+    for c in sm.list_endpoint_configs()["EndpointConfigs"]:
+        d = sm.describe_endpoint_config(EndpointConfigName=c["EndpointConfigName"])
+        # ml.g4dn has local NVMe storage: SageMaker refuses a KmsKeyId for its volumes (the hardware encrypts it)
+        assert "KmsKeyId" not in d and want_tags.items() <= tags(d["EndpointConfigArn"]).items()
+        if d.get("AsyncInferenceConfig"):
+            assert d["AsyncInferenceConfig"]["OutputConfig"]["KmsKeyId"] == "alias/restyle"
+            assert not d.get("DataCaptureConfig")
+        else:
+            capture = d["DataCaptureConfig"]
+            assert capture["InitialSamplingPercentage"] == 5 and capture["KmsKeyId"] == "alias/restyle"
+            assert capture["DestinationS3Uri"] == f"s3://{BUCKET}/restyle/data-capture/"
+    for e in sm.list_endpoints()["Endpoints"]:
+        assert want_tags.items() <= tags(e["EndpointArn"]).items()
+    sns = aws["sns"]
+    for t in sns.list_topics()["Topics"]:
+        assert sns.get_topic_attributes(TopicArn=t["TopicArn"])["Attributes"]["KmsMasterKeyId"] == "alias/restyle"
+        assert want_tags.items() <= {x["Key"]: x["Value"] for x in sns.list_tags_for_resource(
+            ResourceArn=t["TopicArn"])["Tags"]}.items()
+    cw = aws["cloudwatch"]
+    for a in cw.describe_alarms()["MetricAlarms"]:
+        assert want_tags.items() <= {x["Key"]: x["Value"] for x in cw.list_tags_for_resource(
+            ResourceARN=a["AlarmArn"])["Tags"]}.items()
+    key = next(o["Key"] for o in aws["s3"].list_objects_v2(Bucket=BUCKET)["Contents"] if o["Key"].endswith(".tar.gz"))
+    head = aws["s3"].head_object(Bucket=BUCKET, Key=key)
+    assert head["ServerSideEncryption"] == "aws:kms"
+    assert {t["Key"]: t["Value"] for t in aws["s3"].get_object_tagging(Bucket=BUCKET, Key=key)["TagSet"]} == want_tags
+    rules = {r["ID"]: r for r in aws["s3"].get_bucket_lifecycle_configuration(Bucket=BUCKET)["Rules"]}
+    assert "theirs" in rules and rules["restyle-restyle-async-in"]["Expiration"]["Days"] == 3
+    # a second up with the same flags changes nothing
+    assert up_json(capsys, *HARDENED)["unchanged"] is True
+    # down removes our rules and keeps theirs
+    rc, _, err = run(capsys, "down", "--bucket", BUCKET)
+    assert rc == 0, err
+    assert [r["ID"] for r in aws["s3"].get_bucket_lifecycle_configuration(Bucket=BUCKET)["Rules"]] == ["theirs"]
+    assert aws["cloudwatch"].describe_alarms()["MetricAlarms"] == []
+
+
+def test_updates_roll_back_on_the_endpoint_alarms(aws, capsys, monkeypatch):
+    """A changed config is rolled out blue/green with automatic rollback on the endpoint's own alarms.  Moto has
+    no UpdateEndpoint, so the request is read where boto3 sends it (a before-parameter-build hook on the real client)."""
+    import boto3 as boto3_mod
+
+    up_json(capsys)
+    sent: list[dict] = []
+    real_client = boto3_mod.Session.client
+
+    def client(self, name, *a, **kw):
+        c = real_client(self, name, *a, **kw)
+        if name == "sagemaker":
+            c.meta.events.register("before-parameter-build.sagemaker.UpdateEndpoint",
+                                   lambda params, **_: sent.append(params))
+        return c
+
+    monkeypatch.setattr(boto3_mod.Session, "client", client)
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")
+    run(capsys, "up", *BASE, "--inpaint-instance-type", "ml.g4dn.2xlarge")
+    assert sent and sent[0]["EndpointName"] == "restyle-inpaint"
+    deployment = sent[0]["DeploymentConfig"]
+    assert deployment["BlueGreenUpdatePolicy"]["TrafficRoutingConfiguration"]["Type"] == "ALL_AT_ONCE"
+    assert [a["AlarmName"] for a in deployment["AutoRollbackConfiguration"]["Alarms"]] == [
+        "restyle-inpaint-5xx", "restyle-inpaint-model-latency", "restyle-inpaint-gpu-memory"]
+    existing = {a["AlarmName"] for a in aws["cloudwatch"].describe_alarms()["MetricAlarms"]}
+    assert {a["AlarmName"] for a in deployment["AutoRollbackConfiguration"]["Alarms"]} <= existing
 
 
 def test_changed_config_creates_a_new_version(aws, capsys, monkeypatch):
@@ -576,10 +798,14 @@ import base64, io, json, os, sys
 import inference, model
 assert os.path.realpath(model.__file__).startswith(os.path.realpath(sys.argv[1])), model.__file__
 request = json.loads(sys.stdin.read())
+# the toolkit refuses transform_fn next to input_fn/predict_fn/output_fn: the shim exports only these two
+assert not any(hasattr(inference, f) for f in ("input_fn", "predict_fn", "output_fn"))
 loaded = inference.model_fn(sys.argv[1])
-data = inference.input_fn(json.dumps(request).encode(), "application/json")
-out = inference.output_fn(inference.predict_fn(data, loaded), "application/json")
-sys.stdout.write(out.decode() if isinstance(out, bytes) else out[0].decode())
+try:
+    out = inference.transform_fn(loaded, json.dumps(request), "application/json", "application/json")
+except Exception as exc:  # what the toolkit does with it: a 400 whose message is str(exc)
+    out = json.dumps({"toolkit_400": str(exc)}).encode()
+sys.stdout.write(out.decode())
 """
 
 
@@ -603,7 +829,8 @@ def test_packed_inference_serves_tiny_checkpoints(tiny_dir, tmp_path):
     looks = ",".join(f"{n}={Path(tiny_dir) / 'looks' / n}" for n in ("studio", "resort"))
     cases = [("clipseg", {"image": _png_b64(photo), "prompts": ["skirt"]}, "masks", {}),
              ("inpaint", inpaint, "images", {}),
-             ("inpaint", {**inpaint, "look": "resort"}, "images", {"RESTYLE_LORA": looks})]  # brand looks
+             ("inpaint", {**inpaint, "look": "resort"}, "images", {"RESTYLE_LORA": looks}),  # brand looks
+             ("inpaint", {**inpaint, "look": "nope"}, "toolkit_400", {"RESTYLE_LORA": looks})]
     for role, request, field, extra_env in cases:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("RESTYLE_", "PYTHON"))}
         env.update(PYTHONPATH=str(code), RESTYLE_ROLE=role, RESTYLE_MODEL_ID=str(Path(tiny_dir) / role),
@@ -612,5 +839,266 @@ def test_packed_inference_serves_tiny_checkpoints(tiny_dir, tmp_path):
                               cwd=tmp_path, capture_output=True, text=True, timeout=300)
         assert proc.returncode == 0, proc.stderr[-3000:]
         response = json.loads(proc.stdout)
+        if field == "toolkit_400":  # our JSON error body is the exception's text
+            err = json.loads(response[field])["error"]
+            assert err["code"] == "unknown_look" and err["retryable"] is False, err
+            continue
         assert len(response[field]) == 1, response
         assert response.get("look") == request.get("look")
+
+
+# --- weights staged in S3: endpoints that never reach the Hub ------------------------------------------------------
+
+STAGED_SERVE = r"""
+import json, os, sys
+import inference
+loaded = inference.model_fn(sys.argv[1])  # RESTYLE_ARTIFACT_S3 -> copied from (moto's) S3; the Hub is off
+request = json.loads(sys.stdin.read())
+sys.stdout.write(inference.transform_fn(loaded, json.dumps(request), "application/json", "application/json").decode())
+"""
+
+
+@pytest.mark.slow
+def test_local_weights_are_staged_once_and_served_without_the_hub(aws, capsys, tiny_dir, tmp_path, moto_url):
+    from PIL import Image
+
+    clipseg = str(Path(tiny_dir) / "clipseg")
+    rc, out, err = run(capsys, "up", *BASE, "--dry-run", "--clipseg-model", clipseg)
+    assert rc == 0, err
+    assert f"weights   {clipseg} -> s3://{BUCKET}/restyle/weights/clipseg-" in out and "HF_HUB_OFFLINE=1" in out
+    assert aws["s3"].list_objects_v2(Bucket=BUCKET).get("KeyCount", 0) == 0  # a dry run uploads nothing
+
+    report = up_json(capsys, "--clipseg-model", clipseg)
+    (staged,) = [c for c in report["changes"] if c["kind"] == "weights"]
+    assert staged["action"] == "created" and staged["name"].startswith(f"s3://{BUCKET}/restyle/weights/clipseg-")
+    prefix = staged["name"].split(f"{BUCKET}/", 1)[1]
+    keys = {o["Key"] for o in aws["s3"].list_objects_v2(Bucket=BUCKET, Prefix=prefix)["Contents"]}
+    assert f"{prefix}config.json" in keys
+    sm = aws["sagemaker"]
+    envs = {m["ModelName"]: sm.describe_model(ModelName=m["ModelName"])["PrimaryContainer"]["Environment"]
+            for m in sm.list_models()["Models"]}
+    (env,) = [e for e in envs.values() if e["RESTYLE_ROLE"] == "clipseg"]
+    assert env["RESTYLE_ARTIFACT_S3"] == staged["name"] and env["HF_HUB_OFFLINE"] == "1"
+    assert "RESTYLE_MODEL_ID" not in env
+    again = up_json(capsys, "--clipseg-model", clipseg)
+    assert again["unchanged"] is True  # same files, same digest: nothing uploaded again
+
+    # the packed code starts from those S3 objects with the Hub switched off, and answers
+    with tarfile.open(fileobj=io.BytesIO(package.model_tarball().data)) as tar:
+        tar.extractall(tmp_path, filter="data")
+    photo, buf = Image.new("RGB", (64, 64), (200, 60, 60)), io.BytesIO()
+    photo.save(buf, "PNG")
+    request = {"image": base64.b64encode(buf.getvalue()).decode(), "prompts": ["skirt"]}
+    child = {k: v for k, v in os.environ.items() if not k.startswith(("RESTYLE_", "PYTHON"))}
+    child.update(PYTHONPATH=str(tmp_path / "code"), RESTYLE_ROLE="clipseg", RESTYLE_ARTIFACT_S3=staged["name"],
+                 HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", TMPDIR=str(tmp_path), AWS_ENDPOINT_URL=moto_url)
+    proc = subprocess.run([sys.executable, "-c", STAGED_SERVE, str(tmp_path)], input=json.dumps(request), env=child,
+                          cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert len(json.loads(proc.stdout)["masks"]) == 1
+
+
+def test_local_looks_are_staged_too(aws, capsys, tiny_dir):
+    studio = str(Path(tiny_dir) / "looks" / "studio")
+    report = up_json(capsys, "--lora", f"studio={studio},resort=s3://{BUCKET}/looks/resort/")
+    (staged,) = [c for c in report["changes"] if c["kind"] == "weights"]
+    assert staged["name"].startswith(f"s3://{BUCKET}/restyle/weights/look-studio-") and studio in staged["detail"]
+    sm = aws["sagemaker"]
+    envs = [sm.describe_model(ModelName=m["ModelName"])["PrimaryContainer"]["Environment"]
+            for m in sm.list_models()["Models"]]
+    loras = {e["RESTYLE_LORA"] for e in envs if "RESTYLE_LORA" in e}
+    assert loras == {f"studio={staged['name']},resort=s3://{BUCKET}/looks/resort/"}  # the s3:// look as given
+
+
+def test_staging_refuses_what_it_cannot_stage(offline, capsys, tmp_path):
+    rc, _, err = run(capsys, "up", "--dry-run", "--inpaint-model", str(tmp_path / "missing"))
+    assert rc == 2 and "--inpaint-model" in err and "no such folder" in err
+    rc, _, err = run(capsys, "up", "--dry-run", "--clipseg-model", str(tmp_path))
+    assert rc == 2 and "holds no files" in err
+    rc, _, err = run(capsys, "up", "--dry-run", "--lora", f"ss27={tmp_path / 'nope'}")
+    assert rc == 2 and err.startswith("error: --lora ") and "no such folder" in err
+    rc, _, err = run(capsys, "up", "--dry-run", "--wheels", str(tmp_path / "nope"))
+    assert rc == 2 and "--wheels" in err and "no such folder" in err
+    rc, _, err = run(capsys, "up", "--dry-run", "--wheels", str(tmp_path))  # empty: names what is missing
+    assert rc == 2 and "lacks the wheels of accelerate==1.15.0" in err and "python -m deploy wheels" in err
+    rc, out, _ = run(capsys, "wheels", "--dest", str(tmp_path / "w"), "--dry-run")
+    assert rc == 0 and "--python-version 3.12" in out and "transformers==5.24.0" in out and "torch" not in out
+
+
+# --- 10. the packed model under the serving stack SageMaker really runs ------------------------------------------
+
+def _free_port() -> int:
+    """A free loopback port below 30000 (multi-model-server 1.1 refuses some in the ephemeral range)."""
+    import random
+    import socket
+
+    for _ in range(100):
+        port = random.randrange(18000, 30000)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port")
+
+
+@pytest.fixture(scope="module")
+def toolkit(tiny_dir, tmp_path_factory):
+    """``python -m deploy local``'s stack for both roles: the packed tarball under the Hugging Face toolkit and
+    multi-model-server (Java) on loopback.  Skipped with the reason where Java or the toolkit is missing; a failure
+    under CI=true."""
+    from deploy import local
+
+    where = os.environ.get("RESTYLE_TOOLKIT_DIR")
+    why = local.missing_requirements(where)
+    if why:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"the toolkit stack cannot run: {why}")
+        pytest.skip(f"the toolkit stack cannot run here: {why}")
+    tarball = package.model_tarball().data
+    looks = ",".join(f"{n}={Path(tiny_dir) / 'looks' / n}" for n in ("studio", "resort"))
+    servers = {}
+    try:
+        for role in ("clipseg", "inpaint"):
+            work = tmp_path_factory.mktemp(f"local-{role}")
+            servers[role] = local.serve(tarball, role=role, port=_free_port(), workdir=work, toolkit=where,
+                                        model_id=str(Path(tiny_dir) / role), lora=looks if role == "inpaint" else None,
+                                        log_file=work / "server.log")
+        for server in servers.values():
+            local.wait_ready(server, timeout=300)
+        yield {role: s.port for role, s in servers.items()}
+    finally:
+        for server in servers.values():
+            server.stop()
+
+
+def _invoke(port: int, body: bytes, headers: dict | None = None) -> tuple[int, bytes]:
+    import urllib.error
+
+    req = urllib.request.Request(f"http://127.0.0.1:{port}/invocations", data=body, method="POST",
+                                 headers={"Content-Type": "application/json", **(headers or {})})
+    try:
+        with urllib.request.urlopen(req, timeout=120) as resp:
+            return resp.status, resp.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+
+
+@pytest.mark.slow
+def test_toolkit_stack_serves_the_packed_model(toolkit):
+    from tests.test_model_serve import inpaint_body, segment_body
+
+    for port in toolkit.values():
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=30) as resp:
+            assert resp.status == 200
+    status, body = _invoke(toolkit["clipseg"], json.dumps(segment_body()).encode())
+    assert status == 200, body[:500]
+    assert json.loads(body)["prompts"] == ["skirt", "dress"]
+    status, body = _invoke(toolkit["inpaint"], json.dumps(inpaint_body(look="resort")).encode())
+    assert status == 200, body[:500]
+    answer = json.loads(body)
+    assert len(answer["images"]) == 1 and answer["look"] == "resort"
+
+
+def _toolkit_cases():
+    from tests.test_model_serve import BAD, Bad, inpaint_body
+
+    # the container's answers only: a body over 6 MB or an unknown endpoint never reaches a container (SageMaker
+    # answers those itself), and a body that is not UTF-8 is decoded by the toolkit itself before our code runs (its own error text); this
+    # inpaint endpoint serves the tiny looks, so its unknown look is another name
+    cases = [c for c in BAD if c.runtime_error == "ModelError" and c.id not in ("not-utf8", "unknown-look")]
+    return cases + [Bad("unknown-look", "inpaint", inpaint_body(look="gala"), 400, "unknown_look",
+                        "serves 'studio', 'resort' and 'none'")]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", _toolkit_cases(), ids=[c.id for c in _toolkit_cases()])
+def test_toolkit_stack_answers_hostile_input_with_our_json(toolkit, case):
+    """The toolkit answers 400 for everything; inside its wrapper is our body, with the code the bot acts on."""
+    from bot.backends import find_error_body, model_error
+
+    raw = case.body if isinstance(case.body, bytes) else json.dumps(case.body).encode()
+    status, body = _invoke(toolkit[case.role], raw, case.headers)
+    assert status == 400, body[:300]
+    text = body.decode()
+    assert "Traceback" not in text and 'File "' not in text
+    err = find_error_body(text)
+    assert err is not None, text[:300]
+    assert (err["code"], err["retryable"]) == (case.code, False) and case.fragment in err["message"]
+    assert model_error({"OriginalMessage": text}, 400) == (case.code, err["message"], False)
+
+
+def test_local_usage_errors(capsys):
+    assert main(["local", "--role", "clipseg", "--port", "0", "--tiny"]) == 2
+    assert "--port must be 1-65535" in capsys.readouterr().err
+    assert main(["local", "--role", "clipseg", "--lora", "x=/y", "--tiny"]) == 2
+    assert "--lora is for --role inpaint" in capsys.readouterr().err
+    assert main(["local", "/no/such/model.tar.gz", "--role", "inpaint"]) == 2
+    assert "no such model.tar.gz" in capsys.readouterr().err
+
+
+# --- 11. pinned wheels inside model.tar.gz, installed with no network -------------------------------------------
+
+def _image_like_env(root: Path) -> Path:
+    """A fresh virtual environment that, like the inference image, already has torch (and only torch's own
+    dependencies): this environment's copies, linked in through a .pth file.  Returns its python."""
+    from importlib.metadata import distribution
+
+    from packaging.requirements import Requirement
+
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(root / "venv")], check=True, timeout=120)
+    python = root / "venv" / "bin" / "python"
+    shared = root / "image-site"
+    shared.mkdir()
+    seen, todo = set(), ["torch"]
+    while todo:
+        dist = distribution(todo.pop())
+        name = dist.metadata["Name"].lower()
+        if name in seen:
+            continue
+        seen.add(name)
+        todo += [Requirement(r).name for r in dist.requires or []
+                 if Requirement(r).marker is None or Requirement(r).marker.evaluate({"extra": ""})]
+        site = Path(dist.locate_file(""))
+        tops = {Path(str(f)).parts[0] for f in dist.files or [] if not str(f).startswith("..")}
+        for top in tops:
+            if not (shared / top).exists() and (site / top).exists():
+                (shared / top).symlink_to(site / top)
+    purelib = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                             capture_output=True, text=True, check=True).stdout.strip()
+    Path(purelib, "image.pth").write_text(str(shared) + "\n")
+    return python
+
+
+@pytest.mark.slow
+def test_packed_wheels_install_with_no_network(tmp_path, capsys):
+    """`deploy wheels` fetches the tested versions once (PyPI); the tarball then carries them and its
+    requirements.txt installs them with no index at all, into an environment that has only torch — as the
+    toolkit's `pip install -r code/requirements.txt` does at every start of the image."""
+    wheels = tmp_path / "wheels"
+    here = f"{sys.version_info.major}.{sys.version_info.minor}"  # this machine's Python; the image's is 3.12
+    rc = main(["wheels", "--dest", str(wheels), "--python-version", here])
+    _, err = capsys.readouterr()
+    if rc != 0:
+        pytest.skip(f"PyPI is not reachable here to fetch the wheels once: {err.strip()}")
+    bundle = package.model_tarball(wheels=wheels)
+    with tarfile.open(fileobj=io.BytesIO(bundle.data)) as tar:
+        tar.extractall(tmp_path / "model", filter="data")
+    code = tmp_path / "model" / "code"
+    reqs = (code / "requirements.txt").read_text().splitlines()
+    assert reqs[:2] == ["--no-index", "--find-links wheels"] and "transformers==5.24.0" in reqs
+    assert not any(n.startswith("torch") for n in os.listdir(code / "wheels"))
+    python = _image_like_env(tmp_path)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PIP_", "PYTHON"))}
+    env.update(PIP_CONFIG_FILE=os.devnull, PIP_INDEX_URL="http://127.0.0.1:9/simple",  # no index could answer
+               http_proxy="http://127.0.0.1:9", https_proxy="http://127.0.0.1:9")
+    proc = subprocess.run([sys.executable, "-m", "pip", "--python", str(python), "install", "--disable-pip-version-check",
+                           "-r", str(code / "requirements.txt")], cwd=tmp_path, env=env, capture_output=True,
+                          text=True, timeout=900)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
+    probe = ("import importlib.metadata as m, diffusers, transformers, peft, accelerate, torch; "
+             "print(m.version('diffusers'), m.version('transformers'), m.version('huggingface_hub'))")
+    out = subprocess.run([str(python), "-c", probe], env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.split() == ["0.42.1", "5.24.0", "2.4.0"]

@@ -2,9 +2,13 @@
 
 One server per module (both endpoints loaded).  Every bad input is sent on both server paths:
 
-* the container contract, ``POST /invocations?model=...`` → 4xx ``{"error": {"code", "message"}}``;
+* the container contract, ``POST /invocations?model=...`` → 4xx ``{"error": {"code", "message", "retryable"}}``;
 * the SageMaker Runtime path through boto3 → ``ClientError``: ``ModelError`` carrying ``OriginalStatusCode`` and
-  ``OriginalMessage``, or ``ValidationError`` for an unknown endpoint / an oversized payload.
+  ``OriginalMessage``, or ``ValidationError`` for an unknown endpoint / an oversized payload;
+* ``transform_fn``, the chain the Hugging Face toolkit runs → ``ErrorReply`` whose text is the same JSON body.
+
+A generation slower than the bot's timeout is computed once: the bot does not resend it, and the server stops it
+at the next diffusion step once the client has gone.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import json
 import logging
 import socket
 import threading
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,8 +31,9 @@ from botocore.config import Config
 from botocore.exceptions import ClientError
 from PIL import Image
 
+from model.errors import error_body
 from model.handlers import MAX_PAYLOAD, LoadedModel, handle
-from model.serve import ModelServer, start
+from model.serve import ModelServer, _HTTPServer, make_handler, start
 from tests.conftest import b64, garment_mask, make_photo, to_bytes
 from tests.test_model_images import png_claiming
 
@@ -36,13 +42,18 @@ W, H = 64, 48  # small: every good request runs the tiny models at 2 steps
 
 # -- fixtures and helpers --------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def server(tiny_dir):
+def model_server(tiny_dir):
     srv = ModelServer({"clipseg": str(tiny_dir / "clipseg"), "inpaint": str(tiny_dir / "inpaint")}, device="cpu")
     httpd = start(srv, port=0)
     assert srv.ready.wait(300), srv.load_error
-    yield httpd.server_address[1]
+    yield srv, httpd.server_address[1]
     httpd.shutdown()
     httpd.server_close()
+
+
+@pytest.fixture(scope="module")
+def server(model_server):
+    return model_server[1]
 
 
 @pytest.fixture(scope="module")
@@ -382,7 +393,7 @@ def _check_error(status: int, body: bytes | str, case: Bad) -> None:
     text = body.decode() if isinstance(body, bytes) else body
     assert "Traceback" not in text and 'File "' not in text
     err = json.loads(text)["error"]
-    assert set(err) == {"code", "message"}
+    assert set(err) == {"code", "message", "retryable"} and err["retryable"] is False
     assert (status, err["code"]) == (case.status, case.code), err["message"]
     assert case.fragment in err["message"]
 
@@ -418,6 +429,26 @@ def test_bad_input_runtime_path(runtime, case):
         assert "restyle-sdxl" in resp["Error"]["Message"] and "restyle-inpaint" in resp["Error"]["Message"]
 
 
+@pytest.mark.parametrize("case", [c for c in BAD if c.runtime_error == "ModelError"],
+                         ids=[c.id for c in BAD if c.runtime_error == "ModelError"])
+def test_bad_input_through_transform_fn(model_server, case):
+    """The Hugging Face toolkit's path: our JSON body is the text of the exception it turns into a 400, and the
+    bot reads the code and ``retryable`` out of the toolkit's wrapper."""
+    from bot.backends import model_error
+    from model.errors import ErrorReply
+    from model.handlers import transform_fn
+
+    srv, _ = model_server
+    with pytest.raises(ErrorReply) as info:
+        transform_fn(srv.models[case.role], _raw(case), case.headers.get("Content-Type", "application/json"),
+                     case.headers.get("Accept"))
+    _check_error(info.value.status, str(info.value), case)
+    # what the toolkit's model server answers: its own JSON, ours escaped inside its message, always 400
+    wrapper = json.dumps({"code": 400, "type": "InternalServerException", "message": str(info.value)})
+    assert model_error({"OriginalMessage": wrapper}, 400) == (case.code, json.loads(str(info.value))["error"]
+                                                              ["message"], False)
+
+
 def test_server_still_healthy_after_the_table(server, runtime):
     status, body, _ = post(server, "/ping", b"", method="GET")
     assert status == 200 and json.loads(body)["status"] == "ok"
@@ -443,7 +474,8 @@ def test_broken_model_is_a_500_with_the_traceback_in_the_log(caplog, exc):
         status, out, ctype = handle(model, body, "application/json", None)
     assert status == 500 and ctype == "application/json"
     err = json.loads(out)["error"]
-    assert err == {"code": "internal_error", "message": "the model failed on this request; see the logs"}
+    assert err == {"code": "internal_error", "message": "the model failed on this request; see the logs",
+                   "retryable": True}
     assert "Traceback" not in out.decode() and str(exc) not in out.decode()
     logged = "\n".join(r.getMessage() for r in caplog.records)
     assert "Traceback (most recent call last)" in logged and f"{type(exc).__name__}: {exc}" in logged
@@ -483,3 +515,161 @@ def test_serve_on_a_taken_port_says_so(server, capsys):
 
     assert main(["--clipseg", "x", "--port", str(server)]) == 2
     assert f"cannot listen on 127.0.0.1:{server}" in capsys.readouterr().err
+
+
+# -- a generation slower than the timeout is computed once ---------------------------------------------------------
+class SlowSteps:
+    """The real tiny inpainter, each diffusion step made slow; counts calls and the steps that ran."""
+
+    def __init__(self, engine, step_s: float) -> None:
+        self.engine, self.step_s = engine, step_s
+        self.calls = 0
+        self.steps_run = 0
+        self.looks = getattr(engine, "looks", ())
+
+    def __call__(self, *args, progress=None, **kwargs):
+        self.calls += 1
+
+        def slow(done: int, total: int) -> None:
+            time.sleep(self.step_s)
+            self.steps_run += 1
+            if progress is not None:
+                progress(done, total)
+
+        return self.engine(*args, progress=slow, **kwargs)
+
+
+@pytest.fixture
+def aws_env(monkeypatch):
+    """Dummy credentials and a region, so the backend builds its own boto3 client (with its own retry rules)."""
+    for var, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+                       "AWS_DEFAULT_REGION": "us-east-1", "AWS_CONFIG_FILE": "/dev/null",
+                       "AWS_SHARED_CREDENTIALS_FILE": "/dev/null"}.items():
+        monkeypatch.setenv(var, value)
+    for var in ("AWS_PROFILE", "AWS_MAX_ATTEMPTS", "AWS_RETRY_MODE", "AWS_ENDPOINT_URL"):
+        monkeypatch.delenv(var, raising=False)
+
+
+def test_slow_generation_is_computed_once_and_stopped_when_the_client_leaves(tiny_dir, caplog, aws_env):
+    from bot.backends import BackendUnavailable, SageMakerBackend
+    from model.handlers import load_model
+    from model.schemas import InpaintRequest
+
+    srv = ModelServer({"inpaint": str(tiny_dir / "inpaint")}, device="cpu")
+    real = load_model("inpaint", str(tiny_dir / "inpaint"), device="cpu")
+    slow = SlowSteps(real.engine, step_s=0.2)
+    srv.models["inpaint"] = LoadedModel("inpaint", slow, real.ref)
+    srv.ready.set()
+    httpd = _HTTPServer(("127.0.0.1", 0), make_handler(srv))
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        backend = SageMakerBackend(clipseg_endpoint="restyle-clipseg", inpaint_endpoint="restyle-inpaint",
+                                   endpoint_url=f"http://127.0.0.1:{httpd.server_address[1]}", timeout_s=1.0,
+                                   retries=3)
+        req = InpaintRequest(image=b64(make_photo(W, H)), mask=b64(garment_mask(W, H)), prompt="a red skirt",
+                             num_images=1, seed=1, steps=30)  # 30 steps x 0.2 s: far over the 1 s timeout
+        t0 = time.monotonic()
+        with caplog.at_level(logging.INFO), pytest.raises(BackendUnavailable) as info:
+            backend.inpaint(req)
+        elapsed = time.monotonic() - t0
+        print(f"\nread timeout 1 s: failed after {elapsed:.2f} s")
+        assert 1.0 <= elapsed < 1.8, elapsed  # told within about one timeout, not 4 x 1 s plus backoff
+        assert slow.calls == 1  # sent once: a read timeout is never retried
+        text = str(info.value)
+        assert "did not answer within 1 seconds" in text and "Error" not in text  # plain words, no class names
+        # the server notices the client has gone and stops at the next step, long before step 30
+        deadline = time.monotonic() + 5
+        while "stopped: the client went away" not in caplog.text and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert "stopped: the client went away" in caplog.text
+        ran = slow.steps_run
+        time.sleep(1.0)
+        print(f"engine calls {slow.calls}, steps run {ran} of 30")
+        assert slow.steps_run == ran < 15  # nothing more runs after the stop
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+def test_unreachable_endpoint_reads_as_plain_words(aws_env):
+    from bot.backends import BackendUnavailable, SageMakerBackend
+    from model.schemas import SegmentRequest
+
+    backend = SageMakerBackend(clipseg_endpoint="restyle-clipseg", inpaint_endpoint="restyle-inpaint",
+                               endpoint_url="http://127.0.0.1:9", timeout_s=2.0, retries=1)
+    with pytest.raises(BackendUnavailable) as info:
+        backend.segment(SegmentRequest(image=b64(make_photo(W, H)), prompts=["skirt"]))
+    assert str(info.value) == "the clipseg endpoint restyle-clipseg could not be reached after 2 tries"
+
+
+# -- the bot decides from the body, whatever status the serving stack chose ---------------------------------------
+class ToolkitLike(ModelServer):
+    """Answers errors the way the Hugging Face toolkit behind SageMaker does: always 400, our JSON escaped inside
+    the toolkit's own ``{"code", "type", "message"}``.  ``crash`` answers that many requests with a retryable
+    ``internal_error``; a request for more than ``max_seeds`` candidates gets ``response_too_large``."""
+
+    def __init__(self, *a, **kw) -> None:
+        super().__init__(*a, **kw)
+        self.crash = 0
+        self.max_seeds = 16
+        self.calls: list[int] = []
+
+    def route(self, method, path, headers, body):
+        if path.endswith("/invocations") and "inpaint" in path:
+            seeds = json.loads(body).get("seeds") or [0]
+            self.calls.append(len(seeds))
+            if self.crash > 0:
+                self.crash -= 1
+                return self._model_error(500, json.dumps(error_body("internal_error", "boom", True)).encode())
+            if len(seeds) > self.max_seeds:
+                return self._model_error(413, json.dumps(error_body("response_too_large", "too big")).encode())
+        return super().route(method, path, headers, body)
+
+    def _model_error(self, status, out):
+        wrapper = json.dumps({"code": 400, "type": "InternalServerException", "message": out.decode()})
+        return super()._model_error(400, wrapper.encode())
+
+
+def test_retries_and_halving_follow_the_body_through_a_toolkit_400(tiny_dir, aws_env):
+    from bot.backends import BackendError, SageMakerBackend
+    from model.schemas import InpaintRequest
+
+    srv = ToolkitLike({"inpaint": str(tiny_dir / "inpaint")}, device="cpu")
+    httpd = start(srv, port=0)
+    assert srv.ready.wait(300), srv.load_error
+    try:
+        backend = SageMakerBackend(clipseg_endpoint="restyle-clipseg", inpaint_endpoint="restyle-inpaint",
+                                   endpoint_url=f"http://127.0.0.1:{httpd.server_address[1]}", retries=2)
+        req = InpaintRequest(image=b64(make_photo(W, H)), mask=b64(garment_mask(W, H)), prompt="a red skirt",
+                             num_images=1, seed=1, steps=2)
+        srv.crash = 1  # a 400 whose body says internal_error, retryable: sent again, then it works
+        assert len(backend.inpaint(req).images) == 1 and srv.calls == [1, 1]
+        srv.calls.clear()
+        srv.max_seeds = 1  # response_too_large in a 400: asked again in halves, down to one candidate a call
+        out = backend.inpaint_many(req, seeds=[1, 2, 3, 4])
+        assert out.seeds == [1, 2, 3, 4] and srv.calls == [4, 2, 1, 1, 2, 1, 1]
+        srv.calls.clear()
+        with pytest.raises(BackendError) as info:  # a caller's error in a 400: never sent again
+            backend.inpaint(req.model_copy(update={"look": "nope"}))
+        assert info.value.code == "unknown_look" and srv.calls == [1]
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+@pytest.mark.parametrize("original, status, want", [
+    ('{"error": {"code": "unknown_look", "message": "no", "retryable": false}}', 400, ("unknown_look", "no", False)),
+    ('{"error": {"code": "internal_error", "message": "boom", "retryable": true}}', 400,
+     ("internal_error", "boom", True)),  # the toolkit's 400 does not make a crash final
+    ('{"error": {"code": "internal_error", "message": "boom"}}', 400, ("internal_error", "boom", True)),  # older
+    ('{"error": {"code": "empty_mask", "message": "m"}}', 500, ("empty_mask", "m", True)),  # older model, 5xx
+    ('{"code": 400, "type": "InternalServerException", "message": "{\\"error\\": {\\"code\\": \\"invalid_image\\", '
+     '\\"message\\": \\"x\\", \\"retryable\\": false}} : 400"}', 400, ("invalid_image", "x", False)),
+    ("upstream timed out", None, ("model_error", "upstream timed out", False)),  # not ours, no status: final
+    ("<html>bad gateway</html>", 502, ("model_error", "<html>bad gateway</html>", True)),
+    ("odd", "n/a", ("model_error", "odd", False)),
+])
+def test_model_error_reads_the_body_first(original, status, want):
+    from bot.backends import model_error
+
+    assert model_error({"OriginalMessage": original}, status) == want
