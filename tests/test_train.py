@@ -446,7 +446,8 @@ def _third_party_imports(files: list[Path]) -> set[str]:
 def _requirement_names(txt: bytes) -> set[str]:
     import re
 
-    return {re.split(r"[<>=!~\[; ]", line, maxsplit=1)[0].lower() for line in txt.decode().split()}
+    # PEP 503 names ("huggingface_hub" and "huggingface-hub" are one package), as _with_dependencies writes them
+    return {re.sub(r"[-_.]+", "-", re.split(r"[<>=!~\[; ]", line, maxsplit=1)[0]).lower() for line in txt.decode().split()}
 
 
 def _with_dependencies(names: set[str], extras: tuple[str, ...] = ("torch",)) -> set[str]:
