@@ -417,7 +417,7 @@ def test_two_slack_replicas_alternate_on_one_thread(state, tmp_path):
     emu = SlackEmulator().start()
     settings = Settings.from_env({"RESTYLE_BACKEND": "sagemaker"}, data_dir=tmp_path, num_images=2,
                                  slack_bot_token=BOT_TOKEN, slack_signing_secret=SIGNING_SECRET,
-                                 slack_api_url=emu.api_url)
+                                 slack_api_url=emu.api_url, test_loopback_files=True)  # the emulator's http files
     fakes, bots, servers, clients = [], [], [], []
     try:
         for i in (1, 2):
