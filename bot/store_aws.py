@@ -14,14 +14,22 @@ pk                     sk                      what
                                                (string set of ``user<TAB>source`` marks), ``clk_*`` clocks
 ``T#<thread>``         ``PENDING``             the question restyle is waiting on (``data``: a map)
 ``T#<thread>``         ``LEASE``               who runs the thread's generation now: owner, token, expires
+``T#<thread>``         ``MSG#<channel:ts>``    a posted message showing one of its variations (what forget deletes)
 ``TURN#<turn>``        ``TURN``                turn id → thread
 ``V#<variation>``      ``V``                   variation id → thread, number
 ``M#<channel:ts>``     ``M``                   a posted message → the variation it shows
 ``E#<event id>``       ``E``                   an event already handled (``ttl``: DynamoDB's TTL deletes it)
-``THREADS``            ``<thread>``            every thread and its created time (``latest_thread``)
+``THREADS``            ``<thread>``            every thread: created, ``last_activity`` (the photo, then each
+                                               turn's start: ``latest_thread``, ``idle_threads``)
 ``REPLICAS``           ``<replica id>``        a live replica's heartbeat (``expires``)
 ``RUNNING``            ``<turn>``              a running turn and its owner
 ``INTERRUPTED``        ``<turn>``              an interrupted turn not yet reported in its thread
+``U#<YYYY-MM-DD>``     ``<at:017.6f>#<id>``    one generation's usage that UTC day: at, user, channel, thread, images,
+                                               gpu_s (sorted by time)
+``USAGE``              ``DAYS``                ``days``: the UTC days that have usage (a string set)
+``LIMITS``             ``<key>``               a limit set from Slack: value (null: unlimited), by, at
+``N#<key>``            ``N``                   a one-time note already given (``claim_notice``)
+``FORGOTTEN``          ``<thread>``            a deleted thread: at, reason (``retention`` / ``forget``)
 =====================  ======================  ===================================================================
 
 Pictures are PNG files: written to a local cache folder, uploaded to S3 *before* the row naming them is written, and
@@ -31,7 +39,14 @@ relative to the prefix (``threads/<slug>/original.png``); each replica maps them
 Numbering: an ``UpdateItem ADD var_count :n`` on the thread item reserves ``n`` numbers atomically, then the variation
 rows are put with ``attribute_not_exists`` conditions in one transaction with the turn's ``done``.  Each replica
 writes a heartbeat (``REPLICAS``) every few seconds; a turn still ``running`` whose owner's heartbeat has lapsed
-(a crashed replica) becomes ``interrupted`` the next time any replica looks, and is reported in its thread.
+(a crashed replica) becomes ``interrupted`` the next time any replica looks, and is reported in its thread by the
+replica whose conditional ``mark_reported`` wins.
+
+Team controls (``bot/controls.py``): ``usage_total(since)`` queries the day partitions from ``since``'s UTC day on
+(the days ``USAGE/DAYS`` lists) and sums the rows, filtered by user/channel; ``idle_threads`` queries the
+``THREADS`` partition and compares ``last_activity`` (no scan, no secondary index: at a team's scale, thousands of
+threads, one partition read an hour per replica); ``forget_thread`` deletes the S3 objects under the thread's
+folder, its items and pointers, and last the thread item with ``FORGOTTEN`` put in one transaction.
 """
 
 from __future__ import annotations
@@ -858,7 +873,7 @@ class DynamoStore(StateStore):
         transaction — the thread item, its ``THREADS`` entry, and ``FORGOTTEN/<thread>`` with ``reason``.  A crash
         half-way leaves the thread item, so the next ``forget_thread`` finishes the job.  Usage rows are kept
         (they count toward quotas), as in SQLite; a held lease expires by itself.  False when there was no such
-        thread."""
+        thread, or another replica deleted it first."""
         if not self.has_thread(thread):
             return False
         folder = self._s3_key(f"threads/{_slug(thread)}/")
@@ -883,12 +898,18 @@ class DynamoStore(StateStore):
             elif sk.startswith("MSG#"):
                 dead.append((f"M#{sk[len('MSG#'):]}", "M"))
         self._transact([{"Delete": {"TableName": self.table, "Key": self._key(*k)}} for k in dead])
-        self._tx_write([
-            {"Delete": {"TableName": self.table, "Key": self._key(f"T#{thread}", "THREAD")}},
-            {"Delete": {"TableName": self.table, "Key": self._key("THREADS", thread)}},
-            {"Put": {"TableName": self.table, "Item": self._enc({"pk": "FORGOTTEN", "sk": thread, "at": time.time(),
-                                                                 "reason": reason})}},
-        ])
+        try:  # conditional: of two replicas sweeping one thread at once, one says it deleted it
+            self._tx_write([
+                {"Delete": {"TableName": self.table, "Key": self._key(f"T#{thread}", "THREAD"),
+                            "ConditionExpression": "attribute_exists(pk)"}},
+                {"Delete": {"TableName": self.table, "Key": self._key("THREADS", thread)}},
+                {"Put": {"TableName": self.table, "Item": self._enc({"pk": "FORGOTTEN", "sk": thread,
+                                                                     "at": time.time(), "reason": reason})}},
+            ])
+        except Exception as exc:
+            if self._failed(exc):
+                return False
+            raise
         return True
 
     def forgotten(self, thread: str) -> str | None:

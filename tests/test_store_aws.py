@@ -355,6 +355,15 @@ def test_forget_thread_removes_everything_and_says_why(replicas):
         assert a.thread_dir(thread).exists()  # the other replica's cache: cleared by its next retention sweep
         a.idle_threads(0.0)
         assert not a.thread_dir(thread).exists()
+        race = new_thread(a, "slack:C1:7.7")  # two replicas' retention sweeps at once: one of them deleted it
+        won: list[bool] = []
+        workers = [threading.Thread(target=lambda s=s: won.append(s.forget_thread(race, "retention")))
+                   for s in (a, b) * 2]
+        for w in workers:
+            w.start()
+        for w in workers:
+            w.join(30)
+        assert sorted(won) == [False] * 3 + [True] and b.forgotten(race) == "retention"
     # a photo shared again in that thread starts over
     new_thread(b, thread)
     assert [v.number for v in finish(b, thread)[1]] == [1, 2] and a.forgotten(thread) == "forget"
