@@ -220,7 +220,8 @@ def bot_process(tmp_path, runtime_url: str, emu: SlackEmulator, *,
                 "SLACK_BOT_TOKEN": BOT_TOKEN, "SLACK_SIGNING_SECRET": SIGNING_SECRET, "SLACK_API_URL": emu.api_url,
                 "RESTYLE_SAGEMAKER_ENDPOINT_URL": runtime_url, "AWS_DEFAULT_REGION": "us-east-1",
                 "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "RESTYLE_STEPS": "2",
-                "RESTYLE_NUM_IMAGES": "2", "RESTYLE_RETRIES": "0", "RESTYLE_WORKERS": "1", **env}
+                "RESTYLE_NUM_IMAGES": "2", "RESTYLE_RETRIES": "0", "RESTYLE_WORKERS": "1",
+                "RESTYLE_TEST_LOOPBACK_FILES": "1", **env}  # the emulator serves photos over plain http
     proc = subprocess.Popen([sys.executable, "-m", "bot", "slack", *args, "--backend",
                              "sagemaker", "--log-level", "WARNING"], env=full_env, cwd=ROOT,
                             stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
