@@ -552,6 +552,49 @@ def test_a_killed_replicas_turn_is_reported_by_another(state, tmp_path):
         a.close()
 
 
+def test_a_serving_replica_reports_a_killed_replicas_turn_without_a_restart(state, tmp_path, monkeypatch, capsys):
+    """The serve loop looks for interrupted turns every NOTICES_EVERY_S: a replica that dies after this one started
+    has its thread told by this one, once, without anything restarting or anyone writing in the thread."""
+    from bot import health, slack_app
+    from tests.slack_emulator import BOT_TOKEN, SIGNING_SECRET, SlackEmulator
+
+    emu = SlackEmulator().start()
+    settings = Settings.from_env({"RESTYLE_BACKEND": "sagemaker"}, data_dir=tmp_path, slack_bot_token=BOT_TOKEN,
+                                 slack_signing_secret=SIGNING_SECRET, slack_api_url=emu.api_url)
+    thread = "slack:C0DESIGN:1700000000.000100"
+    dying = dynamo(tmp_path, "dying")
+    new_thread(dying, thread)
+    dying.start_turn(thread, "U1", "make it gold", "edit", {}, "", "", dying.original(thread), 1.0, ["dress"])
+    handlers: dict = {}
+    monkeypatch.setattr(signal, "signal", lambda sig, handler: handlers.setdefault(sig, handler))
+    monkeypatch.setattr(health, "NOTICES_EVERY_S", 0.3)
+    engine = Engine(dynamo(tmp_path, "serving"), FakeBackend(), settings)
+    done: list[int] = []
+    server = threading.Thread(target=lambda: done.append(health.run(
+        engine, settings, slack_app.build_client(settings), http=True, port=0)), daemon=True)
+    server.start()
+
+    def told() -> list[str]:
+        return [b["text"] for b in emu.bodies("chat.postMessage") if "make it gold" in b.get("text", "")]
+
+    try:
+        deadline = time.monotonic() + 30
+        while "serving the Slack Events API" not in capsys.readouterr().err:  # started: its start-up look is done
+            assert time.monotonic() < deadline and server.is_alive(), "the bot did not start"
+            time.sleep(0.05)
+        assert told() == []  # the turn's replica was alive at start-up
+        dying.close()  # it dies: its running turn is interrupted for the others
+        emu.wait_until(lambda: told(), 10, what="the interrupted turn told in its thread")
+        time.sleep(1.0)  # more rounds of the loop: told once
+        assert len(told()) == 1 and emu.bodies("chat.postMessage")[-1]["thread_ts"] == "1700000000.000100"
+    finally:
+        handlers[signal.SIGTERM](signal.SIGTERM, None)
+        server.join(30)
+        dying.close()
+        emu.stop()
+    assert done == [0]
+
+
 def test_two_slack_replicas_alternate_on_one_thread(state, tmp_path):
     """Two Bolt apps (two replicas) on one DynamoDB + S3 state and one Slack: events alternate between them, the
     thread continues across them, numbering has no gap or duplicate, and an event Slack retries to the *other*
