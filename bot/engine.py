@@ -155,8 +155,8 @@ class Engine:
         for turn in self.store.unreported_interruptions():
             if not turn.thread.startswith(prefix):
                 continue
-            out.append((turn.thread, Text(T.INTERRUPTED.format(text=turn.text), kind="error")))
-            self.store.mark_reported(turn.id)
+            if self.store.mark_reported(turn.id):  # False: another replica claimed it and tells it
+                out.append((turn.thread, Text(T.INTERRUPTED.format(text=turn.text), kind="error")))
         return out
 
     def handle(self, event: Event, progress: Progress | None = None) -> list[Reply]:
@@ -164,8 +164,8 @@ class Engine:
         notices: list[Reply] = []
         if thread and self.store.has_thread(thread):
             for turn in self.store.unreported_interruptions(thread):
-                notices.append(Text(T.INTERRUPTED.format(text=turn.text), kind="error"))
-                self.store.mark_reported(turn.id)
+                if self.store.mark_reported(turn.id):  # told once, by whichever replica claims it
+                    notices.append(Text(T.INTERRUPTED.format(text=turn.text), kind="error"))
         try:
             replies = self._dispatch(event, progress)
             if isinstance(event, Message) and not event.addressed:

@@ -24,6 +24,10 @@ from bot.jobs import JobQueue
 
 log = logging.getLogger("restyle.health")
 
+#: How often a serving replica posts interrupted-turn notices (turns of a replica that was killed, found by any
+#: replica sharing the state), besides once at start-up.
+NOTICES_EVERY_S = 30.0
+
 #: Said in a thread whose queued request never started because this replica was stopping.
 DRAIN_NOT_STARTED = ("I was restarting before I could start on this request, so nothing was made. "
                      "Say it again to retry.")
@@ -290,8 +294,14 @@ def run(engine: Any, settings: Any, client: Any, *, http: bool, host: str = "127
             return 2 if isinstance(exc, SlackApiError) else 1
     for s in servers:
         s.start()
+    next_notices = time.monotonic() + NOTICES_EVERY_S
     while not stop.wait(0.5):
-        pass
+        if time.monotonic() >= next_notices:  # a replica killed mid-turn: its thread is told without a restart
+            next_notices = time.monotonic() + NOTICES_EVERY_S
+            try:
+                bot.post_pending_notices()
+            except Exception:  # noqa: BLE001 - the state was unreachable: the next round tries again
+                log.exception("posting interrupted-turn notices failed")
     finished = drain(bot, jobs, health, timeout_s=settings.drain_s, stop_intake=stop_intake)
     for s in servers:
         s.shutdown()

@@ -20,7 +20,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from PIL import Image
 
@@ -191,7 +191,10 @@ class StateStore(Protocol):
 
     def unreported_interruptions(self, thread: str | None = None) -> list[Turn]: ...
 
-    def mark_reported(self, turn: str) -> None: ...
+    def mark_reported(self, turn: str) -> bool:
+        """Claim the telling of an interrupted (or draining) turn: True for the one caller that marks it reported,
+        False when it already was (another replica, or an earlier call, told it): post the notice only on True."""
+        ...
 
     # -- variations, favourites
     def variation(self, variation_id: str) -> Variation | None: ...
@@ -221,6 +224,53 @@ class StateStore(Protocol):
     def lease(self, thread: str, timeout: float | None = None) -> contextlib.AbstractContextManager[None]:
         """Hold ``thread`` exclusively (across processes/replicas) for a generation; blocks until free, or raises
         ``LeaseTimeout`` after ``timeout`` seconds.  A crashed holder's lease is released (process exit / expiry)."""
+        ...
+
+    # -- team controls (bot/controls.py): quotas, usage, limits, one-time notes, retention and /restyle forget
+    def record_usage(self, user: str, channel: str, thread: str, images: int, gpu_s: float,
+                     at: float | None = None) -> None:
+        """One generation: its pictures and the GPU seconds it took, at ``at`` (default: now)."""
+        ...
+
+    def usage_total(self, since: float, *, user: str | None = None, channel: str | None = None) -> tuple[int, float]:
+        """(pictures, GPU seconds) recorded at or after ``since`` (Unix time), for one user and/or one channel
+        (both: rows matching both), or everyone; (0, 0.0) when there is none."""
+        ...
+
+    def usage_rows(self, since: float) -> list[Any]:
+        """Every generation at or after ``since``, oldest first; each row is read by column name: ``at``,
+        ``user``, ``channel``, ``thread``, ``images``, ``gpu_s`` (``sqlite3.Row`` or ``dict``)."""
+        ...
+
+    def limits(self) -> dict[str, str | None]:
+        """Limits set from Slack (``/restyle limits``): key → value as text (None: unlimited)."""
+        ...
+
+    def set_limit(self, key: str, value: str | None, by: str) -> None:
+        """Set (replace) one limit; ``by``: the admin who set it."""
+        ...
+
+    def claim_notice(self, key: str) -> bool:
+        """True the first time ``key`` is claimed by anyone sharing this state, ever; False after that."""
+        ...
+
+    def thread_owner(self, thread: str) -> str | None:
+        """Who shared the thread's photo; None for no such thread."""
+        ...
+
+    def idle_threads(self, before: float, prefix: str = "") -> list[str]:
+        """Threads whose id starts with ``prefix``, created before ``before``, with no turn started at or after
+        ``before`` (what retention deletes)."""
+        ...
+
+    def forget_thread(self, thread: str, reason: str) -> bool:
+        """Delete everything of ``thread`` (pictures wherever they are kept, its turns, variations, favourites,
+        message links and pending question; not its usage rows) and remember ``reason`` (``retention`` or
+        ``forget``) for ``forgotten``; False when there was no such thread."""
+        ...
+
+    def forgotten(self, thread: str) -> str | None:
+        """Why ``thread``'s data was deleted, or None when it was not."""
         ...
 
 
@@ -456,8 +506,10 @@ class Store(StateStore):
             args = (thread,)
         return [t for r in self._all(sql + " ORDER BY created", args) if (t := self.turn(r["id"])) is not None]
 
-    def mark_reported(self, turn: str) -> None:
-        self._tx([("UPDATE turns SET reported = 1 WHERE id = ?", (turn,))])
+    def mark_reported(self, turn: str) -> bool:
+        """True when this call marked ``turn`` reported; False when it already was (or there is no such turn)."""
+        with self._transaction() as db:
+            return db.execute("UPDATE turns SET reported = 1 WHERE id = ? AND reported = 0", (turn,)).rowcount == 1
 
     # -- variations and favourites -------------------------------------------------------------------------------
     def _variation(self, row: sqlite3.Row | None) -> Variation | None:

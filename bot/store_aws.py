@@ -14,14 +14,22 @@ pk                     sk                      what
                                                (string set of ``user<TAB>source`` marks), ``clk_*`` clocks
 ``T#<thread>``         ``PENDING``             the question restyle is waiting on (``data``: a map)
 ``T#<thread>``         ``LEASE``               who runs the thread's generation now: owner, token, expires
+``T#<thread>``         ``MSG#<channel:ts>``    a posted message showing one of its variations (what forget deletes)
 ``TURN#<turn>``        ``TURN``                turn id → thread
 ``V#<variation>``      ``V``                   variation id → thread, number
 ``M#<channel:ts>``     ``M``                   a posted message → the variation it shows
 ``E#<event id>``       ``E``                   an event already handled (``ttl``: DynamoDB's TTL deletes it)
-``THREADS``            ``<thread>``            every thread and its created time (``latest_thread``)
+``THREADS``            ``<thread>``            every thread: created, ``last_activity`` (the photo, then each
+                                               turn's start: ``latest_thread``, ``idle_threads``)
 ``REPLICAS``           ``<replica id>``        a live replica's heartbeat (``expires``)
 ``RUNNING``            ``<turn>``              a running turn and its owner
 ``INTERRUPTED``        ``<turn>``              an interrupted turn not yet reported in its thread
+``U#<YYYY-MM-DD>``     ``<at:017.6f>#<id>``    one generation's usage that UTC day: at, user, channel, thread, images,
+                                               gpu_s (sorted by time)
+``USAGE``              ``DAYS``                ``days``: the UTC days that have usage (a string set)
+``LIMITS``             ``<key>``               a limit set from Slack: value (null: unlimited), by, at
+``N#<key>``            ``N``                   a one-time note already given (``claim_notice``)
+``FORGOTTEN``          ``<thread>``            a deleted thread: at, reason (``retention`` / ``forget``)
 =====================  ======================  ===================================================================
 
 Pictures are PNG files: written to a local cache folder, uploaded to S3 *before* the row naming them is written, and
@@ -31,7 +39,14 @@ relative to the prefix (``threads/<slug>/original.png``); each replica maps them
 Numbering: an ``UpdateItem ADD var_count :n`` on the thread item reserves ``n`` numbers atomically, then the variation
 rows are put with ``attribute_not_exists`` conditions in one transaction with the turn's ``done``.  Each replica
 writes a heartbeat (``REPLICAS``) every few seconds; a turn still ``running`` whose owner's heartbeat has lapsed
-(a crashed replica) becomes ``interrupted`` the next time any replica looks, and is reported in its thread.
+(a crashed replica) becomes ``interrupted`` the next time any replica looks, and is reported in its thread by the
+replica whose conditional ``mark_reported`` wins.
+
+Team controls (``bot/controls.py``): ``usage_total(since)`` queries the day partitions from ``since``'s UTC day on
+(the days ``USAGE/DAYS`` lists) and sums the rows, filtered by user/channel; ``idle_threads`` queries the
+``THREADS`` partition and compares ``last_activity`` (no scan, no secondary index: at a team's scale, thousands of
+threads, one partition read an hour per replica); ``forget_thread`` deletes the S3 objects under the thread's
+folder, its items and pointers, and last the thread item with ``FORGOTTEN`` put in one transaction.
 """
 
 from __future__ import annotations
@@ -40,10 +55,12 @@ import contextlib
 import hashlib
 import logging
 import os
+import shutil
 import threading
 import time
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -200,11 +217,16 @@ class DynamoStore(StateStore):
     def _put(self, item: dict, **kw) -> None:
         self._do("put_item", TableName=self.table, Item=self._enc(item), **kw)
 
-    def _query(self, pk: str, begins: str | None = None, **kw) -> list[dict]:
+    def _query(self, pk: str, begins: str | None = None, *, sk_from: str | None = None, **kw) -> list[dict]:
+        """Every item of partition ``pk`` (pages followed), its sort key starting with ``begins`` or, with
+        ``sk_from``, at least that."""
         cond, values = "pk = :pk", {":pk": pk}
         if begins:
             cond += " AND begins_with(sk, :b)"
             values[":b"] = begins
+        elif sk_from is not None:
+            cond += " AND sk >= :f"
+            values[":f"] = sk_from
         out, start = [], None
         while True:
             args = {"TableName": self.table, "KeyConditionExpression": cond, "ConsistentRead": True,
@@ -395,7 +417,7 @@ class DynamoStore(StateStore):
                      "SET created = :c, #u = :u, original = :o, base_stack = :e, context = :m, settings = :m, "
                      "var_count = if_not_exists(var_count, :z), thread_id = :t",
                      {":c": now, ":u": user, ":o": rel, ":e": [], ":m": {}, ":z": 0, ":t": thread}, {"#u": "user"})
-        self._put({"pk": "THREADS", "sk": thread, "created": now})
+        self._put({"pk": "THREADS", "sk": thread, "created": now, "last_activity": now})
         return path
 
     def has_thread(self, thread: str) -> bool:
@@ -513,6 +535,9 @@ class DynamoStore(StateStore):
                                                                  "thread": thread})}},
             {"Put": {"TableName": self.table, "Item": self._enc({"pk": "RUNNING", "sk": turn, "thread": thread,
                                                                  "owner": self.replica, "created": now})}},
+            {"Update": {"TableName": self.table, "Key": self._key("THREADS", thread),  # for retention
+                        "UpdateExpression": "SET last_activity = :n, created = if_not_exists(created, :n)",
+                        "ExpressionAttributeValues": self._values({":n": now})}},
         ])
         self._turn_threads[turn] = thread
         return turn
@@ -648,16 +673,26 @@ class DynamoStore(StateStore):
         turns = [t for r in sorted(rows, key=lambda r: r.get("created", 0)) if (t := self.turn(r["sk"]))]
         return [t for t in turns if t.status == "interrupted"]
 
-    def mark_reported(self, turn: str) -> None:
+    def mark_reported(self, turn: str) -> bool:
+        """A conditional update (``reported`` still false) with the ``INTERRUPTED`` row's delete: of two replicas
+        reporting one turn, one gets True and posts the notice."""
         thread = self._thread_of_turn(turn)
         if thread is None:
-            return
-        self._transact([
-            {"Update": {"TableName": self.table, "Key": self._key(f"T#{thread}", f"TURN#{turn}"),
-                        "UpdateExpression": "SET reported = :t",
-                        "ExpressionAttributeValues": self._values({":t": True})}},
-            {"Delete": {"TableName": self.table, "Key": self._key("INTERRUPTED", turn)}},
-        ])
+            return False
+        try:
+            self._tx_write([
+                {"Update": {"TableName": self.table, "Key": self._key(f"T#{thread}", f"TURN#{turn}"),
+                            "UpdateExpression": "SET reported = :t",
+                            "ConditionExpression": "attribute_exists(pk) AND (attribute_not_exists(reported) "
+                                                   "OR reported <> :t)",
+                            "ExpressionAttributeValues": self._values({":t": True})}},
+                {"Delete": {"TableName": self.table, "Key": self._key("INTERRUPTED", turn)}},
+            ])
+            return True
+        except Exception as exc:
+            if self._failed(exc):
+                return False
+            raise
 
     # -- variations and favourites -------------------------------------------------------------------------------
     def _variation(self, item: dict | None) -> Variation | None:
@@ -729,6 +764,10 @@ class DynamoStore(StateStore):
 
     # -- adapter helpers -----------------------------------------------------------------------------------------
     def link_message(self, key: str, variation_id: str) -> None:
+        """The ``M#`` pointer, and its key in the variation's thread (what ``forget_thread`` deletes by)."""
+        ptr = self._get(f"V#{variation_id}", "V")
+        if ptr is not None:
+            self._put({"pk": f"T#{ptr['thread']}", "sk": f"MSG#{key}", "key": key, "variation": variation_id})
         self._put({"pk": f"M#{key}", "sk": "M", "variation": variation_id})
 
     def variation_for_message(self, key: str) -> str | None:
@@ -748,6 +787,135 @@ class DynamoStore(StateStore):
             if self._failed(exc):
                 return False
             raise
+
+    # -- team controls (bot/controls.py) -------------------------------------------------------------------------
+    @staticmethod
+    def _day(at: float) -> str:
+        return datetime.fromtimestamp(at, UTC).strftime("%Y-%m-%d")
+
+    def record_usage(self, user: str, channel: str, thread: str, images: int, gpu_s: float,
+                     at: float | None = None) -> None:
+        """One generation: the day is added to ``USAGE/DAYS`` first (an idempotent ``ADD``), then its row is put
+        in that UTC day's partition, sorted by time."""
+        at = time.time() if at is None else float(at)
+        day = self._day(at)
+        self._update("USAGE", "DAYS", "ADD days :d", {":d": {day}})
+        self._put({"pk": f"U#{day}", "sk": f"{at:017.6f}#{uuid.uuid4().hex[:8]}", "at": at, "user": user,
+                   "channel": channel, "thread": thread, "images": int(images), "gpu_s": float(gpu_s)})
+
+    def _usage(self, since: float) -> list[dict]:
+        """Every usage row at or after ``since``: a query of each day partition from ``since``'s day on (the days
+        ``USAGE/DAYS`` lists: a day nothing was generated on costs nothing, and no row is missed however old
+        ``since`` is or whatever time a row was recorded at)."""
+        item = self._get("USAGE", "DAYS") or {}
+        first = self._day(since) if since > 0 else ""
+        rows: list[dict] = []
+        for day in sorted(d for d in item.get("days") or set() if d >= first):
+            rows += self._query(f"U#{day}", sk_from=f"{max(since, 0.0):017.6f}" if day == first else None)
+        return [r for r in rows if float(r["at"]) >= since]
+
+    def usage_total(self, since: float, *, user: str | None = None, channel: str | None = None) -> tuple[int, float]:
+        """(pictures, GPU seconds) since ``since`` (Unix time), for one user and/or channel, or everyone."""
+        rows = [r for r in self._usage(since) if (user is None or r.get("user") == user)
+                and (channel is None or r.get("channel") == channel)]
+        return sum(int(r.get("images") or 0) for r in rows), float(sum(float(r.get("gpu_s") or 0) for r in rows))
+
+    def usage_rows(self, since: float) -> list[dict]:
+        """Every generation since ``since``, oldest first: dicts with the SQLite columns' names."""
+        rows = sorted(self._usage(since), key=lambda r: (float(r["at"]), r["sk"]))
+        return [{"at": float(r["at"]), "user": r.get("user", ""), "channel": r.get("channel", ""),
+                 "thread": r.get("thread", ""), "images": int(r.get("images") or 0),
+                 "gpu_s": float(r.get("gpu_s") or 0)} for r in rows]
+
+    def limits(self) -> dict[str, str | None]:
+        """Limits set from Slack (``LIMITS/<key>``): key → value (None: unlimited)."""
+        return {r["sk"]: r.get("value") for r in self._query("LIMITS")}
+
+    def set_limit(self, key: str, value: str | None, by: str) -> None:
+        self._put({"pk": "LIMITS", "sk": key, "value": value, "by": by, "at": time.time()})
+
+    def claim_notice(self, key: str) -> bool:
+        """A conditional put of ``N#<key>``: True for the first claimer on any replica, ever."""
+        try:
+            self._put({"pk": f"N#{key}", "sk": "N", "at": time.time()}, ConditionExpression="attribute_not_exists(pk)")
+            return True
+        except Exception as exc:
+            if self._failed(exc):
+                return False
+            raise
+
+    def thread_owner(self, thread: str) -> str | None:
+        item = self._get(f"T#{thread}", "THREAD")
+        return item.get("user") if item else None
+
+    def idle_threads(self, before: float, prefix: str = "") -> list[str]:
+        """Threads (ids starting with ``prefix``) with no photo or turn since ``before``: a query of the
+        ``THREADS`` partition, whose items carry ``last_activity`` (the photo's time, then each turn's start, set
+        by ``start_turn``; like SQLite, a turn counts from when it started).  No scan and no index: the partition
+        already lists every thread.  Also deletes this replica's cached pictures of threads another replica
+        forgot (``/restyle forget``, retention) — each replica's retention sweep clears its own cache."""
+        out = []
+        for r in self._query("THREADS", prefix or None):
+            last = r.get("last_activity")
+            if last is None:  # a thread from before last_activity: its newest turn says
+                last = max([float(r["created"])] + [float(t["created"]) for t in self._query(f"T#{r['sk']}", "TURN#")
+                                                     if "created" in t])
+            if float(r["created"]) < before and float(last) < before:
+                out.append(r["sk"])
+        for r in self._query("FORGOTTEN"):
+            if self.thread_dir(r["sk"]).exists() and not self.has_thread(r["sk"]):
+                shutil.rmtree(self.thread_dir(r["sk"]), ignore_errors=True)
+        return out
+
+    def forget_thread(self, thread: str, reason: str) -> bool:
+        """Delete everything of ``thread``: its pictures in S3 and in this replica's cache, its items and the
+        pointers to them (turns, variations, posted messages, running/interrupted rows), then — last, in one
+        transaction — the thread item, its ``THREADS`` entry, and ``FORGOTTEN/<thread>`` with ``reason``.  A crash
+        half-way leaves the thread item, so the next ``forget_thread`` finishes the job.  Usage rows are kept
+        (they count toward quotas), as in SQLite; a held lease expires by itself.  False when there was no such
+        thread, or another replica deleted it first."""
+        if not self.has_thread(thread):
+            return False
+        folder = self._s3_key(f"threads/{_slug(thread)}/")
+        pages = self._s3.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=folder)
+        keys = [o["Key"] for page in pages for o in page.get("Contents", [])]
+        for i in range(0, len(keys), 1000):
+            self._s3.delete_objects(Bucket=self.bucket, Delete={"Objects": [{"Key": k} for k in keys[i:i + 1000]],
+                                                                "Quiet": True})
+        shutil.rmtree(self.thread_dir(thread), ignore_errors=True)
+        dead: list[tuple[str, str]] = []
+        for item in self._query(f"T#{thread}"):
+            sk = item["sk"]
+            if sk in ("THREAD", "LEASE"):
+                continue
+            dead.append((f"T#{thread}", sk))
+            if sk.startswith("TURN#"):
+                turn = sk[len("TURN#"):]
+                dead += [(f"TURN#{turn}", "TURN"), ("RUNNING", turn), ("INTERRUPTED", turn)]
+                self._turn_threads.pop(turn, None)
+            elif sk.startswith("VAR#") and item.get("id"):
+                dead.append((f"V#{item['id']}", "V"))
+            elif sk.startswith("MSG#"):
+                dead.append((f"M#{sk[len('MSG#'):]}", "M"))
+        self._transact([{"Delete": {"TableName": self.table, "Key": self._key(*k)}} for k in dead])
+        try:  # conditional: of two replicas sweeping one thread at once, one says it deleted it
+            self._tx_write([
+                {"Delete": {"TableName": self.table, "Key": self._key(f"T#{thread}", "THREAD"),
+                            "ConditionExpression": "attribute_exists(pk)"}},
+                {"Delete": {"TableName": self.table, "Key": self._key("THREADS", thread)}},
+                {"Put": {"TableName": self.table, "Item": self._enc({"pk": "FORGOTTEN", "sk": thread,
+                                                                     "at": time.time(), "reason": reason})}},
+            ])
+        except Exception as exc:
+            if self._failed(exc):
+                return False
+            raise
+        return True
+
+    def forgotten(self, thread: str) -> str | None:
+        """Why ``thread``'s data was deleted (``retention``, ``forget``), or None."""
+        item = self._get("FORGOTTEN", thread)
+        return item["reason"] if item else None
 
 
 def open_store(settings: Any) -> StateStore:

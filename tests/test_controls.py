@@ -26,6 +26,13 @@ from tests.fake_backend import FakeBackend
 from tests.slack_emulator import APP_ID, BOT_TOKEN, BOT_USER_ID, TEAM_ID, file_share, message, user_ts
 from tests.test_slack import CH, PHOTO, running_bot
 
+try:  # moto's server and the shared-state fixtures (tests/test_store_aws.py), for the DynamoDB test below
+    from tests.test_store_aws import aws, dynamo, moto_url, state  # noqa: F401 - fixtures
+except pytest.skip.Exception:  # moto is not installed: that test is skipped, the rest run
+    @pytest.fixture
+    def state():
+        pytest.skip("moto is not installed")
+
 OTHER = "C0ELSEWHERE"
 ADMIN = "U0BOSS"
 
@@ -72,6 +79,37 @@ def test_over_quota_is_refused_before_any_model_call(tmp_path):
         assert h.engine.store.usage_total(C.day_start(), user="U0DESIGNER") == (2, pytest.approx(
             h.engine.store.usage_total(C.day_start(), user="U0DESIGNER")[1]))
         assert h.engine.store.usage_total(C.day_start())[0] == 4
+
+
+def test_over_quota_is_refused_on_the_shared_dynamodb_state(state, tmp_path, monkeypatch):
+    """The same refusal with the bot on DynamoDB + S3 (RESTYLE_STATE): usage recorded there counts, and a limit an
+    admin set from Slack is read from there."""
+    import tests.test_slack
+    from bot.store_aws import DynamoStore
+
+    monkeypatch.setattr(tests.test_slack, "Store", lambda data_dir: dynamo(tmp_path, "bot"))
+    fake = FakeBackend()
+    with running_bot(tmp_path, fake, user_daily_images=10, admins=ADMIN) as h:
+        assert isinstance(h.engine.store, DynamoStore)
+        assert "`user_daily_images=2`" in ack_text(h.slack.command("limits user_daily_images=2", channel=CH,
+                                                                   user=ADMIN))
+        root = h.share_photo(text="make the skirt red")
+        h.wait_variations(root, 2)
+        assert h.bot.jobs.join(timeout=60)
+        assert h.engine.store.usage_total(C.day_start(), user="U0DESIGNER")[0] == 2
+        calls = len(fake.inpaint_calls)
+        h.slack.event(message(CH, "make the skirt blue", thread_ts=root))
+        refusal = h.wait_text(root, "your daily limit of 2 pictures")
+        assert "(2 of 2 used today)" in refusal["text"]
+        assert h.bot.jobs.join(timeout=60)
+        assert len(fake.inpaint_calls) == calls  # no model call
+        # a second store on the same table (another replica) sees the same usage and limit
+        other = dynamo(tmp_path, "other")
+        try:
+            assert other.usage_total(C.day_start(), channel=CH) == h.engine.store.usage_total(C.day_start())
+            assert other.limits() == {"user_daily_images": "2"}
+        finally:
+            other.close()
 
 
 def test_batch_that_would_cross_the_quota_is_trimmed_and_says_so(tmp_path):

@@ -240,6 +240,158 @@ def test_lease_is_exclusive_across_replicas(replicas):
         pass
 
 
+# -- team controls (bot/controls.py) on both stores -----------------------------------------------------------------
+DAY = 1795996800.0  # 2026-11-30 00:00:00 UTC
+
+
+def test_usage_totals_by_user_channel_and_day(replicas):
+    """Quotas read these totals: a row at midnight counts for the new day, one a second before for the old one."""
+    a, b = replicas(2)
+    a.record_usage("U1", "C1", "slack:C1:1", 2, 1.5, at=DAY - 1)  # 2026-11-29 23:59:59
+    a.record_usage("U1", "C1", "slack:C1:1", 3, 2.0, at=DAY)
+    b.record_usage("U2", "C1", "slack:C1:2", 4, 2.5, at=DAY + 3600)
+    a.record_usage("U1", "C2", "slack:C2:1", 1, 0.25, at=DAY + 86400 + 10)  # the next day
+    assert b.usage_total(DAY) == (8, pytest.approx(4.75))
+    assert b.usage_total(DAY, user="U1") == (4, pytest.approx(2.25))
+    assert b.usage_total(DAY, channel="C1") == (7, pytest.approx(4.5))
+    assert b.usage_total(DAY, user="U1", channel="C1") == (3, pytest.approx(2.0))
+    assert b.usage_total(DAY + 1e-3) == (5, pytest.approx(2.75))  # just after midnight: the midnight row is out
+    assert b.usage_total(DAY - 1) == b.usage_total(0) == (10, pytest.approx(6.25))
+    assert b.usage_total(DAY + 86400) == (1, pytest.approx(0.25))
+    assert b.usage_total(DAY, user="U9") == (0, 0.0) and b.usage_total(DAY + 10 * 86400) == (0, 0.0)
+    rows = a.usage_rows(DAY)
+    assert [(r["at"], r["user"], r["channel"], r["thread"], r["images"]) for r in rows] == [
+        (DAY, "U1", "C1", "slack:C1:1", 3), (DAY + 3600, "U2", "C1", "slack:C1:2", 4),
+        (DAY + 86410, "U1", "C2", "slack:C2:1", 1)]
+    assert [r["gpu_s"] for r in rows] == pytest.approx([2.0, 2.5, 0.25])
+    b.record_usage("U1", "C1", "slack:C1:1", 2, 1.0)  # now
+    assert a.usage_total(time.time() - 60, user="U1") == (2, pytest.approx(1.0))
+    if replicas.kind == "dynamo":  # one partition per UTC day
+        ddb = boto3.client("dynamodb", region_name=REGION)
+        count = {day: len(ddb.query(TableName=TABLE, KeyConditionExpression="pk = :p",
+                                    ExpressionAttributeValues={":p": {"S": f"U#{day}"}})["Items"])
+                 for day in ("2026-11-29", "2026-11-30", "2026-12-01")}
+        assert count == {"2026-11-29": 1, "2026-11-30": 2, "2026-12-01": 1}
+
+
+def test_limits_set_on_one_replica_are_read_on_the_other(replicas):
+    a, b = replicas(2)
+    assert a.limits() == {}
+    a.set_limit("user_daily_images", "5", "U0BOSS")
+    b.set_limit("daily_gpu_seconds", None, "U0BOSS")  # none: unlimited
+    assert b.limits() == {"user_daily_images": "5", "daily_gpu_seconds": None}
+    b.set_limit("user_daily_images", "7", "U0BOSS")
+    assert a.limits() == {"user_daily_images": "7", "daily_gpu_seconds": None}
+
+
+def test_a_notice_is_claimed_once_across_replicas(replicas):
+    a, b = replicas(2)
+    results: list[bool] = []
+    threads = [threading.Thread(target=lambda s=s: results.append(s.claim_notice("channel-note:C1:U1")))
+               for s in (a, b) * 4]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(results) == [False] * 7 + [True]
+    assert b.claim_notice("channel-note:C1:U2") is True and a.claim_notice("channel-note:C1:U2") is False
+
+
+def test_idle_threads(replicas):
+    a, b = replicas(2)
+    old, busy, term = new_thread(a, "slack:C1:1.0"), new_thread(a, "slack:C1:2.0"), new_thread(b, "term:1")
+    time.sleep(0.02)
+    cut = time.time()
+    time.sleep(0.02)
+    b.start_turn(busy, "U1", "make it red", "edit", {}, "", "", b.original(busy), 1.0, ["dress"])  # after the cut
+    assert b.idle_threads(cut, prefix="slack:") == [old]
+    assert sorted(a.idle_threads(cut)) == [old, term]
+    assert sorted(a.idle_threads(time.time() + 1, prefix="slack:")) == [old, busy]
+    assert a.idle_threads(cut - 10) == []  # nothing was created that early
+    if replicas.kind == "dynamo":  # a thread item from before last_activity: its turns are read instead
+        boto3.client("dynamodb", region_name=REGION).update_item(
+            TableName=TABLE, Key={"pk": {"S": "THREADS"}, "sk": {"S": busy}}, UpdateExpression="REMOVE last_activity")
+        assert b.idle_threads(cut, prefix="slack:") == [old]
+    a.forget_thread(old, "retention")
+    assert b.idle_threads(cut, prefix="slack:") == []
+
+
+def _scan(pattern: str) -> list[dict]:
+    """Every item of the table that mentions ``pattern`` anywhere (keys or attributes)."""
+    ddb = boto3.client("dynamodb", region_name=REGION)
+    items = [i for page in ddb.get_paginator("scan").paginate(TableName=TABLE) for i in page["Items"]]
+    return [i for i in items if pattern in repr(i)]
+
+
+def test_forget_thread_removes_everything_and_says_why(replicas):
+    a, b = replicas(2)
+    thread, keep = new_thread(a, "slack:C1:9.9"), new_thread(a, "slack:C1:1.1")
+    turn, made = finish(a, thread)
+    _, kept = finish(a, keep)
+    running = a.start_turn(thread, "U1", "now blue", "edit", {}, "", "", a.original(thread), 1.0, ["dress"])
+    a.set_favorite(made[0].id, "U1", True, "heart", at=1.0)
+    a.link_message("C1:9.95", made[0].id)
+    a.set_pending(thread, {"id": "q1"})
+    a.record_usage("U1", "C1", thread, 2, 1.0)
+    paths = [a.original(thread)] + [v.path for v in made] + [b.variation(made[1].id).path]
+    assert all(p.exists() for p in paths)
+    assert b.forget_thread(thread, "forget") is True
+    assert b.forget_thread(thread, "forget") is False and b.forget_thread("t:none", "forget") is False
+    for s in (a, b):
+        assert not s.has_thread(thread) and s.thread_owner(thread) is None and s.forgotten(thread) == "forget"
+        assert s.variation(made[0].id) is None and s.variation_for_message("C1:9.95") is None
+        assert s.turn(turn) is None and s.turn(running) is None and s.pending(thread) is None
+        assert s.variations(thread) == [] and s.favorites(thread) == []
+        assert s.latest_thread("slack:C1:9") is None and s.forgotten(keep) is None
+        assert [v.number for v in s.variations(keep)] == [1, 2] and s.thread_owner(keep) == "U1"
+    assert not b.thread_dir(thread).exists()
+    assert a.usage_total(0, user="U1") == (2, pytest.approx(1.0))  # usage is kept: it counts toward quotas
+    if replicas.kind == "dynamo":
+        s3 = boto3.client("s3", region_name=REGION)
+        listed = [o["Key"] for o in s3.list_objects_v2(Bucket=BUCKET, Prefix=f"{PREFIX}/threads/")["Contents"]]
+        assert listed and not any("9.9" in k for k in listed) and all("1.1" in k for k in listed)
+        left = [i for needle in (thread, turn, running, made[0].id, made[1].id, "C1:9.95") for i in _scan(needle)]
+        assert all(i["pk"]["S"] == "FORGOTTEN" or i["pk"]["S"].startswith("U#") for i in left), left
+        assert a.thread_dir(thread).exists()  # the other replica's cache: cleared by its next retention sweep
+        a.idle_threads(0.0)
+        assert not a.thread_dir(thread).exists()
+        race = new_thread(a, "slack:C1:7.7")  # two replicas' retention sweeps at once: one of them deleted it
+        won: list[bool] = []
+        workers = [threading.Thread(target=lambda s=s: won.append(s.forget_thread(race, "retention")))
+                   for s in (a, b) * 2]
+        for w in workers:
+            w.start()
+        for w in workers:
+            w.join(30)
+        assert sorted(won) == [False] * 3 + [True] and b.forgotten(race) == "retention"
+    # a photo shared again in that thread starts over
+    new_thread(b, thread)
+    assert [v.number for v in finish(b, thread)[1]] == [1, 2] and a.forgotten(thread) == "forget"
+
+
+def test_an_interrupted_turn_is_told_by_one_replica(replicas, tmp_path):
+    """Two replicas find one interrupted turn at once: the claim (``mark_reported``) lets one of them tell it."""
+    a, b = replicas(2)
+    thread = new_thread(a, "slack:C1:5.5")
+    (dead,) = replicas(1)
+    turn = dead.start_turn(thread, "U1", "make it gold", "edit", {}, "", "", dead.original(thread), 1.0, ["dress"])
+    if replicas.kind == "sqlite":
+        dead.mark_interrupted()
+    else:
+        dead.close()  # gone: its running turn is interrupted for the others
+    settings = Settings.from_env({"RESTYLE_BACKEND": "sagemaker"}, data_dir=tmp_path)
+    engines = [Engine(s, FakeBackend(), settings) for s in (a, b) * 2]
+    told: list = []
+    workers = [threading.Thread(target=lambda e=e: told.extend(e.pending_notices("slack:"))) for e in engines]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join(30)
+    assert [(t, "make it gold" in x.text) for t, x in told] == [(thread, True)]
+    assert a.unreported_interruptions() == [] and b.turn(turn).status == "interrupted"
+    assert a.mark_reported(turn) is False
+
+
 # -- DynamoDB only ---------------------------------------------------------------------------------------------------
 def test_a_crashed_replicas_lease_expires_and_a_live_one_is_renewed(state, tmp_path):
     a = dynamo(tmp_path, "a", lease_s=0.6, replica_ttl_s=0.6)
@@ -400,6 +552,49 @@ def test_a_killed_replicas_turn_is_reported_by_another(state, tmp_path):
         a.close()
 
 
+def test_a_serving_replica_reports_a_killed_replicas_turn_without_a_restart(state, tmp_path, monkeypatch, capsys):
+    """The serve loop looks for interrupted turns every NOTICES_EVERY_S: a replica that dies after this one started
+    has its thread told by this one, once, without anything restarting or anyone writing in the thread."""
+    from bot import health, slack_app
+    from tests.slack_emulator import BOT_TOKEN, SIGNING_SECRET, SlackEmulator
+
+    emu = SlackEmulator().start()
+    settings = Settings.from_env({"RESTYLE_BACKEND": "sagemaker"}, data_dir=tmp_path, slack_bot_token=BOT_TOKEN,
+                                 slack_signing_secret=SIGNING_SECRET, slack_api_url=emu.api_url)
+    thread = "slack:C0DESIGN:1700000000.000100"
+    dying = dynamo(tmp_path, "dying")
+    new_thread(dying, thread)
+    dying.start_turn(thread, "U1", "make it gold", "edit", {}, "", "", dying.original(thread), 1.0, ["dress"])
+    handlers: dict = {}
+    monkeypatch.setattr(signal, "signal", lambda sig, handler: handlers.setdefault(sig, handler))
+    monkeypatch.setattr(health, "NOTICES_EVERY_S", 0.3)
+    engine = Engine(dynamo(tmp_path, "serving"), FakeBackend(), settings)
+    done: list[int] = []
+    server = threading.Thread(target=lambda: done.append(health.run(
+        engine, settings, slack_app.build_client(settings), http=True, port=0)), daemon=True)
+    server.start()
+
+    def told() -> list[str]:
+        return [b["text"] for b in emu.bodies("chat.postMessage") if "make it gold" in b.get("text", "")]
+
+    try:
+        deadline = time.monotonic() + 30
+        while "serving the Slack Events API" not in capsys.readouterr().err:  # started: its start-up look is done
+            assert time.monotonic() < deadline and server.is_alive(), "the bot did not start"
+            time.sleep(0.05)
+        assert told() == []  # the turn's replica was alive at start-up
+        dying.close()  # it dies: its running turn is interrupted for the others
+        emu.wait_until(lambda: told(), 10, what="the interrupted turn told in its thread")
+        time.sleep(1.0)  # more rounds of the loop: told once
+        assert len(told()) == 1 and emu.bodies("chat.postMessage")[-1]["thread_ts"] == "1700000000.000100"
+    finally:
+        handlers[signal.SIGTERM](signal.SIGTERM, None)
+        server.join(30)
+        dying.close()
+        emu.stop()
+    assert done == [0]
+
+
 def test_two_slack_replicas_alternate_on_one_thread(state, tmp_path):
     """Two Bolt apps (two replicas) on one DynamoDB + S3 state and one Slack: events alternate between them, the
     thread continues across them, numbering has no gap or duplicate, and an event Slack retries to the *other*
@@ -417,7 +612,7 @@ def test_two_slack_replicas_alternate_on_one_thread(state, tmp_path):
     emu = SlackEmulator().start()
     settings = Settings.from_env({"RESTYLE_BACKEND": "sagemaker"}, data_dir=tmp_path, num_images=2,
                                  slack_bot_token=BOT_TOKEN, slack_signing_secret=SIGNING_SECRET,
-                                 slack_api_url=emu.api_url)
+                                 slack_api_url=emu.api_url, test_loopback_files=True)  # the emulator's http files
     fakes, bots, servers, clients = [], [], [], []
     try:
         for i in (1, 2):
