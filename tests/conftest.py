@@ -61,3 +61,15 @@ def b64(data: bytes | Image.Image | np.ndarray) -> str:
 @pytest.fixture
 def photo() -> Image.Image:
     return make_photo()
+
+
+@pytest.fixture(scope="module")
+def moto_url():
+    """moto's server on a free loopback port, for one test module (the AWS control plane, S3, DynamoDB)."""
+    from moto import server as moto_server
+
+    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()

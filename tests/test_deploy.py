@@ -26,23 +26,12 @@ from deploy.__main__ import main
 from deploy.aws import subset
 from deploy.plan import PlanError, Settings, TrainSettings, build_plan, build_training_jobs, render_plan
 
-moto_server = pytest.importorskip("moto.server")
-
 REGION = "us-east-1"
 BUCKET = "restyle-artifacts-bkt"
 ROLE = "arn:aws:iam::123456789012:role/restyle-sagemaker"
 ITYPE = "ml.g4dn.xlarge"  # moto's instance type list predates ml.g5
 BASE = ["--bucket", BUCKET, "--role-arn", ROLE, "--instance-type", ITYPE]
 SECRET = "testing"
-
-
-@pytest.fixture(scope="module")
-def moto_url():
-    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
 
 
 @pytest.fixture

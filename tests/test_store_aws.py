@@ -23,22 +23,11 @@ from bot.store import LeaseTimeout, StateStore, Store
 from tests.conftest import make_photo, to_bytes
 from tests.fake_backend import FakeBackend
 
-moto_server = pytest.importorskip("moto.server")
-
 REGION = "us-east-1"
 TABLE = "restyle-state-test"
 BUCKET = "restyle-media-test"
 PREFIX = "state"
 ROOT = Path(__file__).resolve().parent.parent
-
-
-@pytest.fixture(scope="module")
-def moto_url():
-    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
 
 
 @pytest.fixture
