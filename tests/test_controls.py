@@ -26,12 +26,8 @@ from tests.fake_backend import FakeBackend
 from tests.slack_emulator import APP_ID, BOT_TOKEN, BOT_USER_ID, TEAM_ID, file_share, message, user_ts
 from tests.test_slack import CH, PHOTO, running_bot
 
-try:  # moto's server and the shared-state fixtures (tests/test_store_aws.py), for the DynamoDB test below
-    from tests.test_store_aws import aws, dynamo, moto_url, state  # noqa: F401 - fixtures
-except pytest.skip.Exception:  # moto is not installed: that test is skipped, the rest run
-    @pytest.fixture
-    def state():
-        pytest.skip("moto is not installed")
+# the shared-state fixtures (tests/test_store_aws.py; moto's server is conftest's moto_url), for the DynamoDB test
+from tests.test_store_aws import aws, dynamo, state  # noqa: F401 - fixtures
 
 OTHER = "C0ELSEWHERE"
 ADMIN = "U0BOSS"
@@ -81,7 +77,7 @@ def test_over_quota_is_refused_before_any_model_call(tmp_path):
         assert h.engine.store.usage_total(C.day_start())[0] == 4
 
 
-def test_over_quota_is_refused_on_the_shared_dynamodb_state(state, tmp_path, monkeypatch):
+def test_over_quota_is_refused_on_the_shared_dynamodb_state(state, tmp_path, monkeypatch):  # noqa: F811
     """The same refusal with the bot on DynamoDB + S3 (RESTYLE_STATE): usage recorded there counts, and a limit an
     admin set from Slack is read from there."""
     import tests.test_slack
