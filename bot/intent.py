@@ -892,7 +892,8 @@ _FAV_RE = re.compile(r"\b(?:fav|fave|favs|faves|favorite|favourite|favorites|fav
 _INFO_RE = re.compile(r"\b(?:seed|prompt|details?|info|settings|how\s+(?:did\s+you|was\s+it|were\s+they)\s+"
                       r"(?:make|made|get|got|do|done)|what\s+(?:did\s+you\s+use|was\s+used))\b")
 _PRAISE_RE = re.compile(r"\b(?:slaps|slay\w*|serving|ate|iconic|giving|vibe|hits\s+different|exactly\s+what"
-                        r"|winner|the\s+one|keeper|incredible|unreal|insane|sick|in\s+love|the\s+moment|love\s+love|dream|stunning|chic|elegant\s+af|obsessed|chefs\s+kiss|yes\s+queen|10\s*/\s*10|love\s+it|love\s+this|stunner|dreamy|cute|beautiful|pretty"
+                        r"|winner|the\s+one|keeper|incredible|unreal|insane|sick|in\s+love|the\s+moment|love\s+love|dream|chic"
+                        r"|elegant\s+af|yes\s+queen|10\s*/\s*10|love\s+it|love\s+this|stunner|dreamy|cute|pretty"
                         r"|great|perfect|gorgeous|beautiful|stunning|amazing|awesome|lovely|fantastic|nice"
                         r"|wonderful|brilliant|excellent|obsessed|fire|chef'?s\s+kiss|looks?\s+good|spot\s+on"
                         r"|nailed\s+it|so\s+good|the\s+best|best\s+one|wow)\b")

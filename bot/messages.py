@@ -146,7 +146,6 @@ QUOTA_TRIMMED = (" (Only {n} of the {asked} asked for: {limit} has {n} left toda
                  "{reset}.)")
 GPU_REFUSED = ("The team's daily GPU budget is spent ({used} of {max} GPU-seconds today), so I haven't generated "
                "anything. It resets at midnight UTC (in {reset}); an admin can raise it with `/restyle limits`.")
-CAP_TRIMMED = " (Capped at {cap} per request by the team's limits; admins can change them with `/restyle limits`.)"
 CAP_SETTING = ("`{key}={value}` is above the team's cap of {cap} for {key}. Ask an admin (they can change caps with "
                "`/restyle limits max_{key}=…`).")
 CHANNEL_NOT_ALLOWED = ("restyle isn't enabled in this channel, so I won't look at photos or messages here. Ask an admin "
