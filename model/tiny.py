@@ -106,7 +106,7 @@ def synthetic_photo(width: int, height: int, box: tuple[int, int, int, int] | No
     return Image.fromarray(np.clip(img, 0, 255).astype(np.uint8))
 
 
-def _fit_clipseg(model, processor, seed: int, steps: int = 500) -> None:
+def _fit_clipseg(model, processor, seed: int, steps: int = 1000) -> None:
     """A few seconds of seeded decoder fitting on synthetic photos (see the module docstring).
 
     On one thread: the float reductions then run in one order, so every machine gets the same weights whatever its
@@ -129,7 +129,7 @@ def _fit_steps(model, processor, seed: int, steps: int) -> None:
     tok = processor.tokenizer(words, padding=True, return_tensors="pt")
     opt = torch.optim.Adam(model.parameters(), lr=1e-2)
     # the rate decays to zero: the last steps settle instead of jumping around a minimum, so the fitted model does
-    # not depend on where float rounding (which differs between CPUs) left the last few of 500 noisy steps
+    # not depend on where float rounding (which differs between CPUs) left the last few of its noisy steps
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps)
     side = 64
     model.train()
@@ -138,7 +138,7 @@ def _fit_steps(model, processor, seed: int, steps: int) -> None:
         for _ in range(8):
             w, h = rng.randint(24, 56), rng.randint(24, 56)
             x0, y0 = rng.randint(0, side - w), rng.randint(0, side - h)
-            has_box = rng.rand() > 0.15
+            has_box = rng.rand() > 0.25
             box = (x0, y0, x0 + w, y0 + h) if has_box else None
             images.append(synthetic_photo(side, side, box, seed=int(rng.randint(1 << 30))))
             # half the samples teach the protected words to stay empty, half teach garments the rectangle
