@@ -9,12 +9,12 @@ ARGS   ?=
 
 .PHONY: setup toolkit test lint chat tiny bench lean-check clean
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
 	# The CPU wheel of torch lies on this disk; install it first so nothing pulls a CUDA build.
 	$(PIP) install --quiet torch==2.13.0
-	$(PIP) install --quiet -e '.[local,dev,deploy]'
+	$(PIP) install --quiet -c constraints.txt -e '.[local,dev,deploy]'
 	touch $@
 
 setup: $(VENV)/.installed

@@ -340,6 +340,12 @@ def test_packed_pins_are_the_tested_versions():
 
     drift = {name: (pinned, version(name)) for name, pinned in package.PINS.items() if version(name) != pinned}
     assert not drift, f"package.PINS differs from the tested environment (pinned, installed): {drift}"
+    # and `make setup` installs that environment with exactly these pins as constraints (a newer release on the
+    # index must not change what the suite tests)
+    constraints = {line.split("==")[0]: line.split("==")[1]
+                   for line in (Path(__file__).parents[1] / "constraints.txt").read_text().splitlines()
+                   if line and not line.startswith("#")}
+    assert constraints == {**package.PINS, **package.TRAINING_PINS}
 
 
 def test_sitecustomize_gives_the_toolkit_is_tf_available(tmp_path):
