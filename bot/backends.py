@@ -1,16 +1,24 @@
 """Where the pixels are made: in-process (``local``, the embedded default) or on SageMaker endpoints.
 
-Both speak the same contract — ``model.schemas`` request/response objects — so the engine cannot tell them apart.
+The engine speaks pictures to a backend, never bytes: ``segment(photo, garments, …)`` answers a boolean mask per
+garment found, at the photo's size; ``paint(photo, mask, Paint(...), seeds)`` answers the photo repainted, one
+picture per seed, at the photo's full size with every pixel away from the mask unchanged.  How the pixels are made
+is each backend's business:
 
-* ``LocalBackend`` loads the models once (lazily, thread-safe) and calls ``model.handlers``' predict functions.
-* ``SageMakerBackend`` calls ``invoke_endpoint`` on named endpoints with boto3 (``endpoint_url`` overridable, e.g.
-  a loopback ``model.serve``).  botocore's own retries are off; this backend retries, with backoff, only what is
-  known not to have run or to have failed without a result: a connection that was never made, throttling or "not
-  ready" answers, and model errors whose body says ``"retryable": true``.  A read timeout is never retried (the
-  model may still be computing it): one clear failure within about one timeout.  Whether to retry and what to
-  answer is read from the error *body* (``{"error": {"code", "message", "retryable"}}``), which survives the
-  Hugging Face toolkit's habit of answering every exception with 400.  Batches go to the async endpoint (input
-  and output on S3, under ``RESTYLE_ASYNC_PREFIX``) when ``RESTYLE_ASYNC_BUCKET`` is set.
+* ``LocalBackend`` loads the models once (lazily, thread-safe) and calls the segmenter and the inpainter directly
+  (PIL in, PIL out: no PNG or base64 on the way).  The inpainter crops around the mask, generates at its native
+  size and pastes back (``model.compose.plan_crop`` / ``paste_all``).
+* ``SageMakerBackend`` owns all transport: it ships the very box ``model.compose.plan_crop`` chooses (scaled down
+  when huge, PNG or JPEG to fit SageMaker's 6 MB), as ``model.schemas`` requests with base64 pictures; CHUNK-sized
+  calls, halving on ``response_too_large``; batches to the async endpoint through S3; then pastes the answers into
+  the full-resolution photo with ``model.compose.paste_all``.  So there is one crop-and-paste policy (model.compose)
+  whichever backend runs.  botocore's own retries are off; this backend retries, with backoff, only what is known
+  not to have run or to have failed without a result: a connection that was never made, throttling or "not ready"
+  answers, and model errors whose body says ``"retryable": true``.  A read timeout is never retried (the model may
+  still be computing it): one clear failure within about one timeout.  Whether to retry and what to answer is read
+  from the error *body* (``{"error": {"code", "message", "retryable"}}``), which survives the Hugging Face
+  toolkit's habit of answering every exception with 400.  Batches go to the async endpoint (input and output on
+  S3, under ``RESTYLE_ASYNC_PREFIX``) when ``RESTYLE_ASYNC_BUCKET`` is set.
 
 The ``str`` of ``BackendUnavailable`` and the ``message`` of ``BackendError`` are shown to people: plain words,
 never exception class names.
@@ -26,14 +34,72 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 
-from model.handlers import candidate_seeds, predict_inpaint, predict_segment
-from model.schemas import InpaintRequest, InpaintResponse, SegmentRequest, SegmentResponse
+import numpy as np
+from PIL import Image
+
+from model import compose
+from model.images import b64decode, b64encode, decode_image, decode_mask, encode_image
+from model.masks import grow
+from model.masks import resize as resize_mask
+from model.schemas import (
+    DEFAULT_NEGATIVE_PROMPT,
+    MAX_IMAGES,
+    InpaintRequest,
+    InpaintResponse,
+    SegmentRequest,
+    SegmentResponse,
+    candidate_seeds,
+)
 
 log = logging.getLogger("restyle.backend")
 Progress = Callable[[int, int], None]
-#: Candidates per real-time call; more are split into several calls (each stays well under 60 s).
+#: Candidates per call; more are split into several calls (each stays well under SageMaker's 60 s).
 CHUNK = 4
+#: Segmentation runs on a copy no larger than this (the masks are scaled back up): CLIPSeg reads 352² anyway, so a
+#: larger copy adds bytes and time, not detail.  The ``grow`` setting is in pixels of this copy.
+SEGMENT_MAX_SIDE = 1024
+#: Segmentation defaults (the contract's): the minimum area and coverage a found garment needs.
+_SEG = SegmentRequest.model_fields
+#: The crop the SageMaker backend ships for inpainting is scaled down to at most this many pixels (SDXL's native
+#: 1024², 4x SD 1.5's 512²): the endpoint generates at its native area anyway, so a larger crop adds bytes, not detail.
+#: The answers are scaled back up and pasted into the full-resolution photo.  4 JPEG answers of 1 MP stay far under
+#: 6 MB.
+SEND_MAX_PIXELS = 1_048_576
+#: Crops above this many pixels travel as JPEG (quality 95); only the garment and its feathered edge are kept.
+SEND_PNG_PIXELS = 1_000_000
+#: Above this many crop pixels x candidates, ask the endpoint for JPEG so the response stays under 6 MB.
+PNG_PIXEL_BUDGET = 1_200_000
+#: The generation size the SageMaker backend plans its crop for (SD 1.5 inpainting: 512², sides multiples of 64).
+#: The endpoint generates the whole crop it is sent at its own native size; a model with another native size gets a
+#: crop whose aspect is a few percent off its own choice, which only changes how the crop is resized.
+TRANSPORT_NATIVE, TRANSPORT_MULTIPLE = 512, 64
+
+
+@dataclass(frozen=True)
+class Paint:
+    """What to paint: the typed settings of one inpainting turn (the pictures and seeds travel beside it)."""
+
+    prompt: str
+    negative_prompt: str | None = None  # None: the model's default negative prompt
+    steps: int = 30
+    guidance_scale: float = 7.5
+    strength: float = 1.0
+    look: str | None = None  # None: the endpoint's default look
+    padding: int = int(InpaintRequest.model_fields["padding"].default)
+    feather: int = int(InpaintRequest.model_fields["feather"].default)
+
+
+@dataclass
+class Painted:
+    """What ``paint`` made: (seed, full-size photo) per picture kept, how many were rejected (black, NaN, safety
+    checker), the look that ran, and the model seconds it took (for usage metering)."""
+
+    pictures: list[tuple[int, Image.Image]]
+    rejected: int
+    look: str | None
+    gpu_s: float
 
 
 class BackendError(Exception):
@@ -57,12 +123,32 @@ SERVER_SIDE_CODES = {"internal_error", "load_failed", "not_ready", "model_error"
 
 
 class Backend:
+    """The picture-level interface the engine uses.  Subclasses implement ``_segment`` and ``paint``."""
+
     name = "abstract"
 
-    def segment(self, req: SegmentRequest) -> SegmentResponse:
+    def segment(self, image: Image.Image, garments: list[str], *, grow: int = int(_SEG["dilate"].default),
+                threshold: float = float(_SEG["threshold"].default)) -> dict[str, np.ndarray]:
+        """The garments found on ``image``: name → boolean mask at the image's size (missing ones are absent).
+
+        Segmentation runs on a copy of at most SEGMENT_MAX_SIDE a side (``grow`` is in pixels of that copy);
+        the masks are scaled back up to the photo."""
+        small = image
+        if max(image.size) > SEGMENT_MAX_SIDE:
+            small = image.copy()
+            small.thumbnail((SEGMENT_MAX_SIDE, SEGMENT_MAX_SIDE), Image.LANCZOS)
+        found = self._segment(small.convert("RGB"), list(garments), int(grow), float(threshold))
+        return {g: m if m.shape == (image.height, image.width) else resize_mask(m, image.size)
+                for g, m in found.items() if m.any()}
+
+    def _segment(self, small: Image.Image, garments: list[str], grow: int, threshold: float
+                 ) -> dict[str, np.ndarray]:
         raise NotImplementedError
 
-    def inpaint(self, req: InpaintRequest, progress: Progress | None = None) -> InpaintResponse:
+    def paint(self, image: Image.Image, mask: np.ndarray, paint: Paint, seeds: list[int],
+              progress: Progress | None = None, *, batch: bool = False) -> Painted:
+        """``image`` repainted inside ``mask`` per ``paint``, one picture per seed (each depends on its own seed
+        only).  ``batch``: bulk work, which may go to an async endpoint."""
         raise NotImplementedError
 
     def looks(self) -> tuple[str, ...] | None:
@@ -70,36 +156,19 @@ class Backend:
         unknown one with ``unknown_look``)."""
         return None
 
-    def inpaint_many(self, req: InpaintRequest, seeds: list[int] | None = None, progress: Progress | None = None,
-                     *, batch: bool = False) -> InpaintResponse:
-        """Any number of candidates (``seeds``, default: the request's own): CHUNK-sized calls, one response."""
-        seeds = seeds or candidate_seeds(req)
-        chunks = [seeds[i:i + CHUNK] for i in range(0, len(seeds), CHUNK)]
-        parts = []
-        for k, chunk in enumerate(chunks):
-            def chunk_progress(done: int, total: int, k: int = k) -> None:
-                if progress:
-                    progress(k * total + done, len(chunks) * total)
-
-            parts.extend(self._inpaint_fitting(req, chunk, chunk_progress))
-        return _merge(parts)
-
-    def _inpaint_fitting(self, req: InpaintRequest, seeds: list[int], progress: Progress | None
-                         ) -> list[InpaintResponse]:
-        """One call for ``seeds``; when its answer would be over the endpoint's 6 MB, the seeds in halves (each
-        candidate depends on its own seed only, so the pictures are the same)."""
-        try:
-            return [self.inpaint(_with_seeds(req, seeds), progress)]
-        except BackendError as exc:
-            if exc.code != "response_too_large" or len(seeds) == 1:
-                raise
-            log.info("answer for %d candidates over the payload limit: asking in halves", len(seeds))
-            half = len(seeds) // 2
-            return self._inpaint_fitting(req, seeds[:half], progress) + self._inpaint_fitting(req, seeds[half:],
-                                                                                              progress)
-
     def warm(self) -> None:
         """Load/check models now (the terminal calls this before the first prompt)."""
+
+
+def chunked(seeds: list[int], progress: Progress | None) -> Iterator[tuple[list[int], Progress | None]]:
+    """``seeds`` in CHUNK-sized calls, each with a progress callback counting over all of them."""
+    chunks = [seeds[i:i + CHUNK] for i in range(0, len(seeds), CHUNK)]
+    for k, chunk in enumerate(chunks):
+        def chunk_progress(done: int, total: int, k: int = k) -> None:
+            if progress:
+                progress(k * total + done, len(chunks) * total)
+
+        yield chunk, chunk_progress
 
 
 class LocalBackend(Backend):
@@ -130,19 +199,43 @@ class LocalBackend(Backend):
     def looks(self) -> tuple[str, ...]:
         return self._get("inpaint").looks
 
-    def segment(self, req: SegmentRequest) -> SegmentResponse:
-        return _local_call(predict_segment, req, self._get("clipseg"))
+    def _segment(self, small: Image.Image, garments: list[str], grow: int, threshold: float
+                 ) -> dict[str, np.ndarray]:
+        with _refusals():
+            seg = self._get("clipseg")(small, garments, threshold=threshold, dilate=grow,
+                                       min_area=float(_SEG["min_area"].default),
+                                       min_coverage=float(_SEG["min_coverage"].default))
+        return {name: g.mask for name, g in zip(garments, seg.garments, strict=True) if g.found}
 
-    def inpaint(self, req: InpaintRequest, progress: Progress | None = None) -> InpaintResponse:
-        return _local_call(predict_inpaint, req, self._get("inpaint"), progress=progress)
+    def paint(self, image: Image.Image, mask: np.ndarray, paint: Paint, seeds: list[int],
+              progress: Progress | None = None, *, batch: bool = False) -> Painted:
+        inpainter = self._get("inpaint")
+        negative = DEFAULT_NEGATIVE_PROMPT if paint.negative_prompt is None else paint.negative_prompt
+        pictures: list[tuple[int, Image.Image]] = []
+        rejected, look, seconds = 0, None, 0.0
+        for chunk, chunk_progress in chunked(seeds, progress):
+            t0 = time.monotonic()
+            with _refusals():
+                result = inpainter(image, mask, paint.prompt, negative, seeds=chunk, steps=paint.steps,
+                                   guidance_scale=paint.guidance_scale, strength=paint.strength,
+                                   padding=paint.padding, feather=paint.feather, progress=chunk_progress,
+                                   look=paint.look)
+            seconds += time.monotonic() - t0
+            pictures += [(c.seed, c.image) for c in result.candidates]
+            rejected += len(result.rejected)
+            look = result.look
+        return Painted(pictures, rejected, look, seconds)
 
 
-def _local_call(fn, req, engine, **kw):
+@contextlib.contextmanager
+def _refusals() -> Iterator[None]:
+    """The model's ``RequestError`` (the caller's fault, ``check_inputs`` included) as a ``BackendError``; anything
+    else is ours and propagates."""
     from model.errors import RequestError
 
     try:
-        return fn(req, engine, **kw)
-    except RequestError as exc:  # the caller's fault (check_inputs included); anything else is ours and propagates
+        yield
+    except RequestError as exc:
         raise BackendError(exc.code, exc.message) from None
 
 
@@ -226,20 +319,99 @@ class SageMakerBackend(Backend):
             time.sleep(min(8.0, 0.5 * 2**attempt) * (0.5 + random.random()))
         raise AssertionError("unreachable")
 
-    def segment(self, req: SegmentRequest) -> SegmentResponse:
+    # -- pictures: the Backend interface -------------------------------------------------------------------------
+    def _segment(self, small: Image.Image, garments: list[str], grow: int, threshold: float
+                 ) -> dict[str, np.ndarray]:
+        fmt = "png" if small.width * small.height <= 600_000 else "jpeg"
+        res = self.segment_call(SegmentRequest(image=b64encode(encode_image(small, fmt, quality=92)),
+                                               prompts=garments, include_union=False, dilate=grow,
+                                               threshold=threshold))
+        return {g: decode_mask(b64decode(data, field="mask"))
+                for g, found, data in zip(garments, res.found, res.masks, strict=True) if found}
+
+    def paint(self, image: Image.Image, mask: np.ndarray, paint: Paint, seeds: list[int],
+              progress: Progress | None = None, *, batch: bool = False) -> Painted:
+        """Ship the crop ``model.compose.plan_crop`` chooses (scaled down when huge), then paste the answers into
+        the full-resolution photo with ``model.compose.paste_all``."""
+        box, _ = compose.plan_crop(mask, TRANSPORT_NATIVE, TRANSPORT_MULTIPLE, paint.padding, paint.feather)
+        crop, crop_mask = image.crop(box), mask[box[1]:box[3], box[0]:box[2]]
+        scale = min(1.0, (SEND_MAX_PIXELS / (crop.width * crop.height)) ** 0.5)
+        if scale < 1.0:  # a 24-megapixel photo: the request and the answers must stay under SageMaker's 6 MB
+            size = (max(8, int(crop.width * scale)), max(8, int(crop.height * scale)))  # within the budget
+            crop = crop.resize(size, Image.LANCZOS)
+            crop_mask = resize_mask(crop_mask, size, cover=True)  # the mask is never cut short
+        area = crop.width * crop.height
+        req = InpaintRequest(image=b64encode(encode_image(crop, "png" if area <= SEND_PNG_PIXELS else "jpeg",
+                                                          quality=95)),
+                             mask=b64encode(encode_image(crop_mask)), prompt=paint.prompt,
+                             negative_prompt=paint.negative_prompt, num_images=min(len(seeds), MAX_IMAGES),
+                             seeds=list(seeds[:MAX_IMAGES]), steps=paint.steps, guidance_scale=paint.guidance_scale,
+                             strength=paint.strength, look=paint.look, crop=False, feather=paint.feather,
+                             format="png" if area * min(len(seeds), CHUNK) <= PNG_PIXEL_BUDGET else "jpeg",
+                             quality=95)
+        res, seconds = self.inpaint_metered(req, list(seeds), progress, batch=batch)
+        full = (box[2] - box[0], box[3] - box[1])
+        returned = []
+        for data in res.images:
+            img = decode_image(b64decode(data, field="variation"), field="variation")
+            returned.append(img if img.size == full else img.resize(full, Image.LANCZOS))
+        if scale == 1.0:
+            # the endpoint already feathered its edge against this crop: copy its pixels where that edge is non-zero
+            pasted = compose.paste_all(image, returned, grow(mask, paint.feather), box, feather=0)
+        else:
+            # scaled-up answers: blend them in over the whole (scaled) feather at full resolution, so neither a seam
+            # nor a ring of the scaled-down original shows
+            pasted = compose.paste_all(image, returned, mask, box, feather=int(np.ceil((paint.feather + 1) / scale)))
+        return Painted(list(zip(res.seeds, pasted, strict=True)), len(res.rejected), res.look, seconds)
+
+    # -- transport: contract requests and responses ----------------------------------------------------------------
+    def segment_call(self, req: SegmentRequest) -> SegmentResponse:
+        """One real-time call to the clipseg endpoint."""
         return SegmentResponse.model_validate(self._invoke("clipseg", req.model_dump_json().encode()))
 
-    def inpaint(self, req: InpaintRequest, progress: Progress | None = None) -> InpaintResponse:
+    def inpaint_call(self, req: InpaintRequest, progress: Progress | None = None) -> InpaintResponse:
+        """One real-time call to the inpaint endpoint."""
         out = InpaintResponse.model_validate(self._invoke("inpaint", req.model_dump_json().encode()))
         if progress:
             progress(req.steps, req.steps)
         return out
 
+    def inpaint_metered(self, req: InpaintRequest, seeds: list[int], progress: Progress | None = None, *,
+                        batch: bool = False) -> tuple[InpaintResponse, float]:
+        """``inpaint_many`` and the endpoint seconds it took: each real-time call's own ``timings_ms`` (else its
+        wall time); an async batch's wall time from submit to the last result."""
+        if batch and self.async_endpoint and self.async_bucket:
+            t0 = time.monotonic()
+            return self._inpaint_async(req, seeds, progress), time.monotonic() - t0
+        seconds = 0.0
+        parts = []
+        for chunk, chunk_progress in chunked(seeds, progress):
+            for part, s in self._inpaint_fitting(req, chunk, chunk_progress):
+                parts.append(part)
+                seconds += s
+        return _merge(parts), seconds
+
     def inpaint_many(self, req: InpaintRequest, seeds: list[int] | None = None, progress: Progress | None = None,
                      *, batch: bool = False) -> InpaintResponse:
-        if batch and self.async_endpoint and self.async_bucket:
-            return self._inpaint_async(req, seeds or candidate_seeds(req), progress)
-        return super().inpaint_many(req, seeds, progress, batch=batch)
+        """Any number of candidates (``seeds``, default: the request's own) in one response: CHUNK-sized real-time
+        calls, or the async endpoint for a ``batch`` when one is configured."""
+        return self.inpaint_metered(req, seeds or candidate_seeds(req), progress, batch=batch)[0]
+
+    def _inpaint_fitting(self, req: InpaintRequest, seeds: list[int], progress: Progress | None
+                         ) -> list[tuple[InpaintResponse, float]]:
+        """One call for ``seeds``; when its answer would be over the endpoint's 6 MB, the seeds in halves (each
+        candidate depends on its own seed only, so the pictures are the same)."""
+        try:
+            t0 = time.monotonic()
+            res = self.inpaint_call(_with_seeds(req, seeds), progress)
+            return [(res, endpoint_seconds(res, time.monotonic() - t0))]
+        except BackendError as exc:
+            if exc.code != "response_too_large" or len(seeds) == 1:
+                raise
+            log.info("answer for %d candidates over the payload limit: asking in halves", len(seeds))
+            half = len(seeds) // 2
+            return self._inpaint_fitting(req, seeds[:half], progress) + self._inpaint_fitting(req, seeds[half:],
+                                                                                              progress)
 
     # -- async inference: input and output on S3 --------------------------------------------------------------
     def _inpaint_async(self, req: InpaintRequest, seeds: list[int], progress: Progress | None, poll_s: float = 1.0,
@@ -331,6 +503,12 @@ def _s3_errors(doing: str) -> Iterator[None]:
     except BotoCoreError as exc:
         log.error("could not %s: %s", doing, exc)
         raise BackendUnavailable(f"the bot could not {doing}: S3 could not be reached") from None
+
+
+def endpoint_seconds(res: InpaintResponse, wall_s: float) -> float:
+    """What one call took on the endpoint: its own ``timings_ms``, else the wall time measured here."""
+    timings = [v for v in (res.timings_ms or {}).values() if isinstance(v, int | float) and v >= 0]
+    return sum(timings) / 1000.0 if timings else wall_s
 
 
 def _with_seeds(req: InpaintRequest, seeds: list[int]) -> InpaintRequest:

@@ -36,7 +36,6 @@ if TYPE_CHECKING:
     from bot.engine import Job
     from bot.settings import Settings
     from bot.store import Store
-    from model.schemas import InpaintRequest, InpaintResponse
 
 log = logging.getLogger("restyle.controls")
 
@@ -316,41 +315,6 @@ def trim(jobs: list[Job], total: int) -> list[Job]:
         i = max(range(len(counts)), key=lambda k: (counts[k], k))
         counts[i] -= 1
     return [replace(j, count=n) for j, n in zip(jobs, counts, strict=True) if n > 0]
-
-
-# -- GPU time ------------------------------------------------------------------------------------------------------
-def endpoint_seconds(res: InpaintResponse, wall_s: float) -> float:
-    """What one call took on the endpoint: its own ``timings_ms``, else the wall time measured here."""
-    timings = [v for v in (res.timings_ms or {}).values() if isinstance(v, int | float) and v >= 0]
-    return sum(timings) / 1000.0 if timings else wall_s
-
-
-def metered_inpaint(backend, req: InpaintRequest, seeds: list[int], progress, *, batch: bool
-                    ) -> tuple[InpaintResponse, float]:
-    """``backend.inpaint_many`` and the GPU seconds it took (each real-time call counted by ``endpoint_seconds``)."""
-    from bot.backends import Backend
-
-    class Meter(Backend):
-        name = backend.name
-        seconds = 0.0
-
-        def inpaint(self, r, p=None):
-            t0 = time.monotonic()
-            res = backend.inpaint(r, p)
-            Meter.seconds += endpoint_seconds(res, time.monotonic() - t0)
-            return res
-
-    from bot.backends import SageMakerBackend
-
-    own_many = type(backend).inpaint_many is not Backend.inpaint_many
-    if own_many and (not isinstance(backend, SageMakerBackend) or (batch and backend.async_endpoint
-                                                                      and backend.async_bucket)):
-        # an async batch (or a backend that plans its own calls): the wall time from submit to the last result
-        t0 = time.monotonic()
-        res = backend.inpaint_many(req, seeds, progress, batch=batch)
-        return res, time.monotonic() - t0
-    res = Meter().inpaint_many(req, seeds, progress, batch=batch)  # chunked real-time calls, each metered
-    return res, Meter.seconds
 
 
 # -- allowed channels ------------------------------------------------------------------------------------------------

@@ -21,8 +21,8 @@ import numpy as np
 from PIL import Image
 
 from bot import messages as T
-from bot.backends import Backend, BackendError, BackendUnavailable, build_backend
-from bot.controls import Controls, metered_inpaint
+from bot.backends import Backend, BackendError, BackendUnavailable, Paint, build_backend
+from bot.controls import Controls
 from bot.events import (
     Answer,
     Command,
@@ -45,15 +45,14 @@ from bot.settings import Settings
 from bot.store import Store, Turn, Variation, save_png
 from model import compose
 from model.errors import ImageTooLarge, InvalidImage
-from model.images import b64decode, b64encode, decode_image, decode_mask, encode_image
-from model.masks import bbox, grow
+from model.images import decode_image, decode_mask
+from model.masks import bbox
 from model.masks import resize as resize_mask
 from model.schemas import (
     DEFAULT_LOOK,
     LOOK_PATTERN,
     MAX_IMAGES,
     NO_LOOK,
-    InpaintRequest,
     SegmentRequest,
     min_steps,
 )
@@ -64,16 +63,6 @@ Progress = Callable[[int, int, str], None]
 PREVIEW_MAX_SIDE = 1024
 #: Photos with a side shorter than this are refused (CLIPSeg reads 352², SD paints 512²: an icon has no garment)
 MIN_PHOTO_SIDE = 64
-#: Segmentation runs on a copy no larger than this (the mask is scaled back up): small payload, same garment.
-SEGMENT_MAX_SIDE = 1024
-#: Above this many crop pixels x candidates, ask the endpoint for JPEG so the response stays under 6 MB.
-PNG_PIXEL_BUDGET = 1_200_000
-#: The crop sent for inpainting is scaled down to at most this many pixels (SDXL's native 1024², 4x SD 1.5's 512²):
-#: the endpoint generates at its native area anyway, so a larger crop adds bytes, not detail.  The bot scales the
-#: answers back up and pastes them into the full-resolution photo.  4 JPEG answers of 1 MP stay far under 6 MB.
-SEND_MAX_PIXELS = 1_048_576
-#: Crops above this many pixels travel as JPEG (quality 95); only the garment and its feathered edge are kept.
-SEND_PNG_PIXELS = 1_000_000
 SETTING_RANGES = {"steps": (1, 150, int), "guidance": (0.0, 30.0, float), "seed": (0, 2**31 - 1, int),
                   "count": (1, MAX_IMAGES, int), "strength": (0.05, 1.0, float),
                   # the garment mask: grown by `grow` pixels (on the ≤1024 px copy CLIPSeg sees), `threshold` the
@@ -630,20 +619,8 @@ class Engine:
         return np.logical_or.reduce([masks[g] for g in garments if g in masks]), missing
 
     def _segment(self, base: Image.Image, garments: list[str], seg: dict) -> dict[str, np.ndarray]:
-        """Ask CLIPSeg for ``garments`` on a copy of at most SEGMENT_MAX_SIDE; the found masks at full size."""
-        small = base.copy()
-        small.thumbnail((SEGMENT_MAX_SIDE, SEGMENT_MAX_SIDE), Image.LANCZOS)
-        fmt = "png" if small.width * small.height <= 600_000 else "jpeg"
-        res = self.backend.segment(SegmentRequest(image=b64encode(encode_image(small, fmt, quality=92)),
-                                                  prompts=garments, include_union=False, dilate=int(seg["grow"]),
-                                                  threshold=float(seg["threshold"])))
-        out = {}
-        for g, found, data in zip(garments, res.found, res.masks, strict=True):
-            if found:
-                mask = decode_mask(b64decode(data, field="mask"))
-                # segmented on a smaller copy: scale the mask back up
-                out[g] = mask if mask.shape == (base.height, base.width) else resize_mask(mask, base.size)
-        return out
+        """The garments CLIPSeg finds on ``base``: their masks at full size."""
+        return self.backend.segment(base, garments, grow=int(seg["grow"]), threshold=float(seg["threshold"]))
 
     def _mask_path(self, thread: str, base_path: Path | str, garment: str, seg: dict) -> Path:
         name = f"{base_path}|{garment}"
@@ -678,47 +655,20 @@ class Engine:
 
     def _inpaint(self, job: Job, base: Image.Image, mask: np.ndarray, eff: dict, steps: int, total: int, what: str,
                  say):
-        """Send only a padded crop around the mask (scaled down when huge); paste the answers into the photo."""
-        mb = bbox(mask)
-        assert mb is not None
-        pad = max(32, int(0.15 * max(mb[2] - mb[0], mb[3] - mb[1])))
-        box = compose.crop_box(mb, base.size, pad)
-        crop, crop_mask = base.crop(box), mask[box[1]:box[3], box[0]:box[2]]
-        scale = min(1.0, (SEND_MAX_PIXELS / (crop.width * crop.height)) ** 0.5)
-        if scale < 1.0:  # a 24-megapixel photo: the request and the answers must stay under SageMaker's 6 MB
-            size = (max(8, round(crop.width * scale)), max(8, round(crop.height * scale)))
-            crop = crop.resize(size, Image.LANCZOS)
-            crop_mask = resize_mask(crop_mask, size, cover=True)  # the mask is never cut short
-        area = crop.width * crop.height
-        fmt = "png" if area * min(job.count, 4) <= PNG_PIXEL_BUDGET else "jpeg"
-        send_fmt = "png" if area <= SEND_PNG_PIXELS else "jpeg"
+        """``job``'s candidates: (seed, full-size picture) each, how many were rejected, and the look that ran."""
         seed = eff["seed"] if isinstance(eff["seed"], int) else random.SystemRandom().randrange(0, 2**31 - 64)
-        req = InpaintRequest(image=b64encode(encode_image(crop, send_fmt, quality=95)),
-                             mask=b64encode(encode_image(crop_mask)), prompt=job.prompt,
-                             negative_prompt=job.negative_prompt or None, num_images=min(job.count, MAX_IMAGES),
-                             seed=seed, steps=steps, guidance_scale=float(eff["guidance"]), strength=job.strength,
-                             format=fmt, quality=95, look=None if eff["look"] == DEFAULT_LOOK else eff["look"])
+        paint = Paint(prompt=job.prompt, negative_prompt=job.negative_prompt or None, steps=steps,
+                      guidance_scale=float(eff["guidance"]), strength=job.strength,
+                      look=None if eff["look"] == DEFAULT_LOOK else eff["look"])
         n = job.count
         say(0, total, T.GENERATING.format(n=n, s="s" if n != 1 else "", what=what))
 
         def on_step(done: int, total: int) -> None:
             say(done, total, T.WORKING.format(done=done, total=total))
 
-        res, gpu_s = metered_inpaint(self.backend, req, [seed + i for i in range(n)], on_step, batch=job.batch)
-        self.controls.record(job, len(res.images), gpu_s)  # usage: pictures and GPU time (bot/controls.py)
-        full = (box[2] - box[0], box[3] - box[1])
-        returned = []
-        for data in res.images:
-            img = decode_image(b64decode(data, field="variation"), field="variation")
-            returned.append(img if img.size == full else img.resize(full, Image.LANCZOS))
-        if scale == 1.0:
-            # the endpoint already feathered its edge against this crop: copy its pixels where that edge is non-zero
-            pasted = compose.paste_all(base, returned, grow(mask, req.feather), box, feather=0)
-        else:
-            # scaled-up answers: blend them in over the whole (scaled) feather at full resolution, so neither a seam
-            # nor a ring of the scaled-down original shows
-            pasted = compose.paste_all(base, returned, mask, box, feather=int(np.ceil((req.feather + 1) / scale)))
-        return list(zip(res.seeds, pasted, strict=True)), len(res.rejected), res.look
+        painted = self.backend.paint(base, mask, paint, [seed + i for i in range(n)], on_step, batch=job.batch)
+        self.controls.record(job, len(painted.pictures), painted.gpu_s)  # usage: pictures and GPU time
+        return painted.pictures, painted.rejected, painted.look
 
     # -- presentation ----------------------------------------------------------------------------------------------
     def _out(self, v: Variation, prompt: str) -> VariationOut:

@@ -25,7 +25,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import random
 import time
 import traceback
 from collections.abc import Callable
@@ -47,12 +46,12 @@ from model.errors import (
 from model.images import encode_b64, load_image_b64, load_mask_b64
 from model.schemas import (
     DEFAULT_NEGATIVE_PROMPT,
-    MAX_IMAGES,
     InpaintRequest,
     InpaintResponse,
     Rejected,
     SegmentRequest,
     SegmentResponse,
+    candidate_seeds,
     parse_request,
 )
 
@@ -180,13 +179,6 @@ def predict_segment(data: dict | SegmentRequest, segmenter) -> SegmentResponse:
         bboxes=[list(g.bbox) if g.bbox else None for g in seg.garments], found=[g.found for g in seg.garments],
         prompts=[g.prompt for g in seg.garments], width=seg.width, height=seg.height, union=union,
         timings_ms={k: round(v, 2) for k, v in timings.items()})
-
-
-def candidate_seeds(req: InpaintRequest) -> list[int]:
-    if req.seeds:
-        return list(req.seeds)
-    base = req.seed if req.seed is not None else random.SystemRandom().randrange(0, 2**31 - MAX_IMAGES)
-    return [(base + i) % 2**31 for i in range(req.num_images)]
 
 
 def predict_inpaint(data: dict | InpaintRequest, inpainter, progress=None) -> InpaintResponse:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import random
 import re
 import sys
 from pathlib import Path
@@ -161,6 +162,13 @@ class InpaintRequest(_Body):
     @classmethod
     def _prompt(cls, value: str) -> str:
         return _clean_prompt(value, "prompt")
+
+
+def candidate_seeds(req: InpaintRequest) -> list[int]:
+    if req.seeds:
+        return list(req.seeds)
+    base = req.seed if req.seed is not None else random.SystemRandom().randrange(0, 2**31 - MAX_IMAGES)
+    return [(base + i) % 2**31 for i in range(req.num_images)]
 
 
 class Rejected(_Body):

@@ -12,6 +12,7 @@ import re
 import threading
 import time
 import urllib.parse
+from dataclasses import replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -20,9 +21,10 @@ import pytest
 from bot import controls as C
 from bot import messages as T
 from bot import slack_app
+from bot.backends import endpoint_seconds
 from bot.settings import Settings
 from model.schemas import InpaintRequest, SegmentRequest
-from tests.fake_backend import FakeBackend
+from tests.fake_backend import FakeBackend, FakeEndpoint
 from tests.slack_emulator import APP_ID, BOT_TOKEN, BOT_USER_ID, TEAM_ID, file_share, message, user_ts
 from tests.test_slack import CH, PHOTO, running_bot
 
@@ -34,12 +36,11 @@ ADMIN = "U0BOSS"
 
 
 class TimedBackend(FakeBackend):
-    """The fast double, answering like an endpoint that reports its own time: 1 s per picture."""
+    """The fast double, reporting 1 s of model time per picture."""
 
-    def inpaint(self, req: InpaintRequest, progress=None):
-        res = super().inpaint(req, progress)
-        return res.model_copy(update={"timings_ms": {"generate": 900.0 * len(res.images),
-                                                     "encode": 100.0 * len(res.images)}})
+    def paint(self, image, mask, paint, seeds, progress=None, *, batch=False):
+        painted = super().paint(image, mask, paint, seeds, progress, batch=batch)
+        return replace(painted, gpu_s=1.0 * len(painted.pictures))
 
 
 def ack_text(resp) -> str:
@@ -155,9 +156,9 @@ def test_metering_falls_back_to_wall_time():
     from model.schemas import InpaintResponse
 
     res = InpaintResponse(images=[], seeds=[], width=1, height=1, format="png", crop_box=[0, 0, 1, 1])
-    assert C.endpoint_seconds(res, 2.5) == 2.5
+    assert endpoint_seconds(res, 2.5) == 2.5
     timed = res.model_copy(update={"timings_ms": {"decode": 10.0, "generate": 1490.0}})
-    assert C.endpoint_seconds(timed, 9.0) == pytest.approx(1.5)
+    assert endpoint_seconds(timed, 9.0) == pytest.approx(1.5)
 
 
 def test_trim_keeps_as_many_colourways_as_it_can():
@@ -331,7 +332,7 @@ class _Runtime:
     """A loopback SageMaker Runtime (``POST /endpoints/{name}/invocations``) answering with the fast double, so the
     real boto3/botocore/urllib3 stack carries prompts and base64 images."""
 
-    def __init__(self, fake: FakeBackend) -> None:
+    def __init__(self, fake: FakeEndpoint) -> None:
         runtime = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -362,7 +363,7 @@ def test_debug_log_has_no_prompt_token_body_or_image(tmp_path):
 
     from bot.backends import SageMakerBackend
 
-    fake = FakeBackend()
+    fake = FakeEndpoint()
     rt = _Runtime(fake)
     log_file = tmp_path / "debug.log"
     handler = logging.FileHandler(log_file)

@@ -6,7 +6,9 @@ import base64
 import json
 import shutil
 import threading
+from dataclasses import asdict
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -149,18 +151,17 @@ def test_small_talk_removal_and_caps_get_straight_answers(tmp_path, local_backen
 
 
 def spy_segment(backend, monkeypatch, *, miss: bool = False) -> list:
-    """Record each segmentation request; ``miss``: answer as a CLIPSeg that finds none of the garments."""
+    """Record what each segmentation asks (``prompts``, ``dilate``, ``threshold``); ``miss``: answer as a CLIPSeg
+    that finds none of the garments."""
     sent = []
-    real = backend.segment
+    real = backend._segment
 
-    def segment(req):
-        sent.append(req)
-        res = real(req)
-        if miss:
-            res = res.model_copy(update={"found": [False] * len(req.prompts), "union": None})
-        return res
+    def segment(small, garments, grow, threshold):
+        sent.append(SimpleNamespace(prompts=list(garments), dilate=grow, threshold=threshold))
+        found = real(small, garments, grow, threshold)
+        return {} if miss else found
 
-    monkeypatch.setattr(backend, "segment", segment)
+    monkeypatch.setattr(backend, "_segment", segment)
     return sent
 
 
@@ -207,7 +208,7 @@ def test_a_variation_the_segmenter_misses_is_edited_in_the_region_restyle_painte
     out = only(eng.handle(Message("it", "u", "try #1 in denim")), Variations)
     assert [r.prompts for r in asked] == [["skirt"]]  # CLIPSeg was asked on #1 and missed
     assert eng.store.turn(out.turn_id).base == str(first.items[0].path)
-    sent = decode_mask(base64.b64decode(sent_masks[0].mask))
+    sent = sent_mask(sent_masks[0])
     assert sent.sum() == original_mask.sum() and sent.any()  # the painted region, cropped
     # chains: #3 (made from #1 in that region) is edited there too, with no second miss reported
     assert only(eng.handle(Message("it", "u", "#3 but longer")), Variations)
@@ -337,27 +338,44 @@ def sm_backend(url: str, **kw) -> SageMakerBackend:
 
 
 def spy_inpaint(backend, monkeypatch) -> tuple[list, list]:
-    """Record each inpaint request the backend sends and each answer it gets (the real call still runs)."""
+    """Record each inpainting the backend is asked for and each answer (the real call still runs): the contract's
+    requests and responses for the SageMaker backend, the pictures for the local one (``mask``: a boolean array)."""
     sent, answers = [], []
-    real = backend.inpaint
+    if isinstance(backend, SageMakerBackend):
+        real = backend.inpaint_call
 
-    def inpaint(req, progress=None):
-        sent.append(req)
-        out = real(req, progress)
+        def inpaint(req, progress=None):
+            sent.append(req)
+            out = real(req, progress)
+            answers.append(out)
+            return out
+
+        monkeypatch.setattr(backend, "inpaint_call", inpaint)
+        return sent, answers
+    real_paint = backend.paint
+
+    def paint(image, mask, paint, seeds, progress=None, *, batch=False):
+        sent.append(SimpleNamespace(**asdict(paint), mask=mask, image=image, seeds=seeds))
+        out = real_paint(image, mask, paint, seeds, progress, batch=batch)
         answers.append(out)
         return out
 
-    monkeypatch.setattr(backend, "inpaint", inpaint)
+    monkeypatch.setattr(backend, "paint", paint)
     return sent, answers
 
 
+def sent_mask(r) -> np.ndarray:
+    """The mask of a recorded inpainting: a boolean array (local) or the request's base64 PNG (SageMaker)."""
+    return r.mask if isinstance(r.mask, np.ndarray) else decode_mask(base64.b64decode(r.mask))
+
+
 def test_conversation_through_model_serve_over_boto3(tmp_path, model_server, monkeypatch):
-    from bot import engine as engine_mod
+    from bot import backends as backends_mod
 
     server, url = model_server
     # this crop travels at full size and as JPEG (scaled-down crops have their own test below)
-    monkeypatch.setattr(engine_mod, "SEND_MAX_PIXELS", 4_000_000)
-    monkeypatch.setattr(engine_mod, "SEND_PNG_PIXELS", 100_000)
+    monkeypatch.setattr(backends_mod, "SEND_MAX_PIXELS", 4_000_000)
+    monkeypatch.setattr(backends_mod, "SEND_PNG_PIXELS", 100_000)
     backend = sm_backend(url)
     sent, _ = spy_inpaint(backend, monkeypatch)
     eng = make_engine(tmp_path, backend, backend="sagemaker")
@@ -382,17 +400,17 @@ def test_sagemaker_retries_5xx_not_4xx(model_server, tiny_dir):
                          seed=1, steps=2)
     path = "/endpoints/restyle-inpaint/invocations"
     server.fail, n0 = 2, server.calls.get(path, 0)
-    assert len(backend.inpaint(req).images) == 1  # two crashes, then success
+    assert len(backend.inpaint_call(req).images) == 1  # two crashes, then success
     assert server.calls[path] - n0 == 3
     server.fail, n0 = 5, server.calls[path]
     with pytest.raises(BackendUnavailable):
-        backend.inpaint(req)
+        backend.inpaint_call(req)
     assert server.calls[path] - n0 == 3  # gave up after retries
     server.fail = 0
     n0 = server.calls[path]
     bad = req.model_copy(update={"mask": b64(np.zeros((128, 96), bool))})
     with pytest.raises(BackendError) as err:
-        backend.inpaint(bad)
+        backend.inpaint_call(bad)
     assert err.value.code == "empty_mask" and server.calls[path] - n0 == 1  # a 4xx is never retried
 
 
@@ -519,10 +537,10 @@ def test_uncached_hub_id_without_network_fails_fast_and_says_what_to_set(monkeyp
 def test_a_huge_photo_travels_scaled_down_and_comes_back_full_size(tmp_path, model_server, monkeypatch):
     """Crops over SEND_MAX_PIXELS are sent scaled down (a 24-megapixel photo would break SageMaker's 6 MB); the
     answers are scaled back up and pasted into the full-resolution photo, far pixels untouched."""
-    from bot import engine as engine_mod
+    from bot import backends as backends_mod
 
     server, url = model_server
-    monkeypatch.setattr(engine_mod, "SEND_MAX_PIXELS", 60_000)
+    monkeypatch.setattr(backends_mod, "SEND_MAX_PIXELS", 60_000)
     backend = sm_backend(url)
     sent, _ = spy_inpaint(backend, monkeypatch)
     eng = make_engine(tmp_path, backend, backend="sagemaker")
@@ -633,7 +651,7 @@ def test_the_mask_can_be_grown_or_tightened_per_thread(tmp_path, local_backend, 
     assert "grow=24" in texts(eng.handle(Message("m", "u", "the mask is too small")))
     only(eng.handle(Message("m", "u", "make the skirt black")), Variations)
     assert [(r.dilate, r.threshold) for r in asked] == [(8, 0.4), (24, 0.4)]  # asked again: a new setting
-    small, big = (decode_mask(base64.b64decode(r.mask)) for r in sent_masks)
+    small, big = (sent_mask(r) for r in sent_masks)
     assert big.sum() > small.sum()
     assert "grow=16" in texts(eng.handle(Message("m", "u", "tighter mask please")))
     assert "it must be a whole number from 0 to 128" in texts(eng.handle(Message("m", "u", "settings grow=300")))
@@ -644,5 +662,5 @@ def test_the_mask_can_be_grown_or_tightened_per_thread(tmp_path, local_backend, 
     eng.handle(Message("m", "u", "settings grow=40"))
     spy_segment(local_backend, monkeypatch, miss=True)
     only(eng.handle(Message("m", "u", f"#{first.items[0].number} in denim")), Variations)
-    assert decode_mask(base64.b64decode(sent_masks[-1].mask)).sum() == small.sum()
+    assert sent_mask(sent_masks[-1]).sum() == small.sum()
     assert "grow=40" in texts(eng.handle(Message("m", "u", f"#{eng.store.variations('m')[-1].number} info")))

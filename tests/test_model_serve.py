@@ -570,7 +570,7 @@ def test_slow_generation_is_computed_once_and_stopped_when_the_client_leaves(tin
                              num_images=1, seed=1, steps=30)  # 30 steps x 0.2 s: far over the 1 s timeout
         t0 = time.monotonic()
         with caplog.at_level(logging.INFO), pytest.raises(BackendUnavailable) as info:
-            backend.inpaint(req)
+            backend.inpaint_call(req)
         elapsed = time.monotonic() - t0
         print(f"\nread timeout 1 s: failed after {elapsed:.2f} s")
         assert 1.0 <= elapsed < 1.8, elapsed  # told within about one timeout, not 4 x 1 s plus backoff
@@ -598,7 +598,7 @@ def test_unreachable_endpoint_reads_as_plain_words(aws_env):
     backend = SageMakerBackend(clipseg_endpoint="restyle-clipseg", inpaint_endpoint="restyle-inpaint",
                                endpoint_url="http://127.0.0.1:9", timeout_s=2.0, retries=1)
     with pytest.raises(BackendUnavailable) as info:
-        backend.segment(SegmentRequest(image=b64(make_photo(W, H)), prompts=["skirt"]))
+        backend.segment_call(SegmentRequest(image=b64(make_photo(W, H)), prompts=["skirt"]))
     assert str(info.value) == "the clipseg endpoint restyle-clipseg could not be reached after 2 tries"
 
 
@@ -643,14 +643,14 @@ def test_retries_and_halving_follow_the_body_through_a_toolkit_400(tiny_dir, aws
         req = InpaintRequest(image=b64(make_photo(W, H)), mask=b64(garment_mask(W, H)), prompt="a red skirt",
                              num_images=1, seed=1, steps=2)
         srv.crash = 1  # a 400 whose body says internal_error, retryable: sent again, then it works
-        assert len(backend.inpaint(req).images) == 1 and srv.calls == [1, 1]
+        assert len(backend.inpaint_call(req).images) == 1 and srv.calls == [1, 1]
         srv.calls.clear()
         srv.max_seeds = 1  # response_too_large in a 400: asked again in halves, down to one candidate a call
         out = backend.inpaint_many(req, seeds=[1, 2, 3, 4])
         assert out.seeds == [1, 2, 3, 4] and srv.calls == [4, 2, 1, 1, 2, 1, 1]
         srv.calls.clear()
         with pytest.raises(BackendError) as info:  # a caller's error in a 400: never sent again
-            backend.inpaint(req.model_copy(update={"look": "nope"}))
+            backend.inpaint_call(req.model_copy(update={"look": "nope"}))
         assert info.value.code == "unknown_look" and srv.calls == [1]
     finally:
         httpd.shutdown()
