@@ -154,3 +154,27 @@ def test_sagemaker_backend_starts_serves_and_stops_without_the_heavy_libraries(t
         emu.stop()
     time.sleep(0.2)  # the reader thread takes the last lines
     assert "HEAVY []\n" in lines, "".join(lines)
+
+
+def test_the_bot_reaches_the_model_through_the_contract_only():
+    """bot/ imports from model/ only the contract (schemas, errors), the torch-free picture code the contract's
+    pictures follow (image codec, masks, crop-and-paste geometry, parallel map), and model.loading's defaults; the
+    engines (segmentation, inpainting, handlers, serving, training) are reached through ``LocalBackend`` alone."""
+    import ast
+
+    contract = {"model.schemas", "model.errors", "model.images", "model.masks", "model.compose", "model.parallel",
+                "model.checks", "model.loading", "model.tiny"}
+    seen: dict[str, set[str]] = {}
+    for path in sorted((ROOT / "bot").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "model":
+                names = [f"model.{a.name}" for a in node.names] if node.module == "model" else [node.module]
+                for name in names:
+                    seen.setdefault(name, set()).add(path.name)
+            elif isinstance(node, ast.Import):
+                for a in node.names:
+                    if a.name.split(".")[0] == "model":
+                        seen.setdefault(a.name, set()).add(path.name)
+    assert "model.schemas" in seen and "model.compose" in seen  # the scan sees the bot's imports
+    outside = {name: files for name, files in seen.items() if name not in contract}
+    assert not outside, f"bot/ imports model internals: {outside}"
