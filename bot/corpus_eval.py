@@ -16,7 +16,7 @@ from pathlib import Path
 from bot.intent import GENERATING_ACTIONS, Context, Intent, parse
 
 DEFAULT = Path(__file__).with_name("data") / "designer_corpus.json"
-ACTS = GENERATING_ACTIONS | {"use", "reset", "undo"}  # what spends GPU time or changes the base picture
+ACTS = GENERATING_ACTIONS | {"use", "reset", "undo", "upscale", "background"}  # what spends GPU time or moves the base
 
 
 def context(raw: dict | None) -> Context | None:

@@ -66,6 +66,8 @@ class Action(StrEnum):
     CANCEL = "cancel"  # "no" / "not that"
     COMPARE = "compare"  # "#2 vs #5": the variations side by side (``variations``); nothing is generated
     LOOKBOOK = "lookbook"  # "make a lookbook of the favourites": a PDF and a ZIP of the favourites
+    UPSCALE = "upscale"  # "upscale #3", "#3 in full res": the garment at the photo's native resolution (``variation``)
+    BACKGROUND = "background"  # "put her on a plain white background": everything but the person repainted (``scene``)
     UNKNOWN = "unknown"
 
 
@@ -74,6 +76,13 @@ GENERATING_ACTIONS = frozenset({Action.RESTYLE, Action.VARY, Action.BATCH})
 #: Why an ``unknown`` message is not acted on (or, on a generating intent, the part of it restyle cannot do).
 UNKNOWN_TOPICS = ("chatter", "praise", "thanks", "question", "background", "hair", "makeup", "jewellery", "pose",
                   "body", "lighting", "upscale", "compare", "lookbook", "link", "other_photos", "removal", "other")
+#: How a message uses the thread's swatch or print (an image uploaded into the thread): ``use`` it as a visual
+#: prompt for the garment, or follow the last swatch turn ``less`` / ``more`` closely.
+SWATCH_USES = ("", "use", "less", "more")
+#: What a background prompt says after the scene itself
+BACKGROUND_SUFFIX = "photo background, fashion photography, high quality"
+#: and what the painter avoids there (the engine adds it: an intent's negative prompt is its ``negatives``)
+BACKGROUND_NEGATIVE = "person, people, text, watermark"
 #: What a how-to question (action ``help``) is about.
 HELP_TOPICS = ("reset", "undo", "favorite", "use", "batch", "settings", "more", "restyle", "looks", "info")
 #: ``parse`` reads this many characters of a message (parsing time grows faster than linearly with length)
@@ -148,6 +157,8 @@ class Intent:
     colourways: list[str] = field(default_factory=list)
     topic: str | None = None
     ambiguous: bool = False
+    scene: str = ""  # background: the scene asked for ("plain white studio backdrop")
+    swatch: str = ""  # one of SWATCH_USES: paint the garment after the thread's swatch
 
     @property
     def generates(self) -> bool:
@@ -186,6 +197,8 @@ class Intent:
             "colourways": list(self.colourways),
             "topic": self.topic,
             "ambiguous": self.ambiguous,
+            "scene": self.scene,
+            "swatch": self.swatch,
         }
 
 
@@ -988,7 +1001,9 @@ _TOPIC_PATTERNS: list[tuple[str, str]] = [
     ("background", r"\b(?:background|backdrop|bg|scenery|scene|setting\s+of\s+the\s+photo|location|backgrounds"
                    r"|(?:on|at)\s+(?:a|the)\s+(?:beach|rooftop|runway|street|balcony)|in\s+(?:paris|milan|tokyo|london|new\s+york)"
                    r"|street\s+scene|setting\s+(?:a|an|to|in)|cafe|sunset|brick\s+wall|in\s+front\s+of|behind\s+her"
-                   r"|studio\s+(?:grey|gray|white|backdrop))\b"),
+                   r"|studio\s+(?:grey|gray|white|backdrop)"
+                   r"|(?:paris|milan|tokyo|london|new\s+york|city|country|beach|garden|desert|forest)\s+"
+                   r"(?:street|streets|cafe|rooftop|skyline|park|scene|road|lane|field|backdrop))\b"),
     ("hair", r"\b(?:(?:give|cut)\s+her\s+(?:a\s+)?(?:fringe|bob|bangs|pixie)|hair\w*|ponytail|braids?|braided|updo|curls|curly|fringe\s+cut|blonde|brunette|redhead|bun)\b"),
     ("makeup", r"\b(?:make\s*up|lipstick|lips|lip\s+colou?r|eyeshadow|eyeliner|mascara|nail\s*polish|nails|manicure"
                r"|blusher|contour|smok[e]?y\s+eyes?|eyebrows?|cheeks?|lashes|freckles)\b"),
@@ -1299,6 +1314,8 @@ class Reading:
     #: a statement with a change in it but no request ("the skirt is too short", "navy was rejected by the buyer"):
     #: said to people as often as to restyle, so restyle asks only when it is addressed
     statement: bool = False
+    scene: str = ""  # background: the scene asked for
+    swatch: str = ""  # one of SWATCH_USES
 
     @property
     def generates(self) -> bool:
@@ -1307,6 +1324,10 @@ class Reading:
     def resolve(self, context: Context | None = None) -> Intent:
         """The intent in ``context``: a follow-up that names no garment refines the context's whole look (every
         garment of it); a named garment starts fresh; a new colour/length/… replaces the old one."""
+        if self.action == Action.BACKGROUND:
+            return Intent(action=self.action, variation=self.variation, garments=["background"],
+                          garment="background", target="background", count=self.count, scene=self.scene,
+                          prompt=f"{self.scene}, {BACKGROUND_SUFFIX}", ambiguous=self.ambiguous)
         if not self.generates:
             removed = list(self.negatives) if self.topic == "removal" else []  # "remove the belt": what and why not
             return Intent(action=self.action, variation=self.variation, variations=list(self.variations),
@@ -1359,10 +1380,117 @@ class Reading:
                         variation=self.variation if self.action in (Action.VARY, Action.BATCH) else None,
                         count=self.count, prompt=prompt, negative_prompt=", ".join(negatives),
                         settings=dict(self.settings), per_garment=per_garment, colourways=list(self.colourways),
-                        topic=self.topic, ambiguous=ambiguous)
+                        topic=self.topic, ambiguous=ambiguous, swatch=self.swatch)
         if self.colourways:
             intent = replace(intent, prompt=intent.colourway_prompts()[0][1])
         return intent
+
+# -- upscale, background, swatch -------------------------------------------------------------------------------
+#: "upscale all the favourites", "every one of them": several pictures at once (restyle upscales one per message)
+_UPSCALE_MANY_RE = re.compile(r"\b(?:all|every|each|both|everything|favou?rites|favs|faves|shortlist|them)\b")
+#: what asks for the picture at the photo's resolution, said on its own ("upscale pls", "need this at 300dpi")
+_UPSCALE_ASK_RE = re.compile(r"\b(?:upscale\w*|up\s*res|upres|enhance|sharpen\w*|full\s+res\w*|hi\s*res|high\s*res\w*"
+                             r"|higher\s+res\w*|bigger\s+res\w*|\d+\s*dpi|dpi|4k|8k|print\s+quality|super\s*res\w*"
+                             r"|need|want|pls|please|plz)\b")
+#: "blur the background": restyle repaints a background, it does not blur the one there
+_BLUR_RE = re.compile(r"\b(?:blur\w*|bokeh|out\s+of\s+focus|defocus\w*)\b")
+#: "remove the background", "cut her out": a clean backdrop (asked about first: which colour is a guess)
+_BG_REMOVE_RE = re.compile(r"\b(?:remove|delete|erase|drop|lose|ditch|get\s+rid\s+of|cut\s+(?:her|him|them|it)\s+out)"
+                           r"\s+(?:the\s+|her\s+|this\s+)?(?:background|backdrop|bg)\b|\bno\s+(?:background|backdrop|bg)\b"
+                           r"|\bcut\s*out\b|\btransparent\b")
+#: the words around a scene that are not the scene: requests, pronouns, the word "background" and its verbs
+_SCENE_STRIP_RES = [re.compile(r) for r in (
+    r"^(?:(?:hey|hi|ok|okay|so|and|also|now|then|maybe|hmm+|actually)\s+)+",
+    r"\b(?:can|could|would|will)\s+(?:you|u|we|i)\s+(?:please\s+|pls\s+|plz\s+)?(?:get|have|do|see|try)?\s*",
+    r"\b(?:i|we)\s+(?:want|need|d\s+like|would\s+like)\s+",
+    r"\b(?:put|place|set|move|show|shoot|photograph|have)\s+(?:her|him|them|the\s+models?|it|this|she|he)\s+"
+    r"(?:in\s+front\s+of|on|in|at|against|by|near|onto|into)\s+",
+    r"\b(?:make|change|turn|swap|switch|replace|give|get|do|use|try|set|have)\s+(?:the\s+|her\s+|his\s+|a\s+|an\s+|this\s+)?"
+    r"(?:background|backdrop|bg|scene|setting|scenery|location)(?:\s+(?:to|into|for|with|as|in|be|is))?\s*",
+    r"\b(?:the\s+|a\s+|an\s+)?(?:background|backdrop|bg|scene|setting|scenery|location)\s+(?:to\s+be|be|is|in|as|"
+    r"should\s+be|could\s+be|of)\s+",
+    r"\b(?:put|add|place)\s+(?:a\s+|an\s+|the\s+|some\s+)?",
+    r"\s+behind\s+(?:her|him|them|the\s+models?)\b",
+    r"\b(?:instead|please|pls|plz|thanks|thx|for\s+this\s+one|for\s+this|now|like)\b",
+    r"^(?:could|can|would|should|maybe|might)\s+",
+    r"^(?:to|into|for|with|as|in|be|on|at)\s+",
+    r"^(?:a|an|the|some|something|somewhere)\s+(?:(?:more|a\s+bit\s+more|bit\s+more)\s+)?",
+)]
+
+
+def _scene(flat: str) -> str:
+    """The scene a background message asks for ("put her on a plain white background" -> "plain white background"),
+    or "" when it names none ("change the background")."""
+    text = re.sub(r"[?!.,;:]", " ", flat)
+    for _ in range(3):  # the strips uncover each other ("can you put her on a …")
+        for regex in _SCENE_STRIP_RES:
+            text = re.sub(r"\s+", " ", regex.sub(" ", text)).strip()
+    text = re.sub(r"\bbg\b", "background", text)
+    words = text.split()
+    if not words or all(w in ("background", "backdrop", "scene", "setting", "location", "scenery", "it", "one")
+                        for w in words):
+        return ""
+    if not re.search(r"\b(?:background|backdrop|scene|setting|street|wall|studio|cafe|beach|field|skyline|room"
+                     r"|rooftop|garden|park|runway|sunset|city|forest|desert|sky|interior|exterior)\b", text):
+        text += " background"  # "make the bg black": "black background"
+    return text
+
+
+def _background(flat: str, *, request: bool, question: bool, chatty: bool, variation: int | None,
+                count: int | None) -> Reading | None:
+    """A background message read as the action, or None to leave it to the topic replies."""
+    if chatty and not request:
+        return None
+    if _BLUR_RE.search(flat):
+        return None  # restyle repaints backgrounds; it does not blur the one in the photo
+    if _BG_REMOVE_RE.search(flat):
+        # "remove the background": a clean one is the nearest thing restyle makes — which colour is a guess, so ask
+        return Reading(Action.BACKGROUND, variation=variation, count=count, topic="background", ambiguous=True,
+                       scene="plain white seamless studio background")
+    scene = _scene(flat)
+    if not scene:
+        return None
+    terse = len(flat.split()) <= 6
+    if not (request or terse or question):
+        return None
+    # "background in pink?": a question may be an idea being floated: ask before painting
+    return Reading(Action.BACKGROUND, variation=variation, count=count, topic="background", scene=scene,
+                   ambiguous=question and not _STRONG_REQUEST_RE.search(flat))
+
+
+def _upscale(flat: str, *, request: bool, question: bool, chatty: bool, variation: int | None) -> Reading | None:
+    """An upscale message read as the action (of #N, or of the thread's current picture), or None to leave it to
+    the topic replies (a question about it, several pictures at once, a complaint with no ask)."""
+    if chatty and not request:
+        return None
+    if variation is None and _UPSCALE_MANY_RE.search(flat):
+        return None  # "upscale all the favourites": one at a time, the reply says how
+    if question and not request:
+        return None  # "is there a hi-res version of #1?": answered with how to ask, nothing made unasked
+    if not (request or variation is not None or _UPSCALE_ASK_RE.search(flat)):
+        return None
+    if variation is None and (m := re.search(r"\b(?:on|of|for)\s+#?(\d{1,2})\b(?!\s*(?:dpi|k|x|px|mp)\b)", flat)):
+        variation = int(m.group(1))  # "enhance the details on 3": #3
+    return Reading(Action.UPSCALE, variation=variation, topic="upscale")
+
+
+#: "use this print on the dress", "the skirt in this fabric", "apply the swatch": the thread's uploaded swatch
+_SWATCH_RE = re.compile(r"\bswatch(?:es)?\b|\b(?:this|that|these|those|the\s+uploaded|the\s+new|my|our|uploaded)\s+"
+                        r"(?:print|fabric|pattern|material|textile|sample|reference|image|pic|photo\s+of\s+the\s+fabric)\b")
+_SWATCH_LESS_RE = re.compile(r"\b(?:less|not\s+so\s+much|not\s+as\s+much|softer|subtler|looser|further|weaker)\s+"
+                             r"(?:like|of|from|on)?\s*(?:the\s+|this\s+|that\s+)?(?:swatch|print|fabric|reference)\b")
+_SWATCH_MORE_RE = re.compile(r"\b(?:more|closer|stronger|exactly)\s+(?:like|to|of)?\s*(?:the\s+|this\s+|that\s+)?"
+                             r"(?:swatch|print|fabric|reference)\b")
+
+
+def _swatch(flat: str) -> str:
+    """How ``flat`` uses the thread's swatch: one of SWATCH_USES."""
+    if _SWATCH_LESS_RE.search(flat):
+        return "less"
+    if _SWATCH_MORE_RE.search(flat):
+        return "more"
+    return "use" if _SWATCH_RE.search(flat) else ""
+
 
 
 def read(text: str) -> Reading:
@@ -1471,6 +1599,22 @@ def read(text: str) -> Reading:
     if (topic == "lookbook" and _LOOKBOOK_RE.search(flat) and not _ELSEWHERE_RE.search(flat) and variation is None
             and (request or _LOOKBOOK_BARE_RE.match(flat)) and not (chatty and not request)):
         return Reading(Action.LOOKBOOK)  # "make a lookbook of the favourites", "pdf of the shortlist pls"
+    if topic == "upscale" and not garment_change:  # "upscale #3", "#3 in full res", "need this at 300dpi"
+        if (up := _upscale(flat, request=request, question=question, chatty=chatty, variation=variation)):
+            return up
+    if topic == "background" and not garment_change:  # "put her on a plain white background", "a paris street"
+        if (bg := _background(flat, request=request, question=question, chatty=chatty, variation=variation,
+                              count=count)):
+            return bg
+    swatch = _swatch(flat)
+    if swatch in ("less", "more") and not garment_change:
+        # "a bit less like the swatch": the last swatch turn again, following the swatch less (or more) closely
+        return Reading(Action.VARY, variation=variation, count=count, swatch=swatch)
+    if swatch == "use" and action in (Action.USE, Action.UNKNOWN) and not garment_change and not analysis.edits \
+            and re.search(r"\b(?:use|apply|try|match|copy|put)\b", flat) and not (chatty and not request):
+        if variation is not None:  # "try the swatch on #2": #2 repainted after the swatch
+            return Reading(Action.VARY, variation=variation, count=count, swatch=swatch)
+        return Reading(Action.RESTYLE, count=count, swatch=swatch)  # "use the swatch": on the look
     if topic in _FEATURE_TOPICS:  # upscale, compare, lookbook: asked for, or just talked about
         return unknown(topic if request or question or variation is not None else "chatter")
     if topic is not None and not garment_change:  # hair, make-up, background …, and no garment to change
@@ -1523,14 +1667,15 @@ def read(text: str) -> Reading:
     if any(not re.search(r"\bwith\s+(?:[a-z]+\s+){0,3}$", flat[:m.start()]) for m in _PART_RE.finditer(flat)):
         # "change the buttons to gold": a part restyle cannot mask on its own (not "a parka with fur trim"); ask
         ambiguous = True
-    if action == Action.RESTYLE and per_edit and not loose and not negatives and not colourways \
+    if action == Action.RESTYLE and per_edit and not loose and not negatives and not colourways and not swatch \
             and all(not attrs and dst == src for src, (dst, attrs) in per_edit.items()):
         ambiguous = True  # "any chance of a version with a belt?": a garment, and nothing said about how it changes
     return Reading(action, variation=variation if action in (Action.VARY, Action.BATCH) else None,
                    count=count, settings=settings, topic=topic, ambiguous=ambiguous,
                    named=tuple((src, dst, tuple(attrs)) for src, (dst, attrs) in per_edit.items()),
                    attributes=tuple(_unique(names[i] for i in attr_toks if names[i] not in negatives)),
-                   loose=loose, negatives=negatives, colourways=colourways, statement=statement)
+                   loose=loose, negatives=negatives, colourways=colourways, statement=statement,
+                   swatch=swatch if action in GENERATING_ACTIONS else "")
 
 
 def parse(text: str, context: Context | None = None) -> Intent:

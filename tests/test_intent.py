@@ -35,7 +35,7 @@ CORPUS = json.loads((ROOT / "bot" / "intent_corpus.json").read_text(encoding="ut
 VOCABULARY_WORDS = {w for table in (*VOCABULARY.values(), GARMENTS) for term in table for w in str(term).split()
                     if w.isalpha()}
 FIELDS = ["action", "garment", "garments", "target", "attributes", "negatives", "variation", "variations", "count",
-          "prompt", "negative_prompt", "settings", "per_garment", "colourways", "topic", "ambiguous"]
+          "prompt", "negative_prompt", "settings", "per_garment", "colourways", "topic", "ambiguous", "scene", "swatch"]
 
 
 def _context(raw: dict | None) -> Context | None:
