@@ -17,9 +17,11 @@ import pytest
 
 from bot.intent import (
     ACTIONS,
+    BACKGROUND_SUFFIX,
     GARMENTS,
     MAX_COUNT,
     PROMPT_SUFFIX,
+    SWATCH_USES,
     VOCABULARY,
     Context,
     Intent,
@@ -69,10 +71,14 @@ def _check_invariants(text: str, intent: Intent) -> None:
     # a comparison names two or more different variations; nothing else carries any
     assert (len(intent.variations) >= 2) == (intent.action == "compare"), (text, d)
     assert all(1 <= n <= 99 for n in intent.variations) and len(set(intent.variations)) == len(intent.variations)
-    if intent.action not in ("restyle", "vary", "batch"):
+    if intent.action == "background":  # the scene is the prompt; the person is kept, so garments say "background"
+        assert intent.scene and intent.prompt == f"{intent.scene}, {BACKGROUND_SUFFIX}", (text, d)
+        assert intent.garments == ["background"] and intent.attributes == []
+    elif intent.action not in ("restyle", "vary", "batch"):
         assert intent.prompt == "" and intent.garment is None and intent.attributes == []
-    if intent.prompt:
+    elif intent.prompt:
         assert intent.prompt.endswith(", " + PROMPT_SUFFIX)
+    assert intent.swatch in SWATCH_USES and (not intent.swatch or intent.action in ("restyle", "vary", "batch"))
     if intent.action == "restyle":
         for attr in intent.attributes:
             assert attr in intent.prompt, (text, d)
