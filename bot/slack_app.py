@@ -772,7 +772,7 @@ def build_app(engine, settings: Settings, *, client: WebClient | None = None, jo
     client = client or build_client(settings)
     if not any(isinstance(h, RateLimitErrorRetryHandler) for h in client.retry_handlers):
         client.retry_handlers.append(RateLimitErrorRetryHandler(max_retry_count=2))
-    jobs = jobs or JobQueue(settings.workers, settings.queue_size)
+    jobs = jobs or JobQueue(settings.job_workers, settings.job_queue)
     bot = SlackBot(engine, settings, client, jobs)
     bolt_log = logging.getLogger("restyle.slack.bolt")
     if not any(isinstance(f, _QuietBolt) for f in bolt_log.filters):
