@@ -3,7 +3,7 @@
 ``Health`` answers ``GET /healthz`` (HTTP mode on the Events API port; Socket Mode on ``--health-port``): 200 with a
 JSON report when the bot is ready, 503 with the same report when it is not.  Ready means: not draining, the store
 answers a query, and — in Socket Mode — the WebSocket to Slack is connected.  The report also carries the queue
-depth (jobs queued or running, workers, capacity) and how long ago Slack last reached the bot (an event, an action,
+depth (jobs queued or running, workers, capacity, and whether those were sized for the backend) and how long ago Slack last reached the bot (an event, an action,
 a command, or the start-up ``auth.test``).
 
 ``TrackedJobs`` is the bot's ``JobQueue`` with a record of what each job is for, so that ``drain`` can, on SIGTERM,
@@ -40,10 +40,11 @@ class Health:
     """What ``/healthz`` reports.  Thread-safe; every method is cheap except ``report`` (one store query)."""
 
     def __init__(self, *, store: Any = None, jobs: JobQueue | None = None, capacity: int | None = None,
-                 mode: str = "http", connected: Callable[[], bool] | None = None) -> None:
+                 sizing: str | None = None, mode: str = "http", connected: Callable[[], bool] | None = None) -> None:
         self.store = store
         self.jobs = jobs
         self.capacity = capacity
+        self.sizing = sizing  # how workers and capacity were chosen (``Settings.job_sizing``)
         self.mode = mode
         self.connected = connected  # Socket Mode: is the WebSocket up?
         self._last_contact: float | None = None  # time.time() of the last word from Slack
@@ -96,7 +97,9 @@ class Health:
             reasons.append(f"store: {store}")
         if connected is False:
             reasons.append("slack: the Socket Mode connection is down")
-        queue: dict[str, int | None] = {"pending": None, "workers": None, "capacity": self.capacity}
+        queue: dict[str, int | str | None] = {"pending": None, "workers": None, "capacity": self.capacity}
+        if self.sizing is not None:
+            queue["sizing"] = self.sizing
         if self.jobs is not None:
             queue["pending"] = self.jobs.pending()
             queue["workers"] = self.jobs.workers
@@ -234,10 +237,12 @@ def run(engine: Any, settings: Any, client: Any, *, http: bool, host: str = "127
     from bot.http_server import HttpServer, wsgi_app
     from bot.slack_app import build_app, socket_mode_handler
 
-    jobs = TrackedJobs(settings.workers, settings.queue_size)
+    jobs = TrackedJobs(settings.job_workers, settings.job_queue)
+    log.info("generation: %d workers, %d held at most (%s)", settings.job_workers, settings.job_queue,
+             settings.job_sizing)
     app = build_app(engine, settings, client=client, jobs=jobs)
     bot = app.restyle  # type: ignore[attr-defined]
-    health = Health(store=engine.store, jobs=jobs, capacity=settings.queue_size,
+    health = Health(store=engine.store, jobs=jobs, capacity=settings.job_queue, sizing=settings.job_sizing,
                     mode="http" if http else "socket")
     health.contact()  # auth.test just answered
     app.use(health.middleware)

@@ -10,7 +10,16 @@ from pathlib import Path
 
 from model.loading import DEFAULT_CLIPSEG, DEFAULT_INPAINT
 
-#: env var → (field, type).  Types: str, int, float, bool, path.
+#: ``RESTYLE_WORKERS`` / ``RESTYLE_QUEUE``: a whole number, or ``auto`` (the default: sized for the backend).
+AUTO_INT = "int|auto"
+#: backend → (workers, queue) when ``auto``.  ``local``: the in-process model is one CPU/GPU, so one generation at a
+#: time; the queue holds a burst.  ``sagemaker``: a worker spends its turn waiting on an endpoint (a thread costs
+#: almost nothing then), so enough workers to keep the endpoints' own capacity busy — 32 is 8 instances taking 4
+#: requests each, or a serverless endpoint's MaxConcurrency of 32 — and a queue that only a runaway bursts; "busy"
+#: is then the endpoints' to say (throttling), not the bot's.  docs/operate.md "Sizing workers" says how to choose.
+AUTO_SIZES = {"local": (1, 16), "sagemaker": (32, 256)}
+
+#: env var → (field, type).  Types: str, int, float, bool, path, AUTO_INT.
 ENV = {
     "RESTYLE_BACKEND": ("backend", str),
     "RESTYLE_DATA_DIR": ("data_dir", Path),
@@ -34,8 +43,8 @@ ENV = {
     "RESTYLE_NUM_IMAGES": ("num_images", int),
     "RESTYLE_MAX_BATCH": ("max_batch", int),
     "RESTYLE_VARY_STRENGTH": ("vary_strength", float),
-    "RESTYLE_WORKERS": ("workers", int),
-    "RESTYLE_QUEUE": ("queue_size", int),
+    "RESTYLE_WORKERS": ("workers", AUTO_INT),
+    "RESTYLE_QUEUE": ("queue_size", AUTO_INT),
     "SLACK_BOT_TOKEN": ("slack_bot_token", str),
     "SLACK_APP_TOKEN": ("slack_app_token", str),
     "SLACK_SIGNING_SECRET": ("slack_signing_secret", str),
@@ -104,8 +113,8 @@ class Settings:
     num_images: int = 4
     max_batch: int = 16
     vary_strength: float = 0.65
-    workers: int = 1
-    queue_size: int = 16
+    workers: int | None = None  # None: auto (``job_workers``)
+    queue_size: int | None = None  # None: auto (``job_queue``)
     slack_bot_token: str | None = None
     slack_app_token: str | None = None
     slack_signing_secret: str | None = None
@@ -142,10 +151,13 @@ class Settings:
             try:
                 if typ is bool:
                     values[name] = raw.strip().lower() in ("1", "true", "yes", "on")
+                elif typ is AUTO_INT:
+                    values[name] = None if raw.strip().lower() == "auto" else int(raw)
                 else:
                     values[name] = typ(raw)
             except ValueError:
-                raise ValueError(f"{var} must be a {typ.__name__}, got {raw!r}") from None
+                kind = "whole number or 'auto'" if typ is AUTO_INT else typ.__name__
+                raise ValueError(f"{var} must be a {kind}, got {raw!r}") from None
         values.update({k: v for k, v in overrides.items() if v is not None})
         if "data_dir" in values:
             values["data_dir"] = Path(values["data_dir"])
@@ -163,14 +175,18 @@ class Settings:
             raise ValueError(f"{what} needs the 'local' extra, which this install lacks ({', '.join(missing)} "
                              f"missing): {LOCAL_EXTRA_HINT}, or use --backend sagemaker / RESTYLE_BACKEND=sagemaker")
         names = {name: var for var, (name, _) in ENV.items()}
-        for name, lo, hi in (("steps", 1, 150), ("num_images", 1, 16), ("max_batch", 1, 64), ("workers", 1, 64),
-                             ("queue_size", 1, 10_000), ("retries", 0, 10), ("guidance", 0.0, 30.0),
+        for name, lo, hi in (("steps", 1, 150), ("num_images", 1, 16), ("max_batch", 1, 64), ("job_workers", 1, 256),
+                             ("job_queue", 1, 10_000), ("retries", 0, 10), ("guidance", 0.0, 30.0),
                              ("vary_strength", 0.05, 1.0), ("timeout_s", 1.0, 3600.0), ("drain_s", 0.0, 3600.0)):
             v = getattr(self, name)
             if not lo <= v <= hi:  # NaN fails this too
                 flag = {"steps": "--steps", "num_images": "--count"}.get(name)
-                label = f"{flag} / {names.get(name)}" if flag else names.get(name, name)
+                var = {"job_workers": "RESTYLE_WORKERS", "job_queue": "RESTYLE_QUEUE"}.get(name) or names.get(name)
+                label = f"{flag} / {var}" if flag else var or name
                 raise ValueError(f"{label} must be from {lo} to {hi}, got {v}")
+        if self.job_queue < self.job_workers:  # both set: auto sizes always fit
+            raise ValueError(f"RESTYLE_QUEUE (requests queued or running) must be at least RESTYLE_WORKERS "
+                             f"({self.job_workers}), got {self.job_queue}: the workers past it would never run")
         if self.health_port is not None and not 0 <= self.health_port <= 65535:
             raise ValueError(f"--health-port / RESTYLE_HEALTH_PORT must be from 0 to 65535, got {self.health_port}")
         for name, lo, hi in (("user_daily_images", 0, 10**9), ("channel_daily_images", 0, 10**9),
@@ -203,6 +219,31 @@ class Settings:
 
             if why := bad_device(self.device):
                 raise ValueError(f"--device / RESTYLE_DEVICE {why}")
+
+    @property
+    def job_workers(self) -> int:
+        """Generations run at once: ``RESTYLE_WORKERS``, or ``AUTO_SIZES`` for the backend (never more than a
+        ``RESTYLE_QUEUE`` that is set: the workers past it would never run)."""
+        if self.workers is not None:
+            return self.workers
+        auto = AUTO_SIZES.get(self.backend, AUTO_SIZES["local"])[0]
+        return auto if self.queue_size is None else max(1, min(auto, self.queue_size))
+
+    @property
+    def job_queue(self) -> int:
+        """Generations held, queued or running, before the bot itself says it is busy: ``RESTYLE_QUEUE``, or
+        ``AUTO_SIZES`` for the backend (never fewer than the workers)."""
+        if self.queue_size is not None:
+            return self.queue_size
+        return max(AUTO_SIZES.get(self.backend, AUTO_SIZES["local"])[1], self.job_workers)
+
+    @property
+    def job_sizing(self) -> str:
+        """How ``job_workers``/``job_queue`` were chosen, for /healthz and the start-up log."""
+        if self.workers is not None and self.queue_size is not None:
+            return "set"
+        return f"auto ({self.backend} backend)" + ("" if self.workers is None and self.queue_size is None
+                                                   else ", partly set")
 
     def with_tiny_models(self) -> Settings:
         """Point both models at tiny random checkpoints (built once under the data dir), with the two tiny brand

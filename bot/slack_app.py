@@ -7,9 +7,10 @@ waitress through Bolt's WSGI adapter (``bot.http_server``).  Readiness (``/healt
 
 Listeners stay small; the cross-cutting work is shared:
 
-* a global middleware drops re-delivered events by ``event_id`` (``Store.claim_event``), so a Slack retry or a
-  Socket Mode re-delivery never generates twice; message-level work is additionally claimed by ``channel:ts``,
-  because one @mention arrives twice (``message`` *and* ``app_mention``);
+* each event listener first claims the delivery's ``event_id`` (``Store.claim_event``), so a Slack retry or a
+  Socket Mode re-delivery never generates twice — in the listener, after Bolt acked, so no ack waits on the store
+  (issue #11); message-level work is additionally claimed by ``channel:ts``, because one @mention arrives twice
+  (``message`` *and* ``app_mention``); a global middleware drops a replayed slash command or button click;
 * everything that may generate is acked at once and run on the ``JobQueue``: a status message in the thread is
   updated in place from the engine's progress callback (at most once a second);
 * ``Variations`` become a contact-sheet upload plus, per variation, an image upload and a message with
@@ -199,15 +200,14 @@ class SlackBot:
     # -- middleware ------------------------------------------------------------------------------------------------
     def dedupe(self, body: dict, context, request: BoltRequest,
                next: Callable[[], BoltResponse]):  # noqa: A002 - Bolt's argument name
-        """Global middleware: an ``event_id`` is processed once (Slack retries, Socket Mode re-deliveries); a slash
-        command or block action once per signed body and timestamp (a replay within Slack's 5-minute window)."""
+        """Global middleware: a slash command or block action is processed once per signed body and timestamp (a
+        replay within Slack's 5-minute window).  Events API deliveries pass: their listeners claim the ``event_id``
+        once Bolt has acked (``_first_delivery``)."""
         if context.get("bot_user_id") and not self.bot_user_id:
             self.bot_user_id = context["bot_user_id"]
-        event_id = body.get("event_id") if body.get("type") == "event_callback" else None
-        if event_id and not self.store.claim_event(str(event_id)):
-            log.info("event %s was already handled; acking the re-delivery", event_id)
-            return BoltResponse(status=200, body="")
-        key = None if event_id else C.replay_key(body, request.raw_body or "", request.headers or {})
+        if body.get("type") == "event_callback":
+            return next()
+        key = C.replay_key(body, request.raw_body or "", request.headers or {})
         if key and not self.store.claim_event(key):
             log.info("a replayed %s was acked and not run again", "slash command" if body.get("command")
                      else body.get("type"))
@@ -245,19 +245,33 @@ class SlackBot:
         text_out, blocks = self.controls.usage_blocks(user, channel)
         ack(text=text_out, blocks=blocks)
 
+    def _first_delivery(self, body: dict) -> bool:
+        """True the first time this Events API delivery's ``event_id`` is seen (by any replica sharing the
+        store); False for a Slack retry or a Socket Mode re-delivery, which then does nothing.  Called first in
+        each event listener: Bolt has acked by then, so the ack never waits on the store."""
+        event_id = body.get("event_id")
+        if event_id and not self.store.claim_event(str(event_id)):
+            log.info("event %s was already handled; the re-delivery was acked and does nothing", event_id)
+            return False
+        return True
+
     # -- listeners -------------------------------------------------------------------------------------------------
-    def on_message(self, event: dict) -> None:
+    def on_message(self, body: dict, event: dict) -> None:
         if event.get("subtype") not in MESSAGE_SUBTYPES:
             return  # message_changed, message_deleted, channel_join, bot_message …
-        self._user_message(event, mentioned=False)
+        if self._first_delivery(body):
+            self._user_message(event, mentioned=False)
 
-    def on_mention(self, event: dict) -> None:
-        self._user_message(event, mentioned=True)
+    def on_mention(self, body: dict, event: dict) -> None:
+        if self._first_delivery(body):
+            self._user_message(event, mentioned=True)
 
     def on_file_shared(self) -> None:
         """``file_shared`` only needs an ack (else Slack retries); the ``message``/``file_share`` event does the work."""
 
-    def on_reaction(self, event: dict) -> None:
+    def on_reaction(self, body: dict, event: dict) -> None:
+        if not self._first_delivery(body):
+            return
         name = str(event.get("reaction", "")).split("::", 1)[0]  # "+1::skin-tone-2" → "+1"
         item = event.get("item") or {}
         user = event.get("user")
@@ -772,7 +786,7 @@ def build_app(engine, settings: Settings, *, client: WebClient | None = None, jo
     client = client or build_client(settings)
     if not any(isinstance(h, RateLimitErrorRetryHandler) for h in client.retry_handlers):
         client.retry_handlers.append(RateLimitErrorRetryHandler(max_retry_count=2))
-    jobs = jobs or JobQueue(settings.workers, settings.queue_size)
+    jobs = jobs or JobQueue(settings.job_workers, settings.job_queue)
     bot = SlackBot(engine, settings, client, jobs)
     bolt_log = logging.getLogger("restyle.slack.bolt")
     if not any(isinstance(f, _QuietBolt) for f in bolt_log.filters):

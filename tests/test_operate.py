@@ -60,9 +60,9 @@ def bot_server(tmp_path, **overrides):
                                  slack_signing_secret=SIGNING_SECRET, slack_api_url=emu.api_url, queue_size=4,
                                  **overrides)
     engine = Engine(Store(settings.data_dir), Backend(), settings)
-    jobs = TrackedJobs(settings.workers, settings.queue_size)
+    jobs = TrackedJobs(settings.job_workers, settings.job_queue)
     app = slack_app.build_app(engine, settings, jobs=jobs)
-    health = Health(store=engine.store, jobs=jobs, capacity=settings.queue_size)
+    health = Health(store=engine.store, jobs=jobs, capacity=settings.job_queue, sizing=settings.job_sizing)
     app.use(health.middleware)
     server = slack_app.serve_http(app, "127.0.0.1", 0, health=health)
     server.start()
@@ -83,7 +83,9 @@ def test_healthz_reports_store_queue_and_slack_contact_and_503_when_not_ready(tm
         status, body, headers = get(base + "/healthz")
         assert status == 200 and body["ready"] is True and body["reasons"] == []
         assert body["store"] == "ok" and body["mode"] == "http" and body["draining"] is False
-        assert body["queue"] == {"pending": 0, "workers": 1, "capacity": 4}
+        # RESTYLE_QUEUE=4 set, RESTYLE_WORKERS auto: the SageMaker backend's pool, capped by the queue
+        assert body["queue"] == {"pending": 0, "workers": 4, "capacity": 4,
+                                 "sizing": "auto (sagemaker backend), partly set"}
         assert body["slack"]["last_contact_s_ago"] is None  # Slack has not reached this app yet
         assert headers["Content-Type"] == "application/json"
 
