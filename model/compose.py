@@ -1,4 +1,4 @@
-"""Crop-to-mask geometry and compositing: where to generate, and how to put the result back.
+"""Crop-to-mask geometry and compositing: where to generate (or upscale), and how to put the result back.
 
 Generating on the whole catalog photo is slow and soft (SD works at ~512 px).  Instead: take the mask's bbox, pad it
 with context, widen it to an aspect ratio the model handles, resize that crop to the model's native resolution,

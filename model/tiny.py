@@ -241,10 +241,12 @@ def build_inpaint(outdir: Path, seed: int = 0) -> Path:
 
 
 def upscale_pipeline(tokenizer, shape: str = "tiny", seed: int = 0):
-    """A ``StableDiffusionUpscalePipeline`` with random weights (seeded): ``tiny`` (as diffusers' own tests, smaller)
-    or ``x4`` — stabilityai/stable-diffusion-x4-upscaler's architecture (UNet (256, 512, 512, 1024), cross-attention
-    1024, 7 input channels, 1000 noise-level classes; VAE (128, 256, 512), latent 4, factor 4; the text encoder with
-    its width and 2 layers: it runs once per call).  ``build_upscale`` saves the tiny one, ``model.bench`` times both."""
+    """A ``StableDiffusionUpscalePipeline`` with random weights (seeded): ``tiny`` (as diffusers' own tests,
+    smaller), ``small`` (the x4's layout scaled down for a 2-core CPU) or ``x4`` — the architecture of
+    stabilityai/stable-diffusion-x4-upscaler's public config (UNet (256, 512, 512, 1024), cross-attention 1024,
+    attention_head_dim 8, 7 input channels, 1000 noise-level classes; VAE (128, 256, 512), latent 4, factor 4; the
+    text encoder at its width but 2 layers: it runs once per call).  ``build_upscale`` saves the tiny one,
+    ``model.bench`` times all three."""
     from diffusers import (
         AutoencoderKL,
         DDIMScheduler,
@@ -269,6 +271,20 @@ def upscale_pipeline(tokenizer, shape: str = "tiny", seed: int = 0):
                             norm_num_groups=8, scaling_factor=0.08333, mid_block_add_attention=False)
         text = CLIPTextConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=37, num_hidden_layers=2,
                               num_attention_heads=4, max_position_embeddings=77, **ids)
+    elif shape == "small":  # the x4's layout scaled down for a 2-core CPU (model.bench's default mode)
+        unet = UNet2DConditionModel(sample_size=128, in_channels=7, out_channels=4, layers_per_block=1,
+                                    block_out_channels=(16, 32, 32, 32), norm_num_groups=8,
+                                    down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D",
+                                                      "CrossAttnDownBlock2D"),
+                                    up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D",
+                                                    "UpBlock2D"),
+                                    cross_attention_dim=32, attention_head_dim=4, use_linear_projection=True,
+                                    only_cross_attention=(True, True, True, False), num_class_embeds=1000)
+        vae = AutoencoderKL(block_out_channels=(8, 16, 16), in_channels=3, out_channels=3, latent_channels=4,
+                            layers_per_block=1, norm_num_groups=8, down_block_types=("DownEncoderBlock2D",) * 3,
+                            up_block_types=("UpDecoderBlock2D",) * 3, scaling_factor=0.08333)
+        text = CLIPTextConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=37, num_hidden_layers=2,
+                              num_attention_heads=4, max_position_embeddings=77, **ids)
     elif shape == "x4":
         unet = UNet2DConditionModel(sample_size=128, in_channels=7, out_channels=4, layers_per_block=2,
                                     block_out_channels=(256, 512, 512, 1024),
@@ -285,7 +301,7 @@ def upscale_pipeline(tokenizer, shape: str = "tiny", seed: int = 0):
                               num_hidden_layers=2, num_attention_heads=16, max_position_embeddings=77,
                               hidden_act="gelu", projection_dim=512, **ids)
     else:
-        raise ValueError(f"`shape` must be tiny or x4, got {shape!r}")
+        raise ValueError(f"`shape` must be tiny, small or x4, got {shape!r}")
     text_encoder = CLIPTextModel(text)
     low_res_scheduler = DDPMScheduler(num_train_timesteps=1000, beta_schedule="scaled_linear", beta_start=0.0001,
                                       beta_end=0.02)
