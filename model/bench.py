@@ -61,7 +61,7 @@ SEEDS = [0, 1, 2, 3]
 ROWS = ["segment_1", "segment_16", "segment_endpoint_overhead", "inpaint_512_4x", "inpaint_1024x1536_4x",
         "inpaint_1024x1536_4x_crop", "inpaint_sdxl_4x", "upscale"]
 #: Photo sizes of the ``upscale`` row per mode: a catalogue photo in ``full``.
-UPSCALE_PHOTO = {"tiny": (128, 192), "default": (1024, 1536), "full": (2000, 3000)}
+UPSCALE_PHOTO = {"tiny": (128, 192), "default": (512, 768), "full": (2000, 3000)}
 
 
 # -- timing ---------------------------------------------------------------------------------------------------------

@@ -216,7 +216,7 @@ def upscale_region(image: Image.Image, mask: np.ndarray, upscale_fn, *, padding:
             f"the garment region is {box[2] - box[0]}x{box[3] - box[1]} pixels, no more than the {native}x{native} "
             "it was generated at: it is already at the photo's resolution, there is nothing to upscale")
     # 2. Crop, and bring the region down to the upscaler's input size
-    low = image.convert("RGB").crop(box).resize(low_size, Image.LANCZOS)
+    low = image.crop(box).convert("RGB").resize(low_size, Image.LANCZOS)
     # 3. Upscale
     high = upscale_fn(low)
     # 4. Resize to the box and paste with a feathered edge (``paste`` resizes with LANCZOS)
