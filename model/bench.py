@@ -16,6 +16,11 @@ Models are built from configs with random weights (nothing is downloaded; speed 
   inpainting at 1024x1024 (UNet/VAE as in ``baseline_diffusers_more.py``);
 * ``--tiny`` — tiny models and photos (seconds; the smoke test and ``--full --tiny`` exercise every row).
 
+The ``upscale`` row (issue #14, catalogue resolution) times ``compose.upscale_region`` with ``Upscaler`` (the garment's
+padded box scaled down by 4, upscaled x4, pasted back) against diffusers' ``StableDiffusionUpscalePipeline`` on the
+whole photo scaled down by 4; the x4 upscaler is ``model.tiny.upscale_pipeline``'s ``tiny``, ``small`` (default) or
+``x4`` (``--full``: stabilityai/stable-diffusion-x4-upscaler's architecture, a 2000x3000 photo).
+
 Random CLIPSeg weights give probability maps that are noise covering the whole photo, which would make mask
 post-processing cost unlike a real request; a forward hook on the decoder therefore replaces its logits with a fixed
 garment-shaped map per prompt (a blob with a hole, a speck, soft edges; small blobs for face/hands/hair).  The decoder
@@ -54,7 +59,9 @@ GARMENTS_16 = ["skirt", "dress", "jacket", "coat", "jeans", "pants", "shorts", "
 PROMPT = "a red pleated silk skirt"
 SEEDS = [0, 1, 2, 3]
 ROWS = ["segment_1", "segment_16", "segment_endpoint_overhead", "inpaint_512_4x", "inpaint_1024x1536_4x",
-        "inpaint_1024x1536_4x_crop", "inpaint_sdxl_4x"]
+        "inpaint_1024x1536_4x_crop", "inpaint_sdxl_4x", "upscale"]
+#: Photo sizes of the ``upscale`` row per mode: a catalogue photo in ``full``.
+UPSCALE_PHOTO = {"tiny": (128, 192), "default": (512, 768), "full": (2000, 3000)}
 
 
 # -- timing ---------------------------------------------------------------------------------------------------------
@@ -586,6 +593,47 @@ class Bench:
                      f"Inpainter.__call__ (crop to the mask, generated in at most {s}² pixels, paste); " + common,
                      photo=[s, s], mask="centre square, a quarter of the photo"))
 
+    def upscale(self) -> None:
+        """The garment region brought to the photo's resolution (``compose.upscale_region`` + ``Upscaler``) against
+        the plain way: the x4 upscaler on the whole photo scaled down by 4."""
+        from model import compose, loading
+        from model.tiny import upscale_pipeline
+
+        if not self.want("upscale"):
+            return
+        shape = {"tiny": "tiny", "default": "small", "full": "x4"}[self.mode]
+        self.log(f"building the {shape} x4 upscaler")
+        base = upscale_pipeline(tokenizer(), shape)
+        ours = loading.prepare_upscale(copy.deepcopy(base), device=self.device, dtype=self.dtype)
+        base.to(device=self.device, dtype=self.dtype)
+        w, h = UPSCALE_PHOTO[self.mode]
+        box = garment_box(w, h)
+        img, m = photo(w, h, box), box_mask(w, h, box)
+        whole_low = img.resize((w // ours.factor, h // ours.factor), Image.LANCZOS)
+        plan, low = compose.plan_upscale(m, (w, h), factor=ours.factor, multiple=ours.multiple)
+        guidance, noise = 9.0, 20
+
+        def plain():
+            return base(prompt=PROMPT, image=whole_low, negative_prompt=DEFAULT_NEGATIVE_PROMPT,
+                        num_inference_steps=self.steps, guidance_scale=guidance, noise_level=noise,
+                        generator=torch.Generator("cpu").manual_seed(0)).images[0]
+
+        def restyle():
+            return compose.upscale_region(img, m, ours.upscale_fn(PROMPT, DEFAULT_NEGATIVE_PROMPT, seed=0,
+                                                                  steps=self.steps, guidance_scale=guidance,
+                                                                  noise_level=noise), multiple=ours.multiple)
+
+        self.log("upscale")
+        t = interleaved({"base": plain, "ours": restyle}, self.reps)
+        common = f"{self.steps} steps, CFG {guidance}, noise_level {noise}, {str(self.dtype).removeprefix('torch.')}"
+        self.add(row("upscale", t["base"], t["ours"],
+                     f"StableDiffusionUpscalePipeline on the whole {w}x{h} photo scaled down by {ours.factor} "
+                     f"({whole_low.width}x{whole_low.height} in, {w}x{h} out); " + common,
+                     f"compose.upscale_region with Upscaler.__call__ (built by model.loading.prepare_upscale): the "
+                     f"garment's padded box {list(plan)} scaled down to {low[0]}x{low[1]}, upscaled x{ours.factor}, "
+                     "resized to the box and pasted with a feathered edge (far pixels bit-identical); " + common,
+                     photo=[w, h], mask=f"garment box {list(box)}, a quarter of the photo", low_res=list(low)))
+
     # -- report ---------------------------------------------------------------------------------------------------
     def report(self, complete: bool = True) -> dict:
         import diffusers
@@ -615,6 +663,12 @@ class Bench:
                                              "VAE (8, 16, 16, 16), 4 levels (factor 8, native 512); "
                                              "text encoder width 32",
                                   "full": "SD 1.5 inpainting architecture; SDXL inpainting for inpaint_sdxl_4x"}[self.mode],
+                "upscale_photo": list(UPSCALE_PHOTO[self.mode]),
+                "upscale_model": {"tiny": "tiny x4 upscaler (model.tiny)",
+                                  "default": "x4 upscaler layout scaled down: UNet (16, 32, 32, 32), 7 input channels, "
+                                             "1000 noise classes; VAE (8, 16, 16), factor 4",
+                                  "full": "stabilityai/stable-diffusion-x4-upscaler architecture: UNet (256, 512, 512, "
+                                          "1024), cross-attention 1024; VAE (128, 256, 512), factor 4"}[self.mode],
                 "timing": "median of reps after one warm-up; baseline and restyle runs interleaved",
             },
             "command": "python -m model.bench " + " ".join(sys.argv[1:]),
@@ -667,7 +721,7 @@ def run(argv: list[str] | None = None) -> dict:
     bench = Bench(args)
     if args.full and bench.device.type != "cuda" and not args.tiny:
         bench.log("warning: --full without CUDA runs full-size models on the CPU: expect hours")
-    for phase in (bench.segment, bench.inpaint, bench.sdxl):
+    for phase in (bench.segment, bench.inpaint, bench.sdxl, bench.upscale):
         phase()
         gc.collect()
         if torch.cuda.is_available():

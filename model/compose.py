@@ -1,4 +1,4 @@
-"""Crop-to-mask geometry and compositing: where to generate, and how to put the result back.
+"""Crop-to-mask geometry and compositing: where to generate (or upscale), and how to put the result back.
 
 Generating on the whole catalog photo is slow and soft (SD works at ~512 px).  Instead: take the mask's bbox, pad it
 with context, widen it to an aspect ratio the model handles, resize that crop to the model's native resolution,
@@ -16,6 +16,7 @@ from scipy import ndimage
 
 from model import parallel
 from model.masks import BBox, bbox
+from model.schemas import MAX_UPSCALE_PIXELS
 
 
 def crop_box(mask_box: BBox, image_size: tuple[int, int], padding: int, aspect: float | None = None) -> BBox:
@@ -146,3 +147,77 @@ def overlay(image: Image.Image, mask: np.ndarray, color: tuple[int, int, int] = 
     tint = np.array(color, dtype=np.float32)
     a = mask[..., None].astype(np.float32) * opacity
     return Image.fromarray(np.clip(base * (1 - a) + tint * a + 0.5, 0, 255).astype(np.uint8))
+
+
+# -- upscaling the garment region to the photo's own resolution ------------------------------------------------------
+#: The x4 upscaler's factor: its output has 4x the input's width and height.
+UPSCALE_FACTOR = 4
+#: The largest low-res region sent to the upscaler (its output is ``UPSCALE_FACTOR``² times that): bounds memory.
+MAX_UPSCALE_LOW_PIXELS = MAX_UPSCALE_PIXELS
+
+
+def plan_upscale(mask: np.ndarray, image_size: tuple[int, int], *, factor: int = UPSCALE_FACTOR, padding: int = 32,
+                 feather: int = 8, max_low_pixels: int = MAX_UPSCALE_LOW_PIXELS,
+                 multiple: int = 8) -> tuple[BBox, tuple[int, int]]:
+    """Where to upscale and at what size to feed the upscaler: ``(box, low_size)``.
+
+    ``box`` is the mask's bbox in the full-resolution photo, padded by ``padding`` (at least ``feather + 2``) and
+    kept inside the photo; ``low_size`` (w, h) is the box divided by ``factor``, scaled down to at most
+    ``max_low_pixels`` pixels when the box is larger (memory stays bounded; the upscaler's output is then resized up
+    to the box), in multiples of ``multiple`` (the upscaler's UNet downsamples by 8).
+    """
+    w, h = image_size
+    if mask.shape != (h, w):
+        raise ValueError(f"`mask` must be {w}x{h} like the photo, got {mask.shape[1]}x{mask.shape[0]}")
+    mb = bbox(mask)
+    if mb is None:
+        raise ValueError("empty mask: nothing to upscale")
+    if factor < 1:
+        raise ValueError(f"`factor` must be >= 1, got {factor}")
+    box = crop_box(mb, (w, h), max(padding, feather + 2))
+    bw, bh = box[2] - box[0], box[3] - box[1]
+    lw, lh = bw / factor, bh / factor
+    if lw * lh > max_low_pixels:
+        k = math.sqrt(max_low_pixels / (lw * lh))
+        lw, lh = lw * k, lh * k
+
+    def snap(v: float) -> int:  # down to a multiple (never up: the area cap holds), at least one multiple
+        return max(multiple, int(v // multiple) * multiple)
+
+    return box, (snap(lw), snap(lh))
+
+
+def needs_upscale(box: BBox, native: int) -> bool:
+    """Whether a crop ``box`` holds more pixels than a ``native``² generation gave it, i.e. the garment was scaled up
+    into it and upscaling can add detail.  At or below ``native``² the garment already has the photo's resolution."""
+    return (box[2] - box[0]) * (box[3] - box[1]) > native * native
+
+
+def upscale_region(image: Image.Image, mask: np.ndarray, upscale_fn, *, padding: int = 32, feather: int = 8,
+                   factor: int = UPSCALE_FACTOR, max_low_pixels: int = MAX_UPSCALE_LOW_PIXELS, multiple: int = 8,
+                   native: int | None = None) -> Image.Image:
+    """The garment region of ``image`` brought to the photo's own resolution by ``upscale_fn``, pasted back.
+
+    1. ``plan_upscale``: the padded box around ``mask`` and the low-res size; 2. crop the box and resize it down to
+    that size; 3. ``upscale_fn(low) -> Image`` (in process: ``Upscaler``; SageMaker: an endpoint call carrying only
+    the low-res region); 4. resize its answer to the box and ``paste`` it with a ``feather``-pixel edge: pixels
+    farther than ``feather`` from the mask are bit-identical to ``image``, and the result has ``image``'s size.
+
+    ``native``: the side of the generation size the garment was made at; when given and the box holds no more than
+    ``native``² pixels (``needs_upscale``), ``AlreadyFullResolution`` is raised before any work.
+    """
+    from model.errors import AlreadyFullResolution
+
+    # 1. Plan
+    box, low_size = plan_upscale(mask, image.size, factor=factor, padding=padding, feather=feather,
+                                 max_low_pixels=max_low_pixels, multiple=multiple)
+    if native is not None and not needs_upscale(box, native):
+        raise AlreadyFullResolution(
+            f"the garment region is {box[2] - box[0]}x{box[3] - box[1]} pixels, no more than the {native}x{native} "
+            "it was generated at: it is already at the photo's resolution, there is nothing to upscale")
+    # 2. Crop, and bring the region down to the upscaler's input size
+    low = image.crop(box).convert("RGB").resize(low_size, Image.LANCZOS)
+    # 3. Upscale
+    high = upscale_fn(low)
+    # 4. Resize to the box and paste with a feathered edge (``paste`` resizes with LANCZOS)
+    return paste(image, high.convert(image.mode), mask, box, feather)

@@ -76,3 +76,10 @@ class UnsupportedMediaType(RequestError):
 class NotAcceptable(RequestError):
     status = 406
     code = "not_acceptable"
+
+
+class AlreadyFullResolution(RequestError):
+    """The garment region is no larger than the size it was generated at: upscaling it would add nothing."""
+
+    status = 422
+    code = "already_full_resolution"

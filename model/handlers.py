@@ -1,10 +1,10 @@
-"""The SageMaker inference contract for restyle's two endpoints, ``clipseg`` and ``inpaint``.
+"""The SageMaker inference contract for restyle's endpoints, ``clipseg``, ``inpaint`` and ``upscale``.
 
 Packed as ``code/inference.py`` (``from model.handlers import model_fn, input_fn, predict_fn, output_fn``) for the
 Hugging Face inference container, and called by ``model.serve`` and by the bot's in-process backend.
 
 * ``model_fn(model_dir)`` — the only stage that loads weights.  The endpoint's role comes from ``RESTYLE_ROLE``
-  (``clipseg`` | ``inpaint``; else detected from ``model_dir``), the weights from ``RESTYLE_MODEL_ID`` (Hub id or
+  (``clipseg`` | ``inpaint`` | ``upscale``; else detected from ``model_dir``), the weights from ``RESTYLE_MODEL_ID`` (Hub id or
   path; else ``model_dir`` itself), optional brand looks (LoRA adapters) from ``RESTYLE_LORA`` (``name=ref,…`` or
   one bare ref; each a path, relative to ``model_dir`` or absolute, or a Hub id).
 * ``input_fn(body, content_type)`` — bytes → dict; ``application/json`` only (415 otherwise), ≤ 6 MB (413).
@@ -51,13 +51,15 @@ from model.schemas import (
     Rejected,
     SegmentRequest,
     SegmentResponse,
+    UpscaleRequest,
+    UpscaleResponse,
     candidate_seeds,
     parse_request,
 )
 
 log = logging.getLogger("restyle.model")
 
-ROLES = ("clipseg", "inpaint")
+ROLES = ("clipseg", "inpaint", "upscale")
 ROLE_ENV, MODEL_ENV, LORA_ENV = "RESTYLE_ROLE", "RESTYLE_MODEL_ID", "RESTYLE_LORA"
 JSON = "application/json"
 #: SageMaker real-time endpoints accept and return at most 6 MB.
@@ -74,19 +76,26 @@ class ModelFailure(RuntimeError):
 @dataclass
 class LoadedModel:
     role: str
-    engine: Any  # model.segment.Segmenter | model.inpaint.Inpainter
+    engine: Any  # model.segment.Segmenter | model.inpaint.Inpainter | model.upscale.Upscaler
     ref: str
 
 
 # -- load ----------------------------------------------------------------------------------------------------------
 def detect_role(model_dir: str | Path) -> str:
+    """A diffusers folder is ``upscale`` when its pipeline is the x4 upscaler, else ``inpaint``; a transformers
+    folder whose config names CLIPSeg is ``clipseg``."""
     d = Path(model_dir)
-    if (d / "model_index.json").exists():
-        return "inpaint"
+    index = d / "model_index.json"
+    if index.exists():
+        try:
+            pipeline = json.loads(index.read_text()).get("_class_name")
+        except (ValueError, AttributeError):
+            pipeline = None
+        return "upscale" if pipeline == "StableDiffusionUpscalePipeline" else "inpaint"
     cfg = d / "config.json"
     if cfg.exists() and "clipseg" in cfg.read_text().lower():
         return "clipseg"
-    raise RuntimeError(f"set {ROLE_ENV}=clipseg|inpaint: cannot tell the role of {model_dir}")
+    raise RuntimeError(f"set {ROLE_ENV}=clipseg|inpaint|upscale: cannot tell the role of {model_dir}")
 
 
 def load_model(role: str, ref: str, *, lora: str | None = None, device: str | None = None) -> LoadedModel:
@@ -96,6 +105,8 @@ def load_model(role: str, ref: str, *, lora: str | None = None, device: str | No
         return LoadedModel(role, loading.load_clipseg(ref, device=device), ref)
     if role == "inpaint":
         return LoadedModel(role, loading.load_inpaint(ref, device=device, lora=lora), ref)
+    if role == "upscale":
+        return LoadedModel(role, loading.load_upscale(ref, device=device), ref)
     raise RuntimeError(f"{ROLE_ENV} must be one of {ROLES}, got {role!r}")
 
 
@@ -207,7 +218,27 @@ def predict_inpaint(data: dict | InpaintRequest, inpainter, progress=None) -> In
         timings_ms={k: round(v, 2) for k, v in timings.items()})
 
 
-PREDICTORS = {"clipseg": predict_segment, "inpaint": predict_inpaint}
+def predict_upscale(data: dict | UpscaleRequest, upscaler, progress=None) -> UpscaleResponse:
+    """The low-res region in the request → ``upscaler.factor`` times its width and height."""
+    req = data if isinstance(data, UpscaleRequest) else parse_request("upscale", data)
+    t0 = time.perf_counter()
+    image = load_image_b64(req.image)
+    t1 = time.perf_counter()
+    seed = req.seed if req.seed is not None else random.SystemRandom().randrange(0, 2**31)
+    result = upscaler(image, req.prompt,
+                      DEFAULT_NEGATIVE_PROMPT if req.negative_prompt is None else req.negative_prompt,
+                      seed=seed, steps=req.steps, guidance_scale=req.guidance_scale, noise_level=req.noise_level,
+                      progress=progress)
+    t2 = time.perf_counter()
+    encoded = encode_b64(result.image, req.format, quality=req.quality)
+    timings = {"decode": (t1 - t0) * 1e3, **result.timings_ms, "encode": (time.perf_counter() - t2) * 1e3}
+    return UpscaleResponse(image=encoded, width=result.image.width, height=result.image.height, format=req.format,
+                           seed=result.seed, timings_ms={k: round(v, 2) for k, v in timings.items()})
+
+
+PREDICTORS = {"clipseg": predict_segment, "inpaint": predict_inpaint, "upscale": predict_upscale}
+#: The roles whose predictor takes a ``progress`` callback (diffusion steps: a gone client stops the work).
+STEPPED = ("inpaint", "upscale")
 
 
 def _stopping(should_stop: Callable[[], bool] | None):
@@ -229,8 +260,8 @@ def predict_fn(data: dict, model: LoadedModel, context: Any = None,
     # traceback and replaced by a generic ``ModelFailure`` (a 500 from ``handle``), so no internal text reaches a
     # caller — not even in the Hugging Face container, which answers every exception with 400 and ``str(exc)``.
     try:
-        if model.role == "inpaint" and should_stop is not None:
-            return predict_inpaint(data, model.engine, progress=_stopping(should_stop))
+        if model.role in STEPPED and should_stop is not None:
+            return PREDICTORS[model.role](data, model.engine, progress=_stopping(should_stop))
         return PREDICTORS[model.role](data, model.engine)
     except (RequestError, ClientGone):
         raise

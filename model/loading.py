@@ -5,11 +5,11 @@ SDPA attention (diffusers' and transformers' default), channels_last UNet/VAE (o
 one by one: the peak memory of one picture), optional VAE tiling (``RESTYLE_VAE_TILING=1``) and optional
 ``torch.compile`` (``RESTYLE_COMPILE=1``) with the warm-up done here so no request pays for it.
 
-``prepare_clipseg`` / ``prepare_inpaint`` apply the same settings to models built in memory (``model.bench`` uses
+``prepare_clipseg`` / ``prepare_inpaint`` / ``prepare_upscale`` apply the same settings to models built in memory (``model.bench`` uses
 them on full-size random models), so a benchmark measures exactly what ``load_*`` serves.
 
 torch is imported inside the functions that use it, never at import: the bot (lean install, no torch) reads
-``DEFAULT_CLIPSEG`` / ``DEFAULT_INPAINT`` and catches ``ModelUnavailable`` from here.
+``DEFAULT_CLIPSEG`` / ``DEFAULT_INPAINT`` / ``DEFAULT_UPSCALE`` and catches ``ModelUnavailable`` from here.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_CLIPSEG = "CIDAS/clipseg-rd64-refined"
 DEFAULT_INPAINT = "stable-diffusion-v1-5/stable-diffusion-inpainting"
+DEFAULT_UPSCALE = "stabilityai/stable-diffusion-x4-upscaler"
 #: ``RESTYLE_DTYPE`` names → torch dtype attribute names (``torch.float16`` …).
 DTYPES = {"fp32": "float32", "float32": "float32", "fp16": "float16", "float16": "float16",
           "bf16": "bfloat16", "bfloat16": "bfloat16"}
@@ -175,6 +176,35 @@ def prepare_inpaint(pipe, *, device: str | torch.device | None = None, dtype=Non
         pipe.unet.compile(dynamic=True)
         warm_up(inpainter)
     return inpainter
+
+
+def load_upscale(ref: str = DEFAULT_UPSCALE, *, device: str | None = None, dtype=None):
+    """A diffusers ``StableDiffusionUpscalePipeline`` checkpoint (the x4 upscaler) → ``model.upscale.Upscaler``."""
+    from diffusers import StableDiffusionUpscalePipeline
+
+    dev = pick_device(device)
+    dt = pick_dtype(dev, dtype)
+    check_reachable(ref, "upscaling", "RESTYLE_UPSCALE_MODEL / --upscale")
+    try:
+        pipe = StableDiffusionUpscalePipeline.from_pretrained(ref, dtype=dt)
+    except (OSError, ValueError) as exc:
+        raise _unavailable("upscaling", ref, "RESTYLE_UPSCALE_MODEL / --upscale", exc) from exc
+    return prepare_upscale(pipe, device=dev, dtype=dt)
+
+
+def prepare_upscale(pipe, *, device: str | torch.device | None = None, dtype=None):
+    """A diffusers x4 upscaling pipeline → ``model.upscale.Upscaler``, with the settings ``prepare_inpaint`` uses."""
+    import torch
+
+    from model.upscale import Upscaler
+
+    dev = torch.device(device) if device is not None else pick_device()
+    pipe.to(device=dev, dtype=pick_dtype(dev, dtype))
+    pipe.unet.to(memory_format=torch.channels_last)
+    pipe.vae.to(memory_format=torch.channels_last)
+    if dev.type == "cuda" and os.environ.get("RESTYLE_VAE_TILING") == "1":
+        pipe.vae.enable_tiling()  # the decode is at 4x the input: 2048x2048 for a 512x512 region
+    return Upscaler(pipe)
 
 
 def warm_up(inpainter, num_images: int = 4) -> None:

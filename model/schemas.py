@@ -1,4 +1,5 @@
-"""The one contract between bot/ and model/: request/response bodies of the ``clipseg`` and ``inpaint`` endpoints.
+"""The one contract between bot/ and model/: request/response bodies of the ``clipseg``, ``inpaint`` and ``upscale``
+endpoints.
 
 Images travel as base64 strings.  ``python -m model.schemas DIR`` writes the JSON Schemas (documented in
 docs/api.md).  Validation failures become a 400 whose message names the field, the rule and the value received.
@@ -27,6 +28,10 @@ DEFAULT_NEGATIVE_PROMPT = (
 MAX_PROMPTS = 32
 MAX_IMAGES = 16
 MAX_STEPS = 150
+#: The largest low-res region the ``upscale`` endpoint takes (its answer has 16x the pixels: a 2048x2048 picture).
+MAX_UPSCALE_PIXELS = 512 * 512
+#: The x4 upscaler's own limit on the noise added to the low-res image (``max_noise_level`` of its pipeline).
+MAX_NOISE_LEVEL = 350
 SCHEDULERS = ("default", "ddim", "pndm", "euler", "euler_a", "dpm++", "unipc", "lms")
 ImageFormat = Literal["png", "jpeg", "webp"]
 
@@ -189,6 +194,39 @@ class InpaintResponse(_Body):
     timings_ms: dict[str, float] = Field(default_factory=dict)
 
 
+class UpscaleRequest(_Body):
+    """``upscale`` endpoint: a low-res region brought to 4x its width and height (the x4 upscaler)."""
+
+    image: str = Field(description="base64 low-res region (the garment's crop box scaled down by 4: "
+                                   "model.compose.plan_upscale), at most "
+                                   f"{MAX_UPSCALE_PIXELS:,} pixels, at least 8 on each side")
+    prompt: str = Field(default="", max_length=2000, description="what the region shows (guides the detail); "
+                                                                 "may be empty")
+    negative_prompt: str | None = Field(default=None, max_length=2000,
+                                        description="default: a generic quality negative prompt")
+    seed: int | None = Field(default=None, ge=0, lt=2**31, description="random when omitted (returned in `seed`)")
+    steps: int = Field(default=20, ge=1, le=MAX_STEPS)
+    guidance_scale: float = Field(default=9.0, ge=0.0, le=30.0)
+    noise_level: int = Field(default=20, ge=0, le=MAX_NOISE_LEVEL,
+                             description="noise added to the low-res image first: more lets the model invent more")
+    format: ImageFormat = "png"
+    quality: int = Field(default=92, ge=1, le=100, description="JPEG/WebP quality")
+
+    @field_validator("prompt")
+    @classmethod
+    def _prompt(cls, value: str) -> str:
+        return _clean_prompt(value, "prompt") if value.strip() else ""
+
+
+class UpscaleResponse(_Body):
+    image: str = Field(description="base64 image, 4x the request's width and height")
+    width: int
+    height: int
+    format: ImageFormat
+    seed: int = Field(description="the seed used")
+    timings_ms: dict[str, float] = Field(default_factory=dict)
+
+
 class ErrorBody(BaseModel):
     code: str
     message: str
@@ -198,8 +236,8 @@ class ErrorResponse(BaseModel):
     error: ErrorBody
 
 
-REQUESTS = {"clipseg": SegmentRequest, "inpaint": InpaintRequest}
-RESPONSES = {"clipseg": SegmentResponse, "inpaint": InpaintResponse}
+REQUESTS = {"clipseg": SegmentRequest, "inpaint": InpaintRequest, "upscale": UpscaleRequest}
+RESPONSES = {"clipseg": SegmentResponse, "inpaint": InpaintResponse, "upscale": UpscaleResponse}
 
 
 def describe_validation_error(exc: ValidationError) -> str:

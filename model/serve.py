@@ -1,10 +1,10 @@
 """A SageMaker-compatible model server for restyle's endpoints, on the standard library's HTTP server.
 
-``python -m model.serve --clipseg PATH_OR_ID --inpaint PATH_OR_ID --port N`` serves
+``python -m model.serve --clipseg PATH_OR_ID --inpaint PATH_OR_ID [--upscale PATH_OR_ID] --port N`` serves
 
 * the container contract: ``GET /ping`` (200 once the models are loaded, 503 while loading) and
-  ``POST /invocations`` (the only loaded model, or the one named by ``?model=clipseg|inpaint`` or the
-  ``X-Amzn-SageMaker-Custom-Attributes: model=...`` header when both are loaded);
+  ``POST /invocations`` (the only loaded model, or the one named by ``?model=clipseg|inpaint|upscale`` or the
+  ``X-Amzn-SageMaker-Custom-Attributes: model=...`` header when several are loaded);
 * the SageMaker Runtime API path ``POST /endpoints/{name}/invocations``, so
   ``boto3.client("sagemaker-runtime", endpoint_url=...).invoke_endpoint(...)`` works unchanged.  Errors there are
   shaped like SageMaker's: a model's own error is a ``ModelError`` (424) carrying ``OriginalStatusCode`` and
@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import queue
 import re
 import select
@@ -36,9 +37,13 @@ from urllib.parse import parse_qs, urlsplit
 from model.checks import bad_device
 from model.errors import error_body
 from model.handlers import JSON, MAX_PAYLOAD, LoadedModel, handle, load_model
+from model.loading import DEFAULT_UPSCALE
 from model.schemas import parse_looks
 
 log = logging.getLogger("restyle.serve")
+
+#: The upscaler's checkpoint when ``--upscale`` is not given (the bot's settings read the same name).
+UPSCALE_ENV = "RESTYLE_UPSCALE_MODEL"
 
 RUNTIME_PATH = re.compile(r"^/endpoints/([^/]+)/invocations$")
 #: An async request's inference id becomes part of an S3 key: letters, digits, '.', '_' and '-' only.
@@ -52,7 +57,7 @@ SOCKET_TIMEOUT_S = 120
 
 def default_endpoint_names(prefix: str = "restyle") -> dict[str, str]:
     return {f"{prefix}-clipseg": "clipseg", f"{prefix}-inpaint": "inpaint", f"{prefix}-inpaint-async": "inpaint",
-            "clipseg": "clipseg", "inpaint": "inpaint"}
+            f"{prefix}-upscale": "upscale", "clipseg": "clipseg", "inpaint": "inpaint", "upscale": "upscale"}
 
 
 #: Set by the HTTP handler around ``route``: asks whether the client of the request in this thread has gone.
@@ -85,7 +90,7 @@ class ModelServer:
     def __init__(self, refs: dict[str, str], *, lora: str | None = None, endpoint_names: dict[str, str] | None = None,
                  device: str | None = None, async_output: str | None = None, s3=None) -> None:
         if not refs:
-            raise ValueError("give at least one of --clipseg / --inpaint")
+            raise ValueError("give at least one of --clipseg / --inpaint / --upscale")
         self.refs = refs
         self.lora = lora
         self.device = device
@@ -214,9 +219,10 @@ class ModelServer:
 
     def _invoke(self, role: str | None, headers: dict[str, str], body: bytes, *, runtime: bool):
         if role is None:
+            names = "|".join(self.refs)
             return self._json(400, _error("ambiguous_model",
-                                          "both models are loaded: add ?model=clipseg|inpaint or the header "
-                                          "X-Amzn-SageMaker-Custom-Attributes: model=clipseg|inpaint"))
+                                          f"several models are loaded: add ?model={names} or the header "
+                                          f"X-Amzn-SageMaker-Custom-Attributes: model={names}"))
         if role not in self.refs:
             return self._json(404, _error("unknown_model", f"model {role!r} is not served here; "
                                                            f"loaded: {sorted(self.refs)}"))
@@ -391,13 +397,18 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m model.serve", description=__doc__.splitlines()[0])
     ap.add_argument("--clipseg", help="CLIPSeg checkpoint: Hub id or folder")
     ap.add_argument("--inpaint", help="diffusers inpainting checkpoint: Hub id or folder")
+    ap.add_argument("--upscale", default=os.environ.get(UPSCALE_ENV) or None,
+                    help=f"diffusers x4 upscaler (StableDiffusionUpscalePipeline, e.g. {DEFAULT_UPSCALE}): Hub id "
+                         f"or folder; env {UPSCALE_ENV}; the third endpoint, PREFIX-upscale")
     ap.add_argument("--lora", help="brand looks for the inpainting model: name=REF,name2=REF2 or one REF "
                                    "(folder or Hub id)")
     ap.add_argument("--tiny", metavar="DIR", nargs="?", const=".cache/tiny",
-                    help="serve tiny random checkpoints from DIR (built there if missing)")
+                    help="serve tiny random checkpoints from DIR (built there if missing): clipseg, inpaint and "
+                         "upscale")
     ap.add_argument("--host", default="127.0.0.1")
     ap.add_argument("--port", type=int, default=8080, help="0 picks a free port (printed)")
-    ap.add_argument("--prefix", default="restyle", help="endpoint names are PREFIX-clipseg and PREFIX-inpaint")
+    ap.add_argument("--prefix", default="restyle",
+                    help="endpoint names are PREFIX-clipseg, PREFIX-inpaint and PREFIX-upscale")
     ap.add_argument("--device", help="cpu, cuda, cuda:1 … (default: cuda when available)")
     ap.add_argument("--async-output", metavar="S3_URI",
                     help="serve InvokeEndpointAsync on PREFIX-inpaint-async: read inputs from S3, write results "
@@ -426,13 +437,15 @@ def main(argv: list[str] | None = None) -> int:
         from model.tiny import build_tiny
 
         root = build_tiny(args.tiny)
-        refs = {"clipseg": str(root / "clipseg"), "inpaint": str(root / "inpaint")}
+        refs = {role: str(root / role) for role in ("clipseg", "inpaint", "upscale")}
     if args.clipseg:
         refs["clipseg"] = args.clipseg
     if args.inpaint:
         refs["inpaint"] = args.inpaint
+    if args.upscale:
+        refs["upscale"] = args.upscale
     if not refs:
-        ap.error("give --clipseg and/or --inpaint (or --tiny)")
+        ap.error(f"give --clipseg, --inpaint and/or --upscale (or {UPSCALE_ENV}, or --tiny)")
     server = ModelServer(refs, lora=args.lora, endpoint_names=default_endpoint_names(args.prefix),
                          async_output=args.async_output,
                          device=args.device)

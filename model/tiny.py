@@ -7,6 +7,9 @@
 * ``OUTDIR/inpaint`` — a diffusers ``StableDiffusionInpaintPipeline`` folder (UNet with 9 input channels, VAE, CLIP
   text encoder + tokenizer, DDIM scheduler), loadable like an SD inpainting Hub id through
   ``AutoPipelineForInpainting.from_pretrained``;
+* ``OUTDIR/upscale`` — a diffusers ``StableDiffusionUpscalePipeline`` folder (UNet with 7 input channels and noise
+  level class embeddings, VAE with factor 4, CLIP text encoder + tokenizer, DDPM low-res and DDIM schedulers),
+  loadable like ``stabilityai/stable-diffusion-x4-upscaler``;
 * ``OUTDIR/looks/studio`` and ``OUTDIR/looks/resort`` — two brand looks: UNet LoRA adapters (random, seeded) in the
   file layout ``model.train.lora_inpaint`` writes, for ``RESTYLE_LORA="studio=OUTDIR/looks/studio,resort=…"``.
 
@@ -241,6 +244,88 @@ def build_inpaint(outdir: Path, seed: int = 0) -> Path:
     return outdir
 
 
+def upscale_pipeline(tokenizer, shape: str = "tiny", seed: int = 0):
+    """A ``StableDiffusionUpscalePipeline`` with random weights (seeded): ``tiny`` (as diffusers' own tests,
+    smaller), ``small`` (the x4's layout scaled down for a 2-core CPU) or ``x4`` — the architecture of
+    stabilityai/stable-diffusion-x4-upscaler's public config (UNet (256, 512, 512, 1024), cross-attention 1024,
+    attention_head_dim 8, 7 input channels, 1000 noise-level classes; VAE (128, 256, 512), latent 4, factor 4; the
+    text encoder at its width but 2 layers: it runs once per call).  ``build_upscale`` saves the tiny one,
+    ``model.bench`` times all three."""
+    from diffusers import (
+        AutoencoderKL,
+        DDIMScheduler,
+        DDPMScheduler,
+        StableDiffusionUpscalePipeline,
+        UNet2DConditionModel,
+    )
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    ids = {"bos_token_id": tokenizer.bos_token_id, "eos_token_id": tokenizer.eos_token_id,
+           "pad_token_id": tokenizer.pad_token_id}
+    torch.manual_seed(seed)
+    if shape == "tiny":
+        unet = UNet2DConditionModel(block_out_channels=(16, 16, 32), layers_per_block=1, sample_size=32, in_channels=7,
+                                    out_channels=4, down_block_types=("DownBlock2D", "CrossAttnDownBlock2D",
+                                                                      "CrossAttnDownBlock2D"),
+                                    up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
+                                    cross_attention_dim=32, attention_head_dim=8, use_linear_projection=True,
+                                    only_cross_attention=(True, True, False), num_class_embeds=100, norm_num_groups=8)
+        vae = AutoencoderKL(block_out_channels=(16, 16, 32), in_channels=3, out_channels=3, latent_channels=4,
+                            down_block_types=("DownEncoderBlock2D",) * 3, up_block_types=("UpDecoderBlock2D",) * 3,
+                            norm_num_groups=8, scaling_factor=0.08333, mid_block_add_attention=False)
+        text = CLIPTextConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=37, num_hidden_layers=2,
+                              num_attention_heads=4, max_position_embeddings=77, **ids)
+    elif shape == "small":  # the x4's layout scaled down for a 2-core CPU (model.bench's default mode)
+        unet = UNet2DConditionModel(sample_size=128, in_channels=7, out_channels=4, layers_per_block=1,
+                                    block_out_channels=(16, 32, 32, 32), norm_num_groups=8,
+                                    down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D",
+                                                      "CrossAttnDownBlock2D"),
+                                    up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D",
+                                                    "UpBlock2D"),
+                                    cross_attention_dim=32, attention_head_dim=4, use_linear_projection=True,
+                                    only_cross_attention=(True, True, True, False), num_class_embeds=1000)
+        vae = AutoencoderKL(block_out_channels=(8, 16, 16), in_channels=3, out_channels=3, latent_channels=4,
+                            layers_per_block=1, norm_num_groups=8, down_block_types=("DownEncoderBlock2D",) * 3,
+                            up_block_types=("UpDecoderBlock2D",) * 3, scaling_factor=0.08333)
+        text = CLIPTextConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=37, num_hidden_layers=2,
+                              num_attention_heads=4, max_position_embeddings=77, **ids)
+    elif shape == "x4":
+        unet = UNet2DConditionModel(sample_size=128, in_channels=7, out_channels=4, layers_per_block=2,
+                                    block_out_channels=(256, 512, 512, 1024),
+                                    down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D",
+                                                      "CrossAttnDownBlock2D"),
+                                    up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D",
+                                                    "UpBlock2D"),
+                                    cross_attention_dim=1024, attention_head_dim=8, use_linear_projection=True,
+                                    only_cross_attention=(True, True, True, False), num_class_embeds=1000)
+        vae = AutoencoderKL(block_out_channels=(128, 256, 512), in_channels=3, out_channels=3, latent_channels=4,
+                            layers_per_block=2, down_block_types=("DownEncoderBlock2D",) * 3,
+                            up_block_types=("UpDecoderBlock2D",) * 3, scaling_factor=0.08333)
+        text = CLIPTextConfig(vocab_size=len(tokenizer), hidden_size=1024, intermediate_size=4096,
+                              num_hidden_layers=2, num_attention_heads=16, max_position_embeddings=77,
+                              hidden_act="gelu", projection_dim=512, **ids)
+    else:
+        raise ValueError(f"`shape` must be tiny, small or x4, got {shape!r}")
+    text_encoder = CLIPTextModel(text)
+    low_res_scheduler = DDPMScheduler(num_train_timesteps=1000, beta_schedule="scaled_linear", beta_start=0.0001,
+                                      beta_end=0.02)
+    scheduler = DDIMScheduler(num_train_timesteps=1000, beta_schedule="scaled_linear", beta_start=0.0001,
+                              beta_end=0.02, prediction_type="v_prediction", clip_sample=False,
+                              set_alpha_to_one=False, steps_offset=1)
+    pipe = StableDiffusionUpscalePipeline(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
+                                          low_res_scheduler=low_res_scheduler, scheduler=scheduler,
+                                          safety_checker=None, feature_extractor=None, watermarker=None,
+                                          max_noise_level=350)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def build_upscale(outdir: Path, seed: int = 0) -> Path:
+    outdir = Path(outdir)
+    upscale_pipeline(_tokenizer(outdir / "_tok"), "tiny", seed).save_pretrained(outdir, safe_serialization=True)
+    return outdir
+
+
 #: The tiny brand looks ``build_tiny`` writes under ``looks/``.
 TINY_LOOKS = ("studio", "resort")
 
@@ -263,7 +348,7 @@ def build_look(inpaint_dir: Path, outdir: Path, seed: int, rank: int = 4) -> Pat
 
 
 def build_tiny(outdir: str | Path, seed: int = 0) -> Path:
-    """Write both checkpoints under ``outdir`` (idempotent: an existing complete set is kept)."""
+    """Write the three checkpoints under ``outdir`` (idempotent: an existing complete set is kept)."""
     import hashlib
     import shutil
 
@@ -273,7 +358,7 @@ def build_tiny(outdir: str | Path, seed: int = 0) -> Path:
     stamp = hashlib.sha256(Path(__file__).read_bytes() + str(seed).encode()).hexdigest()[:16]
     if done.exists() and done.read_text().strip() == stamp:
         return outdir
-    for name, build in (("clipseg", build_clipseg), ("inpaint", build_inpaint)):
+    for name, build in (("clipseg", build_clipseg), ("inpaint", build_inpaint), ("upscale", build_upscale)):
         target = outdir / name
         if target.exists():
             shutil.rmtree(target)
@@ -288,11 +373,11 @@ def build_tiny(outdir: str | Path, seed: int = 0) -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m model.tiny", description=__doc__.splitlines()[0])
-    ap.add_argument("outdir", help="folder to write clipseg/ and inpaint/ into")
+    ap.add_argument("outdir", help="folder to write clipseg/, inpaint/ and upscale/ into")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
     out = build_tiny(args.outdir, seed=args.seed)
-    print(f"tiny checkpoints in {out}/clipseg and {out}/inpaint; looks in {out}/looks/")
+    print(f"tiny checkpoints in {out}/clipseg, {out}/inpaint and {out}/upscale; looks in {out}/looks/")
     return 0
 
 

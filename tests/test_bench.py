@@ -12,7 +12,7 @@ import pytest
 from model import bench
 
 REQUIRED = ["segment_1", "segment_16", "segment_endpoint_overhead", "inpaint_512_4x", "inpaint_1024x1536_4x",
-            "inpaint_1024x1536_4x_crop"]
+            "inpaint_1024x1536_4x_crop", "upscale"]
 
 
 def check_row(row: dict) -> None:

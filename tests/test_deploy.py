@@ -825,7 +825,8 @@ def test_packed_inference_serves_tiny_checkpoints(tiny_dir, tmp_path):
     cases = [("clipseg", {"image": _png_b64(photo), "prompts": ["skirt"]}, "masks", {}),
              ("inpaint", inpaint, "images", {}),
              ("inpaint", {**inpaint, "look": "resort"}, "images", {"RESTYLE_LORA": looks}),  # brand looks
-             ("inpaint", {**inpaint, "look": "nope"}, "toolkit_400", {"RESTYLE_LORA": looks})]
+             ("inpaint", {**inpaint, "look": "nope"}, "toolkit_400", {"RESTYLE_LORA": looks}),
+             ("upscale", {"image": _png_b64(photo.resize((16, 16))), "steps": 2, "seed": 1}, "image", {})]
     for role, request, field, extra_env in cases:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("RESTYLE_", "PYTHON"))}
         env.update(PYTHONPATH=str(code), RESTYLE_ROLE=role, RESTYLE_MODEL_ID=str(Path(tiny_dir) / role),
@@ -837,6 +838,9 @@ def test_packed_inference_serves_tiny_checkpoints(tiny_dir, tmp_path):
         if field == "toolkit_400":  # our JSON error body is the exception's text
             err = json.loads(response[field])["error"]
             assert err["code"] == "unknown_look" and err["retryable"] is False, err
+            continue
+        if role == "upscale":  # the x4 upscaler: one picture, 4x the request's region
+            assert (response["width"], response["height"], response["seed"]) == (64, 64, 1), response
             continue
         assert len(response[field]) == 1, response
         assert response.get("look") == request.get("look")

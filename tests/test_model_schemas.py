@@ -34,8 +34,9 @@ def test_schema_export_cli(tmp_path):
                          text=True, timeout=120, check=True)
     names = sorted(p.name for p in tmp_path.iterdir())
     assert names == sorted(["clipseg.request.schema.json", "clipseg.response.schema.json",
-                            "inpaint.request.schema.json", "inpaint.response.schema.json", "error.schema.json"])
-    assert len(out.stdout.split()) == 5
+                            "inpaint.request.schema.json", "inpaint.response.schema.json",
+                            "upscale.request.schema.json", "upscale.response.schema.json", "error.schema.json"])
+    assert len(out.stdout.split()) == 7
     schema = json.loads((tmp_path / "inpaint.request.schema.json").read_text())
     assert schema["additionalProperties"] is False
     assert set(schema["required"]) == {"image", "mask", "prompt"}
