@@ -6,7 +6,8 @@ Hugging Face inference container, and called by ``model.serve`` and by the bot's
 * ``model_fn(model_dir)`` — the only stage that loads weights.  The endpoint's role comes from ``RESTYLE_ROLE``
   (``clipseg`` | ``inpaint`` | ``upscale``; else detected from ``model_dir``), the weights from ``RESTYLE_MODEL_ID`` (Hub id or
   path; else ``model_dir`` itself), optional brand looks (LoRA adapters) from ``RESTYLE_LORA`` (``name=ref,…`` or
-  one bare ref; each a path, relative to ``model_dir`` or absolute, or a Hub id).
+  one bare ref; each a path, relative to ``model_dir`` or absolute, or a Hub id), the IP-Adapter for reference
+  images from ``RESTYLE_IP_ADAPTER`` (``model.loading.ip_adapter_source``; a path may be relative to ``model_dir``).
 * ``input_fn(body, content_type)`` — bytes → dict; ``application/json`` only (415 otherwise), ≤ 6 MB (413).
 * ``predict_fn(data, model)`` — validate against ``model.schemas``, decode images, run, encode images.
 * ``output_fn(prediction, accept)`` — JSON bytes (a missing or ``*/*`` Accept means JSON; 406 otherwise).
@@ -25,6 +26,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import random
 import time
 import traceback
 from collections.abc import Callable
@@ -98,26 +100,31 @@ def detect_role(model_dir: str | Path) -> str:
     raise RuntimeError(f"set {ROLE_ENV}=clipseg|inpaint|upscale: cannot tell the role of {model_dir}")
 
 
-def load_model(role: str, ref: str, *, lora: str | None = None, device: str | None = None) -> LoadedModel:
+def load_model(role: str, ref: str, *, lora: str | None = None, device: str | None = None,
+               ip_adapter: str | None = None) -> LoadedModel:
     from model import loading
 
     if role == "clipseg":
         return LoadedModel(role, loading.load_clipseg(ref, device=device), ref)
     if role == "inpaint":
-        return LoadedModel(role, loading.load_inpaint(ref, device=device, lora=lora), ref)
+        return LoadedModel(role, loading.load_inpaint(ref, device=device, lora=lora, ip_adapter=ip_adapter), ref)
     if role == "upscale":
         return LoadedModel(role, loading.load_upscale(ref, device=device), ref)
     raise RuntimeError(f"{ROLE_ENV} must be one of {ROLES}, got {role!r}")
 
 
 def model_fn(model_dir: str, context: Any = None) -> LoadedModel:
+    from model.loading import IP_ADAPTER_ENV
     from model.schemas import format_looks, parse_looks
 
     role = os.environ.get(ROLE_ENV) or detect_role(model_dir)
     ref = os.environ.get(MODEL_ENV) or str(model_dir)
     looks = parse_looks(os.environ.get(LORA_ENV))  # paths may be relative to the model dir (model.tar.gz)
     looks = {name: str(Path(model_dir) / r) if (Path(model_dir) / r).exists() else r for name, r in looks.items()}
-    return load_model(role, ref, lora=format_looks(looks) or None)
+    ip_adapter = os.environ.get(IP_ADAPTER_ENV) or None
+    if ip_adapter and (Path(model_dir) / ip_adapter.split(":")[0]).exists():
+        ip_adapter = str(Path(model_dir) / ip_adapter)
+    return load_model(role, ref, lora=format_looks(looks) or None, ip_adapter=ip_adapter)
 
 
 # -- decode / encode tables ----------------------------------------------------------------------------------------
@@ -199,12 +206,14 @@ def predict_inpaint(data: dict | InpaintRequest, inpainter, progress=None) -> In
     mask = load_mask_b64(req.mask, size=image.size)
     if not mask.any():
         raise RequestError("`mask` is empty (no white pixels): there is nothing to repaint", code="empty_mask")
+    reference = load_image_b64(req.reference, field="reference") if req.reference is not None else None
     t1 = time.perf_counter()
     result = inpainter(image, mask, req.prompt,
                        DEFAULT_NEGATIVE_PROMPT if req.negative_prompt is None else req.negative_prompt,
                        seeds=candidate_seeds(req), steps=req.steps, guidance_scale=req.guidance_scale,
                        strength=req.strength, scheduler=req.scheduler, crop=req.crop, padding=req.padding,
-                       feather=req.feather, progress=progress, look=req.look)
+                       feather=req.feather, progress=progress, look=req.look, reference=reference,
+                       reference_scale=req.reference_scale, edge=req.edge)
     t2 = time.perf_counter()
     pictures = [c.crop if req.return_crop else c.image for c in result.candidates]
     encoded = [encode_b64(p, req.format, quality=req.quality) for p in pictures]

@@ -3,9 +3,14 @@
 ``Inpainter`` receives a loaded diffusers inpainting pipeline (SD 1.5, SD 2 or SDXL inpainting — whatever
 ``AutoPipelineForInpainting`` returns) and never downloads anything.  ``__call__`` reads top to bottom:
 
-1. check inputs  2. plan the crop  3. crop and resize  4. pick the look, encode the prompt (cached)  5. one
-generator per seed  6. one batched pipeline call (candidates and CFG in one batch)  7. reject NaN/black/safety-checker
-outputs  8. paste each candidate back with a feathered edge.
+1. check inputs  2. plan the crop  3. crop and resize  4. pick the look, encode the prompt and the reference image
+(both cached)  5. one generator per seed  6. one batched pipeline call (candidates and CFG in one batch)  7. reject
+NaN/black/safety-checker outputs  8. paste each candidate back with a feathered edge (``edge``: the band outside the
+mask, or inside it so every pixel outside the mask stays the original's).
+
+Swatches and prints: when ``load_inpaint`` loaded an IP-Adapter (``references`` is True), a ``reference`` image is a
+visual prompt weighted by ``reference_scale`` (0: ignored).  Without one the adapter runs at scale 0, which diffusers
+skips: the pictures are the plain pipeline's.
 
 Brand looks are LoRA adapters loaded by ``model.loading.load_inpaint``: one is fused into the weights (``looks``
 has one name, ``switchable`` is False); several stay separate and each call activates the one it names.
@@ -13,6 +18,7 @@ has one name, ``switchable`` is False); several stay separate and each call acti
 
 from __future__ import annotations
 
+import hashlib
 import threading
 import time
 from collections import OrderedDict
@@ -27,7 +33,7 @@ from PIL import Image
 from model import compose
 from model.errors import RequestError
 from model.masks import BBox
-from model.schemas import DEFAULT_LOOK, NO_LOOK, min_steps
+from model.schemas import DEFAULT_LOOK, EDGES, NO_LOOK, min_steps
 
 #: Request name → diffusers scheduler class (built from the checkpoint's own scheduler config).
 SCHEDULER_CLASSES = {
@@ -53,6 +59,17 @@ class InvalidInput(RequestError):
 
 class UnknownLook(RequestError):
     code = "unknown_look"
+
+
+class NoReferenceSupport(RequestError):
+    code = "no_reference_support"
+
+
+def has_ip_adapter(pipe) -> bool:
+    """Whether diffusers' ``load_ip_adapter`` ran on this pipeline (its UNet projects image embeddings)."""
+    unet = pipe.unet
+    return getattr(unet, "encoder_hid_proj", None) is not None and \
+        getattr(unet.config, "encoder_hid_dim_type", None) == "ip_image_proj"
 
 
 class _MeanPosterior:
@@ -116,7 +133,7 @@ class InpaintResult:
 
 class Inpainter:
     def __init__(self, pipe, *, prompt_cache_size: int = 64, looks: tuple[str, ...] = (), switchable: bool = False,
-                 look_scale: float = 1.0) -> None:
+                 look_scale: float = 1.0, reference_cache_size: int = 8) -> None:
         self.pipe = pipe
         self.looks = tuple(looks)  # the first is the default
         self.switchable = switchable and len(self.looks) > 1
@@ -129,6 +146,10 @@ class Inpainter:
         self._schedulers: dict[str, object] = {}
         self._prompt_cache: OrderedDict[tuple, dict] = OrderedDict()
         self._prompt_cache_size = prompt_cache_size
+        self.references = has_ip_adapter(pipe)  # an IP-Adapter is loaded: requests may send a reference image
+        self._reference_cache: OrderedDict[tuple, list] = OrderedDict()
+        self._reference_cache_size = reference_cache_size
+        self._ip_scale: float | None = None
         self._lock = threading.Lock()  # a pipeline holds per-call state: one call at a time
 
     @property
@@ -138,7 +159,7 @@ class Inpainter:
     # 1. ------------------------------------------------------------------------------------------------------
     @staticmethod
     def check_inputs(image: Image.Image, mask: np.ndarray, prompt: str, seeds: list[int], steps: int,
-                     strength: float) -> None:
+                     strength: float, reference_scale: float = 0.6, edge: str = "outside") -> None:
         if mask.shape != (image.height, image.width):
             raise InvalidInput(f"`mask` must be {image.width}x{image.height} like `image`, "
                                f"got {mask.shape[1]}x{mask.shape[0]}")
@@ -155,6 +176,17 @@ class Inpainter:
         if int(steps * strength) < 1:  # diffusers runs int(steps * strength) denoising steps
             raise InvalidInput(f"`steps` x `strength` must give at least one denoising step: {steps} x {strength} "
                                f"= {steps * strength:g}; raise `steps` to {min_steps(strength)} or more")
+        if not 0 <= reference_scale <= 1:
+            raise InvalidInput(f"`reference_scale` must be in [0, 1], got {reference_scale}")
+        if edge not in EDGES:
+            raise InvalidInput(f"`edge` must be one of {', '.join(EDGES)}, got {edge!r}")
+
+    def check_reference(self, reference: Image.Image | None) -> None:
+        """A reference image needs an IP-Adapter on this endpoint: ``NoReferenceSupport`` says so otherwise."""
+        if reference is not None and not self.references:
+            raise NoReferenceSupport(
+                "this endpoint has no IP-Adapter, so it cannot use a `reference` image (swatch or print): load one "
+                "with RESTYLE_IP_ADAPTER, or send the request without `reference`")
 
     def resolve_look(self, look: str | None) -> str | None:
         """A request's ``look`` → the adapter to run (None: the base model), or ``UnknownLook`` saying what exists."""
@@ -218,6 +250,38 @@ class Inpainter:
         self._prompt_cache.move_to_end(key)
         return dict(hit)
 
+    def _reference_kwargs(self, reference: Image.Image | None, scale: float, cfg: bool) -> dict:
+        """``ip_adapter_image_embeds`` for the pipeline and the adapter's scale; {} without an adapter.
+
+        The reference is encoded once per (picture, cfg) and cached.  With no reference (or scale 0) the adapter
+        gets zero embeddings at scale 0: diffusers' IP-Adapter attention skips a zero scale, so the pictures are
+        the plain pipeline's.
+        """
+        if not self.references:
+            return {}
+        if reference is None or scale == 0:
+            key, scale = (None, cfg), 0.0
+        else:
+            digest = hashlib.sha1(reference.tobytes()).hexdigest()
+            key = (reference.size, reference.mode, digest, cfg)
+        hit = self._reference_cache.get(key)
+        if hit is None:
+            picture = reference if key[0] is not None else Image.new("RGB", (8, 8))
+            with torch.inference_mode():
+                hit = self.pipe.prepare_ip_adapter_image_embeds(
+                    ip_adapter_image=picture, ip_adapter_image_embeds=None, device=self.device,
+                    num_images_per_prompt=1, do_classifier_free_guidance=cfg)
+            if key[0] is None:  # the neutral embeddings: only their shapes matter at scale 0
+                hit = [torch.zeros_like(e) for e in hit]
+            self._reference_cache[key] = hit
+            while len(self._reference_cache) > self._reference_cache_size:
+                self._reference_cache.popitem(last=False)
+        self._reference_cache.move_to_end(key)
+        if scale != self._ip_scale:
+            self.pipe.set_ip_adapter_scale(scale)
+            self._ip_scale = scale
+        return {"ip_adapter_image_embeds": list(hit)}
+
     def __call__(
         self,
         image: Image.Image,
@@ -235,10 +299,18 @@ class Inpainter:
         feather: int = 8,
         progress: Progress | None = None,
         look: str | None = None,
+        reference: Image.Image | None = None,
+        reference_scale: float = 0.6,
+        edge: str = "outside",
     ) -> InpaintResult:
+        """``reference``: a swatch or print the garment should look like (needs an IP-Adapter), weighted by
+        ``reference_scale`` in [0, 1].  ``edge``: where the ``feather`` band lies, ``"outside"`` the mask (soft
+        seams around a garment) or ``"inside"`` it (every pixel outside the mask is the original's, bit-identical:
+        a new background around a person)."""
         t0 = time.perf_counter()
         # 1. Check inputs
-        self.check_inputs(image, mask, prompt, seeds, steps, strength)
+        self.check_inputs(image, mask, prompt, seeds, steps, strength, reference_scale, edge)
+        self.check_reference(reference)
         adapter = self.resolve_look(look)
         # 2. Plan the crop: where to generate and at what size
         box, (gw, gh) = compose.plan_crop(mask, self.native, self.multiple, padding, feather, whole=not crop)
@@ -248,9 +320,10 @@ class Inpainter:
         mask_img = mask_img.resize((gw, gh), Image.NEAREST)
         cfg = guidance_scale > 1.0
         with self._lock:
-            # 4. Pick the look, encode the prompt (cached)
+            # 4. Pick the look, encode the prompt and the reference (cached)
             self._activate(adapter)
             kwargs = self._prompt_kwargs(prompt, negative_prompt, cfg)
+            kwargs.update(self._reference_kwargs(reference, reference_scale, cfg))
             # 5. One generator per candidate, on the CPU so a seed means the same noise on any device
             generators = [torch.Generator("cpu").manual_seed(int(s)) for s in seeds]
             total = max(1, int(steps * strength))
@@ -283,7 +356,7 @@ class Inpainter:
             else:
                 kept.append((int(seed), Image.fromarray((np.clip(arr, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8))))
         # 8. Paste back with a feathered edge (one blend plan for all); far pixels stay bit-identical
-        fulls = compose.paste_all(image, [g for _, g in kept], mask, box, feather)
+        fulls = compose.paste_all(image, [g for _, g in kept], mask, box, feather, inside=edge == "inside")
         candidates = [Candidate(seed=seed, image=full, crop=full.crop(box))
                       for (seed, _), full in zip(kept, fulls, strict=True)]
         t3 = time.perf_counter()

@@ -5,6 +5,10 @@ SDPA attention (diffusers' and transformers' default), channels_last UNet/VAE (o
 one by one: the peak memory of one picture), optional VAE tiling (``RESTYLE_VAE_TILING=1``) and optional
 ``torch.compile`` (``RESTYLE_COMPILE=1``) with the warm-up done here so no request pays for it.
 
+Swatches and prints: ``load_inpaint`` also loads an IP-Adapter (``RESTYLE_IP_ADAPTER`` / ``ip_adapter``, see
+``ip_adapter_source``) with diffusers' own ``load_ip_adapter``; its CLIP image encoder joins the inpainting pipeline,
+and a request's ``reference`` image becomes a visual prompt.
+
 ``prepare_clipseg`` / ``prepare_inpaint`` / ``prepare_upscale`` apply the same settings to models built in memory (``model.bench`` uses
 them on full-size random models), so a benchmark measures exactly what ``load_*`` serves.
 
@@ -29,6 +33,11 @@ log = logging.getLogger(__name__)
 DEFAULT_CLIPSEG = "CIDAS/clipseg-rd64-refined"
 DEFAULT_INPAINT = "stable-diffusion-v1-5/stable-diffusion-inpainting"
 DEFAULT_UPSCALE = "stabilityai/stable-diffusion-x4-upscaler"
+#: The IP-Adapter an SD 1.x checkpoint gets unless ``RESTYLE_IP_ADAPTER`` says otherwise: (ref, subfolder, weights).
+DEFAULT_IP_ADAPTER = ("h94/IP-Adapter", "models", "ip-adapter_sd15.safetensors")
+IP_ADAPTER_ENV = "RESTYLE_IP_ADAPTER"
+#: A checkpoint folder's own IP-Adapter: ``<ref>/ip_adapter/`` (what ``model.tiny`` writes), used when present.
+IP_ADAPTER_DIR = "ip_adapter"
 #: ``RESTYLE_DTYPE`` names → torch dtype attribute names (``torch.float16`` …).
 DTYPES = {"fp32": "float32", "float32": "float32", "fp16": "float16", "float16": "float16",
           "bf16": "bfloat16", "bfloat16": "bfloat16"}
@@ -118,12 +127,73 @@ def prepare_clipseg(model, processor, *, device: str | torch.device | None = Non
     return Segmenter(model, processor)
 
 
+def ip_adapter_source(ref: str, spec: str | None = None) -> tuple[tuple[str, str, str] | None, bool]:
+    """Which IP-Adapter ``load_inpaint(ref)`` loads: ``((ref, subfolder, weight_name) | None, explicit)``.
+
+    ``spec`` (else ``RESTYLE_IP_ADAPTER``): ``none`` (no adapter), a local folder holding one ``*.safetensors`` /
+    ``*.bin`` weights file and ``image_encoder/``, or ``REF[:subfolder[:weight_name]]`` (a Hub id or a path; the
+    parts left out default to ``DEFAULT_IP_ADAPTER``'s, e.g. ``h94/IP-Adapter:models:ip-adapter_sd15.safetensors``).
+    Unset: ``<ref>/ip_adapter/`` when the checkpoint folder has one, else ``DEFAULT_IP_ADAPTER`` (not explicit:
+    ``load_inpaint`` then skips it when it does not fit or cannot be fetched, instead of failing).
+    """
+    from pathlib import Path
+
+    if spec is None:
+        spec = os.environ.get(IP_ADAPTER_ENV) or None
+    if spec is None:
+        own = Path(ref) / IP_ADAPTER_DIR
+        return (_local_ip_adapter(own), True) if own.is_dir() else (DEFAULT_IP_ADAPTER, False)
+    spec = spec.strip()
+    if spec.lower() in ("none", ""):
+        return None, True
+    if Path(spec).is_dir():
+        return _local_ip_adapter(Path(spec)), True
+    parts = spec.split(":")
+    if len(parts) > 3 or not parts[0]:
+        raise ValueError(f"{IP_ADAPTER_ENV} must be 'none', a folder or REF[:subfolder[:weight_name]], got {spec!r}")
+    parts += list(DEFAULT_IP_ADAPTER[len(parts):])
+    return (parts[0], parts[1], parts[2]), True
+
+
+def _local_ip_adapter(folder) -> tuple[str, str, str]:
+    weights = sorted(p.name for p in folder.iterdir() if p.suffix in (".safetensors", ".bin") and p.is_file())
+    if len(weights) != 1:
+        raise ValueError(f"{IP_ADAPTER_ENV}: {folder} must hold exactly one IP-Adapter weights file (*.safetensors "
+                         f"or *.bin) next to image_encoder/, found {weights or 'none'}")
+    return str(folder), "", weights[0]
+
+
+def load_ip_adapter(pipe, source: tuple[str, str, str], *, explicit: bool = True) -> bool:
+    """``pipe.load_ip_adapter`` (the image encoder comes from ``<subfolder>/image_encoder``); True once loaded.
+
+    An explicit adapter that cannot be loaded is ``ModelUnavailable``; the default one is skipped with a warning
+    (an SD 2 / SDXL checkpoint, no network): that endpoint then answers ``reference`` with ``no_reference_support``.
+    """
+    ref, subfolder, weight_name = source
+    name = ":".join(p for p in source if p)
+    if not explicit and int(pipe.unet.config.cross_attention_dim) != 768:
+        log.info("no IP-Adapter: the default %s fits SD 1.x; set %s for this checkpoint", name, IP_ADAPTER_ENV)
+        return False
+    try:
+        check_reachable(ref, "IP-Adapter", f"{IP_ADAPTER_ENV}")
+        pipe.load_ip_adapter(ref, subfolder=subfolder, weight_name=weight_name)
+    except (OSError, ValueError, ModelUnavailable) as exc:
+        if explicit:
+            raise _unavailable("IP-Adapter", name, f"{IP_ADAPTER_ENV} ('none' disables it)", exc) from exc
+        log.warning("no IP-Adapter (%s could not be loaded: %s); reference images are refused. Set %s to a "
+                    "local copy, or to 'none' to silence this", name, type(exc).__name__, IP_ADAPTER_ENV)
+        return False
+    log.info("IP-Adapter %s loaded: requests may send a reference image (swatch, print)", name)
+    return True
+
+
 def load_inpaint(ref: str = DEFAULT_INPAINT, *, device: str | None = None, dtype=None, lora: str | None = None,
-                 lora_scale: float = 1.0, compile: bool | None = None):
+                 lora_scale: float = 1.0, compile: bool | None = None, ip_adapter: str | None = None):
     """Any diffusers inpainting checkpoint via ``AutoPipelineForInpainting`` → ``model.inpaint.Inpainter``.
 
     ``lora``: brand looks (``parse_looks``).  One look is fused into the weights (no cost per step, always on);
     several stay separate PEFT adapters that each request picks by name (``look``), or turns off (``none``).
+    ``ip_adapter``: the IP-Adapter for reference images (``ip_adapter_source``; ``"none"``: no adapter).
     """
     from diffusers import AutoPipelineForInpainting
 
@@ -148,6 +218,9 @@ def load_inpaint(ref: str = DEFAULT_INPAINT, *, device: str | None = None, dtype
         pipe.fuse_lora(lora_scale=lora_scale, adapter_names=list(looks))
     elif looks:
         pipe.set_adapters([next(iter(looks))], adapter_weights=[lora_scale])
+    source, explicit = ip_adapter_source(ref, ip_adapter)
+    if source is not None:
+        load_ip_adapter(pipe, source, explicit=explicit)
     return prepare_inpaint(pipe, device=dev, dtype=dt, compile=compile, looks=tuple(looks),
                            switchable=len(looks) > 1, look_scale=lora_scale)
 
@@ -221,6 +294,8 @@ def warm_up(inpainter, num_images: int = 4) -> None:
         mask = np.zeros((h, w), dtype=bool)
         mask[h // 4: 3 * h // 4, w // 4: 3 * w // 4] = True
         inpainter(image, mask, "warm-up", seeds=list(range(n)), steps=2, padding=0, feather=0, crop=False)
+    if inpainter.references:  # a reference image runs the adapter's attention too: its graph compiles here
+        inpainter(image, mask, "warm-up", seeds=[0], steps=2, padding=0, feather=0, crop=False, reference=image)
     if inpainter.switchable:  # each look (and none) compiles its own graph: here, not on a request
         for look in (*inpainter.looks[1:], NO_LOOK):
             inpainter(image, mask, "warm-up", seeds=[0], steps=2, padding=0, feather=0, crop=False, look=look)

@@ -34,6 +34,8 @@ MAX_UPSCALE_PIXELS = 512 * 512
 MAX_NOISE_LEVEL = 350
 SCHEDULERS = ("default", "ddim", "pndm", "euler", "euler_a", "dpm++", "unipc", "lms")
 ImageFormat = Literal["png", "jpeg", "webp"]
+#: Where the feathered band of the paste-back lies: around the mask (soft seams) or within it (outside untouched).
+EDGES = ("outside", "inside")
 
 
 class _Body(BaseModel):
@@ -156,6 +158,17 @@ class InpaintRequest(_Body):
     crop: bool = Field(default=True, description="generate on a padded crop around the mask (fast, sharp)")
     padding: int = Field(default=32, ge=0, le=1024, description="context pixels around the mask's bbox")
     feather: int = Field(default=8, ge=0, le=256, description="width of the soft edge when pasting back")
+    edge: Literal[EDGES] = Field(  # type: ignore[valid-type]
+        default="outside",
+        description="where the `feather` band lies: 'outside' the mask (soft seams around a garment) or 'inside' it "
+                    "(every pixel outside the mask is the original's, bit-identical: e.g. a new background "
+                    "around a person)")
+    reference: str | None = Field(
+        default=None, description="base64 swatch or print (same formats and size limit as `image`): the garment is "
+                                  "repainted with it as a visual prompt (needs an endpoint with an IP-Adapter; "
+                                  "error `no_reference_support` otherwise)")
+    reference_scale: float = Field(default=0.6, ge=0.0, le=1.0,
+                                   description="how strongly `reference` steers the picture; 0 ignores it")
     return_crop: bool = Field(default=False, description="return only the crop (see `offset`), not the photo")
     format: ImageFormat = "png"
     quality: int = Field(default=92, ge=1, le=100, description="JPEG/WebP quality")

@@ -10,6 +10,9 @@
 * ``OUTDIR/upscale`` — a diffusers ``StableDiffusionUpscalePipeline`` folder (UNet with 7 input channels and noise
   level class embeddings, VAE with factor 4, CLIP text encoder + tokenizer, DDPM low-res and DDIM schedulers),
   loadable like ``stabilityai/stable-diffusion-x4-upscaler``;
+* ``OUTDIR/inpaint/ip_adapter`` — a tiny IP-Adapter (``ip-adapter.safetensors``: ``image_proj`` + ``ip_adapter``
+  keys, as diffusers' own tests build one) and its ``image_encoder/`` (``CLIPVisionModelWithProjection``), random
+  and seeded: ``model.loading.load_inpaint`` picks it up, so swatch requests (``reference``) run offline too;
 * ``OUTDIR/looks/studio`` and ``OUTDIR/looks/resort`` — two brand looks: UNet LoRA adapters (random, seeded) in the
   file layout ``model.train.lora_inpaint`` writes, for ``RESTYLE_LORA="studio=OUTDIR/looks/studio,resort=…"``.
 
@@ -326,6 +329,59 @@ def build_upscale(outdir: Path, seed: int = 0) -> Path:
     return outdir
 
 
+#: Where a checkpoint folder keeps its own IP-Adapter (``model.loading`` looks there), and the weights file's name.
+IP_ADAPTER_DIR, IP_ADAPTER_WEIGHTS = "ip_adapter", "ip-adapter.safetensors"
+
+
+def build_ip_adapter(inpaint_dir: Path, outdir: Path, seed: int) -> Path:
+    """A random IP-Adapter for the tiny UNet plus a tiny CLIP image encoder, in the layout ``load_ip_adapter`` reads
+    (``outdir/ip-adapter.safetensors`` with ``image_proj.*`` and ``ip_adapter.*`` keys, ``outdir/image_encoder/``).
+
+    The state dict mirrors diffusers' ``create_ip_adapter_state_dict`` (tests/models/unets/
+    test_models_unet_2d_condition.py): ``to_k_ip``/``to_v_ip`` for each cross-attention processor, numbered as the
+    original IP-Adapter numbers them (1, 3, 5 …), and an ``ImageProjection`` to four extra text tokens.
+    """
+    from diffusers import UNet2DConditionModel
+    from diffusers.models.attention_processor import IPAdapterAttnProcessor
+    from diffusers.models.embeddings import ImageProjection
+    from safetensors.torch import save_file
+    from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
+
+    outdir = Path(outdir)
+    config = UNet2DConditionModel.load_config(inpaint_dir, subfolder="unet")
+    channels, cross_dim = config["block_out_channels"], config["cross_attention_dim"]
+    unet = UNet2DConditionModel.from_config(config)
+    embed_dim = 32
+    torch.manual_seed(seed)
+    tensors: dict[str, torch.Tensor] = {}
+    key_id = 1
+    for name in unet.attn_processors:
+        if name.endswith("attn1.processor"):  # self-attention: no image tokens
+            continue
+        if name.startswith("mid_block"):
+            hidden = channels[-1]
+        elif name.startswith("up_blocks"):
+            hidden = list(reversed(channels))[int(name[len("up_blocks.")])]
+        else:
+            hidden = channels[int(name[len("down_blocks.")])]
+        sd = IPAdapterAttnProcessor(hidden_size=hidden, cross_attention_dim=cross_dim, scale=1.0).state_dict()
+        tensors[f"ip_adapter.{key_id}.to_k_ip.weight"] = sd["to_k_ip.0.weight"]
+        tensors[f"ip_adapter.{key_id}.to_v_ip.weight"] = sd["to_v_ip.0.weight"]
+        key_id += 2
+    sd = ImageProjection(cross_attention_dim=cross_dim, image_embed_dim=embed_dim, num_image_text_embeds=4).state_dict()
+    for ours, theirs in (("proj.weight", "image_embeds.weight"), ("proj.bias", "image_embeds.bias"),
+                         ("norm.weight", "norm.weight"), ("norm.bias", "norm.bias")):
+        tensors[f"image_proj.{ours}"] = sd[theirs]
+    outdir.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.contiguous() for k, v in tensors.items()}, str(outdir / IP_ADAPTER_WEIGHTS))
+    torch.manual_seed(seed)
+    encoder = CLIPVisionModelWithProjection(CLIPVisionConfig(
+        hidden_size=32, intermediate_size=37, projection_dim=embed_dim, num_hidden_layers=2, num_attention_heads=4,
+        image_size=32, patch_size=8))
+    encoder.save_pretrained(outdir / "image_encoder", safe_serialization=True)
+    return outdir
+
+
 #: The tiny brand looks ``build_tiny`` writes under ``looks/``.
 TINY_LOOKS = ("studio", "resort")
 
@@ -364,6 +420,7 @@ def build_tiny(outdir: str | Path, seed: int = 0) -> Path:
             shutil.rmtree(target)
         build(target, seed=seed)
         shutil.rmtree(target / "_tok", ignore_errors=True)
+    build_ip_adapter(outdir / "inpaint", outdir / "inpaint" / IP_ADAPTER_DIR, seed=seed + 201)
     shutil.rmtree(outdir / "looks", ignore_errors=True)
     for i, name in enumerate(TINY_LOOKS):
         build_look(outdir / "inpaint", outdir / "looks" / name, seed=seed + 101 + i)
@@ -377,7 +434,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
     out = build_tiny(args.outdir, seed=args.seed)
-    print(f"tiny checkpoints in {out}/clipseg, {out}/inpaint and {out}/upscale; looks in {out}/looks/")
+    print(f"tiny checkpoints in {out}/clipseg, {out}/inpaint (IP-Adapter in {out}/inpaint/{IP_ADAPTER_DIR}) and "
+          f"{out}/upscale; looks in {out}/looks/")
     return 0
 
 

@@ -228,7 +228,7 @@ def load_pipeline(ref: str, device):
     from model.loading import load_inpaint
 
     with common.loading("--base", ref, "Stable Diffusion inpainting", "SM_CHANNEL_BASE"):
-        pipe = load_inpaint(ref, device=str(device), dtype=torch.float32, compile=False).pipe
+        pipe = load_inpaint(ref, device=str(device), dtype=torch.float32, compile=False, ip_adapter="none").pipe
     if not isinstance(pipe, StableDiffusionInpaintPipeline):
         raise DataError(f"{ref} loads as {type(pipe).__name__}; this trainer handles SD 1.x/2.x inpainting "
                         f"checkpoints (StableDiffusionInpaintPipeline)")
