@@ -50,6 +50,8 @@ from model.schemas import (
     InpaintResponse,
     SegmentRequest,
     SegmentResponse,
+    UpscaleRequest,
+    UpscaleResponse,
     candidate_seeds,
 )
 
@@ -75,6 +77,8 @@ PNG_PIXEL_BUDGET = 1_200_000
 #: The endpoint generates the whole crop it is sent at its own native size; a model with another native size gets a
 #: crop whose aspect is a few percent off its own choice, which only changes how the crop is resized.
 TRANSPORT_NATIVE, TRANSPORT_MULTIPLE = 512, 64
+#: A swatch travels at most this many pixels a side (the IP-Adapter's image encoder reads 224²)
+REFERENCE_MAX_SIDE = 512
 
 
 @dataclass(frozen=True)
@@ -89,6 +93,11 @@ class Paint:
     look: str | None = None  # None: the endpoint's default look
     padding: int = int(InpaintRequest.model_fields["padding"].default)
     feather: int = int(InpaintRequest.model_fields["feather"].default)
+    reference: Image.Image | None = None  # a swatch or print to paint after (IP-Adapter)
+    reference_scale: float = float(InpaintRequest.model_fields["reference_scale"].default)
+    #: where the feathered edge lies: "outside" the mask (garments) or "inside" it (a background: every pixel
+    #: outside the mask — the person — stays bit-identical)
+    edge: str = "outside"
 
 
 @dataclass
@@ -115,6 +124,10 @@ class BackendUnavailable(Exception):
     """The model could not be reached or kept failing (after retries); ``str()`` is plain words for people."""
 
 
+class BackendBusy(BackendUnavailable):
+    """The endpoints throttled or were not ready through every retry: their own capacity is exhausted."""
+
+
 #: SageMaker Runtime error codes that say the request was not run (safe to send again).
 NOT_RUN_CODES = {"ThrottlingException", "Throttling", "TooManyRequestsException", "ServiceUnavailable",
                  "ServiceUnavailableException", "ModelNotReadyException", "ModelNotReady"}
@@ -128,22 +141,30 @@ class Backend:
     name = "abstract"
 
     def segment(self, image: Image.Image, garments: list[str], *, grow: int = int(_SEG["dilate"].default),
-                threshold: float = float(_SEG["threshold"].default)) -> dict[str, np.ndarray]:
+                threshold: float = float(_SEG["threshold"].default), protect: bool = True) -> dict[str, np.ndarray]:
         """The garments found on ``image``: name → boolean mask at the image's size (missing ones are absent).
 
         Segmentation runs on a copy of at most SEGMENT_MAX_SIDE a side (``grow`` is in pixels of that copy);
-        the masks are scaled back up to the photo."""
+        the masks are scaled back up to the photo.  ``protect``: garment masks leave out face, hands and hair (the
+        model's protected regions); off when the person's own parts are asked for."""
         small = image
         if max(image.size) > SEGMENT_MAX_SIDE:
             small = image.copy()
             small.thumbnail((SEGMENT_MAX_SIDE, SEGMENT_MAX_SIDE), Image.LANCZOS)
-        found = self._segment(small.convert("RGB"), list(garments), int(grow), float(threshold))
+        found = self._segment(small.convert("RGB"), list(garments), int(grow), float(threshold), protect)
         return {g: m if m.shape == (image.height, image.width) else resize_mask(m, image.size)
                 for g, m in found.items() if m.any()}
 
-    def _segment(self, small: Image.Image, garments: list[str], grow: int, threshold: float
+    def _segment(self, small: Image.Image, garments: list[str], grow: int, threshold: float, protect: bool = True
                  ) -> dict[str, np.ndarray]:
         raise NotImplementedError
+
+    def upscale(self, image: Image.Image, mask: np.ndarray, paint: Paint, seed: int,
+                progress: Progress | None = None) -> Painted:
+        """``image`` with the region around ``mask`` brought to the photo's own resolution by the x4 upscaler
+        (``model.compose.upscale_region``: far pixels bit-identical); ``BackendError("already_full_resolution")``
+        when the region has no more pixels than it was generated with."""
+        raise BackendError("no_upscaler", f"the {self.name} backend has no upscaler")
 
     def paint(self, image: Image.Image, mask: np.ndarray, paint: Paint, seeds: list[int],
               progress: Progress | None = None, *, batch: bool = False) -> Painted:
@@ -174,8 +195,9 @@ def chunked(seeds: list[int], progress: Progress | None) -> Iterator[tuple[list[
 class LocalBackend(Backend):
     name = "local"
 
-    def __init__(self, clipseg: str, inpaint: str, *, lora: str | None = None, device: str | None = None) -> None:
-        self.refs = {"clipseg": clipseg, "inpaint": inpaint}
+    def __init__(self, clipseg: str, inpaint: str, *, lora: str | None = None, device: str | None = None,
+                 upscale: str | None = None) -> None:
+        self.refs = {"clipseg": clipseg, "inpaint": inpaint, "upscale": upscale}
         self.lora = lora
         self.device = device
         self._models: dict[str, object] = {}
@@ -188,6 +210,9 @@ class LocalBackend(Backend):
 
                 if role == "clipseg":
                     self._models[role] = loading.load_clipseg(self.refs[role], device=self.device)
+                elif role == "upscale":
+                    self._models[role] = loading.load_upscale(self.refs[role] or loading.DEFAULT_UPSCALE,
+                                                              device=self.device)  # on first "upscale"
                 else:
                     self._models[role] = loading.load_inpaint(self.refs[role], device=self.device, lora=self.lora)
             return self._models[role]
@@ -199,10 +224,10 @@ class LocalBackend(Backend):
     def looks(self) -> tuple[str, ...]:
         return self._get("inpaint").looks
 
-    def _segment(self, small: Image.Image, garments: list[str], grow: int, threshold: float
+    def _segment(self, small: Image.Image, garments: list[str], grow: int, threshold: float, protect: bool = True
                  ) -> dict[str, np.ndarray]:
         with _refusals():
-            seg = self._get("clipseg")(small, garments, threshold=threshold, dilate=grow,
+            seg = self._get("clipseg")(small, garments, None if protect else [], threshold=threshold, dilate=grow,
                                        min_area=float(_SEG["min_area"].default),
                                        min_coverage=float(_SEG["min_coverage"].default))
         return {name: g.mask for name, g in zip(garments, seg.garments, strict=True) if g.found}
@@ -219,12 +244,26 @@ class LocalBackend(Backend):
                 result = inpainter(image, mask, paint.prompt, negative, seeds=chunk, steps=paint.steps,
                                    guidance_scale=paint.guidance_scale, strength=paint.strength,
                                    padding=paint.padding, feather=paint.feather, progress=chunk_progress,
-                                   look=paint.look)
+                                   look=paint.look, reference=paint.reference,
+                                   reference_scale=paint.reference_scale, edge=paint.edge)
             seconds += time.monotonic() - t0
             pictures += [(c.seed, c.image) for c in result.candidates]
             rejected += len(result.rejected)
             look = result.look
         return Painted(pictures, rejected, look, seconds)
+
+    def upscale(self, image: Image.Image, mask: np.ndarray, paint: Paint, seed: int,
+                progress: Progress | None = None) -> Painted:
+        upscaler = self._get("upscale")
+        inpainter_native = self._get("inpaint").native
+        negative = DEFAULT_NEGATIVE_PROMPT if paint.negative_prompt is None else paint.negative_prompt
+        t0 = time.monotonic()
+        with _refusals():
+            picture = compose.upscale_region(
+                image, mask, lambda low: upscaler(low, paint.prompt, negative, seed=seed, steps=paint.steps,
+                                                  guidance_scale=paint.guidance_scale, progress=progress).image,
+                padding=paint.padding, feather=paint.feather, native=inpainter_native)
+        return Painted([(seed, picture)], 0, None, time.monotonic() - t0)
 
 
 @contextlib.contextmanager
@@ -242,18 +281,20 @@ def _refusals() -> Iterator[None]:
 class SageMakerBackend(Backend):
     name = "sagemaker"
 
-    def __init__(self, *, clipseg_endpoint: str, inpaint_endpoint: str, async_endpoint: str | None = None,
+    def __init__(self, *, clipseg_endpoint: str, inpaint_endpoint: str, upscale_endpoint: str | None = None,
+                 async_endpoint: str | None = None,
                  async_bucket: str | None = None, async_prefix: str = "restyle", endpoint_url: str | None = None,
-                 timeout_s: float = 60.0, retries: int = 3, client=None, s3=None) -> None:
+                 timeout_s: float = 60.0, retries: int = 3, client=None, s3=None, connections: int = 10) -> None:
         import boto3
         from botocore.config import Config
 
         # botocore's retries are off: its standard mode would resend a request whose answer timed out (the
         # generation runs again, up to 4 times); ``_invoke`` retries only what is known not to have run.
+        # one pooled connection per worker that may be waiting on an endpoint at once
         cfg = Config(retries={"total_max_attempts": 1}, read_timeout=timeout_s,
-                     connect_timeout=min(10.0, timeout_s))
+                     connect_timeout=min(10.0, timeout_s), max_pool_connections=max(10, connections))
         self.client = client or boto3.client("sagemaker-runtime", endpoint_url=endpoint_url, config=cfg)
-        self.endpoints = {"clipseg": clipseg_endpoint, "inpaint": inpaint_endpoint}
+        self.endpoints = {"clipseg": clipseg_endpoint, "inpaint": inpaint_endpoint, "upscale": upscale_endpoint}
         self.async_endpoint = async_endpoint
         self.async_bucket = async_bucket
         self.async_prefix = async_prefix.strip("/")
@@ -311,8 +352,8 @@ class SageMakerBackend(Backend):
                                                  f"({message})") from None
                 elif aws_code in NOT_RUN_CODES or http in (429, 503):
                     if last:
-                        raise BackendUnavailable(f"{what} is busy or not ready; still so after "
-                                                 f"{self.retries + 1} tries") from None
+                        raise BackendBusy(f"{what} is busy or not ready; still so after "
+                                          f"{self.retries + 1} tries") from None
                 else:  # e.g. an unknown endpoint or missing permissions: retrying will not help
                     message = _plain(str(err.get("Message") or aws_code or "no reason given"))
                     raise BackendUnavailable(f"SageMaker refused the call to {what}: {message}") from None
@@ -320,12 +361,12 @@ class SageMakerBackend(Backend):
         raise AssertionError("unreachable")
 
     # -- pictures: the Backend interface -------------------------------------------------------------------------
-    def _segment(self, small: Image.Image, garments: list[str], grow: int, threshold: float
+    def _segment(self, small: Image.Image, garments: list[str], grow: int, threshold: float, protect: bool = True
                  ) -> dict[str, np.ndarray]:
         fmt = "png" if small.width * small.height <= 600_000 else "jpeg"
         res = self.segment_call(SegmentRequest(image=b64encode(encode_image(small, fmt, quality=92)),
                                                prompts=garments, include_union=False, dilate=grow,
-                                               threshold=threshold))
+                                               threshold=threshold, negative_prompts=None if protect else []))
         return {g: decode_mask(b64decode(data, field="mask"))
                 for g, found, data in zip(garments, res.found, res.masks, strict=True) if found}
 
@@ -347,6 +388,8 @@ class SageMakerBackend(Backend):
                              negative_prompt=paint.negative_prompt, num_images=min(len(seeds), MAX_IMAGES),
                              seeds=list(seeds[:MAX_IMAGES]), steps=paint.steps, guidance_scale=paint.guidance_scale,
                              strength=paint.strength, look=paint.look, crop=False, feather=paint.feather,
+                             edge=paint.edge, reference=_reference_b64(paint.reference),
+                             reference_scale=paint.reference_scale,
                              format="png" if area * min(len(seeds), CHUNK) <= PNG_PIXEL_BUDGET else "jpeg",
                              quality=95)
         res, seconds = self.inpaint_metered(req, list(seeds), progress, batch=batch)
@@ -355,14 +398,41 @@ class SageMakerBackend(Backend):
         for data in res.images:
             img = decode_image(b64decode(data, field="variation"), field="variation")
             returned.append(img if img.size == full else img.resize(full, Image.LANCZOS))
+        inside = paint.edge == "inside"
         if scale == 1.0:
             # the endpoint already feathered its edge against this crop: copy its pixels where that edge is non-zero
-            pasted = compose.paste_all(image, returned, grow(mask, paint.feather), box, feather=0)
+            # (outside: the mask grown by the feather; inside: the mask itself)
+            pasted = compose.paste_all(image, returned, mask if inside else grow(mask, paint.feather), box, feather=0)
         else:
             # scaled-up answers: blend them in over the whole (scaled) feather at full resolution, so neither a seam
             # nor a ring of the scaled-down original shows
-            pasted = compose.paste_all(image, returned, mask, box, feather=int(np.ceil((paint.feather + 1) / scale)))
+            pasted = compose.paste_all(image, returned, mask, box, feather=int(np.ceil((paint.feather + 1) / scale)),
+                                       inside=inside)
         return Painted(list(zip(res.seeds, pasted, strict=True)), len(res.rejected), res.look, seconds)
+
+    def upscale(self, image: Image.Image, mask: np.ndarray, paint: Paint, seed: int,
+                progress: Progress | None = None) -> Painted:
+        """The same ``model.compose.upscale_region`` as in process; the endpoint gets only the low-res region."""
+        if not self.endpoints.get("upscale"):
+            raise BackendUnavailable("no upscaling endpoint is configured (set RESTYLE_UPSCALE_ENDPOINT; "
+                                     "`python -m deploy up --upscale-model …` creates one)")
+        seconds = 0.0
+
+        def call(low: Image.Image) -> Image.Image:
+            nonlocal seconds
+            req = UpscaleRequest(image=b64encode(encode_image(low, "png")), prompt=paint.prompt,
+                                 negative_prompt=paint.negative_prompt, seed=seed, steps=paint.steps,
+                                 guidance_scale=paint.guidance_scale, format="jpeg", quality=95)
+            t0 = time.monotonic()
+            res = UpscaleResponse.model_validate(self._invoke("upscale", req.model_dump_json().encode()))
+            seconds += endpoint_seconds(res, time.monotonic() - t0)
+            if progress:
+                progress(paint.steps, paint.steps)
+            return decode_image(b64decode(res.image, field="upscaled"), field="upscaled")
+
+        picture = compose.upscale_region(image, mask, call, padding=paint.padding, feather=paint.feather,
+                                         native=TRANSPORT_NATIVE)
+        return Painted([(seed, picture)], 0, None, seconds)
 
     # -- transport: contract requests and responses ----------------------------------------------------------------
     def segment_call(self, req: SegmentRequest) -> SegmentResponse:
@@ -511,6 +581,17 @@ def endpoint_seconds(res: InpaintResponse, wall_s: float) -> float:
     return sum(timings) / 1000.0 if timings else wall_s
 
 
+def _reference_b64(reference: Image.Image | None) -> str | None:
+    """A swatch for the request: at most REFERENCE_MAX_SIDE a side (the image encoder reads 224²), PNG."""
+    if reference is None:
+        return None
+    small = reference.convert("RGB")
+    if max(small.size) > REFERENCE_MAX_SIDE:
+        small = small.copy()
+        small.thumbnail((REFERENCE_MAX_SIDE, REFERENCE_MAX_SIDE), Image.LANCZOS)
+    return b64encode(encode_image(small, "png"))
+
+
 def _with_seeds(req: InpaintRequest, seeds: list[int]) -> InpaintRequest:
     return req.model_copy(update={"seeds": list(seeds), "num_images": len(seeds)})
 
@@ -584,10 +665,12 @@ def model_error(response: dict, status: int | str | None) -> tuple[str, str, boo
 def build_backend(settings) -> Backend:
     if settings.backend == "sagemaker":
         return SageMakerBackend(clipseg_endpoint=settings.clipseg_endpoint, inpaint_endpoint=settings.inpaint_endpoint,
+                                upscale_endpoint=settings.upscale_endpoint,
                                 async_endpoint=settings.async_endpoint, async_bucket=settings.async_bucket,
                                 async_prefix=settings.async_prefix,
                                 endpoint_url=settings.sagemaker_endpoint_url, timeout_s=settings.timeout_s,
-                                retries=settings.retries)
+                                retries=settings.retries, connections=settings.job_workers)
     if settings.tiny:
         settings = settings.with_tiny_models()
-    return LocalBackend(settings.clipseg_model, settings.inpaint_model, lora=settings.lora, device=settings.device)
+    return LocalBackend(settings.clipseg_model, settings.inpaint_model, lora=settings.lora, device=settings.device,
+                        upscale=settings.upscale_model)

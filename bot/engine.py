@@ -21,7 +21,7 @@ import numpy as np
 from PIL import Image
 
 from bot import messages as T
-from bot.backends import Backend, BackendError, BackendUnavailable, Paint, build_backend
+from bot.backends import Backend, BackendBusy, BackendError, BackendUnavailable, Paint, build_backend
 from bot.controls import Controls
 from bot.events import (
     Answer,
@@ -34,12 +34,13 @@ from bot.events import (
     Photo,
     Question,
     Reply,
+    Swatch,
     Text,
     Use,
     VariationOut,
     Variations,
 )
-from bot.intent import GARMENTS, Action, Context, Intent, Reading, plain_prompt, read
+from bot.intent import BACKGROUND_NEGATIVE, GARMENTS, Action, Context, Intent, Reading, plain_prompt, read
 from bot.render import contact_sheet
 from bot.settings import Settings
 from bot.store import Store, Turn, Variation, save_png
@@ -63,11 +64,19 @@ Progress = Callable[[int, int, str], None]
 PREVIEW_MAX_SIDE = 1024
 #: Photos with a side shorter than this are refused (CLIPSeg reads 352², SD paints 512²: an icon has no garment)
 MIN_PHOTO_SIDE = 64
+#: Swatches may be small crops of a fabric; the image encoder reads 224² anyway
+SWATCH_MIN_SIDE = 16
 SETTING_RANGES = {"steps": (1, 150, int), "guidance": (0.0, 30.0, float), "seed": (0, 2**31 - 1, int),
                   "count": (1, MAX_IMAGES, int), "strength": (0.05, 1.0, float),
                   # the garment mask: grown by `grow` pixels (on the ≤1024 px copy CLIPSeg sees), `threshold` the
                   # probability above which a pixel is garment (lower: larger masks)
                   "grow": (0, 128, int), "threshold": (0.05, 0.95, float)}
+#: How closely a garment follows the thread's swatch ("use this print on the dress"): the IP-Adapter scale, and the
+#: step "a bit less / more like the swatch" moves it by.
+SWATCH_SCALE, SWATCH_STEP, SWATCH_RANGE = 0.6, 0.2, (0.1, 1.0)
+#: What CLIPSeg is asked for when a background is repainted: the person and the parts the garment masks protect;
+#: their union is kept, bit-identical, and everything else is the background.
+PERSON_PARTS = ("person", "face", "hands", "hair")
 MASK_DEFAULTS = {"grow": SegmentRequest.model_fields["dilate"].default,
                  "threshold": SegmentRequest.model_fields["threshold"].default}
 
@@ -91,6 +100,8 @@ class Job:
     batch: bool = False
     colourway: str = ""  # "navy": one of several colourways asked for in one message
     note: str = ""  # said after the result (a request trimmed to what the team's quotas leave)
+    swatch: Path | None = None  # the thread's swatch, painted after (IP-Adapter) at ``swatch_scale``
+    swatch_scale: float = 0.0
 
 
 class Engine:
@@ -115,12 +126,15 @@ class Engine:
         if isinstance(event, Command):
             return event.text.strip().lower().startswith("batch")
         if isinstance(event, Photo):
-            return bool(event.text.strip()) and _read(event.text).generates and not self._asks(None, event.text)
+            return bool(event.text.strip()) and _makes_pictures(_read(event.text)) and not self._asks(None, event.text)
+        if isinstance(event, Swatch):
+            return bool(event.text.strip()) and _makes_pictures(_read(event.text)) \
+                and not self._asks(event.thread, event.text)
         if isinstance(event, Message):
             reading = _read(event.text)
             if reading.action == Action.CONFIRM:
                 return self.store.has_thread(event.thread) and self.store.pending(event.thread) is not None
-            return reading.generates and not self._asks(event.thread, event.text)
+            return _makes_pictures(reading) and not self._asks(event.thread, event.text)
         return False
 
     def _asks(self, thread: str | None, text: str) -> bool:
@@ -163,6 +177,8 @@ class Engine:
             return notices + replies
         except BackendError as exc:
             return notices + [Text(T.MODEL_REFUSED.format(why=exc.message), kind="error")]
+        except BackendBusy as exc:
+            return notices + [Text(T.MODEL_BUSY.format(why=exc), kind="error")]
         except BackendUnavailable as exc:
             return notices + [Text(T.MODEL_DOWN.format(why=exc), kind="error")]
         except Exception as exc:
@@ -181,6 +197,8 @@ class Engine:
             if isinstance(event, Command) and event.text.strip().lower() in ("help", ""):
                 return [Text(T.HELP, kind="help")]
             return [Text(T.NO_THREAD, kind="error")]
+        if isinstance(event, Swatch):
+            return self._swatch(event)
         if isinstance(event, Answer):
             return self._answer(event, progress)
         if isinstance(event, Favorite):
@@ -217,7 +235,7 @@ class Engine:
         if "source_size" in image.info:  # a 48 MP camera's JPEG: decoded at half size
             (sw, sh), (w, h) = image.info["source_size"], image.size
             notes = [Text(T.SCALED_PHOTO.format(size=f"{sw}x{sh}", mp=sw * sh / 1e6, working=f"{w}x{h}"))]
-        if event.text.strip() and (_read(event.text).generates or _read(event.text).action == Action.SETTINGS):
+        if event.text.strip() and (_makes_pictures(_read(event.text)) or _read(event.text).action == Action.SETTINGS):
             return notes + self._text(event.thread, event.user, event.text, progress)
         return [Text(T.GOT_PHOTO)] + notes
 
@@ -294,7 +312,9 @@ class Engine:
             from bot.lookbook import lookbook
 
             return [lookbook(self, thread)]
-        if reading.generates:
+        if action == Action.UPSCALE:
+            return self._upscale(thread, user, text, reading, progress)
+        if reading.generates or action == Action.BACKGROUND:
             plan = self._plan(thread, user, text, reading, batch=batch)
             if isinstance(plan, Text):
                 return [plan]
@@ -496,6 +516,9 @@ class Engine:
             garments = list(repeated.garments) or garments
         if not garments or not intent.prompt:
             return Text(T.NO_GARMENT)
+        swatch, scale = self._swatch_for(thread, reading, repeated)
+        if isinstance(swatch, Text):
+            return swatch
         cap = self.settings.max_batch if action == Action.BATCH or intent.colourways else MAX_IMAGES
         cap = self.controls.count_cap(thread, user, cap, batch=action == Action.BATCH or bool(intent.colourways))
         count = min(intent.count or int(eff["count"]), cap)
@@ -504,7 +527,7 @@ class Engine:
             return Job(thread=thread, user=user, text=text, intent=it, garments=garments, target=it.target,
                        attributes=list(it.attributes), prompt=it.prompt, negative_prompt=it.negative_prompt,
                        base_path=base_path, strength=strength, count=n, batch=action == Action.BATCH,
-                       colourway=colourway)
+                       colourway=colourway, swatch=swatch, swatch_scale=scale)
 
         if not intent.colourways or repeated is not None:
             return [job(intent, count)]
@@ -513,11 +536,107 @@ class Engine:
         return [job(_colourway_intent(intent, way, prompt), per, way)
                 for way, prompt in intent.colourway_prompts()[:len(ways)]]
 
+    def _swatch_for(self, thread: str, reading: Reading, repeated: Turn | None) -> tuple[Path | Text | None, float]:
+        """The swatch a turn paints after, and how closely: the thread's for "use this print", the repeated turn's
+        own ("more like that" keeps it), moved by SWATCH_STEP for "a bit less / more like the swatch"."""
+        before = ((repeated.intent.get("made_with") or {}).get("swatch") if repeated is not None else None) or {}
+        if reading.swatch in ("less", "more"):
+            last = self.store.last_turn(thread) if repeated is None else repeated
+            before = ((last.intent.get("made_with") or {}).get("swatch") if last else None) or {}
+            if not before:
+                return Text(T.NO_SWATCH_TURN), 0.0
+            step = SWATCH_STEP if reading.swatch == "more" else -SWATCH_STEP
+            scale = min(max(float(before["scale"]) + step, SWATCH_RANGE[0]), SWATCH_RANGE[1])
+            return Path(before["path"]), round(scale, 2)
+        if reading.swatch == "use":
+            path = self.store.swatch(thread)
+            return (path, SWATCH_SCALE) if path is not None else (Text(T.NO_SWATCH), 0.0)
+        if before:  # "4 more like that" after a swatch turn: the same swatch, as closely
+            return Path(before["path"]), float(before["scale"])
+        return None, 0.0
+
+    def _swatch(self, event: Swatch) -> list[Reply]:
+        """An image shared into a thread with a photo: the thread's swatch or print from now on."""
+        image = read_photo(event.image, event.filename, min_side=SWATCH_MIN_SIDE)
+        if isinstance(image, Text):
+            return [image]
+        self.store.set_swatch(event.thread, event.user, image)
+        if event.text.strip() and _read(event.text).swatch:
+            return self._text(event.thread, event.user, event.text, None)  # "use this print on the dress" + file
+        return [Text(T.GOT_SWATCH)]
+
+    # -- upscale -----------------------------------------------------------------------------------------------------
+    def _upscale(self, thread: str, user: str, text: str, reading: Reading, progress: Progress | None
+                 ) -> list[Reply]:
+        """#N (or the thread's current picture) with its garment region brought to the photo's resolution: a new
+        variation, the thread moved to it."""
+        if reading.variation is not None:
+            v = self.store.variation_by_number(thread, reading.variation)
+            if v is None:
+                return [Text(T.NO_VARIATION.format(number=reading.variation), kind="error")]
+        else:
+            v = self.store.base(thread)[1]
+            if v is None:
+                return [Text(T.UPSCALE_WHICH)]
+        turn = self.store.turn(v.turn)
+        image = Image.open(v.path).convert("RGB")
+        mask = self.painted_mask(v, image.size)
+        if turn is None or mask is None or not mask.any():
+            return [Text(T.UPSCALE_NO_MASK.format(number=v.number), kind="error")]
+        eff = self.controls.capped(thread, user, self._effective(self.store.settings(thread)))
+        job = Job(thread=thread, user=user, text=text, intent=reading.resolve(), garments=list(turn.garments),
+                  target=None, attributes=[], prompt=turn.prompt, negative_prompt=turn.negative_prompt,
+                  base_path=Path(v.path), strength=1.0, count=1)
+        admitted = self.controls.admit([job])  # one picture against the quotas, like any other
+        if isinstance(admitted, Text):
+            return [admitted]
+        say = progress or (lambda done, total, text: None)
+        steps = int(eff["steps"])
+        say(0, steps, T.UPSCALING.format(number=v.number))
+
+        def on_step(done: int, total: int) -> None:
+            say(done, total, T.WORKING.format(done=done, total=total))
+
+        # the upscaler is told what the region shows (the garment words), and avoids what the turn avoided
+        paint = Paint(prompt=plain_prompt(turn.prompt), negative_prompt=turn.negative_prompt or None, steps=steps,
+                      guidance_scale=float(eff["guidance"]))
+        made_with = {"steps": steps, "guidance": float(eff["guidance"]), "upscaled_from": v.number,
+                     "mask": (turn.intent.get("made_with") or {}).get("mask", MASK_DEFAULTS)}
+        new = self.store.start_turn(thread, user, text, "upscale", {**job.intent.to_dict(), "made_with": made_with},
+                                    turn.prompt, turn.negative_prompt, v.path, 1.0, list(turn.garments))
+        try:
+            try:
+                painted = self.backend.upscale(image, mask, paint, v.seed, on_step)
+            except BackendError as exc:
+                if exc.code == "already_full_resolution":
+                    self.store.fail_turn(new, "already at full resolution")
+                    return [Text(T.ALREADY_FULL_RES.format(number=v.number))]
+                raise
+            self.controls.record(job, len(painted.pictures), painted.gpu_s)
+            # #N's garments are where they were: the new picture keeps their masks (for "#M in denim" later)
+            seg = made_with["mask"]
+            for g in turn.garments:
+                if (m := self._painted_mask(thread, Path(v.path), g, image.size)) is not None:
+                    save_png(Image.fromarray(m.astype(np.uint8) * 255), self._mask_path(thread, v.path, g, seg))
+            (variation,) = self.store.finish_turn(new, thread, painted.pictures, _look_of_turn(turn), None)
+        except BaseException as exc:
+            if self.store.turn(new) is not None and self.store.turn(new).status == "running":
+                self.store.fail_turn(new, f"{type(exc).__name__}: {exc}"[:500])
+            raise
+        self.store.push_base(thread, variation.id)  # the thread is on the full-resolution picture now
+        w, h = image.size
+        focus = close_up_box(mask) or (0, 0, w, h)
+        sheet = self._sheet(thread, new, [variation], f"#{v.number} at full resolution · close-up",
+                            [Image.open(variation.path).crop(focus)], lead=(image.crop(focus), f"#{v.number}"),
+                            labels=[f"#{variation.number}"])
+        text_out = T.UPSCALED.format(new=variation.number, number=v.number, size=f"{w}x{h}")
+        return [Variations(turn_id=new, text=text_out, items=[self._out(variation, turn.prompt)], sheet=sheet)]
+
     # -- generation ------------------------------------------------------------------------------------------------
     def _generate(self, jobs: list[Job], progress: Progress | None) -> list[Reply]:
         """Run ``jobs`` (one, or one per colourway) on one mask of one picture; one reply for all of them."""
         first = jobs[0]
-        what = " and ".join(first.garments)
+        what = " and ".join(first.garments)  # "background" for a background turn
         say = progress or (lambda done, total, text: None)
         eff = self.controls.capped(first.thread, first.user, self._effective(self.store.settings(first.thread)))
         steps = max(int(eff["steps"]), min_steps(first.strength))  # "steps=1" on an iteration still runs one step
@@ -532,8 +651,10 @@ class Engine:
         done: list[tuple[Job, list[tuple[int, Image.Image]], list[Variation]]] = []
         rejected, look = 0, None
         for job in jobs:
+            with_swatch = {"swatch": {"path": str(job.swatch), "scale": job.swatch_scale}} if job.swatch else {}
             turn = self.store.start_turn(job.thread, job.user, job.text, "batch" if job.batch else job.intent.action,
-                                         {**job.intent.to_dict(), "made_with": made_with}, job.prompt,
+                                         {**job.intent.to_dict(), "made_with": {**made_with, **with_swatch}},
+                                         job.prompt,
                                          job.negative_prompt, job.base_path, job.strength, job.garments)
             try:
                 label = f"{what} ({job.colourway})" if job.colourway else what
@@ -619,8 +740,17 @@ class Engine:
         return np.logical_or.reduce([masks[g] for g in garments if g in masks]), missing
 
     def _segment(self, base: Image.Image, garments: list[str], seg: dict) -> dict[str, np.ndarray]:
-        """The garments CLIPSeg finds on ``base``: their masks at full size."""
-        return self.backend.segment(base, garments, grow=int(seg["grow"]), threshold=float(seg["threshold"]))
+        """The garments CLIPSeg finds on ``base``: their masks at full size.  "background" is everything outside
+        the person and the parts garment masks protect (face, hands, hair), grown by the ``grow`` setting."""
+        found = self.backend.segment(base, [g for g in garments if g != "background"],
+                                     grow=int(seg["grow"]), threshold=float(seg["threshold"])) \
+            if any(g != "background" for g in garments) else {}
+        if "background" in garments:
+            parts = self.backend.segment(base, list(PERSON_PARTS), grow=int(seg["grow"]),
+                                         threshold=float(seg["threshold"]), protect=False)
+            if "person" in parts:  # no person: no background to tell apart from her
+                found["background"] = ~np.logical_or.reduce(list(parts.values()))
+        return found
 
     def _mask_path(self, thread: str, base_path: Path | str, garment: str, seg: dict) -> Path:
         name = f"{base_path}|{garment}"
@@ -657,9 +787,13 @@ class Engine:
                  say):
         """``job``'s candidates: (seed, full-size picture) each, how many were rejected, and the look that ran."""
         seed = eff["seed"] if isinstance(eff["seed"], int) else random.SystemRandom().randrange(0, 2**31 - 64)
-        paint = Paint(prompt=job.prompt, negative_prompt=job.negative_prompt or None, steps=steps,
-                      guidance_scale=float(eff["guidance"]), strength=job.strength,
-                      look=None if eff["look"] == DEFAULT_LOOK else eff["look"])
+        background = job.garments == ["background"]
+        paint = Paint(prompt=job.prompt, negative_prompt=BACKGROUND_NEGATIVE if background else
+                      job.negative_prompt or None, steps=steps, guidance_scale=float(eff["guidance"]),
+                      strength=job.strength, look=None if eff["look"] == DEFAULT_LOOK else eff["look"],
+                      reference=Image.open(job.swatch).convert("RGB") if job.swatch else None,
+                      reference_scale=job.swatch_scale,
+                      edge="inside" if background else "outside")  # a background never touches the person
         n = job.count
         say(0, total, T.GENERATING.format(n=n, s="s" if n != 1 else "", what=what))
 
@@ -688,7 +822,7 @@ class Engine:
         return save_png(sheet, self.store.thread_dir(thread) / f"sheet-{name}.png")
 
 
-def read_photo(data: bytes, filename: str = "") -> Image.Image | Text:
+def read_photo(data: bytes, filename: str = "", min_side: int = MIN_PHOTO_SIDE) -> Image.Image | Text:
     """A person's upload → the picture a thread works on, or the reply that says why it cannot be one (also used by
     the terminal before any model loads)."""
     try:
@@ -697,8 +831,8 @@ def read_photo(data: bytes, filename: str = "") -> Image.Image | Text:
         return Text(T.TOO_LARGE.format(why=exc.message), kind="error")
     except InvalidImage as exc:
         return Text(T.BAD_IMAGE.format(why=exc.message), kind="error")
-    if min(image.size) < MIN_PHOTO_SIDE:  # a thumbnail or an icon: nothing a garment could be found in
-        return Text(T.TOO_SMALL.format(size=f"{image.width}x{image.height}", side=MIN_PHOTO_SIDE), kind="error")
+    if min(image.size) < min_side:  # a thumbnail or an icon: nothing a garment could be found in
+        return Text(T.TOO_SMALL.format(size=f"{image.width}x{image.height}", side=min_side), kind="error")
     return image
 
 
@@ -737,8 +871,11 @@ def _repeats(intent: Intent, named: list[str], turn: Turn) -> bool:
 
 
 def _shown(job: Job) -> str:
-    """The prompt as a reply restates it: its words, and what it avoids ("without ruffled")."""
-    return plain_prompt(job.prompt) + (f", without {job.negative_prompt}" if job.negative_prompt else "")
+    """The prompt as a reply restates it: its words, what it avoids ("without ruffled"), and the swatch."""
+    if job.garments == ["background"]:
+        return job.intent.scene or plain_prompt(job.prompt)
+    swatch = f", after the swatch (at {job.swatch_scale:g})" if job.swatch else ""
+    return plain_prompt(job.prompt) + (f", without {job.negative_prompt}" if job.negative_prompt else "") + swatch
 
 
 def _other_fabric(prompt: str) -> str:
@@ -748,6 +885,11 @@ def _other_fabric(prompt: str) -> str:
 
 def _with_prompt(intent: Intent, prompt: str, negative: str) -> Intent:
     return replace(intent, prompt=prompt, negative_prompt=negative or "")
+
+
+def _makes_pictures(reading: Reading) -> bool:
+    """Will acting on ``reading`` spend model time (a generation, a background, an upscale)?"""
+    return reading.generates or reading.action in (Action.BACKGROUND, Action.UPSCALE)
 
 
 @lru_cache(maxsize=512)

@@ -28,6 +28,18 @@ class Photo:
 
 
 @dataclass(frozen=True)
+class Swatch:
+    """An image shared into a thread that already has its photo: a fabric swatch or print to paint garments after
+    ("use this print on the dress")."""
+
+    thread: str
+    user: str
+    image: bytes
+    filename: str = ""
+    text: str = ""
+
+
+@dataclass(frozen=True)
 class Message:
     """A text reply in a thread: a prompt, a follow-up, 'fav 2', 'undo', 'help' …  ``addressed``: said to restyle
     (a mention, a DM, the terminal) rather than among people in a channel thread — chatter there gets no answer."""
@@ -88,7 +100,7 @@ class Command:
     text: str
 
 
-Event = Photo | Message | Favorite | Use | MoreLike | Answer | Command
+Event = Photo | Swatch | Message | Favorite | Use | MoreLike | Answer | Command
 
 
 # -- replies -------------------------------------------------------------------------------------------------------

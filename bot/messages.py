@@ -23,7 +23,9 @@ HOWTO = {
     "restyle": "Name the garment and the change: _make the skirt a red floral maxi_, _turn her jeans into a pleated skirt_.",
 }
 UNSUPPORTED = {
-    "background": "I can't change the background yet — I repaint garments only (the person and the scene stay as they are).",
+    "background": ("Tell me the background you want and I'll repaint everything around the person (she stays exactly "
+                   "as she is): _put her on a plain white background_, _studio grey backdrop_, _a paris street_. I don't "
+                   "blur or relight the background that is there."),
     "hair": "I can't change hair — only garments. Try _make the top cream_ or _try #2 in denim_.",
     "makeup": "I can't change make-up — only garments.",
     "jewellery": ("I can't add or change jewellery, glasses or watches — they are too small for my garment masks. "
@@ -31,8 +33,8 @@ UNSUPPORTED = {
     "pose": "I can't change the pose — I keep the photo and repaint garments only.",
     "body": "I don't change the model's body, face or skin — only the clothes.",
     "lighting": "I can't relight the photo — only garments change.",
-    "upscale": ("I can't upscale yet: variations come at the photo's own size. For more detail, share a larger photo "
-                "or make the garment a larger part of the picture."),
+    "upscale": ("Say _upscale #3_ (or press *Upscale* under a variation) and I'll bring #3's garment to the photo's "
+                "full resolution — one variation at a time; the rest of the picture stays exactly as it is."),
     "compare": ("Name the variations and I'll put them side by side — _#2 vs #5_, _compare 1 and 3_. Which one works "
                 "best is your call: I can't judge looks."),
     "lookbook": ("I can't send files outside this thread or make slides. Say _lookbook_ (or `/restyle lookbook`) for a "
@@ -46,6 +48,21 @@ UNSUPPORTED = {
     "other": "That's not something I can do — I repaint garments in this photo. Say _help_ to see what I can do.",
 }
 
+GOT_SWATCH = ("Got it — I'll keep this as the thread's swatch. Say _use this print on the dress_ (or _the skirt in "
+              "this fabric_); _a bit less like the swatch_ / _more like the swatch_ after that. (A new photo to work on? "
+              "Post it as a new message in the channel and I'll start a thread for it.)")
+NO_SWATCH = ("There's no swatch in this thread yet — share the swatch or print image here in the thread, then say "
+             "_use this print on the dress_.")
+NO_SWATCH_TURN = "The last variations weren't made after a swatch — say _use this print on the skirt_ first."
+UPSCALE_WHICH = ("The original photo is already at its own full resolution — name a variation: _upscale #3_.")
+UPSCALE_NO_MASK = ("I don't know where #{number}'s garment is (it was made before I kept masks, or by another step), "
+                   "so I can't upscale it — restyle it again and upscale the new one.")
+UPSCALING = "Bringing #{number} to full resolution…"
+ALREADY_FULL_RES = ("#{number}'s garment is already at the photo's full resolution (it was generated at that size): "
+                    "upscaling would add nothing.")
+UPSCALED = ("Here is #{new}: #{number} with its garment brought to the photo's full resolution ({size}); everything "
+            "away from the garment is #{number}'s own pixels. The sheet shows the garment close-up, before and after.")
+
 HELP = """*restyle* — drop a photo of a model, then tell me what to change, in the photo's thread:
 • `make the skirt a red floral maxi` — new looks for a garment (4 variations)
 • `try #2 in denim`, `#3 but longer` — iterate on a variation
@@ -54,6 +71,8 @@ HELP = """*restyle* — drop a photo of a model, then tell me what to change, in
 • `fav 2` (or react ⭐ ❤️ 👍) — mark a favourite · `use 2` — edit from #2 from now on · `undo` — back to the previous base · `start over` — back to the original photo
 • `#2 info` — how #2 was made: seed, prompt, settings
 • `#2 vs #5` (or `compare 1 and 3`) — side by side, with a close-up of the garment · `lookbook` — a PDF of the favourites and a ZIP of their PNGs
+• `upscale #3` — #3's garment at the photo's full resolution · `put her on a plain white background` — a new background, the person untouched
+• share a swatch or print in the thread, then `use this print on the dress` (`a bit less like the swatch` to soften it)
 • `settings steps=40 guidance=8 seed=7 count=4 strength=0.65` — this thread's settings · `make the mask bigger` / `tighter mask` (or `grow=24 threshold=0.3`) — when the mask misses or overshoots
 • `/restyle batch 8 <prompt>` · `/restyle favorites` · `/restyle lookbook` · `/restyle settings …` · `/restyle usage` · `/restyle limits` · `/restyle help`"""
 
@@ -112,6 +131,7 @@ BAD_IMAGE = "I couldn't read that file as a photo: {why}"
 NOT_AN_IMAGE = "That file isn't an image I can use ({what}). Share a JPEG, PNG or WebP photo."
 TOO_LARGE = "That photo is too large: {why}"
 TOO_SMALL = "That photo is only {size} pixels: share one at least {side} pixels on each side."
+MODEL_BUSY = ("The models are at capacity right now ({why}). Nothing was lost — try again in a minute.")
 MODEL_DOWN = ("The styling model is not reachable right now ({why}). Nothing was lost — try again in a minute.")
 MODEL_REFUSED = "The model refused the request: {why}"
 MODEL_MISSING = "The model weights are not available: {why}"
@@ -131,8 +151,6 @@ FILE_HIDDEN = ("Slack hides that file from apps (the workspace's message-history
                "Share the photo again.")
 LOGIN_PAGE = ("Slack answered with a sign-in page instead of the photo — the app probably lacks the `files:read` "
               "scope. Ask a workspace admin to reinstall restyle, then share the photo again.")
-PHOTO_IN_THREAD = ("Each photo gets its own thread: post the new photo as a new message in the channel "
-                   "(not as a reply here) and I'll start a thread for it.")
 UNKNOWN_COMMAND = "I don't know `/restyle {sub}`. Here is what I can do:\n\n"
 BATCH_USAGE = ("Usage: `/restyle batch 8 pastel floral skirt` (or `/restyle batch 8` to repeat the last look) — run it "
                "in a channel that has a photo thread.")

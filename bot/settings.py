@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
-from model.loading import DEFAULT_CLIPSEG, DEFAULT_INPAINT
+from model.loading import DEFAULT_CLIPSEG, DEFAULT_INPAINT, DEFAULT_UPSCALE
 
 #: ``RESTYLE_WORKERS`` / ``RESTYLE_QUEUE``: a whole number, or ``auto`` (the default: sized for the backend).
 AUTO_INT = "int|auto"
@@ -27,12 +27,14 @@ ENV = {
     "RESTYLE_MEDIA": ("media", str),
     "RESTYLE_CLIPSEG_MODEL": ("clipseg_model", str),
     "RESTYLE_INPAINT_MODEL": ("inpaint_model", str),
+    "RESTYLE_UPSCALE_MODEL": ("upscale_model", str),
     "RESTYLE_LORA": ("lora", str),
     "RESTYLE_TINY": ("tiny", bool),
     "RESTYLE_DEVICE": ("device", str),
     "RESTYLE_SAGEMAKER_ENDPOINT_URL": ("sagemaker_endpoint_url", str),
     "RESTYLE_CLIPSEG_ENDPOINT": ("clipseg_endpoint", str),
     "RESTYLE_INPAINT_ENDPOINT": ("inpaint_endpoint", str),
+    "RESTYLE_UPSCALE_ENDPOINT": ("upscale_endpoint", str),
     "RESTYLE_ASYNC_ENDPOINT": ("async_endpoint", str),
     "RESTYLE_ASYNC_BUCKET": ("async_bucket", str),
     "RESTYLE_ASYNC_PREFIX": ("async_prefix", str),
@@ -97,12 +99,14 @@ class Settings:
     data_dir: Path = field(default_factory=_default_data_dir)
     clipseg_model: str = DEFAULT_CLIPSEG
     inpaint_model: str = DEFAULT_INPAINT
+    upscale_model: str = DEFAULT_UPSCALE  # the x4 upscaler ("upscale #3"), loaded on first use
     lora: str | None = None
     tiny: bool = False
     device: str | None = None
     sagemaker_endpoint_url: str | None = None
     clipseg_endpoint: str = "restyle-clipseg"
     inpaint_endpoint: str = "restyle-inpaint"
+    upscale_endpoint: str | None = None  # "restyle-upscale" once `deploy up --upscale-model` made it; None: no upscale
     async_endpoint: str = "restyle-inpaint-async"
     async_bucket: str | None = None
     async_prefix: str = "restyle"  # = python -m deploy --prefix: batch inputs go under <prefix>/async-in/
@@ -252,7 +256,8 @@ class Settings:
 
         root = build_tiny(self.data_dir / "tiny")
         lora = self.lora or ",".join(f"{name}={root / 'looks' / name}" for name in TINY_LOOKS)
-        return replace(self, clipseg_model=str(root / "clipseg"), inpaint_model=str(root / "inpaint"), lora=lora)
+        return replace(self, clipseg_model=str(root / "clipseg"), inpaint_model=str(root / "inpaint"),
+                       upscale_model=str(root / "upscale"), lora=lora)
 
     def redacted(self) -> dict:
         """For logs: every field, secrets masked."""

@@ -55,6 +55,7 @@ from bot.events import (
     Photo,
     Question,
     Reply,
+    Swatch,
     Text,
     Use,
     VariationOut,
@@ -70,7 +71,8 @@ log = logging.getLogger("restyle.slack")
 # -- knobs ---------------------------------------------------------------------------------------------------------
 FAV_REACTIONS = frozenset({"star", "heart", "+1", "thumbsup"})
 ACTION_FAV, ACTION_USE, ACTION_MORE = "restyle_fav", "restyle_use", "restyle_more"
-ACTIONS = (ACTION_FAV, ACTION_USE, ACTION_MORE)
+ACTION_UPSCALE = "restyle_upscale"
+ACTIONS = (ACTION_FAV, ACTION_USE, ACTION_MORE, ACTION_UPSCALE)
 #: The Generate / Not that buttons under a question restyle asks before spending GPU time (value: the question id)
 ACTION_YES, ACTION_NO = "restyle_confirm", "restyle_cancel"
 #: Socket Mode: ping Slack this often (s); a connection with no pong for 4 intervals is dropped and reconnected.
@@ -309,6 +311,8 @@ class SlackBot:
             self._run(place, Use(variation.thread, user, vid))
         elif aid == ACTION_MORE:
             self._run(place, MoreLike(variation.thread, user, vid))
+        elif aid == ACTION_UPSCALE:  # the same as saying "upscale #N" in the thread
+            self._run(place, Message(variation.thread, user, f"upscale #{variation.number}"))
 
     def on_answer(self, ack, body: dict, action: dict) -> None:
         """Generate / Not that under a question: the answer goes to the engine (which knows whether that question is
@@ -435,9 +439,8 @@ class SlackBot:
         return self.store.claim_event(f"msg:{channel}:{ts}")
 
     def _photo(self, channel: str, ts: str, parent: str | None, user: str, files: list[dict], text: str) -> None:
-        if parent is not None and self.store.has_thread(thread_id(channel, parent)):
-            self._post(Place(channel, parent), T.PHOTO_IN_THREAD)
-            return
+        # an image shared into a thread that has its photo is a swatch or print for it ("use this print on …")
+        swatch = parent is not None and self.store.has_thread(thread_id(channel, parent))
         place = Place(channel, parent or ts)
         files = [self._resolve_file(f) for f in files]
         image = next((f for f in files if str(f.get("mimetype", "")).startswith("image/")), None)
@@ -450,14 +453,15 @@ class SlackBot:
             self._post(place, T.NOT_AN_IMAGE.format(what=f"{f.get('name') or 'file'}: {what}"))
             return
         filename = str(image.get("name") or "photo")
-        probe = Photo(place.thread, user, b"", filename, text)
+        kind = Swatch if swatch else Photo
+        probe = kind(place.thread, user, b"", filename, text)
 
         def make() -> Event | Text:
             try:
                 data = self._download(image)
             except DownloadError as exc:
                 return Text(str(exc), kind="error")
-            return Photo(place.thread, user, data, filename, text)
+            return kind(place.thread, user, data, filename, text)
 
         self._run(place, probe, make=make)
 
@@ -752,6 +756,7 @@ def variation_blocks(item: VariationOut, permalink: str | None) -> list[dict]:
             button("⭐ Favourite", ACTION_FAV, style="primary"),
             button("Use as base", ACTION_USE),
             button("More like this", ACTION_MORE),
+            button("Upscale", ACTION_UPSCALE),
         ]},
         {"type": "context", "elements": [{"type": "mrkdwn", "text": T.VARIATION_HINT}]},
     ]

@@ -31,6 +31,8 @@ CREATE TABLE IF NOT EXISTS threads (
     id TEXT PRIMARY KEY, created REAL, user TEXT, original TEXT NOT NULL,
     base_stack TEXT NOT NULL DEFAULT '[]', context TEXT NOT NULL DEFAULT '{}', settings TEXT NOT NULL DEFAULT '{}',
     next_number INTEGER NOT NULL DEFAULT 1);
+CREATE TABLE IF NOT EXISTS swatches (
+    thread TEXT PRIMARY KEY, path TEXT NOT NULL, created REAL, user TEXT);
 CREATE TABLE IF NOT EXISTS turns (
     id TEXT PRIMARY KEY, thread TEXT NOT NULL, created REAL, user TEXT, text TEXT, action TEXT, intent TEXT,
     prompt TEXT, negative_prompt TEXT, base TEXT, strength REAL, garments TEXT, status TEXT NOT NULL,
@@ -131,6 +133,15 @@ class StateStore(Protocol):
         ...
 
     def has_thread(self, thread: str) -> bool: ...
+
+    def set_swatch(self, thread: str, user: str, image: Image.Image) -> Path:
+        """Keep ``image`` as the thread's swatch or print ("use this print on the dress"); it replaces an earlier
+        one (whose file stays for the variations made with it)."""
+        ...
+
+    def swatch(self, thread: str) -> Path | None:
+        """The thread's current swatch, or None."""
+        ...
 
     def latest_thread(self, prefix: str) -> str | None:
         """The most recently created thread whose id starts with ``prefix``."""
@@ -364,6 +375,16 @@ class Store(StateStore):
 
     def has_thread(self, thread: str) -> bool:
         return self._one("SELECT 1 FROM threads WHERE id = ?", (thread,)) is not None
+
+    def set_swatch(self, thread: str, user: str, image: Image.Image) -> Path:
+        path = save_png(image, self.thread_dir(thread) / f"swatch-{uuid.uuid4().hex[:8]}.png")
+        self._tx([("INSERT OR REPLACE INTO swatches (thread, path, created, user) VALUES (?, ?, ?, ?)",
+                   (thread, str(path), time.time(), user))])
+        return path
+
+    def swatch(self, thread: str) -> Path | None:
+        row = self._one("SELECT path FROM swatches WHERE thread = ?", (thread,))
+        return Path(row["path"]) if row else None
 
     def latest_thread(self, prefix: str) -> str | None:
         row = self._one("SELECT id FROM threads WHERE substr(id, 1, ?) = ? ORDER BY created DESC LIMIT 1",
@@ -648,6 +669,7 @@ class Store(StateStore):
                       ("DELETE FROM variations WHERE thread = ?", (thread,)),
                       ("DELETE FROM turns WHERE thread = ?", (thread,)),
                       ("DELETE FROM pending WHERE thread = ?", (thread,)),
+                      ("DELETE FROM swatches WHERE thread = ?", (thread,)),
                       ("DELETE FROM threads WHERE id = ?", (thread,)),
                       ("INSERT OR REPLACE INTO forgotten (thread, at, reason) VALUES (?,?,?)",
                        (thread, time.time(), reason))])

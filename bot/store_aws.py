@@ -432,6 +432,16 @@ class DynamoStore(StateStore):
     def original(self, thread: str) -> Path:
         return self._local(self._thread(thread)["original"])
 
+    def set_swatch(self, thread: str, user: str, image: Image.Image) -> Path:
+        path = self.thread_dir(thread) / f"swatch-{uuid.uuid4().hex[:8]}.png"
+        rel = self._save(image, path)  # in S3 before the thread names it
+        self._update(f"T#{thread}", "THREAD", "SET swatch = :s, swatch_user = :u", {":s": rel, ":u": user})
+        return path
+
+    def swatch(self, thread: str) -> Path | None:
+        rel = self._thread(thread).get("swatch")
+        return self._local(rel) if rel else None
+
     def base(self, thread: str) -> tuple[Path, Variation | None]:
         stack = self._thread(thread).get("base_stack") or []
         if stack:

@@ -13,7 +13,7 @@ from typing import TextIO
 from tqdm import tqdm
 
 from bot.engine import Engine
-from bot.events import FavoritesList, Files, Message, Photo, Question, Reply, Text, Variations
+from bot.events import FavoritesList, Files, Message, Photo, Question, Reply, Swatch, Text, Variations
 
 QUIT = {"quit", "exit", "q", ":q", "bye"}
 #: Slack's markup around words (_italic_, *bold*, `code`) — not the underscores inside names and paths
@@ -88,13 +88,22 @@ class TerminalChat:
                 bar.close()
         self.render(replies)
 
+    def swatch(self, path: Path) -> None:
+        """``swatch PATH``: the image at PATH becomes the thread's swatch (as sharing it in a Slack thread does)."""
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            self.say(f"I can't read {path}: {exc.strerror or exc}")
+            return
+        self.run_event(Swatch(thread=self.thread, user="you", image=data, filename=path.name))
+
     def start(self, photo: Path) -> int:
         # unique even for two chats started in the same second on one data dir
         self.thread = f"term:{photo.stem}-{int(time.time())}-{uuid.uuid4().hex[:6]}"
         self.run_event(Photo(thread=self.thread, user="you", image=photo.read_bytes(), filename=photo.name))
         if not self.engine.store.has_thread(self.thread):
             return 2
-        self.say("(type 'help' for commands, 'quit' to leave)")
+        self.say("(type 'help' for commands, 'swatch PATH' to share a swatch or print, 'quit' to leave)")
         while True:
             print("you> ", end="", file=self.stdout, flush=True)
             line = self.stdin.readline()
@@ -105,6 +114,9 @@ class TerminalChat:
                 continue
             if text.lower() in QUIT:
                 break
+            if text.lower().startswith("swatch "):  # the terminal's way to share a swatch or print into the thread
+                self.swatch(Path(text[len("swatch "):].strip().strip("'\"")).expanduser())
+                continue
             self.run_event(Message(thread=self.thread, user="you", text=text))
         wrote = self.out_dir.is_dir() and any(self.out_dir.iterdir())
         print(f"bye — everything is in {self.out_dir}" if wrote else "bye", file=self.stdout, flush=True)

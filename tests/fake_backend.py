@@ -34,9 +34,11 @@ def garment_mask(size: tuple[int, int]) -> np.ndarray:
     return box
 
 
-def fill(image: Image.Image, mask: np.ndarray, prompt: str, seed: int) -> Image.Image:
-    """``image`` with ``mask`` filled by the colour ``prompt`` and ``seed`` pick."""
-    colour = hashlib.sha1(f"{prompt}|{seed}".encode()).digest()[:3]
+def fill(image: Image.Image, mask: np.ndarray, prompt: str, seed: int, reference: Image.Image | None = None,
+         scale: float = 0.0) -> Image.Image:
+    """``image`` with ``mask`` filled by the colour ``prompt`` and ``seed`` (and a swatch, at its scale) pick."""
+    swatch = hashlib.sha1(reference.tobytes()).hexdigest() + f"@{scale:g}" if reference is not None else ""
+    colour = hashlib.sha1(f"{prompt}|{seed}|{swatch}".encode()).digest()[:3]
     out = np.asarray(image.convert("RGB")).copy()
     out[mask] = np.frombuffer(colour, dtype=np.uint8)
     return Image.fromarray(out)
@@ -50,13 +52,14 @@ class FakeBackend(Backend):
         self.segment_calls: list[list[str]] = []
         #: one entry per ``paint`` call: the Paint's fields, plus ``seeds``, ``seed`` (the first) and ``num_images``
         self.inpaint_calls: list[SimpleNamespace] = []
+        self.upscale_calls: list[SimpleNamespace] = []
 
     @property
     def prompts(self) -> list[str]:
         """The prompt of each inpainting call, in order."""
         return [r.prompt for r in self.inpaint_calls]
 
-    def _segment(self, small: Image.Image, garments: list[str], grow: int, threshold: float
+    def _segment(self, small: Image.Image, garments: list[str], grow: int, threshold: float, protect: bool = True
                  ) -> dict[str, np.ndarray]:
         self.segment_calls.append(list(garments))
         box = garment_mask(small.size)
@@ -67,11 +70,20 @@ class FakeBackend(Backend):
         self.inpaint_calls.append(SimpleNamespace(**asdict(paint), seeds=list(seeds), seed=seeds[0],
                                                   num_images=len(seeds), batch=batch))
         pictures = []
-        for seed in seeds:
-            pictures.append((seed, fill(image, mask, paint.prompt, seed)))
+        for seed in seeds:  # only the mask changes, whichever side its edge is: the rest stays bit-identical
+            pictures.append((seed, fill(image, mask, paint.prompt, seed, paint.reference, paint.reference_scale)))
             if progress:
                 progress(len(pictures), len(seeds))
         return Painted(pictures, 0, paint.look, 0.0)
+
+    def upscale(self, image: Image.Image, mask: np.ndarray, paint: Paint, seed: int, progress=None) -> Painted:
+        """"Upscaled": the mask's pixels one step brighter (a visible change there, none anywhere else)."""
+        self.upscale_calls.append(SimpleNamespace(**asdict(paint), seed=seed, mask=mask))
+        out = np.asarray(image.convert("RGB")).copy()
+        out[mask] = np.minimum(out[mask].astype(np.int16) + 1, 255).astype(np.uint8)
+        if progress:
+            progress(paint.steps, paint.steps)
+        return Painted([(seed, Image.fromarray(out))], 0, None, 0.0)
 
 
 class FakeEndpoint:

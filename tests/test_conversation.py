@@ -79,9 +79,9 @@ def test_chatter_questions_and_unsupported_requests_never_generate(chat):
     assert chat.say("we need the red one for the pitch deck", addressed=False) == []
     assert chat.answer("lol the skirt looks like a lampshade") == T.UNKNOWN
     # unsupported requests: what restyle cannot do, specifically, and the picture stays where it was
-    assert chat.answer("can you upscale #3") == T.UNSUPPORTED["upscale"]
+    assert chat.answer("is there a hi-res version of #3?") == T.UNSUPPORTED["upscale"]  # asked how, not asked to
     assert chat.answer("which of these would sell better") == T.UNSUPPORTED["compare"]
-    assert chat.answer("put her on a plain white background") == T.UNSUPPORTED["background"]
+    assert chat.answer("can you blur the background") == T.UNSUPPORTED["background"]  # restyle repaints, not blurs
     assert chat.answer("can you make her hair blonde") == T.UNSUPPORTED["hair"]
     assert chat.answer("can you do this for the other 20 photos?") == T.UNSUPPORTED["other_photos"]
     assert chat.answer("remove the belt") == T.UNSUPPORTED["removal"].format(what="belt")
