@@ -112,12 +112,18 @@ def _pythonpath_env(toolkit: str | None, extra: list[str]) -> dict[str, str]:
 
 
 def extract(tarball: bytes | Path, workdir: Path) -> Path:
-    """``model.tar.gz`` → ``<workdir>/model`` (what SageMaker puts in /opt/ml/model)."""
+    """``model.tar.gz`` → ``<workdir>/model`` (what SageMaker puts in /opt/ml/model); a folder (uncompressed model
+    data, as ``--network-isolation`` uploads it) is copied there as it is."""
     import io
 
     model_dir = workdir / "model"
     if model_dir.exists():
         shutil.rmtree(model_dir)
+    if isinstance(tarball, Path) and tarball.is_dir():
+        shutil.copytree(tarball, model_dir)
+        if not (model_dir / "code" / "inference.py").exists():
+            raise LocalError(f"{tarball} has no code/inference.py: is it the model data of `python -m deploy`?")
+        return model_dir
     model_dir.mkdir(parents=True)
     source = io.BytesIO(tarball) if isinstance(tarball, bytes) else open(tarball, "rb")  # noqa: SIM115
     with source, tarfile.open(fileobj=source, mode="r:gz") as tar:
