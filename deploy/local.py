@@ -172,6 +172,22 @@ def serve(tarball: bytes | Path, *, role: str, port: int, workdir: Path, model_i
     return LocalServer(process=process, port=port, workdir=workdir)
 
 
+def free_port() -> int:
+    """A free loopback port below 30000 (multi-model-server 1.1 refuses some in the ephemeral range)."""
+    import random
+    import socket
+
+    for _ in range(100):
+        port = random.randrange(18000, 30000)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise LocalError("no free loopback port between 18000 and 30000")
+
+
 def wait_ready(server: LocalServer, timeout: float = 300.0) -> None:
     """Until ``GET /ping`` answers 200 (the model loaded), or ``LocalError``."""
     import time

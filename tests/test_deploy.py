@@ -917,19 +917,9 @@ def test_staging_refuses_what_it_cannot_stage(offline, capsys, tmp_path):
 # --- 10. the packed model under the serving stack SageMaker really runs ------------------------------------------
 
 def _free_port() -> int:
-    """A free loopback port below 30000 (multi-model-server 1.1 refuses some in the ephemeral range)."""
-    import random
-    import socket
+    from deploy.local import free_port
 
-    for _ in range(100):
-        port = random.randrange(18000, 30000)
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise RuntimeError("no free port")
+    return free_port()
 
 
 @pytest.fixture(scope="module")
