@@ -518,8 +518,8 @@ class Bench:
             return segmenter.forward(pixels, all_prompts)
 
         reps = max(self.reps, 10) if self.mode != "tiny" else 2
-        # The baseline runs before the model server starts: not interleaved, because on a small machine the running
-        # multi-model-server stack (its Python worker, even idle) takes CPU from this process and would inflate it.
+        # The baseline runs before the model server starts (not interleaved), so the server's Java frontend and
+        # Python worker cannot take CPU from this process while it is timed.
         t = interleaved({"raw": raw}, reps)
         with tempfile.TemporaryDirectory(prefix="restyle-bench-toolkit-") as tmp:
             weights = Path(tmp, "clipseg")
