@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import hashlib
 import json
 import os
 import sys
@@ -25,9 +26,12 @@ from deploy.plan import (
     DEFAULT_MIN_INSTANCES,
     DEFAULT_PREFIX,
     DEFAULT_TRAIN_INSTANCE_TYPE,
+    DEFAULT_UPSCALE_MODEL,
+    ISOLATED_LOOKS,
     PLACEHOLDER_ACCOUNT,
     PLACEHOLDER_BUCKET,
     PLACEHOLDER_ROLE_ARN,
+    REALTIME_ROLES,
     TRAINING_PROGRAMS,
     PlanError,
     Settings,
@@ -45,6 +49,7 @@ from deploy.plan import (
     validate_settings,
     validate_training,
 )
+from model.schemas import format_looks, parse_looks
 
 
 class UsageError(ValueError):
@@ -83,17 +88,23 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--clipseg-endpoint", help="endpoint name (default: <prefix>-clipseg)")
     e.add_argument("--inpaint-endpoint", help="endpoint name (default: <prefix>-inpaint)")
     e.add_argument("--async-endpoint", help="endpoint name (default: <prefix>-inpaint-async)")
+    e.add_argument("--upscale-endpoint", help="endpoint name (default: <prefix>-upscale)")
     e.add_argument("--instance-type", default=DEFAULT_INSTANCE_TYPE,
-                   help="instance type of all three endpoints (default: %(default)s)")
+                   help="instance type of every endpoint (default: %(default)s)")
     e.add_argument("--clipseg-instance-type", help="override --instance-type for the clipseg endpoint")
     e.add_argument("--inpaint-instance-type", help="override --instance-type for the inpaint endpoint")
     e.add_argument("--async-instance-type", help="override --instance-type for the async endpoint")
+    e.add_argument("--upscale-instance-type", help="override --instance-type for the upscale endpoint")
     e.add_argument("--clipseg-model", default=DEFAULT_CLIPSEG_MODEL,
                    help="Hub id, local folder (staged to S3 by up) or s3:// URI of a fine-tuned model "
                         "(default: %(default)s)")
     e.add_argument("--inpaint-model", default=DEFAULT_INPAINT_MODEL,
                    help="Hub id, local folder (staged to S3 by up) or s3:// URI of a fine-tuned model "
                         "(default: %(default)s)")
+    e.add_argument("--upscale-model", metavar="REF",
+                   help="add a real-time <prefix>-upscale endpoint (RESTYLE_ROLE=upscale) serving this Hub id "
+                        f"(e.g. {DEFAULT_UPSCALE_MODEL}), local folder (staged to S3 by up) or s3:// URI; off "
+                        "unless given")
     e.add_argument("--wheels", metavar="DIR",
                    help="pack every package the image lacks from DIR (python -m deploy wheels --dest DIR) into "
                         "model.tar.gz and install them at start with no network")
@@ -113,6 +124,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="scale-out target, invocations per instance per minute (default: %(default)s)")
     e.add_argument("--inpaint-target-invocations", type=float, default=10.0,
                    help="scale-out target, invocations per instance per minute (default: %(default)s)")
+    e.add_argument("--upscale-target-invocations", type=float, default=10.0,
+                   help="scale-out target, invocations per instance per minute (default: %(default)s)")
     e.add_argument("--async-target-backlog", type=float, default=4.0,
                    help="async scale-out target, queued requests per instance (default: %(default)s)")
     e.add_argument("--async-max-concurrency", type=int, default=2,
@@ -125,6 +138,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "seconds (default: %(default)s)")
     h.add_argument("--inpaint-latency-alarm-s", type=float, default=45.0,
                    help="the same for the inpaint endpoint (default: %(default)s)")
+    h.add_argument("--upscale-latency-alarm-s", type=float, default=60.0,
+                   help="the same for the upscale endpoint (default: %(default)s)")
     h.add_argument("--gpu-memory-alarm", type=float, default=90.0,
                    help="alarm when GPUMemoryUtilization exceeds this percentage (default: %(default)s)")
     h.add_argument("--data-capture", type=float, default=0.0, metavar="PERCENT",
@@ -134,7 +149,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="expire async inputs, outputs, failures and data capture after this many days "
                         "(S3 lifecycle rules; default: %(default)s)")
     h.add_argument("--network-isolation", action="store_true",
-                   help="run the containers with no network access (the weights must then be in model.tar.gz)")
+                   help="run the containers with no network access: each role's code, wheels (--wheels, "
+                        "required), weights (local folders, or Hub ids downloaded on this machine) and looks go to "
+                        "one uncompressed S3 prefix that SageMaker copies to /opt/ml/model itself")
     h.add_argument("--vpc-subnets", type=_id_list, default=(), metavar="SUBNET,...",
                    help="run the endpoints in these VPC subnets (with --vpc-security-groups)")
     h.add_argument("--vpc-security-groups", type=_id_list, default=(), metavar="SG,...",
@@ -180,13 +197,17 @@ def build_parser() -> argparse.ArgumentParser:
     loc = sub.add_parser("local", help="serve a model.tar.gz on loopback under the Hugging Face toolkit and "
                                        "multi-model-server, as the SageMaker image does (no AWS, no Docker)")
     loc.add_argument("tarball", nargs="?", help="a model.tar.gz (default: pack this checkout's model/ now)")
-    loc.add_argument("--role", required=True, choices=["clipseg", "inpaint"], help="RESTYLE_ROLE of the endpoint")
+    loc.add_argument("--role", required=True, choices=list(REALTIME_ROLES), help="RESTYLE_ROLE of the endpoint")
     loc.add_argument("--port", type=int, default=8080, help="loopback port for /ping and /invocations "
                                                             "(default: %(default)s)")
     loc.add_argument("--tiny", metavar="DIR", nargs="?", const=".cache/tiny",
                      help="serve the tiny random checkpoints from DIR (built there if missing)")
     loc.add_argument("--model", help="RESTYLE_MODEL_ID: a local folder (the Hub is off: HF_HUB_OFFLINE=1)")
     loc.add_argument("--lora", help="RESTYLE_LORA for the inpaint role")
+    loc.add_argument("--isolated", action="store_true",
+                     help="serve the uncompressed model data --network-isolation uploads (code/, the --tiny or "
+                          "--model weights at the root, looks/) with RESTYLE_MODEL_ID unset: model_fn loads "
+                          "/opt/ml/model's stand-in itself")
     loc.add_argument("--toolkit", default=os.environ.get("RESTYLE_TOOLKIT_DIR"),
                      help="a folder the toolkit packages were pip install --target-ed into "
                           "(env RESTYLE_TOOLKIT_DIR; default: the current environment)")
@@ -264,28 +285,34 @@ def _checked(args: argparse.Namespace, session: boto3.Session, region: str) -> S
     settings = _settings(args, region, PLACEHOLDER_ACCOUNT, session.get_partition_for_region(region))
     if args.command == "down":
         check_common(settings)
-        names_for(settings)
+        names_for(settings, every=True)
     else:
         validate_settings(settings)
     return settings
 
 
 def _plan(args, session, region):
-    """(plan, model bundle, weights to stage).  Model flags naming a local folder (and Hub ids with
-    --stage-weights) are hashed here and planned as their s3:// staging prefix."""
-    _checked(args, session, region)  # usage errors before any AWS call and the slow parts
+    """(plan, model bundle, what to upload first).  Model flags naming a local folder (and Hub ids with
+    --stage-weights) are hashed here and planned as their s3:// staging prefix; with --network-isolation each role
+    becomes one uncompressed model-data prefix instead."""
+    roles = _checked(args, session, region).roles()  # usage errors before any AWS call and the slow parts
     account, partition = _identity(args, session, region)
-    stage_hub = getattr(args, "stage_weights", False)
+    isolated = getattr(args, "network_isolation", False)
+    stage_hub = getattr(args, "stage_weights", False) or isolated  # isolated: Hub ids resolved on this machine
+    wheels_dir = getattr(args, "wheels", None)
+    if isolated and wheels_dir is None:
+        raise UsageError("--network-isolation needs --wheels DIR (python -m deploy wheels --dest DIR): an isolated "
+                         "container cannot pip install code/requirements.txt from PyPI at start")
     try:
-        staged = weights.plan_staging({"clipseg": args.clipseg_model, "inpaint": args.inpaint_model},
-                                      stage_hub=stage_hub)
-        looks = weights.plan_look_staging(args.lora, stage_hub=stage_hub)
+        staged = weights.plan_staging({r: getattr(args, f"{r}_model") for r in roles}, stage_hub=stage_hub)
+        looks = weights.plan_look_staging(args.lora, stage_hub=stage_hub) if "inpaint" in roles else {}
     except weights.StagingError as exc:
         raise UsageError(str(exc)) from None
     bucket = args.bucket or PLACEHOLDER_BUCKET
-    wheels_dir = getattr(args, "wheels", None)
     if wheels_dir is not None and not os.path.isdir(wheels_dir):
         raise UsageError(f"--wheels {wheels_dir}: no such folder (fill it with python -m deploy wheels --dest DIR)")
+    if isolated:
+        return _isolated_plan(args, session, region, account, partition, staged, looks, wheels_dir)
     for role, w in staged.items():
         setattr(args, f"{role}_model", w.uri(bucket, args.prefix))
     if looks:
@@ -296,10 +323,18 @@ def _plan(args, session, region):
                                   for name, ref in refs.items()})
         staged.update({f"look:{name}": w for name, w in looks.items()})
     settings = _settings(args, region, account, partition)
+    bundle = _bundle(wheels_dir)
+    return build_plan(settings, artifact_sha256=bundle.sha256, images=_images(args, settings, region)), bundle, staged
+
+
+def _bundle(wheels_dir: str | None) -> package.Bundle:
     try:
-        bundle = package.model_tarball(wheels=Path(wheels_dir) if wheels_dir else None)
+        return package.model_tarball(wheels=Path(wheels_dir) if wheels_dir else None)
     except FileNotFoundError as exc:
         raise UsageError(f"--wheels: {exc}") from None
+
+
+def _images(args: argparse.Namespace, settings: Settings, region: str) -> dict[str, str]:
     images = {}
     for itype in sorted(set(instance_types(settings).values())):
         image = args.image_uri or resolve_image(region, itype, "inference")
@@ -307,13 +342,34 @@ def _plan(args, session, region):
             raise UsageError(f"the installed sagemaker SDK knows no Hugging Face inference image for {itype} in "
                              f"{region}; pass --image-uri")
         images[itype] = image
-    return build_plan(settings, artifact_sha256=bundle.sha256, images=images), bundle, staged
+    return images
+
+
+def _isolated_plan(args, session, region, account, partition, staged, looks, wheels_dir):
+    """--network-isolation: one uncompressed model-data prefix per role (code/ + wheels, the weights, looks/)."""
+    bundle = _bundle(wheels_dir)
+    bucket = args.bucket or PLACEHOLDER_BUCKET
+    data = {}
+    try:
+        for role, w in staged.items():
+            data[role] = weights.model_data(role, bundle.data, bundle.sha256, w,
+                                            looks if role == "inpaint" else None)
+    except weights.StagingError as exc:
+        raise UsageError(str(exc)) from None
+    args.isolated_data = tuple((role, d.uri(bucket, args.prefix)) for role, d in data.items())
+    settings = _settings(args, region, account, partition)
+    plan = build_plan(settings, artifact_sha256=bundle.sha256, images=_images(args, settings, region))
+    return plan, bundle, data
 
 
 def _staging_text(staged: dict, bucket: str, prefix: str) -> str:
-    return "".join(f"\n  weights   {w.source} -> {w.uri(bucket, prefix)}  ({len(w.files)} files, "
-                   f"{w.size / 1e6:.1f} MB; the endpoint copies it from S3, never from the Hub)"
-                   for w in staged.values())
+    return "".join(
+        f"\n  model data {w.source} -> {w.uri(bucket, prefix)}  ({len(w.files)} files, {w.size / 1e6:.1f} MB: "
+        "code/ with wheels, weights, looks/; SageMaker copies it to /opt/ml/model, nothing is fetched at start)"
+        if isinstance(w, weights.ModelData) else
+        f"\n  weights   {w.source} -> {w.uri(bucket, prefix)}  ({len(w.files)} files, "
+        f"{w.size / 1e6:.1f} MB; the endpoint copies it from S3, never from the Hub)"
+        for w in staged.values())
 
 
 def _report(args, command: str, changes) -> int:
@@ -385,7 +441,7 @@ def cmd_down(args: argparse.Namespace) -> int:
     session, region = _session(args)
     _checked(args, session, region)  # usage errors before any AWS call
     account, partition = _identity(args, session, region)
-    names = names_for(_settings(args, region, account, partition))
+    names = names_for(_settings(args, region, account, partition), every=True)  # optional endpoints too
     topics = topic_arns(names, partition, region, account)
     if args.dry_run:
         targets = {
@@ -502,6 +558,13 @@ def cmd_local(args: argparse.Namespace) -> int:
         raise UsageError("give --tiny, --model FOLDER, or a model.tar.gz that holds its weights")
     tarball = Path(args.tarball) if args.tarball else package.model_tarball().data
     workdir = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="restyle-local-"))
+    if args.isolated:  # the layout --network-isolation uploads, served as SageMaker would copy it
+        if model_id is None:
+            raise UsageError("--isolated needs --tiny or --model FOLDER (the weights laid out next to code/)")
+        data = _local_model_data(args.role, tarball, model_id, lora)
+        tarball = data.write_to(workdir / "model-data")
+        model_id = None
+        lora = format_looks({n: f"{ISOLATED_LOOKS}/{n}" for n in parse_looks(lora)}) if lora else None
     try:
         server = local.serve(tarball, role=args.role, port=args.port, workdir=workdir, model_id=model_id, lora=lora,
                              toolkit=args.toolkit, log_file=Path(args.log) if args.log else None)
@@ -527,6 +590,16 @@ def cmd_local(args: argparse.Namespace) -> int:
         return 0
     finally:
         server.stop()
+
+
+def _local_model_data(role: str, tarball: bytes | Path, folder: str, lora: str | None) -> weights.ModelData:
+    data = tarball if isinstance(tarball, bytes) else Path(tarball).read_bytes()
+    try:
+        looks = {n: weights.scan(f"look-{n}", ref, Path(ref), flag="--lora") for n, ref in parse_looks(lora).items()}
+        return weights.model_data(role, data, hashlib.sha256(data).hexdigest(),
+                                  weights.scan(role, folder, Path(folder), flag="--model"), looks)
+    except weights.StagingError as exc:
+        raise UsageError(str(exc)) from None
 
 
 COMMANDS = {"up": cmd_up, "status": cmd_status, "down": cmd_down, "train": cmd_train, "local": cmd_local,

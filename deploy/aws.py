@@ -200,7 +200,9 @@ class Deployer:
         self._record("created", kind, url, f"{len(bundle.data)} bytes")
 
     def stage_weights(self, bucket: str, key_prefix: str, w, kms_key: str | None = None) -> None:
-        """Upload a local weights folder under ``key_prefix/`` once; ``key_prefix.complete`` marks it done."""
+        """Upload staged weights or an isolated endpoint's model data (``w.items()``: relative key -> local file or
+        bytes) under ``key_prefix/`` once; ``key_prefix.complete`` (outside the prefix) marks it done."""
+        kind = "model data" if "/model-data/" in f"/{key_prefix}" else "weights"
         url = f"s3://{bucket}/{key_prefix}/"
         marker = f"{key_prefix}.complete"
         extra: dict = {"ServerSideEncryption": "aws:kms", "SSEKMSKeyId": kms_key} if kms_key else {}
@@ -208,14 +210,17 @@ class Deployer:
             from urllib.parse import urlencode
 
             extra["Tagging"] = urlencode(list(self.tags))
-        with aws("weights", url):
+        with aws(kind, url):
             if _describe(self.s3.head_object, Bucket=bucket, Key=marker) is not None:
-                self._record("unchanged", "weights", url, w.source)
+                self._record("unchanged", kind, url, w.source)
                 return
-            for rel in w.files:
-                self.s3.upload_file(str(w.folder / rel), bucket, f"{key_prefix}/{rel}", ExtraArgs=dict(extra))
+            for rel, value in w.items():
+                if isinstance(value, bytes):
+                    self.s3.put_object(Bucket=bucket, Key=f"{key_prefix}/{rel}", Body=value, **extra)
+                else:
+                    self.s3.upload_file(str(value), bucket, f"{key_prefix}/{rel}", ExtraArgs=dict(extra))
             self.s3.put_object(Bucket=bucket, Key=marker, Body=f"{w.digest}\n".encode(), **extra)
-        self._record("created", "weights", url, f"{w.source}: {len(w.files)} files, {w.size / 1e6:.1f} MB")
+        self._record("created", kind, url, f"{w.source}: {len(w.files)} files, {w.size / 1e6:.1f} MB")
 
     def _lifecycle(self, bucket: str, rules: list[dict]) -> None:
         """Our expiry rules merged into the bucket's lifecycle configuration (other rules are kept)."""
@@ -277,11 +282,13 @@ class Deployer:
             extra: dict = {"EnableNetworkIsolation": True} if m.network_isolation else {}
             if m.vpc_config:
                 extra["VpcConfig"] = m.vpc_config
-            self.sm.create_model(
-                ModelName=m.name, ExecutionRoleArn=m.execution_role_arn,
-                PrimaryContainer={"Image": m.image, "ModelDataUrl": m.model_data_url,
-                                  "Environment": m.environment},
-                Tags=self._tag_list(ep.name), **extra)
+            container: dict = {"Image": m.image, "Environment": m.environment}
+            if m.model_data_source:
+                container["ModelDataSource"] = m.model_data_source
+            else:
+                container["ModelDataUrl"] = m.model_data_url
+            self.sm.create_model(ModelName=m.name, ExecutionRoleArn=m.execution_role_arn,
+                                 PrimaryContainer=container, Tags=self._tag_list(ep.name), **extra)
         self._record("created", "model", m.name)
 
     def _config(self, ep: EndpointPlan) -> None:

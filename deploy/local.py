@@ -112,12 +112,18 @@ def _pythonpath_env(toolkit: str | None, extra: list[str]) -> dict[str, str]:
 
 
 def extract(tarball: bytes | Path, workdir: Path) -> Path:
-    """``model.tar.gz`` → ``<workdir>/model`` (what SageMaker puts in /opt/ml/model)."""
+    """``model.tar.gz`` → ``<workdir>/model`` (what SageMaker puts in /opt/ml/model); a folder (uncompressed model
+    data, as ``--network-isolation`` uploads it) is copied there as it is."""
     import io
 
     model_dir = workdir / "model"
     if model_dir.exists():
         shutil.rmtree(model_dir)
+    if isinstance(tarball, Path) and tarball.is_dir():
+        shutil.copytree(tarball, model_dir)
+        if not (model_dir / "code" / "inference.py").exists():
+            raise LocalError(f"{tarball} has no code/inference.py: is it the model data of `python -m deploy`?")
+        return model_dir
     model_dir.mkdir(parents=True)
     source = io.BytesIO(tarball) if isinstance(tarball, bytes) else open(tarball, "rb")  # noqa: SIM115
     with source, tarfile.open(fileobj=source, mode="r:gz") as tar:
@@ -164,6 +170,22 @@ def serve(tarball: bytes | Path, *, role: str, port: int, workdir: Path, model_i
     process = subprocess.Popen([sys.executable, "-c", LAUNCHER], env=env, cwd=workdir,
                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     return LocalServer(process=process, port=port, workdir=workdir)
+
+
+def free_port() -> int:
+    """A free loopback port below 30000 (multi-model-server 1.1 refuses some in the ephemeral range)."""
+    import random
+    import socket
+
+    for _ in range(100):
+        port = random.randrange(18000, 30000)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise LocalError("no free loopback port between 18000 and 30000")
 
 
 def wait_ready(server: LocalServer, timeout: float = 300.0) -> None:

@@ -18,11 +18,17 @@ import re
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 
-from model.schemas import parse_looks
+from model.schemas import format_looks, parse_looks
 
 DEFAULT_PREFIX = "restyle"
 DEFAULT_CLIPSEG_MODEL = "CIDAS/clipseg-rd64-refined"
 DEFAULT_INPAINT_MODEL = "stable-diffusion-v1-5/stable-diffusion-inpainting"
+DEFAULT_UPSCALE_MODEL = "stabilityai/stable-diffusion-x4-upscaler"
+#: The real-time endpoints' roles (RESTYLE_ROLE), in plan order; each has the flags --<role>-model, -endpoint,
+#: -instance-type, -target-invocations and -latency-alarm-s.  An optional role has no endpoint unless its model is
+#: given; the async endpoint serves the inpaint role.
+REALTIME_ROLES = ("clipseg", "inpaint", "upscale")
+OPTIONAL_ROLES = ("upscale",)
 DEFAULT_INSTANCE_TYPE = "ml.g5.xlarge"
 DEFAULT_TRAIN_INSTANCE_TYPE = "ml.g5.2xlarge"
 #: Real-time endpoints start with (and never scale below) this many instances: SageMaker spreads them over AZs.
@@ -45,6 +51,8 @@ _BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")  # S3 general pur
 _ROLE_ARN_RE = re.compile(r"^arn:aws[-a-z]*:iam::[0-9]{12}:role/[\w+=,.@/-]+$")
 _REGION_RE = re.compile(r"^[a-z]{2}(-[a-z]+)+-[0-9]+$")  # us-east-1, us-gov-west-1, eu-isoe-west-1
 RESERVED_HP_PREFIX = "sagemaker_"  # the training toolkit's own hyperparameters (entry point, code, region, ...)
+#: In an isolated endpoint's model data, the looks' folder (relative to /opt/ml/model).
+ISOLATED_LOOKS = "looks"
 
 
 class PlanError(ValueError):
@@ -64,24 +72,29 @@ class Settings:
     clipseg_endpoint: str | None = None
     inpaint_endpoint: str | None = None
     async_endpoint: str | None = None
+    upscale_endpoint: str | None = None
     instance_type: str = DEFAULT_INSTANCE_TYPE
     clipseg_instance_type: str | None = None
     inpaint_instance_type: str | None = None
     async_instance_type: str | None = None
+    upscale_instance_type: str | None = None
     clipseg_model: str = DEFAULT_CLIPSEG_MODEL
     inpaint_model: str = DEFAULT_INPAINT_MODEL
+    upscale_model: str | None = None  # no upscale endpoint unless given
     lora: str | None = None
     min_instances: int = DEFAULT_MIN_INSTANCES
     max_instances: int = 4
     async_max_instances: int = 2
     clipseg_target_invocations: float = 300.0
     inpaint_target_invocations: float = 10.0
+    upscale_target_invocations: float = 10.0
     async_target_backlog: float = 4.0
     async_max_concurrency: int = 2
     image_uri: str | None = None
     # production defaults and hardening
     clipseg_latency_alarm_s: float = 5.0
     inpaint_latency_alarm_s: float = 45.0
+    upscale_latency_alarm_s: float = 60.0
     gpu_memory_alarm: float = 90.0
     data_capture: float = 0.0  # percent of real-time requests captured to S3; 0 = off
     s3_retention_days: int = 7
@@ -90,6 +103,21 @@ class Settings:
     vpc_security_groups: tuple[str, ...] = ()
     kms_key: str | None = None
     tags: tuple[tuple[str, str], ...] = ()
+    #: --network-isolation: role -> s3://…/ prefix of its uncompressed model data (code/, the weights, looks/),
+    #: made by the CLI from local folders (deploy/weights.py ``ModelData``); SageMaker copies it to /opt/ml/model.
+    isolated_data: tuple[tuple[str, str], ...] = ()
+
+    def roles(self) -> tuple[str, ...]:
+        """The real-time roles this plan deploys (optional ones only when their model is given)."""
+        return tuple(r for r in REALTIME_ROLES if r not in OPTIONAL_ROLES or getattr(self, f"{r}_model"))
+
+    def model_of(self, role: str) -> str:
+        return getattr(self, f"{role}_model")
+
+
+def role_of(key: str) -> str:
+    """The RESTYLE_ROLE an endpoint key serves (the async endpoint serves inpaint)."""
+    return "inpaint" if key == "async" else key
 
 
 @dataclass(frozen=True)
@@ -97,7 +125,7 @@ class Names:
     """Resource names derived from the prefix (and per-endpoint overrides)."""
 
     prefix: str
-    endpoints: dict[str, str]  # key (clipseg | inpaint | async) -> endpoint name
+    endpoints: dict[str, str]  # key (clipseg | inpaint | async | upscale) -> endpoint name
     success_topic: str
     error_topic: str
     alarm: str
@@ -126,9 +154,10 @@ LIFECYCLE_FOLDERS = ("async-in", "async-out", "async-failures", "data-capture")
 class ModelSpec:
     name: str
     image: str
-    model_data_url: str
     environment: dict[str, str]
     execution_role_arn: str
+    model_data_url: str | None = None  # model.tar.gz, or
+    model_data_source: dict | None = None  # --network-isolation: the uncompressed S3 prefix (ModelDataSource)
     network_isolation: bool = False
     vpc_config: dict | None = None
 
@@ -180,7 +209,7 @@ class MonitorSpec:
 
 @dataclass(frozen=True)
 class EndpointPlan:
-    key: str  # clipseg | inpaint | async
+    key: str  # clipseg | inpaint | async | upscale
     name: str
     mode: str  # real-time | async
     model: ModelSpec
@@ -275,19 +304,22 @@ def check_common(s: Settings | TrainSettings) -> None:
     check_role_arn(s.role_arn)
 
 
-def names_for(s: Settings) -> Names:
+def endpoint_keys(s: Settings, every: bool = False) -> list[str]:
+    """The endpoints planned, in order; ``every`` adds the optional ones (``down`` deletes them when present)."""
+    roles = REALTIME_ROLES if every else s.roles()
+    return [r for r in roles if r not in OPTIONAL_ROLES] + ["async"] + [r for r in roles if r in OPTIONAL_ROLES]
+
+
+def names_for(s: Settings, every: bool = False) -> Names:
     _check_name(s.prefix, "--prefix", room=len("-inpaint-async-12345678"))
-    _check_not_empty([("--clipseg-endpoint", s.clipseg_endpoint), ("--inpaint-endpoint", s.inpaint_endpoint),
-                      ("--async-endpoint", s.async_endpoint)])
-    endpoints = {
-        "clipseg": s.clipseg_endpoint or f"{s.prefix}-clipseg",
-        "inpaint": s.inpaint_endpoint or f"{s.prefix}-inpaint",
-        "async": s.async_endpoint or f"{s.prefix}-inpaint-async",
-    }
+    keys = endpoint_keys(s, every)
+    _check_not_empty([(f"--{k}-endpoint", getattr(s, f"{k}_endpoint")) for k in keys])
+    defaults = {"async": f"{s.prefix}-inpaint-async"}
+    endpoints = {k: getattr(s, f"{k}_endpoint") or defaults.get(k, f"{s.prefix}-{k}") for k in keys}
     for key, name in endpoints.items():
         _check_name(name, f"endpoint name ({key})", room=9)  # room for "-<8 hex>" version suffixes
-    if len(set(endpoints.values())) != 3:
-        raise PlanError(f"the three endpoint names must differ, got {sorted(endpoints.values())}")
+    if len(set(endpoints.values())) != len(endpoints):
+        raise PlanError(f"the {len(endpoints)} endpoint names must differ, got {sorted(endpoints.values())}")
     return Names(
         prefix=s.prefix,
         endpoints=endpoints,
@@ -318,8 +350,16 @@ def hub_refs(role: str, model: str, lora: str | None) -> list[str]:
     return refs
 
 
-def _environment(role: str, model: str, lora: str | None, *, is_async: bool) -> dict[str, str]:
+def _environment(role: str, model: str, lora: str | None, *, is_async: bool, isolated: bool = False
+                 ) -> dict[str, str]:
     env = {"SAGEMAKER_PROGRAM": "inference.py", "SAGEMAKER_MODEL_SERVER_WORKERS": "1", "RESTYLE_ROLE": role}
+    if isolated:  # SageMaker copied code/, the weights and looks/ to /opt/ml/model: model_fn loads model_dir
+        if lora and role == "inpaint":
+            env["RESTYLE_LORA"] = format_looks({name: f"{ISOLATED_LOOKS}/{name}" for name in parse_looks(lora)})
+        env["HF_HUB_OFFLINE"] = "1"
+        if is_async:
+            env["SAGEMAKER_MODEL_SERVER_TIMEOUT"] = "900"
+        return env
     if model.startswith("s3://"):
         env["RESTYLE_ARTIFACT_S3"] = model  # code/inference.py downloads it; RESTYLE_MODEL_ID stays unset
     else:
@@ -383,8 +423,8 @@ def _validate_hardening(s: Settings) -> None:
         raise PlanError("--vpc-subnets takes at most 16 ids and --vpc-security-groups at most 5")
     if s.kms_key is not None and not _KMS_RE.match(s.kms_key):
         raise PlanError(f"--kms-key {s.kms_key!r} is not a KMS key id, key ARN, alias/NAME or alias ARN")
-    for flag, value, hi in [("--clipseg-latency-alarm-s", s.clipseg_latency_alarm_s, 3600.0),
-                            ("--inpaint-latency-alarm-s", s.inpaint_latency_alarm_s, 3600.0),
+    for flag, value, hi in [*((f"--{r}-latency-alarm-s", getattr(s, f"{r}_latency_alarm_s"), 3600.0)
+                              for r in REALTIME_ROLES),
                             ("--gpu-memory-alarm", s.gpu_memory_alarm, 800.0)]:
         if not math.isfinite(value) or not 0 < value <= hi:
             raise PlanError(f"{flag} must be a number > 0 and <= {hi:g}, got {value}")
@@ -392,23 +432,37 @@ def _validate_hardening(s: Settings) -> None:
         raise PlanError(f"--data-capture is a percentage of requests, 0-100 (0 = off), got {s.data_capture}")
     if not 1 <= s.s3_retention_days <= 3650:
         raise PlanError(f"--s3-retention-days must be 1-3650, got {s.s3_retention_days}")
-    if s.network_isolation:
-        fetched = [(key, ref) for key, role, model in (("clipseg", "clipseg", s.clipseg_model),
-                                                       ("inpaint", "inpaint", s.inpaint_model))
-                   for ref in ([model] if model.startswith("s3://") else []) + hub_refs(role, model, s.lora)]
-        fetched += [("inpaint", ref) for ref in parse_looks(s.lora).values() if ref.startswith("s3://")]
-        if fetched:
-            key, ref = fetched[0]
-            raise PlanError(f"--network-isolation: the {key} endpoint would fetch {ref} when it starts, which an "
-                            "isolated container cannot; the weights must be inside model.tar.gz first (not done by "
-                            "deploy yet, see docs/deploy.md)")
+    if s.network_isolation:  # what deploy cannot put into an isolated endpoint's model data
+        remote = [(role, s.model_of(role)) for role in s.roles() if s.model_of(role).startswith("s3://")]
+        remote += [("inpaint", ref) for ref in parse_looks(s.lora).values() if ref.startswith("s3://")]
+        if remote:
+            role, ref = remote[0]
+            raise PlanError(f"--network-isolation: the {role} endpoint would fetch {ref} from S3 when it starts, "
+                            "which an isolated container cannot, and deploy does not copy s3:// models into its "
+                            "model data; download it and pass the local folder instead")
+
+
+def _check_isolated(s: Settings) -> dict[str, str]:
+    """role -> its model data prefix; every role an isolated plan deploys must have one."""
+    data = dict(s.isolated_data)
+    for role in s.roles():
+        if role not in data:
+            refs = [s.model_of(role)] + ([r for r in parse_looks(s.lora).values()] if role == "inpaint" else [])
+            ref = next((r for r in refs if not r.startswith("s3://")), refs[0])
+            raise PlanError(f"--network-isolation: the {role} endpoint would fetch {ref} when it starts, which an "
+                            "isolated container cannot; give the weights as a local folder or a Hub id that "
+                            "python -m deploy up resolves on this machine (docs/deploy.md)")
+        uri = data[role]
+        if not (uri.startswith("s3://") and uri.endswith("/")):
+            raise PlanError(f"model data of {role} must be an s3://BUCKET/PREFIX/ ending in '/', got {uri!r}")
+    return data
 
 
 def _validate(s: Settings) -> None:
     check_common(s)
-    _check_not_empty([("--instance-type", s.instance_type), ("--clipseg-instance-type", s.clipseg_instance_type),
-                      ("--inpaint-instance-type", s.inpaint_instance_type),
-                      ("--async-instance-type", s.async_instance_type), ("--image-uri", s.image_uri)])
+    _check_not_empty([("--instance-type", s.instance_type), ("--image-uri", s.image_uri),
+                      *((f"--{k}-instance-type", getattr(s, f"{k}_instance_type"))
+                        for k in (*REALTIME_ROLES, "async"))])
     if s.min_instances < 1:
         raise PlanError("--min-instances must be >= 1: the real-time endpoints never scale to zero")
     if s.max_instances < s.min_instances:
@@ -417,16 +471,15 @@ def _validate(s: Settings) -> None:
         raise PlanError("--async-max-instances must be >= 1")
     if s.async_max_concurrency < 1:
         raise PlanError("--async-max-concurrency must be >= 1")
-    for flag, value in [("--clipseg-target-invocations", s.clipseg_target_invocations),
-                        ("--inpaint-target-invocations", s.inpaint_target_invocations),
+    for flag, value in [*((f"--{r}-target-invocations", getattr(s, f"{r}_target_invocations"))
+                          for r in REALTIME_ROLES),
                         ("--async-target-backlog", s.async_target_backlog)]:
         if not math.isfinite(value) or value <= 0:
             raise PlanError(f"{flag} must be a finite number > 0, got {value}")
-    for flag, value in [("--clipseg-model", s.clipseg_model), ("--inpaint-model", s.inpaint_model),
-                        ("--lora", s.lora)]:
+    for flag, value in [*((f"--{r}-model", s.model_of(r)) for r in REALTIME_ROLES), ("--lora", s.lora)]:
         if value is not None and not value.strip():
             raise PlanError(f"{flag} must be a Hub id or an s3:// URI, got {value!r}")
-        if flag != "--lora" and value.startswith("s3://"):
+        if flag != "--lora" and value and value.startswith("s3://"):
             check_s3_uri(value, flag)
     if s.lora:  # brand looks, checked here rather than when an endpoint fails to start
         try:
@@ -448,11 +501,8 @@ def validate_settings(s: Settings) -> None:
 
 
 def instance_types(s: Settings) -> dict[str, str]:
-    return {
-        "clipseg": s.clipseg_instance_type or s.instance_type,
-        "inpaint": s.inpaint_instance_type or s.instance_type,
-        "async": s.async_instance_type or s.instance_type,
-    }
+    """endpoint key -> instance type, for the endpoints the plan deploys."""
+    return {k: getattr(s, f"{k}_instance_type") or s.instance_type for k in endpoint_keys(s)}
 
 
 def artifact_key(s3_prefix: str, sha256: str) -> str:
@@ -467,18 +517,22 @@ def build_plan(s: Settings, *, artifact_sha256: str, images: Mapping[str, str]) 
     key = artifact_key(names.s3_prefix, artifact_sha256)
     data_url = f"s3://{s.bucket}/{key}"
     topics = topic_arns(names, s.partition, s.region, s.account_id)
-    roles = {"clipseg": ("clipseg", s.clipseg_model), "inpaint": ("inpaint", s.inpaint_model),
-             "async": ("inpaint", s.inpaint_model)}
+    isolated = _check_isolated(s) if s.network_isolation else {}
     endpoints = []
     for ep_key, endpoint in names.endpoints.items():
         is_async = ep_key == "async"
-        role, model_id = roles[ep_key]
+        role = role_of(ep_key)
         content = {
             "image": s.image_uri or images[types[ep_key]],
             "model_data_url": data_url,
-            "environment": _environment(role, model_id, s.lora, is_async=is_async),
+            "environment": _environment(role, s.model_of(role), s.lora, is_async=is_async,
+                                        isolated=bool(isolated)),
             "execution_role_arn": s.role_arn,
         }
+        if isolated:  # uncompressed: SageMaker copies the prefix to /opt/ml/model, nothing is fetched by our code
+            del content["model_data_url"]
+            content["model_data_source"] = {"S3DataSource": {
+                "S3Uri": isolated[role], "S3DataType": "S3Prefix", "CompressionType": "None"}}
         # only when set, so the names of models planned without them stay what they were
         if s.network_isolation:
             content["network_isolation"] = True
@@ -570,7 +624,7 @@ def build_plan(s: Settings, *, artifact_sha256: str, images: Mapping[str, str]) 
                 "TreatMissingData": "missing",
             })
         else:
-            target = s.clipseg_target_invocations if ep_key == "clipseg" else s.inpaint_target_invocations
+            target = getattr(s, f"{ep_key}_target_invocations")
             policies = (
                 PolicySpec(f"{endpoint}-invocations", "TargetTrackingScaling", {
                     "TargetValue": float(target),
@@ -607,7 +661,7 @@ def _monitors(s: Settings, key: str, endpoint: str, instance_type: str, topic_ar
             "EvaluationPeriods": 5, "DatapointsToAlarm": 3, "Threshold": 1.0,
             "ComparisonOperator": "GreaterThanOrEqualToThreshold"}))
     else:
-        limit_s = s.clipseg_latency_alarm_s if key == "clipseg" else s.inpaint_latency_alarm_s
+        limit_s = getattr(s, f"{key}_latency_alarm_s")
         out.append(MonitorSpec(f"{endpoint}-5xx", {
             **common, "AlarmDescription": f"{endpoint}: the model answers 5xx",
             "Namespace": "AWS/SageMaker", "MetricName": "Invocation5XXErrors", "Dimensions": dims,
@@ -639,6 +693,9 @@ def render_plan(plan: Plan) -> str:
         env = " ".join(f"{k}={val}" for k, val in sorted(ep.model.environment.items())
                        if k.startswith(("RESTYLE", "HF_")))
         lines.append(f"    model    {ep.model.name}  {env}")
+        if ep.model.model_data_source:
+            lines.append(f"    data     {ep.model.model_data_source['S3DataSource']['S3Uri']}  (uncompressed: "
+                         "code/, weights, looks/ copied to /opt/ml/model by SageMaker)")
         if ep.model.network_isolation or ep.model.vpc_config:
             vpc = ep.model.vpc_config
             lines.append("    network  " + ", ".join(filter(None, [

@@ -1,6 +1,7 @@
 """``python -m deploy policy --bot | --deploy | --execution`` — least-privilege IAM policies, printed as JSON.
 
-* ``--bot``: the bot's task role (ECS task role, App Runner instance role …): invoke the three endpoints, the async
+* ``--bot``: the bot's task role (ECS task role, App Runner instance role …): invoke the endpoints (the optional
+  ``<prefix>-upscale`` included), the async
   batch objects on S3, the Slack secret in Secrets Manager, and — when given — the shared-state table and media
   prefix.
 * ``--deploy``: whoever runs ``python -m deploy up | status | down | train``.
@@ -69,10 +70,14 @@ class Arns:
         return f"arn:{self.p}:sns:{self.r}:{self.a}:{name}"
 
 
+#: The real-time endpoint keys the bot invokes (the optional upscale one included: a name that does not exist
+#: grants nothing), and the async one.
+REALTIME = ("clipseg", "inpaint", "upscale")
+
+
 def endpoints(args: argparse.Namespace) -> dict[str, str]:
-    return {"clipseg": args.clipseg_endpoint or f"{args.prefix}-clipseg",
-            "inpaint": args.inpaint_endpoint or f"{args.prefix}-inpaint",
-            "async": args.async_endpoint or f"{args.prefix}-inpaint-async"}
+    defaults = {"async": f"{args.prefix}-inpaint-async"}
+    return {k: getattr(args, f"{k}_endpoint") or defaults.get(k, f"{args.prefix}-{k}") for k in (*REALTIME, "async")}
 
 
 def _s3_uri(uri: str) -> tuple[str, str]:
@@ -88,7 +93,7 @@ def bot_policy(args: argparse.Namespace, arn: Arns) -> dict:
     eps = endpoints(args)
     sts = [
         _statement("InvokeRealtimeEndpoints", ["sagemaker:InvokeEndpoint"],
-                   [arn.endpoint(eps["clipseg"]), arn.endpoint(eps["inpaint"])]),
+                   [arn.endpoint(eps[k]) for k in REALTIME]),
         _statement("InvokeAsyncEndpoint", ["sagemaker:InvokeEndpointAsync"], [arn.endpoint(eps["async"])]),
     ]
     if args.bucket:
@@ -145,7 +150,7 @@ def deploy_policy(args: argparse.Namespace, arn: Arns) -> dict:
                     "AWSServiceRoleForApplicationAutoScaling_SageMakerEndpoint"],
                    condition={"StringLike": {"iam:AWSServiceName": "sagemaker.application-autoscaling.amazonaws.com"}}),
         _statement("AsyncAlarm", ["cloudwatch:PutMetricAlarm", "cloudwatch:DeleteAlarms"],
-                   [f"arn:{arn.p}:cloudwatch:{arn.r}:{arn.a}:alarm:{eps['async']}-*"]),
+                   [f"arn:{arn.p}:cloudwatch:{arn.r}:{arn.a}:alarm:{name}-*" for name in eps.values()]),
         _statement("DescribeAlarms", ["cloudwatch:DescribeAlarms"], "*"),
         _statement("AsyncTopics", ["sns:CreateTopic", "sns:GetTopicAttributes", "sns:DeleteTopic"],
                    [arn.topic(f"{args.prefix}-async-success"), arn.topic(f"{args.prefix}-async-error")]),
@@ -196,6 +201,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--clipseg-endpoint")
     ap.add_argument("--inpaint-endpoint")
     ap.add_argument("--async-endpoint")
+    ap.add_argument("--upscale-endpoint")
     ap.add_argument("--secret-id", default=os.environ.get("RESTYLE_SLACK_SECRET_ID"),
                     help="--bot: the Slack secret's name or ARN (env RESTYLE_SLACK_SECRET_ID)")
     ap.add_argument("--table", help="--bot: the DynamoDB state table")

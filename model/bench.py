@@ -58,10 +58,12 @@ GARMENTS_16 = ["skirt", "dress", "jacket", "coat", "jeans", "pants", "shorts", "
                "sweater", "hoodie", "cardigan", "blazer", "vest", "jumpsuit"]
 PROMPT = "a red pleated silk skirt"
 SEEDS = [0, 1, 2, 3]
-ROWS = ["segment_1", "segment_16", "segment_endpoint_overhead", "inpaint_512_4x", "inpaint_1024x1536_4x",
-        "inpaint_1024x1536_4x_crop", "inpaint_sdxl_4x", "upscale"]
+ROWS = ["segment_1", "segment_16", "segment_endpoint_overhead", "segment_endpoint_overhead_toolkit",
+        "inpaint_512_4x", "inpaint_1024x1536_4x", "inpaint_1024x1536_4x_crop", "inpaint_sdxl_4x", "upscale"]
 #: Photo sizes of the ``upscale`` row per mode: a catalogue photo in ``full``.
 UPSCALE_PHOTO = {"tiny": (128, 192), "default": (512, 768), "full": (2000, 3000)}
+#: Where ``segment_endpoint_overhead_toolkit`` finds the SageMaker toolkit stack (``python -m deploy local``).
+TOOLKIT_ENV = "RESTYLE_TOOLKIT_DIR"
 
 
 # -- timing ---------------------------------------------------------------------------------------------------------
@@ -316,6 +318,7 @@ class Bench:
         self.small = 64 if args.tiny else 512
         self.hires = (128, 192) if args.tiny else (1024, 1536)
         self.rows: list[dict] = []
+        self.skipped: list[dict] = []  # rows that could not run here, each with its reason
         self.notes: list[str] = [
             "random weights (speed does not depend on weight values); CLIPSeg's decoder logits are replaced by "
             "garment-shaped maps through a forward hook (the decoder still runs) so mask post-processing does "
@@ -354,7 +357,7 @@ class Bench:
         from model import loading
         from model.parallel import workers
 
-        names = ("segment_1", "segment_16", "segment_endpoint_overhead")
+        names = ("segment_1", "segment_16", "segment_endpoint_overhead", "segment_endpoint_overhead_toolkit")
         if not any(self.want(n) for n in names):
             return
         self.log("building CLIPSeg")
@@ -423,6 +426,8 @@ class Bench:
                                             "batched_s": round(t["batched"]["median"], 5)}))
         if self.want("segment_endpoint_overhead"):
             self.endpoint(segmenter, maps, image, jpeg.getvalue())
+        if self.want("segment_endpoint_overhead_toolkit"):
+            self.endpoint_toolkit(model, processor, segmenter, maps, image, jpeg.getvalue())
         maps.handle.remove()
 
     def endpoint(self, segmenter, maps: GarmentMaps, image: Image.Image, jpeg: bytes) -> None:
@@ -493,6 +498,77 @@ class Bench:
                      "preprocess, forward, masks at full resolution, PNG+base64 of mask and union, JSON response",
                      overhead=round(ratio, 3), target="restyle_s <= 1.2 x baseline_s",
                      meets_target=bool(ratio <= 1.2), server_timings_ms=last.get("timings_ms")))
+
+    def endpoint_toolkit(self, model, processor, segmenter, maps: GarmentMaps, image: Image.Image,
+                         jpeg: bytes) -> None:
+        """``segment_endpoint_overhead`` through the stack the SageMaker image runs: the packed ``model.tar.gz``
+        under the Hugging Face inference toolkit and multi-model-server (``deploy.local``), on loopback."""
+        import http.client
+
+        from deploy import local, package
+
+        name = "segment_endpoint_overhead_toolkit"
+        toolkit = os.environ.get(TOOLKIT_ENV)
+        why = local.missing_requirements(toolkit)
+        if why:
+            self.skip(name, f"the toolkit stack cannot run here ({TOOLKIT_ENV}={toolkit or 'unset'}): {why}")
+            return
+        self.log(name)
+        prompts = ["skirt"]
+        all_prompts = prompts + DEFAULT_PROTECT
+        body = json.dumps({"image": base64.b64encode(jpeg).decode(), "prompts": prompts}).encode()
+        last: dict = {}
+        pixels = segmenter.pixels(image)
+
+        def raw():
+            maps.prompts = all_prompts
+            return segmenter.forward(pixels, all_prompts)
+
+        reps = max(self.reps, 10) if self.mode != "tiny" else 2
+        # The baseline runs before the model server starts (not interleaved), so the server's Java frontend and
+        # Python worker cannot take CPU from this process while it is timed.
+        t = interleaved({"raw": raw}, reps)
+        with tempfile.TemporaryDirectory(prefix="restyle-bench-toolkit-") as tmp:
+            weights = Path(tmp, "clipseg")
+            model.save_pretrained(weights)  # the same random weights; the worker loads them as model_fn does
+            processor.save_pretrained(weights)
+            port = local.free_port()
+            server = local.serve(package.model_tarball().data, role="clipseg", port=port, workdir=Path(tmp, "work"),
+                                 model_id=str(weights), toolkit=toolkit, log_file=Path(tmp, "server.log"))
+            try:
+                local.wait_ready(server, timeout=600)
+                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=300)
+
+                def request():
+                    conn.request("POST", "/invocations", body,
+                                 {"Content-Type": "application/json", "Accept": "application/json"})
+                    resp = conn.getresponse()
+                    out = json.loads(resp.read())
+                    if resp.status != 200 or "masks" not in out:
+                        raise RuntimeError(f"the toolkit answered {resp.status}: {str(out)[:300]}")
+                    last.update(out)
+                    return out
+
+                t.update(interleaved({"ours": request}, reps))
+                conn.close()
+            finally:
+                server.stop()
+        ratio = t["ours"]["median"] / t["raw"]["median"]
+        w, h = image.size
+        self.add(row(name, t["raw"], t["ours"],
+                     f"the raw model forward in this process: Segmenter.forward(pixels, {len(all_prompts)} prompts), "
+                     "as in segment_endpoint_overhead, timed before the model server starts (not interleaved)",
+                     f"p50 of a full request to POST /invocations of the packed model.tar.gz under the SageMaker "
+                     f"Hugging Face inference toolkit and multi-model-server (Java frontend, one Python worker; "
+                     f"python -m deploy local): JSON + base64 JPEG {w}x{h} ({len(jpeg):,} bytes), prompts {prompts} "
+                     f"+ default protected {DEFAULT_PROTECT}. The worker loads the same random weights without the "
+                     "garment-map hook, so its masks come from the raw (noise) maps",
+                     overhead=round(ratio, 3), target="restyle_s <= 1.2 x baseline_s",
+                     meets_target=bool(ratio <= 1.2), server_timings_ms=last.get("timings_ms")))
+
+    def skip(self, name: str, reason: str) -> None:
+        self.skipped.append({"name": name, "reason": reason})
+        self.log(f"{name}: skipped: {reason}")
 
     # -- inpainting -----------------------------------------------------------------------------------------------
     def inpaint(self) -> None:
@@ -642,6 +718,7 @@ class Bench:
         cuda = self.device.type == "cuda"
         return {
             "rows": self.rows,
+            "skipped": self.skipped,
             "machine": {
                 "cpu": _cpu_model(), "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
                 "gpu": torch.cuda.get_device_name(self.device) if cuda else None, "platform": platform.platform(),

@@ -927,19 +927,9 @@ def test_staging_refuses_what_it_cannot_stage(offline, capsys, tmp_path):
 # --- 10. the packed model under the serving stack SageMaker really runs ------------------------------------------
 
 def _free_port() -> int:
-    """A free loopback port below 30000 (multi-model-server 1.1 refuses some in the ephemeral range)."""
-    import random
-    import socket
+    from deploy.local import free_port
 
-    for _ in range(100):
-        port = random.randrange(18000, 30000)
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise RuntimeError("no free port")
+    return free_port()
 
 
 @pytest.fixture(scope="module")
@@ -1101,3 +1091,185 @@ def test_packed_wheels_install_with_no_network(tmp_path, capsys):
     out = subprocess.run([str(python), "-c", probe], env=env, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
     assert out.stdout.split() == ["0.42.1", "5.24.0", "2.4.0"]
+
+
+# --- 12. --network-isolation: uncompressed model data, nothing fetched at start; the optional upscale endpoint ----
+
+def _isolated_settings(**kw) -> Settings:
+    data = (("clipseg", f"s3://{BUCKET}/restyle/model-data/clipseg-0123456789ab/"),
+            ("inpaint", f"s3://{BUCKET}/restyle/model-data/inpaint-0123456789ab/"))
+    return settings(**{"network_isolation": True, "isolated_data": data, "lora": "studio=./looks/studio", **kw})
+
+
+def test_isolated_plan_serves_model_data_and_fetches_nothing():
+    plan = build_plan(_isolated_settings(), artifact_sha256="a" * 64, images={"ml.g5.xlarge": "img"})
+    assert [e.key for e in plan.endpoints] == ["clipseg", "inpaint", "async"]
+    for e in plan.endpoints:
+        role = "clipseg" if e.key == "clipseg" else "inpaint"
+        assert e.model.model_data_url is None and e.model.network_isolation is True
+        assert e.model.model_data_source == {"S3DataSource": {
+            "S3Uri": f"s3://{BUCKET}/restyle/model-data/{role}-0123456789ab/", "S3DataType": "S3Prefix",
+            "CompressionType": "None"}}
+        env = e.model.environment
+        assert env["HF_HUB_OFFLINE"] == "1" and env["RESTYLE_ROLE"] == role
+        assert not {"RESTYLE_MODEL_ID", "RESTYLE_ARTIFACT_S3"} & set(env)  # model_fn loads /opt/ml/model
+        assert env.get("RESTYLE_LORA") == ("studio=looks/studio" if role == "inpaint" else None)
+    assert "data     s3://" in render_plan(plan) and "CompressionType" not in render_plan(plan)
+    # new model data (code, weights or looks changed) is a new prefix, so a new model name
+    other = _isolated_settings(isolated_data=(("clipseg", f"s3://{BUCKET}/restyle/model-data/clipseg-ffff/"),
+                                              ("inpaint", f"s3://{BUCKET}/restyle/model-data/inpaint-0123456789ab/")))
+    again = build_plan(other, artifact_sha256="a" * 64, images={"ml.g5.xlarge": "img"})
+    assert again.endpoints[0].model.name != plan.endpoints[0].model.name
+    assert again.endpoints[1].model.name == plan.endpoints[1].model.name
+    # a role without model data, or an s3:// model deploy cannot copy, is refused with what to do
+    with pytest.raises(PlanError, match="give the weights as a local folder or a Hub id"):
+        build_plan(_isolated_settings(upscale_model="stabilityai/stable-diffusion-x4-upscaler"),
+                   artifact_sha256="a" * 64, images={"ml.g5.xlarge": "img"})
+    with pytest.raises(PlanError, match="download it and pass the local folder"):
+        build_plan(_isolated_settings(lora="studio=s3://b/looks/studio/"), artifact_sha256="a" * 64,
+                   images={"ml.g5.xlarge": "img"})
+
+
+def test_upscale_endpoint_only_when_its_model_is_given():
+    images = {"ml.g5.xlarge": "img", "ml.g5.2xlarge": "img2"}
+    plain = build_plan(settings(), artifact_sha256="a" * 64, images=images)
+    assert [e.key for e in plain.endpoints] == ["clipseg", "inpaint", "async"]
+    plan = build_plan(settings(upscale_model="stabilityai/stable-diffusion-x4-upscaler",
+                               upscale_instance_type="ml.g5.2xlarge", upscale_target_invocations=3.0,
+                               upscale_latency_alarm_s=90.0), artifact_sha256="a" * 64, images=images)
+    up = plan.endpoints[-1]
+    assert (up.key, up.name, up.mode) == ("upscale", "restyle-upscale", "real-time")
+    assert up.model.environment["RESTYLE_ROLE"] == "upscale"
+    assert up.model.environment["RESTYLE_MODEL_ID"] == "stabilityai/stable-diffusion-x4-upscaler"
+    assert up.config.production_variant["InstanceType"] == "ml.g5.2xlarge"
+    assert up.scaling.min_capacity == 2 and up.scaling.policies[0].configuration["TargetValue"] == 3.0
+    latency = next(m for m in up.monitors if m.name == "restyle-upscale-model-latency")
+    assert latency.request["Threshold"] == 90.0 * 1_000_000
+    assert {m.name for m in up.monitors} == {"restyle-upscale-5xx", "restyle-upscale-model-latency",
+                                             "restyle-upscale-gpu-memory"}
+    assert up.deployment_config["AutoRollbackConfiguration"]["Alarms"]
+    # the other endpoints are exactly what they were without it
+    assert [e.model.name for e in plan.endpoints[:3]] == [e.model.name for e in plain.endpoints]
+    with pytest.raises(PlanError, match="--upscale-latency-alarm-s must be"):
+        build_plan(settings(upscale_model="x/y", upscale_latency_alarm_s=-1.0), artifact_sha256="a" * 64,
+                   images=images)
+    with pytest.raises(PlanError, match="endpoint names must differ"):
+        build_plan(settings(upscale_model="x/y", upscale_endpoint="restyle-clipseg"), artifact_sha256="a" * 64,
+                   images=images)
+
+
+def _stand_in_wheels(folder: Path) -> Path:
+    """Empty files named as `deploy wheels` would fetch them: enough for packing (nothing installs them here)."""
+    folder.mkdir()
+    for name, version in package.closure().items():
+        (folder / f"{name.replace('-', '_')}-{version}-py3-none-any.whl").write_bytes(b"stand-in")
+    return folder
+
+
+def _recording_create_model(monkeypatch) -> list[dict]:
+    """The CreateModel requests the deployer sends (moto keeps no EnableNetworkIsolation of its own)."""
+    from deploy import aws as deploy_aws
+
+    sent: list[dict] = []
+    original = deploy_aws.Deployer.__init__
+
+    def init(self, *a, **kw):
+        original(self, *a, **kw)
+        self.sm.meta.events.register("provide-client-params.sagemaker.CreateModel",
+                                     lambda params, **_: sent.append(json.loads(json.dumps(params))))
+
+    monkeypatch.setattr(deploy_aws.Deployer, "__init__", init)
+    return sent
+
+
+def test_up_network_isolated_with_upscale(aws, capsys, tiny_dir, tmp_path, monkeypatch):
+    """--network-isolation: each role's code, wheels, weights and looks under one content-addressed S3 prefix that
+    SageMaker serves (ModelDataSource), in the VPC, tagged, encrypted; the third endpoint with a stand-in model."""
+    sent = _recording_create_model(monkeypatch)
+    wheels = _stand_in_wheels(tmp_path / "wheels")
+    upscale = tmp_path / "upscaler"  # a stand-in folder: the deploy tests do not run the model
+    upscale.mkdir()
+    (upscale / "model_index.json").write_text('{"_class_name": "StableDiffusionUpscalePipeline"}')
+    tiny = Path(tiny_dir)
+    flags = ["--network-isolation", "--wheels", str(wheels), *HARDENED,
+             "--clipseg-model", str(tiny / "clipseg"), "--inpaint-model", str(tiny / "inpaint"),
+             "--lora", f"studio={tiny / 'looks' / 'studio'}", "--upscale-model", str(upscale)]
+    rc, out, err = run(capsys, "up", *BASE, "--dry-run", *flags)
+    assert rc == 0, err
+    assert "model data" in out and "data     s3://" in out and "isolated" in out and "restyle-upscale" in out
+    assert aws["s3"].list_objects_v2(Bucket=BUCKET).get("KeyCount", 0) == 0  # a dry run uploads nothing
+
+    report = up_json(capsys, *flags)
+    data = {c["name"] for c in report["changes"] if c["kind"] == "model data"}
+    assert len(data) == 3  # clipseg, inpaint (shared by the async endpoint), upscale
+    s3 = aws["s3"]
+    for uri in data:
+        prefix = uri.split(f"{BUCKET}/", 1)[1]
+        keys = {o["Key"][len(prefix):] for o in s3.list_objects_v2(Bucket=BUCKET, Prefix=prefix)["Contents"]}
+        assert {"code/inference.py", "code/requirements.txt", "code/model/handlers.py"} <= keys
+        assert any(k.startswith("code/wheels/transformers-5.24.0") for k in keys)
+        assert (s3.head_object(Bucket=BUCKET, Key=prefix + "code/inference.py")["ServerSideEncryption"]
+                == "aws:kms")
+        if "/inpaint-" in prefix:
+            assert "model_index.json" in keys and any(k.startswith("looks/studio/") for k in keys)
+        if "/clipseg-" in prefix:
+            assert "config.json" in keys and not any(k.startswith("looks/") for k in keys)
+    requirements = s3.get_object(Bucket=BUCKET, Key=next(iter(data)).split(f"{BUCKET}/", 1)[1]
+                                 + "code/requirements.txt")["Body"].read().decode().splitlines()
+    assert requirements[:2] == ["--no-index", "--find-links wheels"]  # installed offline at start
+    assert len(sent) == 4
+    for req in sent:
+        container = req["PrimaryContainer"]
+        assert req["EnableNetworkIsolation"] is True and "ModelDataUrl" not in container
+        assert req["VpcConfig"]["Subnets"] == ["subnet-0123abcd", "subnet-4567ef01"]
+        assert {"Key": "team", "Value": "styling"} in req["Tags"]
+        source = container["ModelDataSource"]["S3DataSource"]
+        assert source["S3DataType"] == "S3Prefix" and source["CompressionType"] == "None"
+        assert source["S3Uri"] in data
+        env = container["Environment"]
+        assert env["HF_HUB_OFFLINE"] == "1"
+        assert not {"RESTYLE_MODEL_ID", "RESTYLE_ARTIFACT_S3"} & set(env)  # nothing fetched by our code at start
+    sm = aws["sagemaker"]
+    described = [sm.describe_model(ModelName=m["ModelName"])["PrimaryContainer"] for m in sm.list_models()["Models"]]
+    assert all(c["ModelDataSource"]["S3DataSource"]["CompressionType"] == "None" for c in described)  # moto kept it
+    names = {e["EndpointName"] for e in sm.list_endpoints()["Endpoints"]}
+    assert "restyle-upscale" in names and len(names) == 4
+    assert up_json(capsys, *flags)["unchanged"] is True
+    rc, _, err = run(capsys, "down", "--bucket", BUCKET)  # no --upscale-model needed to delete it
+    assert rc == 0, err
+    assert sm.list_endpoints()["Endpoints"] == [] and sm.list_models()["Models"] == []
+
+
+def test_isolation_refuses_only_what_it_cannot_serve(offline, capsys, tmp_path):
+    rc, _, err = run(capsys, "up", "--dry-run", "--network-isolation")
+    assert rc == 2 and "needs --wheels DIR" in err
+    rc, _, err = run(capsys, "up", "--dry-run", "--network-isolation", "--wheels", str(tmp_path),
+                     "--clipseg-model", "s3://bkt/clipseg.tar.gz")
+    assert rc == 2 and "download it and pass the local folder" in err
+
+
+@pytest.mark.slow
+def test_toolkit_serves_isolated_model_data(tiny_dir, tmp_path):
+    """`deploy local --isolated`'s layout: code/ and the weights in one folder (as SageMaker copies the model data
+    to /opt/ml/model), RESTYLE_MODEL_ID unset, the Hub off: the toolkit stack loads model_dir and answers."""
+    from deploy import local, weights
+    from tests.test_model_serve import segment_body
+
+    where = os.environ.get("RESTYLE_TOOLKIT_DIR")
+    why = local.missing_requirements(where)
+    if why:
+        pytest.skip(f"the toolkit stack cannot run here: {why}")
+    bundle = package.model_tarball()
+    folder = Path(tiny_dir) / "clipseg"
+    data = weights.model_data("clipseg", bundle.data, bundle.sha256, weights.scan("clipseg", str(folder), folder))
+    laid = data.write_to(tmp_path / "model-data")
+    assert (laid / "code" / "inference.py").is_file() and (laid / "config.json").is_file()
+    server = local.serve(laid, role="clipseg", port=_free_port(), workdir=tmp_path / "work", toolkit=where,
+                         log_file=tmp_path / "server.log")
+    try:
+        local.wait_ready(server, timeout=300)
+        status, body = _invoke(server.port, json.dumps(segment_body()).encode())
+        assert status == 200, body[:500]
+        assert json.loads(body)["prompts"] == ["skirt", "dress"]
+    finally:
+        server.stop()

@@ -438,7 +438,8 @@ def test_bot_policy_is_least_privilege(capsys):
                   "--secret-id", "restyle/slack")
     g = _grants(doc)
     ep = f"arn:aws:sagemaker:eu-west-1:{acct}:endpoint/"
-    assert g["sagemaker:InvokeEndpoint"] == {ep + "restyle-clipseg", ep + "restyle-inpaint"}
+    # the optional upscale endpoint too (python -m deploy up --upscale-model): a missing endpoint grants nothing
+    assert g["sagemaker:InvokeEndpoint"] == {ep + "restyle-clipseg", ep + "restyle-inpaint", ep + "restyle-upscale"}
     assert g["sagemaker:InvokeEndpointAsync"] == {ep + "restyle-inpaint-async"}
     assert g["s3:PutObject"] == {"arn:aws:s3:::my-bucket/restyle/async-in/*"}
     assert g["s3:GetObject"] == {"arn:aws:s3:::my-bucket/restyle/async-out/*",
@@ -459,6 +460,8 @@ def test_deploy_and_execution_policies(capsys):
     g = _grants(_policy(capsys, "--deploy", "--bucket", "bkt", "--role-arn", role, "--prefix", "shop"))
     assert g["iam:PassRole"] == {role}
     assert "arn:aws:sagemaker:*:*:endpoint/shop-inpaint-async" in g["sagemaker:CreateEndpoint"]
+    assert "arn:aws:sagemaker:*:*:endpoint/shop-upscale" in g["sagemaker:CreateEndpoint"]
+    assert "arn:aws:cloudwatch:*:*:alarm:shop-upscale-*" in g["cloudwatch:PutMetricAlarm"]
     assert g["s3:PutObject"] == {"arn:aws:s3:::bkt/shop/*"}
     assert {"sagemaker:CreateModel", "sagemaker:CreateEndpointConfig", "sagemaker:CreateTrainingJob",
             "application-autoscaling:PutScalingPolicy", "cloudwatch:PutMetricAlarm", "sns:CreateTopic",
