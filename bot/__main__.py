@@ -18,6 +18,8 @@ def _common(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--data-dir", type=Path, help="env RESTYLE_DATA_DIR: sessions + images")
     ap.add_argument("--clipseg", dest="clipseg_model", help="env RESTYLE_CLIPSEG_MODEL: Hub id or folder")
     ap.add_argument("--inpaint", dest="inpaint_model", help="env RESTYLE_INPAINT_MODEL: Hub id or folder")
+    ap.add_argument("--upscale", dest="upscale_model",
+                    help="env RESTYLE_UPSCALE_MODEL: the x4 upscaler's Hub id or folder (loaded on first 'upscale #N')")
     ap.add_argument("--lora", help="env RESTYLE_LORA: LoRA adapter folder or Hub id")
     ap.add_argument("--device", help="env RESTYLE_DEVICE: cpu, cuda …")
     ap.add_argument("--steps", type=int, help="env RESTYLE_STEPS (default 30)")
@@ -52,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
         os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
         os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
     overrides = {k: getattr(args, k) for k in ("tiny", "backend", "data_dir", "clipseg_model", "inpaint_model",
-                                               "lora", "device", "steps", "num_images")}
+                                               "upscale_model", "lora", "device", "steps", "num_images")}
     try:
         settings = Settings.from_env(**overrides)
         _writable(settings.data_dir, "--data-dir / RESTYLE_DATA_DIR")

@@ -9,7 +9,6 @@ emulator.
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +22,6 @@ from bot.engine import Engine
 from bot.events import Message, Photo, Question, Swatch, Variations
 from bot.settings import Settings
 from bot.store import Store
-from bot.terminal import TerminalChat
 from model.images import decode_mask
 from model.masks import grow
 from tests.conftest import make_photo, to_bytes
@@ -160,23 +158,32 @@ def test_upscale_brings_the_garment_to_the_photos_resolution_as_a_new_variation(
 
 
 # -- the terminal and Slack ------------------------------------------------------------------------------------------
-def test_restyle_chat_takes_a_swatch_upscales_and_repaints_backgrounds(tmp_path):
+def test_restyle_chat_tiny_takes_a_swatch_upscales_and_repaints_backgrounds(tmp_path, tiny_dir):
+    """``restyle chat --tiny``: the three actions on the tiny models, in a terminal (``swatch PATH`` shares one)."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    data = tmp_path / "data"
+    shutil.copytree(tiny_dir, data / "tiny")  # `--tiny` finds the checkpoints already built
     photo, swatch = tmp_path / "look.png", tmp_path / "print.png"
-    photo.write_bytes(to_bytes(PHOTO))
+    make_photo(160, 240).save(photo)
     swatch.write_bytes(swatch_image())
-    fake = FakeBackend()
-    engine = engine_on(tmp_path / "data", fake)
+    env = {**os.environ, "RESTYLE_DATA_DIR": str(data), "RESTYLE_STEPS": "2", "RESTYLE_NUM_IMAGES": "2"}
     script = (f"make the skirt red\nswatch {swatch}\nuse this print on the skirt\nupscale #3\n"
               f"put her on a studio grey backdrop\nswatch {tmp_path / 'missing.png'}\nquit\n")
-    stdout = io.StringIO()
-    assert TerminalChat(engine, tmp_path / "out", stdin=io.StringIO(script), stdout=stdout,
-                        progress=False).start(photo) == 0
-    said = stdout.getvalue()
-    assert "keep this as the thread's swatch" in said and "after the swatch" in said
-    assert "Here is #5: #3 with its garment brought to the photo's full resolution" in said
-    assert "studio grey backdrop_ on the background".replace("_", "") in said
-    assert "I can't read" in said and "missing.png" in said
-    assert fake.inpaint_calls[1].reference is not None and fake.upscale_calls and fake.inpaint_calls[2].edge == "inside"
+    out = tmp_path / "out"
+    proc = subprocess.run([sys.executable, "-m", "bot", "chat", str(photo), "--tiny", "--out", str(out)],
+                          input=script.encode(), capture_output=True, timeout=300, env=env)
+    said = proc.stdout.decode()
+    assert proc.returncode == 0, proc.stderr.decode()[-2000:]
+    assert "keep this as the thread's swatch" in said and "after the swatch (at 0.6)" in said
+    assert "Here is #5: #3 with its garment brought to the photo's full resolution (160x240)" in said
+    assert "studio grey backdrop on the background" in said  # Slack's _markup_ is plain text in a terminal
+    assert "I can't read" in said and "missing.png" in said and "went wrong" not in said
+    assert [p.name for p in sorted(out.glob("variation-*.png"))] == [f"variation-{n:03d}.png" for n in range(1, 8)]
+    assert Image.open(out / "variation-005.png").size == (160, 240)
 
 
 def test_slack_swatch_upload_upscale_button_and_background(tmp_path):
