@@ -33,6 +33,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -72,6 +73,8 @@ log = logging.getLogger("restyle.slack")
 FAV_REACTIONS = frozenset({"star", "heart", "+1", "thumbsup"})
 ACTION_FAV, ACTION_USE, ACTION_MORE = "restyle_fav", "restyle_use", "restyle_more"
 ACTION_UPSCALE = "restyle_upscale"
+#: Bolt's listener threads at least (more with more workers: ``build_app``)
+LISTENER_THREADS = 16
 ACTIONS = (ACTION_FAV, ACTION_USE, ACTION_MORE, ACTION_UPSCALE)
 #: The Generate / Not that buttons under a question restyle asks before spending GPU time (value: the question id)
 ACTION_YES, ACTION_NO = "restyle_confirm", "restyle_cancel"
@@ -797,7 +800,13 @@ def build_app(engine, settings: Settings, *, client: WebClient | None = None, jo
     if not any(isinstance(f, _QuietBolt) for f in bolt_log.filters):
         bolt_log.addFilter(_QuietBolt())
     C.quiet_logs()  # before App(): Bolt copies this logger's level and filters to its own loggers
-    app = App(client=client, signing_secret=settings.slack_signing_secret or "", logger=bolt_log, name="restyle")
+    # Bolt runs listeners on its own pool (5 threads by default) and acks from inside them: a listener posting a
+    # reply or a status message holds its thread, so under a burst the next event's ack waited for a free one.  One
+    # thread per worker that may be posting, and no fewer than the HTTP server's request threads.
+    listeners = ThreadPoolExecutor(max_workers=max(LISTENER_THREADS, settings.job_workers),
+                                   thread_name_prefix="restyle-listener")
+    app = App(client=client, signing_secret=settings.slack_signing_secret or "", logger=bolt_log, name="restyle",
+              listener_executor=listeners)
     try:
         bot.bot_user_id = client.auth_test().get("user_id")
     except (SlackApiError, SlackClientError, OSError) as exc:

@@ -1,5 +1,5 @@
 """A loopback SageMaker Runtime double for load tests: ``POST /endpoints/{name}/invocations`` answered by
-``tests.fake_backend`` after a fixed latency (standing in for the GPU), with a capacity past which calls are
+``tests.fake_backend.FakeEndpoint`` after a fixed latency (standing in for the GPU), with a capacity past which calls are
 throttled (429 ``ThrottlingException``) as an endpoint at its capacity answers; ``GET /stats`` says how it went.
 
 ``python -m tests.loopback_runtime LATENCY_S CAPACITY`` serves it in its own process (so its picture work does not
@@ -16,18 +16,18 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from model.schemas import InpaintRequest, SegmentRequest
-from tests.fake_backend import FakeBackend
+from tests.fake_backend import FakeEndpoint
 
 
 class LoopbackRuntime:
     """``POST /endpoints/{name}/invocations`` shaped like the SageMaker Runtime: segmentation and inpainting by
-    ``FakeBackend`` after ``latency_s``; at most ``capacity`` calls at once — one more is answered 429
+    ``FakeEndpoint`` after ``latency_s``; at most ``capacity`` calls at once — one more is answered 429
     ``ThrottlingException``, as an endpoint at its capacity answers."""
 
     def __init__(self, latency_s: float = 0.3, capacity: int = 64) -> None:
         self.latency_s = latency_s
         self.capacity = capacity
-        self.fake = FakeBackend()
+        self.fake = FakeEndpoint()
         self.lock = threading.Lock()
         self.running = 0
         self.peak = 0  # the most calls in flight at once

@@ -156,9 +156,9 @@ def spy_segment(backend, monkeypatch, *, miss: bool = False) -> list:
     sent = []
     real = backend._segment
 
-    def segment(small, garments, grow, threshold):
+    def segment(small, garments, grow, threshold, protect=True):
         sent.append(SimpleNamespace(prompts=list(garments), dilate=grow, threshold=threshold))
-        found = real(small, garments, grow, threshold)
+        found = real(small, garments, grow, threshold, protect)
         return {} if miss else found
 
     monkeypatch.setattr(backend, "_segment", segment)

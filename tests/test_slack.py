@@ -44,7 +44,7 @@ from tests.slack_emulator import (
 CH = "C0DESIGN"
 MENTION = f"<@{BOT_USER_ID}>"
 PHOTO = to_bytes(make_photo(160, 240), "JPEG", quality=95)
-BUTTONS = [slack_app.ACTION_FAV, slack_app.ACTION_USE, slack_app.ACTION_MORE]
+BUTTONS = [slack_app.ACTION_FAV, slack_app.ACTION_USE, slack_app.ACTION_MORE, slack_app.ACTION_UPSCALE]
 
 
 @pytest.fixture(scope="module")

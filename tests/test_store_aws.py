@@ -637,7 +637,8 @@ def test_two_slack_replicas_alternate_on_one_thread(state, tmp_path):
                          if m["text"].startswith("#") and m["blocks"])
         assert numbers == list(range(1, 9))
         assert len(fakes[0].inpaint_calls) + len(fakes[1].inpaint_calls) == 4  # the retried share ran once
-        assert len(fakes[1].inpaint_calls) == 2 and len(fakes[0].inpaint_calls) == 2
+        # which replica ran the share is a race (each claims the event after acking it); both ran turns of the thread
+        assert all(f.inpaint_calls for f in fakes)
         assert not any("Share a photo" in m["text"] for m in emu.thread_messages(ch, root))
     finally:
         for bot in bots:
