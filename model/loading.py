@@ -74,6 +74,18 @@ def _unavailable(what: str, ref: str, setting: str, exc: Exception) -> ModelUnav
         f"or run with --tiny to try the whole flow on tiny random checkpoints.")
 
 
+def _pipeline(cls, ref: str, what: str, setting: str, device, dtype):
+    """``cls.from_pretrained(ref)`` on the chosen device's dtype — ``(pipe, device, dtype)`` — or ``ModelUnavailable``
+    naming ``setting`` (in seconds when the Hub cannot be reached: ``check_reachable``)."""
+    dev = pick_device(device)
+    dt = pick_dtype(dev, dtype)
+    check_reachable(ref, what, setting)
+    try:
+        return cls.from_pretrained(ref, dtype=dt), dev, dt
+    except (OSError, ValueError) as exc:
+        raise _unavailable(what, ref, setting, exc) from exc
+
+
 def check_reachable(ref: str, what: str, setting: str, timeout_s: float = 3.0) -> None:
     """Fail in seconds, not minutes, when ``ref`` is a Hub id that is not cached and the Hub cannot be reached.
 
@@ -197,13 +209,8 @@ def load_inpaint(ref: str = DEFAULT_INPAINT, *, device: str | None = None, dtype
     """
     from diffusers import AutoPipelineForInpainting
 
-    dev = pick_device(device)
-    dt = pick_dtype(dev, dtype)
-    check_reachable(ref, "inpainting", "RESTYLE_INPAINT_MODEL / --inpaint")
-    try:
-        pipe = AutoPipelineForInpainting.from_pretrained(ref, dtype=dt)
-    except (OSError, ValueError) as exc:
-        raise _unavailable("inpainting", ref, "RESTYLE_INPAINT_MODEL / --inpaint", exc) from exc
+    pipe, dev, dt = _pipeline(AutoPipelineForInpainting, ref, "inpainting", "RESTYLE_INPAINT_MODEL / --inpaint",
+                              device, dtype)
     if getattr(pipe, "safety_checker", None) is not None:
         log.info("safety checker active: flagged candidates are reported as rejected")
     looks = parse_looks(lora)
@@ -255,13 +262,8 @@ def load_upscale(ref: str = DEFAULT_UPSCALE, *, device: str | None = None, dtype
     """A diffusers ``StableDiffusionUpscalePipeline`` checkpoint (the x4 upscaler) → ``model.upscale.Upscaler``."""
     from diffusers import StableDiffusionUpscalePipeline
 
-    dev = pick_device(device)
-    dt = pick_dtype(dev, dtype)
-    check_reachable(ref, "upscaling", "RESTYLE_UPSCALE_MODEL / --upscale")
-    try:
-        pipe = StableDiffusionUpscalePipeline.from_pretrained(ref, dtype=dt)
-    except (OSError, ValueError) as exc:
-        raise _unavailable("upscaling", ref, "RESTYLE_UPSCALE_MODEL / --upscale", exc) from exc
+    pipe, dev, dt = _pipeline(StableDiffusionUpscalePipeline, ref, "upscaling", "RESTYLE_UPSCALE_MODEL / --upscale",
+                              device, dtype)
     return prepare_upscale(pipe, device=dev, dtype=dt)
 
 

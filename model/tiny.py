@@ -247,6 +247,14 @@ def build_inpaint(outdir: Path, seed: int = 0) -> Path:
     return outdir
 
 
+#: The x4 upscaler's UNet layout (its public config): the ``small`` and ``x4`` shapes differ only in widths.
+X4_UNET_LAYOUT = {"sample_size": 128, "in_channels": 7, "out_channels": 4, "num_class_embeds": 1000,
+                  "down_block_types": ("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D",
+                                       "CrossAttnDownBlock2D"),
+                  "up_block_types": ("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
+                  "use_linear_projection": True, "only_cross_attention": (True, True, True, False)}
+
+
 def upscale_pipeline(tokenizer, shape: str = "tiny", seed: int = 0):
     """A ``StableDiffusionUpscalePipeline`` with random weights (seeded): ``tiny`` (as diffusers' own tests,
     smaller), ``small`` (the x4's layout scaled down for a 2-core CPU) or ``x4`` — the architecture of
@@ -279,28 +287,16 @@ def upscale_pipeline(tokenizer, shape: str = "tiny", seed: int = 0):
         text = CLIPTextConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=37, num_hidden_layers=2,
                               num_attention_heads=4, max_position_embeddings=77, **ids)
     elif shape == "small":  # the x4's layout scaled down for a 2-core CPU (model.bench's default mode)
-        unet = UNet2DConditionModel(sample_size=128, in_channels=7, out_channels=4, layers_per_block=1,
-                                    block_out_channels=(16, 32, 32, 32), norm_num_groups=8,
-                                    down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D",
-                                                      "CrossAttnDownBlock2D"),
-                                    up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D",
-                                                    "UpBlock2D"),
-                                    cross_attention_dim=32, attention_head_dim=4, use_linear_projection=True,
-                                    only_cross_attention=(True, True, True, False), num_class_embeds=1000)
+        unet = UNet2DConditionModel(**X4_UNET_LAYOUT, layers_per_block=1, block_out_channels=(16, 32, 32, 32),
+                                    norm_num_groups=8, cross_attention_dim=32, attention_head_dim=4)
         vae = AutoencoderKL(block_out_channels=(8, 16, 16), in_channels=3, out_channels=3, latent_channels=4,
                             layers_per_block=1, norm_num_groups=8, down_block_types=("DownEncoderBlock2D",) * 3,
                             up_block_types=("UpDecoderBlock2D",) * 3, scaling_factor=0.08333)
         text = CLIPTextConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=37, num_hidden_layers=2,
                               num_attention_heads=4, max_position_embeddings=77, **ids)
     elif shape == "x4":
-        unet = UNet2DConditionModel(sample_size=128, in_channels=7, out_channels=4, layers_per_block=2,
-                                    block_out_channels=(256, 512, 512, 1024),
-                                    down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D",
-                                                      "CrossAttnDownBlock2D"),
-                                    up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D",
-                                                    "UpBlock2D"),
-                                    cross_attention_dim=1024, attention_head_dim=8, use_linear_projection=True,
-                                    only_cross_attention=(True, True, True, False), num_class_embeds=1000)
+        unet = UNet2DConditionModel(**X4_UNET_LAYOUT, layers_per_block=2, block_out_channels=(256, 512, 512, 1024),
+                                    cross_attention_dim=1024, attention_head_dim=8)
         vae = AutoencoderKL(block_out_channels=(128, 256, 512), in_channels=3, out_channels=3, latent_channels=4,
                             layers_per_block=2, down_block_types=("DownEncoderBlock2D",) * 3,
                             up_block_types=("UpDecoderBlock2D",) * 3, scaling_factor=0.08333)
