@@ -113,6 +113,13 @@ def build_parser() -> argparse.ArgumentParser:
                         "endpoints never reach the Hub (HF_HUB_OFFLINE=1)")
     e.add_argument("--lora", help="brand looks for the inpaint endpoints: ss27=s3://…,resort=./looks/resort or one "
                                   "Hub id / s3:// URI / local folder (local folders are staged to S3 by up)")
+    e.add_argument("--ip-adapter", metavar="SPEC",
+                   help="IP-Adapter for reference images (swatches, prints) on the inpaint endpoints: none, a local "
+                        "folder (one weights file + image_encoder/, staged to S3 by up) or REF[:subfolder"
+                        "[:weight_name]] (a Hub repo: staged with --stage-weights or --network-isolation, only that "
+                        f"file and image_encoder/). Default: {weights.DEFAULT_IP_ADAPTER_SPEC}, staged (or fetched "
+                        "at start without --stage-weights) when the inpaint weights are staged, SD 1.x and have "
+                        "no ip_adapter/ of their own; else the loader's own choice at start")
     e.add_argument("--min-instances", type=int, default=DEFAULT_MIN_INSTANCES,
                    help="real-time endpoints: minimum instances, >= 1; 2 or more lets SageMaker spread them over "
                         "Availability Zones (default: %(default)s)")
@@ -306,15 +313,22 @@ def _plan(args, session, region):
     try:
         staged = weights.plan_staging({r: getattr(args, f"{r}_model") for r in roles}, stage_hub=stage_hub)
         looks = weights.plan_look_staging(args.lora, stage_hub=stage_hub) if "inpaint" in roles else {}
+        adapter = weights.plan_ip_adapter(getattr(args, "ip_adapter", None), args.inpaint_model, staged.get("inpaint"),
+                                          stage_hub=stage_hub)
     except weights.StagingError as exc:
         raise UsageError(str(exc)) from None
+    args.ip_adapter, args.ip_adapter_note = adapter.spec, adapter.note
     bucket = args.bucket or PLACEHOLDER_BUCKET
     if wheels_dir is not None and not os.path.isdir(wheels_dir):
         raise UsageError(f"--wheels {wheels_dir}: no such folder (fill it with python -m deploy wheels --dest DIR)")
     if isolated:
-        return _isolated_plan(args, session, region, account, partition, staged, looks, wheels_dir)
+        return _isolated_plan(args, session, region, account, partition, staged, looks, adapter.staged, wheels_dir)
+    if adapter.staged is not None:  # like a look: RESTYLE_IP_ADAPTER=s3://…/ (code/inference.py copies it)
+        args.ip_adapter = adapter.staged.uri(bucket, args.prefix)
+        staged[weights.IP_ADAPTER_ROLE] = adapter.staged
     for role, w in staged.items():
-        setattr(args, f"{role}_model", w.uri(bucket, args.prefix))
+        if role in roles:
+            setattr(args, f"{role}_model", w.uri(bucket, args.prefix))
     if looks:
         from model.schemas import format_looks, parse_looks
 
@@ -345,15 +359,17 @@ def _images(args: argparse.Namespace, settings: Settings, region: str) -> dict[s
     return images
 
 
-def _isolated_plan(args, session, region, account, partition, staged, looks, wheels_dir):
-    """--network-isolation: one uncompressed model-data prefix per role (code/ + wheels, the weights, looks/)."""
+def _isolated_plan(args, session, region, account, partition, staged, looks, adapter, wheels_dir):
+    """--network-isolation: one uncompressed model-data prefix per role (code/ + wheels, the weights, looks/,
+    ip_adapter/)."""
     bundle = _bundle(wheels_dir)
     bucket = args.bucket or PLACEHOLDER_BUCKET
     data = {}
     try:
         for role, w in staged.items():
             data[role] = weights.model_data(role, bundle.data, bundle.sha256, w,
-                                            looks if role == "inpaint" else None)
+                                            looks if role == "inpaint" else None,
+                                            adapter if role == "inpaint" else None)
     except weights.StagingError as exc:
         raise UsageError(str(exc)) from None
     args.isolated_data = tuple((role, d.uri(bucket, args.prefix)) for role, d in data.items())
@@ -362,14 +378,14 @@ def _isolated_plan(args, session, region, account, partition, staged, looks, whe
     return plan, bundle, data
 
 
-def _staging_text(staged: dict, bucket: str, prefix: str) -> str:
+def _staging_text(staged: dict, bucket: str, prefix: str, adapter_note: str | None = None) -> str:
     return "".join(
         f"\n  model data {w.source} -> {w.uri(bucket, prefix)}  ({len(w.files)} files, {w.size / 1e6:.1f} MB: "
         "code/ with wheels, weights, looks/; SageMaker copies it to /opt/ml/model, nothing is fetched at start)"
         if isinstance(w, weights.ModelData) else
         f"\n  weights   {w.source} -> {w.uri(bucket, prefix)}  ({len(w.files)} files, "
         f"{w.size / 1e6:.1f} MB; the endpoint copies it from S3, never from the Hub)"
-        for w in staged.values())
+        for w in staged.values()) + (f"\n  ip-adapter {adapter_note}" if adapter_note else "")
 
 
 def _report(args, command: str, changes) -> int:
@@ -404,8 +420,9 @@ def cmd_up(args: argparse.Namespace) -> int:
     if args.dry_run:
         _emit(args, {"dry_run": True, "region_source": args.region_source, "plan": plan.to_dict(),
                      "weights": {r: {"source": w.source, "uri": w.uri(plan.bucket, args.prefix), "files": len(w.files),
-                                     "bytes": w.size} for r, w in staged.items()}},
-              render_plan(plan) + _staging_text(staged, plan.bucket, args.prefix)
+                                     "bytes": w.size} for r, w in staged.items()},
+                     "ip_adapter": {"spec": args.ip_adapter, "note": args.ip_adapter_note}},
+              render_plan(plan) + _staging_text(staged, plan.bucket, args.prefix, args.ip_adapter_note)
               + f"\n(dry run: nothing created; {_where(args, region)})")
         return 0
     log = _log(args)
