@@ -27,6 +27,7 @@ from deploy.plan import (
     DEFAULT_PREFIX,
     DEFAULT_TRAIN_INSTANCE_TYPE,
     DEFAULT_UPSCALE_MODEL,
+    ISOLATED_IP_ADAPTER,
     ISOLATED_LOOKS,
     PLACEHOLDER_ACCOUNT,
     PLACEHOLDER_BUCKET,
@@ -49,6 +50,7 @@ from deploy.plan import (
     validate_settings,
     validate_training,
 )
+from model.loading import IP_ADAPTER_ENV
 from model.schemas import format_looks, parse_looks
 
 
@@ -211,6 +213,10 @@ def build_parser() -> argparse.ArgumentParser:
                      help="serve the tiny random checkpoints from DIR (built there if missing)")
     loc.add_argument("--model", help="RESTYLE_MODEL_ID: a local folder (the Hub is off: HF_HUB_OFFLINE=1)")
     loc.add_argument("--lora", help="RESTYLE_LORA for the inpaint role")
+    loc.add_argument("--ip-adapter", metavar="SPEC",
+                     help="RESTYLE_IP_ADAPTER for --role inpaint: none, or a local folder (one weights file + "
+                          "image_encoder/) or DIR:subfolder:weight_name; with --isolated it becomes the model data's "
+                          "ip_adapter/, as up --network-isolation stages it")
     loc.add_argument("--isolated", action="store_true",
                      help="serve the uncompressed model data --network-isolation uploads (code/, the --tiny or "
                           "--model weights at the root, looks/) with RESTYLE_MODEL_ID unset: model_fn loads "
@@ -563,6 +569,9 @@ def cmd_local(args: argparse.Namespace) -> int:
         raise UsageError("give --tiny or --model, not both")
     if args.lora and args.role != "inpaint":
         raise UsageError("--lora is for --role inpaint")
+    if args.ip_adapter is not None and args.role != "inpaint":
+        raise UsageError("--ip-adapter is for --role inpaint")
+    adapter, adapter_env = _local_ip_adapter(args.ip_adapter)
     model_id, lora = args.model, args.lora
     if args.tiny:
         from model.tiny import TINY_LOOKS, build_tiny
@@ -578,13 +587,15 @@ def cmd_local(args: argparse.Namespace) -> int:
     if args.isolated:  # the layout --network-isolation uploads, served as SageMaker would copy it
         if model_id is None:
             raise UsageError("--isolated needs --tiny or --model FOLDER (the weights laid out next to code/)")
-        data = _local_model_data(args.role, tarball, model_id, lora)
+        data = _local_model_data(args.role, tarball, model_id, lora, adapter)
         tarball = data.write_to(workdir / "model-data")
         model_id = None
         lora = format_looks({n: f"{ISOLATED_LOOKS}/{n}" for n in parse_looks(lora)}) if lora else None
+        adapter_env = ISOLATED_IP_ADAPTER if adapter is not None else adapter_env
     try:
         server = local.serve(tarball, role=args.role, port=args.port, workdir=workdir, model_id=model_id, lora=lora,
-                             toolkit=args.toolkit, log_file=Path(args.log) if args.log else None)
+                             toolkit=args.toolkit, log_file=Path(args.log) if args.log else None,
+                             extra_env={IP_ADAPTER_ENV: adapter_env} if adapter_env else None)
     except local.LocalError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
@@ -609,12 +620,29 @@ def cmd_local(args: argparse.Namespace) -> int:
         server.stop()
 
 
-def _local_model_data(role: str, tarball: bytes | Path, folder: str, lora: str | None) -> weights.ModelData:
+def _local_ip_adapter(spec: str | None) -> tuple[weights.StagedWeights | None, str | None]:
+    """``deploy local --ip-adapter``: (what --isolated lays out as ip_adapter/, RESTYLE_IP_ADAPTER otherwise)."""
+    if spec is None:
+        return None, None
+    try:
+        choice = weights.plan_ip_adapter(spec, "", None, stage_hub=False)
+    except weights.StagingError as exc:
+        raise UsageError(str(exc)) from None
+    if choice.spec == "none":
+        return None, "none"
+    if choice.staged is None:
+        raise UsageError(f"--ip-adapter {spec}: deploy local takes none or a local folder (the Hub is off)")
+    ref, sep, rest = spec.partition(":")
+    return choice.staged, str(Path(ref).expanduser().resolve()) + sep + rest
+
+
+def _local_model_data(role: str, tarball: bytes | Path, folder: str, lora: str | None,
+                      adapter: weights.StagedWeights | None = None) -> weights.ModelData:
     data = tarball if isinstance(tarball, bytes) else Path(tarball).read_bytes()
     try:
         looks = {n: weights.scan(f"look-{n}", ref, Path(ref), flag="--lora") for n, ref in parse_looks(lora).items()}
         return weights.model_data(role, data, hashlib.sha256(data).hexdigest(),
-                                  weights.scan(role, folder, Path(folder), flag="--model"), looks)
+                                  weights.scan(role, folder, Path(folder), flag="--model"), looks, adapter)
     except weights.StagingError as exc:
         raise UsageError(str(exc)) from None
 

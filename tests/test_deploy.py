@@ -1025,6 +1025,10 @@ def test_local_usage_errors(capsys):
     assert "--lora is for --role inpaint" in capsys.readouterr().err
     assert main(["local", "/no/such/model.tar.gz", "--role", "inpaint"]) == 2
     assert "no such model.tar.gz" in capsys.readouterr().err
+    assert main(["local", "--role", "clipseg", "--ip-adapter", "none", "--tiny"]) == 2
+    assert "--ip-adapter is for --role inpaint" in capsys.readouterr().err
+    assert main(["local", "--role", "inpaint", "--ip-adapter", "h94/IP-Adapter", "--tiny"]) == 2
+    assert "deploy local takes none or a local folder" in capsys.readouterr().err
 
 
 # --- 11. pinned wheels inside model.tar.gz, installed with no network -------------------------------------------
@@ -1463,3 +1467,53 @@ def test_staged_ip_adapter_answers_a_reference_with_the_hub_off(aws, capsys, tin
                           env=child, cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert len(json.loads(proc.stdout)["images"]) == 1
+
+
+@pytest.mark.slow
+def test_toolkit_answers_a_reference_from_isolated_model_data_with_a_staged_adapter(tiny_dir, tmp_path):
+    """`deploy local --isolated --ip-adapter DIR`: the layout `up --network-isolation` uploads (the adapter as the
+    model data's ip_adapter/, RESTYLE_IP_ADAPTER=ip_adapter, the Hub off) under the toolkit and multi-model-server
+    answers a request with a reference image with 200."""
+    import shutil
+    import signal
+    import time
+
+    from PIL import Image
+
+    from deploy import local
+    from tests.conftest import b64
+    from tests.test_model_serve import inpaint_body
+
+    where = os.environ.get("RESTYLE_TOOLKIT_DIR")
+    why = local.missing_requirements(where)
+    if why:
+        pytest.skip(f"the toolkit stack cannot run here: {why}")
+    weights_copy = shutil.copytree(Path(tiny_dir) / "inpaint", tmp_path / "inpaint",
+                                   ignore=shutil.ignore_patterns("ip_adapter"))  # only the staged adapter can serve
+    adapter = _adapter_copy(tiny_dir, tmp_path / "adapter")
+    port = _free_port()
+    cli = subprocess.Popen([sys.executable, "-m", "deploy", "local", "--role", "inpaint", "--isolated", "--model",
+                            str(weights_copy), "--ip-adapter", str(adapter), "--port", str(port), "--toolkit", where or "",
+                            "--workdir", str(tmp_path / "work"), "--log", str(tmp_path / "server.log")],
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 300
+        while True:
+            assert cli.poll() is None, cli.stdout.read()[-2000:]
+            assert time.monotonic() < deadline, "no /ping 200 within 300 s"
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=5) as resp:
+                    if resp.status == 200:
+                        break
+            except OSError:
+                time.sleep(1.0)
+        served = tmp_path / "work" / "model"
+        assert (served / "ip_adapter" / "ip-adapter.safetensors").read_bytes() == (
+            adapter / "ip-adapter.safetensors").read_bytes()
+        request = inpaint_body(reference=b64(Image.new("RGB", (48, 48), (30, 90, 200))), reference_scale=0.8)
+        status, body = _invoke(port, json.dumps(request).encode())
+        assert status == 200, body[:500]
+        assert len(json.loads(body)["images"]) == 1
+    finally:
+        cli.send_signal(signal.SIGTERM)  # the CLI stops multi-model-server and its workers
+        cli.wait(60)
