@@ -27,6 +27,7 @@ from deploy.plan import (
     DEFAULT_PREFIX,
     DEFAULT_TRAIN_INSTANCE_TYPE,
     DEFAULT_UPSCALE_MODEL,
+    ISOLATED_IP_ADAPTER,
     ISOLATED_LOOKS,
     PLACEHOLDER_ACCOUNT,
     PLACEHOLDER_BUCKET,
@@ -49,6 +50,7 @@ from deploy.plan import (
     validate_settings,
     validate_training,
 )
+from model.loading import IP_ADAPTER_ENV
 from model.schemas import format_looks, parse_looks
 
 
@@ -113,6 +115,13 @@ def build_parser() -> argparse.ArgumentParser:
                         "endpoints never reach the Hub (HF_HUB_OFFLINE=1)")
     e.add_argument("--lora", help="brand looks for the inpaint endpoints: ss27=s3://…,resort=./looks/resort or one "
                                   "Hub id / s3:// URI / local folder (local folders are staged to S3 by up)")
+    e.add_argument("--ip-adapter", metavar="SPEC",
+                   help="IP-Adapter for reference images (swatches, prints) on the inpaint endpoints: none, a local "
+                        "folder (one weights file + image_encoder/, staged to S3 by up) or REF[:subfolder"
+                        "[:weight_name]] (a Hub repo: staged with --stage-weights or --network-isolation, only that "
+                        f"file and image_encoder/). Default: {weights.DEFAULT_IP_ADAPTER_SPEC}, staged (or fetched "
+                        "at start without --stage-weights) when the inpaint weights are staged, SD 1.x and have "
+                        "no ip_adapter/ of their own; else the loader's own choice at start")
     e.add_argument("--min-instances", type=int, default=DEFAULT_MIN_INSTANCES,
                    help="real-time endpoints: minimum instances, >= 1; 2 or more lets SageMaker spread them over "
                         "Availability Zones (default: %(default)s)")
@@ -204,6 +213,10 @@ def build_parser() -> argparse.ArgumentParser:
                      help="serve the tiny random checkpoints from DIR (built there if missing)")
     loc.add_argument("--model", help="RESTYLE_MODEL_ID: a local folder (the Hub is off: HF_HUB_OFFLINE=1)")
     loc.add_argument("--lora", help="RESTYLE_LORA for the inpaint role")
+    loc.add_argument("--ip-adapter", metavar="SPEC",
+                     help="RESTYLE_IP_ADAPTER for --role inpaint: none, or a local folder (one weights file + "
+                          "image_encoder/) or DIR:subfolder:weight_name; with --isolated it becomes the model data's "
+                          "ip_adapter/, as up --network-isolation stages it")
     loc.add_argument("--isolated", action="store_true",
                      help="serve the uncompressed model data --network-isolation uploads (code/, the --tiny or "
                           "--model weights at the root, looks/) with RESTYLE_MODEL_ID unset: model_fn loads "
@@ -306,15 +319,22 @@ def _plan(args, session, region):
     try:
         staged = weights.plan_staging({r: getattr(args, f"{r}_model") for r in roles}, stage_hub=stage_hub)
         looks = weights.plan_look_staging(args.lora, stage_hub=stage_hub) if "inpaint" in roles else {}
+        adapter = weights.plan_ip_adapter(getattr(args, "ip_adapter", None), args.inpaint_model, staged.get("inpaint"),
+                                          stage_hub=stage_hub)
     except weights.StagingError as exc:
         raise UsageError(str(exc)) from None
+    args.ip_adapter, args.ip_adapter_note = adapter.spec, adapter.note
     bucket = args.bucket or PLACEHOLDER_BUCKET
     if wheels_dir is not None and not os.path.isdir(wheels_dir):
         raise UsageError(f"--wheels {wheels_dir}: no such folder (fill it with python -m deploy wheels --dest DIR)")
     if isolated:
-        return _isolated_plan(args, session, region, account, partition, staged, looks, wheels_dir)
+        return _isolated_plan(args, session, region, account, partition, staged, looks, adapter.staged, wheels_dir)
+    if adapter.staged is not None:  # like a look: RESTYLE_IP_ADAPTER=s3://…/ (code/inference.py copies it)
+        args.ip_adapter = adapter.staged.uri(bucket, args.prefix)
+        staged[weights.IP_ADAPTER_ROLE] = adapter.staged
     for role, w in staged.items():
-        setattr(args, f"{role}_model", w.uri(bucket, args.prefix))
+        if role in roles:
+            setattr(args, f"{role}_model", w.uri(bucket, args.prefix))
     if looks:
         from model.schemas import format_looks, parse_looks
 
@@ -345,15 +365,17 @@ def _images(args: argparse.Namespace, settings: Settings, region: str) -> dict[s
     return images
 
 
-def _isolated_plan(args, session, region, account, partition, staged, looks, wheels_dir):
-    """--network-isolation: one uncompressed model-data prefix per role (code/ + wheels, the weights, looks/)."""
+def _isolated_plan(args, session, region, account, partition, staged, looks, adapter, wheels_dir):
+    """--network-isolation: one uncompressed model-data prefix per role (code/ + wheels, the weights, looks/,
+    ip_adapter/)."""
     bundle = _bundle(wheels_dir)
     bucket = args.bucket or PLACEHOLDER_BUCKET
     data = {}
     try:
         for role, w in staged.items():
             data[role] = weights.model_data(role, bundle.data, bundle.sha256, w,
-                                            looks if role == "inpaint" else None)
+                                            looks if role == "inpaint" else None,
+                                            adapter if role == "inpaint" else None)
     except weights.StagingError as exc:
         raise UsageError(str(exc)) from None
     args.isolated_data = tuple((role, d.uri(bucket, args.prefix)) for role, d in data.items())
@@ -362,14 +384,14 @@ def _isolated_plan(args, session, region, account, partition, staged, looks, whe
     return plan, bundle, data
 
 
-def _staging_text(staged: dict, bucket: str, prefix: str) -> str:
+def _staging_text(staged: dict, bucket: str, prefix: str, adapter_note: str | None = None) -> str:
     return "".join(
         f"\n  model data {w.source} -> {w.uri(bucket, prefix)}  ({len(w.files)} files, {w.size / 1e6:.1f} MB: "
         "code/ with wheels, weights, looks/; SageMaker copies it to /opt/ml/model, nothing is fetched at start)"
         if isinstance(w, weights.ModelData) else
         f"\n  weights   {w.source} -> {w.uri(bucket, prefix)}  ({len(w.files)} files, "
         f"{w.size / 1e6:.1f} MB; the endpoint copies it from S3, never from the Hub)"
-        for w in staged.values())
+        for w in staged.values()) + (f"\n  ip-adapter {adapter_note}" if adapter_note else "")
 
 
 def _report(args, command: str, changes) -> int:
@@ -404,8 +426,9 @@ def cmd_up(args: argparse.Namespace) -> int:
     if args.dry_run:
         _emit(args, {"dry_run": True, "region_source": args.region_source, "plan": plan.to_dict(),
                      "weights": {r: {"source": w.source, "uri": w.uri(plan.bucket, args.prefix), "files": len(w.files),
-                                     "bytes": w.size} for r, w in staged.items()}},
-              render_plan(plan) + _staging_text(staged, plan.bucket, args.prefix)
+                                     "bytes": w.size} for r, w in staged.items()},
+                     "ip_adapter": {"spec": args.ip_adapter, "note": args.ip_adapter_note}},
+              render_plan(plan) + _staging_text(staged, plan.bucket, args.prefix, args.ip_adapter_note)
               + f"\n(dry run: nothing created; {_where(args, region)})")
         return 0
     log = _log(args)
@@ -546,6 +569,9 @@ def cmd_local(args: argparse.Namespace) -> int:
         raise UsageError("give --tiny or --model, not both")
     if args.lora and args.role != "inpaint":
         raise UsageError("--lora is for --role inpaint")
+    if args.ip_adapter is not None and args.role != "inpaint":
+        raise UsageError("--ip-adapter is for --role inpaint")
+    adapter, adapter_env = _local_ip_adapter(args.ip_adapter)
     model_id, lora = args.model, args.lora
     if args.tiny:
         from model.tiny import TINY_LOOKS, build_tiny
@@ -561,13 +587,15 @@ def cmd_local(args: argparse.Namespace) -> int:
     if args.isolated:  # the layout --network-isolation uploads, served as SageMaker would copy it
         if model_id is None:
             raise UsageError("--isolated needs --tiny or --model FOLDER (the weights laid out next to code/)")
-        data = _local_model_data(args.role, tarball, model_id, lora)
+        data = _local_model_data(args.role, tarball, model_id, lora, adapter)
         tarball = data.write_to(workdir / "model-data")
         model_id = None
         lora = format_looks({n: f"{ISOLATED_LOOKS}/{n}" for n in parse_looks(lora)}) if lora else None
+        adapter_env = ISOLATED_IP_ADAPTER if adapter is not None else adapter_env
     try:
         server = local.serve(tarball, role=args.role, port=args.port, workdir=workdir, model_id=model_id, lora=lora,
-                             toolkit=args.toolkit, log_file=Path(args.log) if args.log else None)
+                             toolkit=args.toolkit, log_file=Path(args.log) if args.log else None,
+                             extra_env={IP_ADAPTER_ENV: adapter_env} if adapter_env else None)
     except local.LocalError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
@@ -592,12 +620,29 @@ def cmd_local(args: argparse.Namespace) -> int:
         server.stop()
 
 
-def _local_model_data(role: str, tarball: bytes | Path, folder: str, lora: str | None) -> weights.ModelData:
+def _local_ip_adapter(spec: str | None) -> tuple[weights.StagedWeights | None, str | None]:
+    """``deploy local --ip-adapter``: (what --isolated lays out as ip_adapter/, RESTYLE_IP_ADAPTER otherwise)."""
+    if spec is None:
+        return None, None
+    try:
+        choice = weights.plan_ip_adapter(spec, "", None, stage_hub=False)
+    except weights.StagingError as exc:
+        raise UsageError(str(exc)) from None
+    if choice.spec == "none":
+        return None, "none"
+    if choice.staged is None:
+        raise UsageError(f"--ip-adapter {spec}: deploy local takes none or a local folder (the Hub is off)")
+    ref, sep, rest = spec.partition(":")
+    return choice.staged, str(Path(ref).expanduser().resolve()) + sep + rest
+
+
+def _local_model_data(role: str, tarball: bytes | Path, folder: str, lora: str | None,
+                      adapter: weights.StagedWeights | None = None) -> weights.ModelData:
     data = tarball if isinstance(tarball, bytes) else Path(tarball).read_bytes()
     try:
         looks = {n: weights.scan(f"look-{n}", ref, Path(ref), flag="--lora") for n, ref in parse_looks(lora).items()}
         return weights.model_data(role, data, hashlib.sha256(data).hexdigest(),
-                                  weights.scan(role, folder, Path(folder), flag="--model"), looks)
+                                  weights.scan(role, folder, Path(folder), flag="--model"), looks, adapter)
     except weights.StagingError as exc:
         raise UsageError(str(exc)) from None
 

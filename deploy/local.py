@@ -159,7 +159,7 @@ def serve(tarball: bytes | Path, *, role: str, port: int, workdir: Path, model_i
         "HF_HUB_OFFLINE": "1",
         "TRANSFORMERS_OFFLINE": "1",
     })
-    for key in ("RESTYLE_MODEL_ID", "RESTYLE_LORA", "RESTYLE_ARTIFACT_S3"):
+    for key in ("RESTYLE_MODEL_ID", "RESTYLE_LORA", "RESTYLE_ARTIFACT_S3", "RESTYLE_IP_ADAPTER"):
         env.pop(key, None)
     if model_id:
         env["RESTYLE_MODEL_ID"] = model_id

@@ -18,6 +18,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 
+from model.loading import IP_ADAPTER_DIR, IP_ADAPTER_ENV
 from model.schemas import format_looks, parse_looks
 
 DEFAULT_PREFIX = "restyle"
@@ -53,6 +54,8 @@ _REGION_RE = re.compile(r"^[a-z]{2}(-[a-z]+)+-[0-9]+$")  # us-east-1, us-gov-wes
 RESERVED_HP_PREFIX = "sagemaker_"  # the training toolkit's own hyperparameters (entry point, code, region, ...)
 #: In an isolated endpoint's model data, the looks' folder (relative to /opt/ml/model).
 ISOLATED_LOOKS = "looks"
+#: In an isolated endpoint's model data, the staged IP-Adapter's folder (RESTYLE_IP_ADAPTER, relative to model_dir).
+ISOLATED_IP_ADAPTER = IP_ADAPTER_DIR
 
 
 class PlanError(ValueError):
@@ -82,6 +85,10 @@ class Settings:
     inpaint_model: str = DEFAULT_INPAINT_MODEL
     upscale_model: str | None = None  # no upscale endpoint unless given
     lora: str | None = None
+    #: RESTYLE_IP_ADAPTER of the inpaint endpoints: none, a Hub REF[:subfolder[:weight_name]] or an s3:// prefix
+    #: (the CLI puts a staged folder's there); None leaves it unset (the loader's own choice).  Isolated: anything
+    #: but none is in the model data, as ISOLATED_IP_ADAPTER.
+    ip_adapter: str | None = None
     min_instances: int = DEFAULT_MIN_INSTANCES
     max_instances: int = 4
     async_max_instances: int = 2
@@ -342,20 +349,25 @@ def resource_id(endpoint: str) -> str:
     return f"endpoint/{endpoint}/variant/{VARIANT}"
 
 
-def hub_refs(role: str, model: str, lora: str | None) -> list[str]:
+def hub_refs(role: str, model: str, lora: str | None, ip_adapter: str | None = None) -> list[str]:
     """What an endpoint of ``role`` would fetch from the Hugging Face Hub at start (not s3://)."""
     refs = [model] if not model.startswith("s3://") else []
     if lora and role == "inpaint":
         refs += [ref for ref in parse_looks(lora).values() if not ref.startswith("s3://")]
+    if ip_adapter and role == "inpaint" and ip_adapter.lower() != "none" and not ip_adapter.startswith("s3://"):
+        refs.append(ip_adapter.split(":")[0])
     return refs
 
 
-def _environment(role: str, model: str, lora: str | None, *, is_async: bool, isolated: bool = False
-                 ) -> dict[str, str]:
+def _environment(role: str, model: str, lora: str | None, *, is_async: bool, isolated: bool = False,
+                 ip_adapter: str | None = None) -> dict[str, str]:
     env = {"SAGEMAKER_PROGRAM": "inference.py", "SAGEMAKER_MODEL_SERVER_WORKERS": "1", "RESTYLE_ROLE": role}
-    if isolated:  # SageMaker copied code/, the weights and looks/ to /opt/ml/model: model_fn loads model_dir
+    adapter = ip_adapter if role == "inpaint" else None
+    if isolated:  # SageMaker copied code/, the weights, looks/ and ip_adapter/ to /opt/ml/model: model_fn loads it
         if lora and role == "inpaint":
             env["RESTYLE_LORA"] = format_looks({name: f"{ISOLATED_LOOKS}/{name}" for name in parse_looks(lora)})
+        if adapter:
+            env[IP_ADAPTER_ENV] = "none" if adapter.lower() == "none" else ISOLATED_IP_ADAPTER
         env["HF_HUB_OFFLINE"] = "1"
         if is_async:
             env["SAGEMAKER_MODEL_SERVER_TIMEOUT"] = "900"
@@ -366,7 +378,9 @@ def _environment(role: str, model: str, lora: str | None, *, is_async: bool, iso
         env["RESTYLE_MODEL_ID"] = model
     if lora and role == "inpaint":
         env["RESTYLE_LORA"] = lora
-    if not hub_refs(role, model, lora):  # nothing comes from the Hub: never let a library reach for it
+    if adapter:
+        env[IP_ADAPTER_ENV] = adapter
+    if not hub_refs(role, model, lora, adapter):  # nothing comes from the Hub: never let a library reach for it
         env["HF_HUB_OFFLINE"] = "1"
     if is_async:
         env["SAGEMAKER_MODEL_SERVER_TIMEOUT"] = "900"
@@ -435,6 +449,7 @@ def _validate_hardening(s: Settings) -> None:
     if s.network_isolation:  # what deploy cannot put into an isolated endpoint's model data
         remote = [(role, s.model_of(role)) for role in s.roles() if s.model_of(role).startswith("s3://")]
         remote += [("inpaint", ref) for ref in parse_looks(s.lora).values() if ref.startswith("s3://")]
+        remote += [("inpaint", s.ip_adapter)] if s.ip_adapter and s.ip_adapter.startswith("s3://") else []
         if remote:
             role, ref = remote[0]
             raise PlanError(f"--network-isolation: the {role} endpoint would fetch {ref} from S3 when it starts, "
@@ -476,8 +491,11 @@ def _validate(s: Settings) -> None:
                         ("--async-target-backlog", s.async_target_backlog)]:
         if not math.isfinite(value) or value <= 0:
             raise PlanError(f"{flag} must be a finite number > 0, got {value}")
-    for flag, value in [*((f"--{r}-model", s.model_of(r)) for r in REALTIME_ROLES), ("--lora", s.lora)]:
+    for flag, value in [*((f"--{r}-model", s.model_of(r)) for r in REALTIME_ROLES), ("--lora", s.lora),
+                        ("--ip-adapter", s.ip_adapter)]:
         if value is not None and not value.strip():
+            if flag == "--ip-adapter":
+                raise PlanError("--ip-adapter must not be empty (leave it out for the default, or say none)")
             raise PlanError(f"{flag} must be a Hub id or an s3:// URI, got {value!r}")
         if flag != "--lora" and value and value.startswith("s3://"):
             check_s3_uri(value, flag)
@@ -526,7 +544,7 @@ def build_plan(s: Settings, *, artifact_sha256: str, images: Mapping[str, str]) 
             "image": s.image_uri or images[types[ep_key]],
             "model_data_url": data_url,
             "environment": _environment(role, s.model_of(role), s.lora, is_async=is_async,
-                                        isolated=bool(isolated)),
+                                        isolated=bool(isolated), ip_adapter=s.ip_adapter),
             "execution_role_arn": s.role_arn,
         }
         if isolated:  # uncompressed: SageMaker copies the prefix to /opt/ml/model, nothing is fetched by our code
@@ -695,7 +713,7 @@ def render_plan(plan: Plan) -> str:
         lines.append(f"    model    {ep.model.name}  {env}")
         if ep.model.model_data_source:
             lines.append(f"    data     {ep.model.model_data_source['S3DataSource']['S3Uri']}  (uncompressed: "
-                         "code/, weights, looks/ copied to /opt/ml/model by SageMaker)")
+                         "code/, weights, looks/, ip_adapter/ copied to /opt/ml/model by SageMaker)")
         if ep.model.network_isolation or ep.model.vpc_config:
             vpc = ep.model.vpc_config
             lines.append("    network  " + ", ".join(filter(None, [

@@ -1025,6 +1025,10 @@ def test_local_usage_errors(capsys):
     assert "--lora is for --role inpaint" in capsys.readouterr().err
     assert main(["local", "/no/such/model.tar.gz", "--role", "inpaint"]) == 2
     assert "no such model.tar.gz" in capsys.readouterr().err
+    assert main(["local", "--role", "clipseg", "--ip-adapter", "none", "--tiny"]) == 2
+    assert "--ip-adapter is for --role inpaint" in capsys.readouterr().err
+    assert main(["local", "--role", "inpaint", "--ip-adapter", "h94/IP-Adapter", "--tiny"]) == 2
+    assert "deploy local takes none or a local folder" in capsys.readouterr().err
 
 
 # --- 11. pinned wheels inside model.tar.gz, installed with no network -------------------------------------------
@@ -1273,3 +1277,243 @@ def test_toolkit_serves_isolated_model_data(tiny_dir, tmp_path):
         assert json.loads(body)["prompts"] == ["skirt", "dress"]
     finally:
         server.stop()
+
+
+# --- 13. the inpaint endpoints' IP-Adapter (reference images): staged like a look ---------------------------------
+
+IP_ENV = "RESTYLE_IP_ADAPTER"
+
+
+def _stand_in_checkpoint(folder: Path, cross_attention_dim: int) -> Path:
+    """A diffusers inpainting folder as far as deploy reads one (the deploy tests do not run it)."""
+    (folder / "unet").mkdir(parents=True)
+    (folder / "model_index.json").write_text('{"_class_name": "StableDiffusionInpaintPipeline"}')
+    (folder / "unet" / "config.json").write_text(json.dumps({"cross_attention_dim": cross_attention_dim}))
+    return folder
+
+
+def _adapter_copy(tiny_dir, dest: Path) -> Path:
+    """The tiny checkpoint's IP-Adapter (one weights file + image_encoder/) as a folder of its own."""
+    import shutil
+
+    return Path(shutil.copytree(Path(tiny_dir) / "inpaint" / "ip_adapter", dest))
+
+
+def _dry_envs(capsys, *flags: str) -> tuple[dict, dict]:
+    rc, out, err = run(capsys, "up", "--dry-run", "--json", *flags)
+    assert rc == 0, err
+    report = json.loads(out)
+    return {e["key"]: e["model"]["environment"] for e in report["plan"]["endpoints"]}, report
+
+
+def test_plan_passes_the_ip_adapter_to_both_inpaint_endpoints():
+    images = {"ml.g5.xlarge": "img"}
+    uri = f"s3://{BUCKET}/restyle/weights/ip-adapter-0123456789ab/"
+    plain = build_plan(settings(), artifact_sha256="a" * 64, images=images)
+    plan = build_plan(settings(ip_adapter=uri), artifact_sha256="a" * 64, images=images)
+    env = {e.key: e.model.environment for e in plan.endpoints}
+    assert env["inpaint"][IP_ENV] == env["async"][IP_ENV] == uri and IP_ENV not in env["clipseg"]
+    names = {e.key: e.model.name for e in plain.endpoints}
+    assert {e.key for e in plan.endpoints if e.model.name != names[e.key]} == {"inpaint", "async"}
+    other = build_plan(settings(ip_adapter=uri.replace("0123", "4567")), artifact_sha256="a" * 64, images=images)
+    assert other.endpoints[1].model.name != plan.endpoints[1].model.name  # another adapter: another model
+    # an s3:// adapter keeps an endpoint off the Hub; a Hub one is fetched at start, so the Hub stays on
+    off = dict(clipseg_model="s3://b/c.tar.gz", inpaint_model="s3://b/i.tar.gz")
+    plan = build_plan(settings(**off, ip_adapter=uri), artifact_sha256="a" * 64, images=images)
+    assert all(e.model.environment["HF_HUB_OFFLINE"] == "1" for e in plan.endpoints)
+    plan = build_plan(settings(**off, ip_adapter="h94/IP-Adapter"), artifact_sha256="a" * 64, images=images)
+    env = {e.key: e.model.environment for e in plan.endpoints}
+    assert env["clipseg"]["HF_HUB_OFFLINE"] == "1" and "HF_HUB_OFFLINE" not in env["inpaint"]
+    # isolated: the adapter is the model data's ip_adapter/, relative to model_dir
+    for given, expected in (("./adapter", "ip_adapter"), ("none", "none")):
+        plan = build_plan(_isolated_settings(ip_adapter=given), artifact_sha256="a" * 64, images=images)
+        env = {e.key: e.model.environment for e in plan.endpoints}
+        assert env["inpaint"][IP_ENV] == env["async"][IP_ENV] == expected and IP_ENV not in env["clipseg"]
+    with pytest.raises(PlanError, match="download it and pass the local folder"):
+        build_plan(_isolated_settings(ip_adapter=uri), artifact_sha256="a" * 64, images=images)
+    with pytest.raises(PlanError, match="--ip-adapter must not be empty"):
+        build_plan(settings(ip_adapter=" "), artifact_sha256="a" * 64, images=images)
+
+
+def test_default_ip_adapter_only_where_the_endpoint_cannot_fetch_it(offline, capsys, tiny_dir, tmp_path):
+    sd1 = _stand_in_checkpoint(tmp_path / "sd1", 768)
+    sdxl = _stand_in_checkpoint(tmp_path / "sdxl", 2048)
+    # inpaint weights from the Hub at start: the loader's own default works there, nothing is set
+    env, report = _dry_envs(capsys)
+    assert IP_ENV not in env["inpaint"] and "HF_HUB_OFFLINE" not in env["inpaint"]
+    assert "the loader's choice" in report["ip_adapter"]["note"]
+    # a staged folder with its own ip_adapter/ (the tiny one): that one, and the Hub stays off
+    env, report = _dry_envs(capsys, "--inpaint-model", str(Path(tiny_dir) / "inpaint"))
+    assert IP_ENV not in env["inpaint"] and env["inpaint"]["HF_HUB_OFFLINE"] == "1"
+    assert "own ip_adapter/" in report["ip_adapter"]["note"] and "ip-adapter" not in report["weights"]
+    # a staged SD 1.x folder without one: the loader's default, fetched at start (the Hub is no longer off)
+    env, _ = _dry_envs(capsys, "--inpaint-model", str(sd1))
+    default = "h94/IP-Adapter:models:ip-adapter_sd15.safetensors"
+    assert env["inpaint"][IP_ENV] == env["async"][IP_ENV] == default and "HF_HUB_OFFLINE" not in env["inpaint"]
+    # not SD 1.x: the default does not fit, nothing is planned and the dry run says why
+    env, report = _dry_envs(capsys, "--inpaint-model", str(sdxl))
+    assert IP_ENV not in env["inpaint"] and "cross_attention_dim is 2048" in report["ip_adapter"]["note"]
+    # none: reference images refused, on both inpaint endpoints
+    env, _ = _dry_envs(capsys, "--inpaint-model", str(sd1), "--ip-adapter", "none")
+    assert env["inpaint"][IP_ENV] == env["async"][IP_ENV] == "none" and env["inpaint"]["HF_HUB_OFFLINE"] == "1"
+
+
+@pytest.mark.parametrize("flags, message", [
+    # with --stage-weights the default is downloaded on this machine: here there is no network, one line
+    (["--inpaint-model", "{sd1}", "--stage-weights"],
+     "the default IP-Adapter (--ip-adapter none skips it) h94/IP-Adapter: could not download it from the Hub"),
+    (["--ip-adapter", "h94/IP-Adapter", "--stage-weights"], "--ip-adapter h94/IP-Adapter: could not download it"),
+    (["--ip-adapter", "some/adapter:sdxl_models", "--network-isolation", "--wheels", "{tmp}", "--clipseg-model", "{sd1}"],
+     "--ip-adapter some/adapter: could not download it from the Hub"),
+    (["--ip-adapter", "{tmp}"], "--ip-adapter: {tmp} must hold exactly one IP-Adapter weights file"),
+    (["--ip-adapter", "{noenc}"], "has no image_encoder/ next to w.safetensors"),
+    (["--ip-adapter", "./no/such:models"], "no such folder"),
+    (["--ip-adapter", "a:b:c:d"], "--ip-adapter must be 'none', a folder or REF[:subfolder[:weight_name]]"),
+    (["--ip-adapter", ""], "--ip-adapter must not be empty"),
+    (["--ip-adapter", "s3://b/adapter/", "--network-isolation", "--wheels", "{tmp}", "--clipseg-model", "{sd1}"],
+     "would fetch s3://b/adapter/ from S3"),
+])
+def test_ip_adapter_errors_are_one_line(offline, capsys, tmp_path, flags, message):
+    sd1 = _stand_in_checkpoint(tmp_path / "sd1", 768)
+    (tmp_path / "noenc").mkdir()
+    (tmp_path / "noenc" / "w.safetensors").write_bytes(b"x")
+    fill = {"{sd1}": str(sd1), "{tmp}": str(tmp_path), "{noenc}": str(tmp_path / "noenc")}
+    flags = [fill.get(f, f) for f in flags]
+    for key, value in fill.items():
+        message = message.replace(key, value)
+    rc, out, err = run(capsys, "up", "--dry-run", "--clipseg-model", "s3://b/c.tar.gz",
+                       "--inpaint-model", str(sd1), *flags)
+    assert rc == 2 and out == ""
+    assert err.startswith("error: ") and err.count("\n") == 1 and message in err, err
+
+
+def test_local_ip_adapter_is_staged_once_like_a_look(aws, capsys, tiny_dir, tmp_path):
+    adapter = _adapter_copy(tiny_dir, tmp_path / "adapter")
+    (adapter / "README.md").write_text("not part of the adapter")  # only the weights and image_encoder/ go
+    rc, out, err = run(capsys, "up", *BASE, "--dry-run", "--ip-adapter", str(adapter))
+    assert rc == 0, err
+    assert f"weights   {adapter} -> s3://{BUCKET}/restyle/weights/ip-adapter-" in out
+    assert f"{IP_ENV}=s3://{BUCKET}/restyle/weights/ip-adapter-" in out and "ip-adapter " in out
+    assert aws["s3"].list_objects_v2(Bucket=BUCKET).get("KeyCount", 0) == 0  # a dry run uploads nothing
+
+    report = up_json(capsys, "--ip-adapter", str(adapter))
+    (staged,) = [c for c in report["changes"] if c["kind"] == "weights"]
+    assert staged["action"] == "created" and staged["name"].startswith(f"s3://{BUCKET}/restyle/weights/ip-adapter-")
+    prefix = staged["name"].split(f"{BUCKET}/", 1)[1]
+    keys = {o["Key"][len(prefix):] for o in aws["s3"].list_objects_v2(Bucket=BUCKET, Prefix=prefix)["Contents"]}
+    assert "ip-adapter.safetensors" in keys and "image_encoder/config.json" in keys and "README.md" not in keys
+    sm = aws["sagemaker"]
+    envs = [sm.describe_model(ModelName=m["ModelName"])["PrimaryContainer"]["Environment"]
+            for m in sm.list_models()["Models"]]
+    assert sorted(e["RESTYLE_ROLE"] for e in envs if e.get(IP_ENV) == staged["name"]) == ["inpaint", "inpaint"]
+    assert all(IP_ENV not in e for e in envs if e["RESTYLE_ROLE"] == "clipseg")
+    assert up_json(capsys, "--ip-adapter", str(adapter))["unchanged"] is True  # same bytes: nothing again
+
+
+def test_isolated_model_data_carries_the_staged_ip_adapter(offline, capsys, tiny_dir, tmp_path):
+    from deploy import weights
+
+    tiny = Path(tiny_dir)
+    adapter = _adapter_copy(tiny_dir, tmp_path / "adapter")
+    (adapter / "ip-adapter.safetensors").write_bytes(b"another adapter")  # tell it from the folder's own
+    wheels = _stand_in_wheels(tmp_path / "wheels")
+    bundle = package.model_tarball(wheels=wheels)  # what the isolated plan below packs
+    inpaint = weights.scan("inpaint", str(tiny / "inpaint"), tiny / "inpaint")
+    choice = weights.plan_ip_adapter(str(adapter), str(tiny / "inpaint"), inpaint, stage_hub=False)
+    own = dict(weights.model_data("inpaint", bundle.data, bundle.sha256, inpaint).entries)
+    data = weights.model_data("inpaint", bundle.data, bundle.sha256, inpaint, ip_adapter=choice.staged)
+    entries = dict(data.entries)
+    assert entries["ip_adapter/ip-adapter.safetensors"] == adapter / "ip-adapter.safetensors"  # replaced, not both
+    assert sorted(k for k in entries if k.startswith("ip_adapter/")) == sorted(k for k in own
+                                                                                if k.startswith("ip_adapter/"))
+    assert data.digest != weights.model_data("inpaint", bundle.data, bundle.sha256, inpaint).digest
+    flags = ["--network-isolation", "--wheels", str(wheels), "--clipseg-model", str(tiny / "clipseg"),
+             "--inpaint-model", str(tiny / "inpaint")]
+    env, report = _dry_envs(capsys, *flags, "--ip-adapter", str(adapter))
+    assert env["inpaint"][IP_ENV] == env["async"][IP_ENV] == "ip_adapter" and IP_ENV not in env["clipseg"]
+    assert f"ip-adapter={adapter}" in report["weights"]["inpaint"]["source"]
+    assert report["weights"]["inpaint"]["uri"].endswith(f"/inpaint-{data.digest[:12]}/")  # the same model data
+    env, _ = _dry_envs(capsys, *flags)  # the folder's own ip_adapter/ is used as it is
+    assert IP_ENV not in env["inpaint"]
+
+
+@pytest.mark.slow
+def test_staged_ip_adapter_answers_a_reference_with_the_hub_off(aws, capsys, tiny_dir, tmp_path, moto_url):
+    """The environment `up` gives the inpaint endpoint (weights and adapter copied from S3, HF_HUB_OFFLINE=1) makes
+    the packed code load the staged adapter and answer a request that carries a reference image."""
+    import shutil
+
+    from PIL import Image
+
+    from tests.conftest import b64
+    from tests.test_model_serve import inpaint_body
+
+    weights_copy = Path(shutil.copytree(Path(tiny_dir) / "inpaint", tmp_path / "inpaint",
+                                        ignore=shutil.ignore_patterns("ip_adapter")))  # no adapter of its own
+    adapter = _adapter_copy(tiny_dir, tmp_path / "adapter")
+    up_json(capsys, "--inpaint-model", str(weights_copy), "--ip-adapter", str(adapter))
+    sm = aws["sagemaker"]
+    (env,) = [sm.describe_model(ModelName=m["ModelName"])["PrimaryContainer"]["Environment"]
+              for m in sm.list_models()["Models"] if m["ModelName"].startswith("restyle-inpaint-")
+              and "async" not in m["ModelName"]]
+    assert env["HF_HUB_OFFLINE"] == "1" and env[IP_ENV].startswith(f"s3://{BUCKET}/restyle/weights/ip-adapter-")
+    with tarfile.open(fileobj=io.BytesIO(package.model_tarball().data)) as tar:
+        tar.extractall(tmp_path / "model", filter="data")
+    child = {k: v for k, v in os.environ.items() if not k.startswith(("RESTYLE_", "PYTHON"))}
+    child.update(env, PYTHONPATH=str(tmp_path / "model" / "code"), TRANSFORMERS_OFFLINE="1", TMPDIR=str(tmp_path),
+                 AWS_ENDPOINT_URL=moto_url)
+    request = inpaint_body(reference=b64(Image.new("RGB", (48, 48), (30, 90, 200))), reference_scale=0.8)
+    proc = subprocess.run([sys.executable, "-c", STAGED_SERVE, str(tmp_path / "model")], input=json.dumps(request),
+                          env=child, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert len(json.loads(proc.stdout)["images"]) == 1
+
+
+@pytest.mark.slow
+def test_toolkit_answers_a_reference_from_isolated_model_data_with_a_staged_adapter(tiny_dir, tmp_path):
+    """`deploy local --isolated --ip-adapter DIR`: the layout `up --network-isolation` uploads (the adapter as the
+    model data's ip_adapter/, RESTYLE_IP_ADAPTER=ip_adapter, the Hub off) under the toolkit and multi-model-server
+    answers a request with a reference image with 200."""
+    import shutil
+    import signal
+    import time
+
+    from PIL import Image
+
+    from deploy import local
+    from tests.conftest import b64
+    from tests.test_model_serve import inpaint_body
+
+    where = os.environ.get("RESTYLE_TOOLKIT_DIR")
+    why = local.missing_requirements(where)
+    if why:
+        pytest.skip(f"the toolkit stack cannot run here: {why}")
+    weights_copy = shutil.copytree(Path(tiny_dir) / "inpaint", tmp_path / "inpaint",
+                                   ignore=shutil.ignore_patterns("ip_adapter"))  # only the staged adapter can serve
+    adapter = _adapter_copy(tiny_dir, tmp_path / "adapter")
+    port = _free_port()
+    cli = subprocess.Popen([sys.executable, "-m", "deploy", "local", "--role", "inpaint", "--isolated", "--model",
+                            str(weights_copy), "--ip-adapter", str(adapter), "--port", str(port), "--toolkit", where or "",
+                            "--workdir", str(tmp_path / "work"), "--log", str(tmp_path / "server.log")],
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 300
+        while True:
+            assert cli.poll() is None, cli.stdout.read()[-2000:]
+            assert time.monotonic() < deadline, "no /ping 200 within 300 s"
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=5) as resp:
+                    if resp.status == 200:
+                        break
+            except OSError:
+                time.sleep(1.0)
+        served = tmp_path / "work" / "model"
+        assert (served / "ip_adapter" / "ip-adapter.safetensors").read_bytes() == (
+            adapter / "ip-adapter.safetensors").read_bytes()
+        request = inpaint_body(reference=b64(Image.new("RGB", (48, 48), (30, 90, 200))), reference_scale=0.8)
+        status, body = _invoke(port, json.dumps(request).encode())
+        assert status == 200, body[:500]
+        assert len(json.loads(body)["images"]) == 1
+    finally:
+        cli.send_signal(signal.SIGTERM)  # the CLI stops multi-model-server and its workers
+        cli.wait(60)
