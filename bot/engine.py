@@ -198,7 +198,7 @@ class Engine:
                 return [Text(T.HELP, kind="help")]
             return [Text(T.NO_THREAD, kind="error")]
         if isinstance(event, Swatch):
-            return self._swatch(event)
+            return self._swatch(event, progress)
         if isinstance(event, Answer):
             return self._answer(event, progress)
         if isinstance(event, Favorite):
@@ -555,14 +555,14 @@ class Engine:
             return Path(before["path"]), float(before["scale"])
         return None, 0.0
 
-    def _swatch(self, event: Swatch) -> list[Reply]:
+    def _swatch(self, event: Swatch, progress: Progress | None = None) -> list[Reply]:
         """An image shared into a thread with a photo: the thread's swatch or print from now on."""
         image = read_photo(event.image, event.filename, min_side=SWATCH_MIN_SIDE)
         if isinstance(image, Text):
             return [image]
         self.store.set_swatch(event.thread, event.user, image)
         if event.text.strip() and _read(event.text).swatch:
-            return self._text(event.thread, event.user, event.text, None)  # "use this print on the dress" + file
+            return self._text(event.thread, event.user, event.text, progress)  # "use this print on the dress"
         return [Text(T.GOT_SWATCH)]
 
     # -- upscale -----------------------------------------------------------------------------------------------------

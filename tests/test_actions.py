@@ -129,6 +129,23 @@ def test_a_swatch_steers_the_garment_and_can_be_followed_less(tmp_path, tiny_bac
     assert eng.store.swatch("sw") != Path(turn.intent["made_with"]["swatch"]["path"])
 
 
+def test_a_swatch_shared_with_its_request_is_used_at_once(tmp_path):
+    fake = FakeBackend()
+    eng = engine_on(tmp_path, fake)
+    eng.handle(Photo("now", "ana", to_bytes(PHOTO)))
+    shared = Swatch("now", "ana", swatch_image(), "print.png", text="use this print on the skirt")
+    assert eng.needs_generation(shared)  # adapters queue it behind a status message, as any generation
+    steps = []
+    out = only(eng.handle(shared, lambda done, total, what: steps.append(done)), Variations)
+    assert len(out.items) == 2 and steps and fake.inpaint_calls[-1].reference is not None
+    kept = eng.store.swatch("now")
+    assert kept is not None
+    # a swatch too small to be a picture of anything is refused with the reason, and the kept one stays
+    tiny = Swatch("now", "ana", to_bytes(Image.new("RGB", (8, 8))), "dot.png")
+    assert "8x8" in text(eng.handle(tiny)) and not eng.needs_generation(tiny)
+    assert eng.store.swatch("now") == kept
+
+
 # -- upscale ---------------------------------------------------------------------------------------------------------
 def test_upscale_brings_the_garment_to_the_photos_resolution_as_a_new_variation(tmp_path, tiny_backend):
     eng = engine_on(tmp_path, tiny_backend)
