@@ -545,15 +545,20 @@ class Engine:
             before = ((last.intent.get("made_with") or {}).get("swatch") if last else None) or {}
             if not before:
                 return Text(T.NO_SWATCH_TURN), 0.0
-            step = SWATCH_STEP if reading.swatch == "more" else -SWATCH_STEP
-            scale = min(max(float(before["scale"]) + step, SWATCH_RANGE[0]), SWATCH_RANGE[1])
-            return Path(before["path"]), round(scale, 2)
         if reading.swatch == "use":
             path = self.store.swatch(thread)
             return (path, SWATCH_SCALE) if path is not None else (Text(T.NO_SWATCH), 0.0)
-        if before:  # "4 more like that" after a swatch turn: the same swatch, as closely
-            return Path(before["path"]), float(before["scale"])
-        return None, 0.0
+        if not before:
+            return None, 0.0
+        # the swatch that turn used, by its file's name (the store fetches it on another replica)
+        path = self.store.swatch(thread, Path(before["path"]).name)
+        if path is None:
+            return Text(T.NO_SWATCH), 0.0
+        scale = float(before["scale"])
+        if reading.swatch in ("less", "more"):  # "a bit less like the swatch": the last swatch turn, moved a step
+            step = SWATCH_STEP if reading.swatch == "more" else -SWATCH_STEP
+            scale = round(min(max(scale + step, SWATCH_RANGE[0]), SWATCH_RANGE[1]), 2)
+        return path, scale  # "4 more like that" after a swatch turn: the same swatch, as closely
 
     def _swatch(self, event: Swatch, progress: Progress | None = None) -> list[Reply]:
         """An image shared into a thread with a photo: the thread's swatch or print from now on."""

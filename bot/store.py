@@ -139,8 +139,9 @@ class StateStore(Protocol):
         one (whose file stays for the variations made with it)."""
         ...
 
-    def swatch(self, thread: str) -> Path | None:
-        """The thread's current swatch, or None."""
+    def swatch(self, thread: str, name: str | None = None) -> Path | None:
+        """The thread's current swatch — or, by ``name`` (a swatch file's name, as turns record it), an earlier one —
+        as a local path (fetched on a miss), or None."""
         ...
 
     def latest_thread(self, prefix: str) -> str | None:
@@ -382,7 +383,10 @@ class Store(StateStore):
                    (thread, str(path), time.time(), user))])
         return path
 
-    def swatch(self, thread: str) -> Path | None:
+    def swatch(self, thread: str, name: str | None = None) -> Path | None:
+        if name is not None:
+            path = self.thread_dir(thread) / Path(name).name
+            return path if path.exists() else None
         row = self._one("SELECT path FROM swatches WHERE thread = ?", (thread,))
         return Path(row["path"]) if row else None
 

@@ -438,9 +438,17 @@ class DynamoStore(StateStore):
         self._update(f"T#{thread}", "THREAD", "SET swatch = :s, swatch_user = :u", {":s": rel, ":u": user})
         return path
 
-    def swatch(self, thread: str) -> Path | None:
-        rel = self._thread(thread).get("swatch")
-        return self._local(rel) if rel else None
+    def swatch(self, thread: str, name: str | None = None) -> Path | None:
+        rel = self._rel(self.thread_dir(thread) / Path(name).name) if name is not None else \
+            self._thread(thread).get("swatch")
+        if not rel:
+            return None
+        from botocore.exceptions import ClientError
+
+        try:
+            return self._local(rel)  # another replica's swatch: fetched from S3 into this one's cache
+        except ClientError:
+            return None
 
     def base(self, thread: str) -> tuple[Path, Variation | None]:
         stack = self._thread(thread).get("base_stack") or []

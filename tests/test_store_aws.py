@@ -496,6 +496,31 @@ def test_a_conversation_continues_on_the_other_replica(state, tmp_path):
             e.store.close()
 
 
+def test_a_swatch_shared_on_one_replica_is_used_on_the_other(state, tmp_path):
+    """The swatch lives in S3: replica 2 paints after the swatch replica 1 was given, and "a bit less like the
+    swatch" on replica 1 finds the one replica 2's turn used (fetched into its own picture cache)."""
+    from bot.events import Swatch
+
+    settings = Settings.from_env({"RESTYLE_BACKEND": "sagemaker"}, data_dir=tmp_path, num_images=2)
+    engines = [Engine(dynamo(tmp_path, f"s{i}"), FakeBackend(), settings) for i in (1, 2)]
+    try:
+        one, two = engines
+        thread = "slack:C1:200.1"
+        one.handle(Photo(thread=thread, user="U1", image=to_bytes(make_photo()), filename="p.png"))
+        one.handle(Swatch(thread, "U1", to_bytes(make_photo(48, 48, seed=3)), "print.png"))
+        assert isinstance(two.handle(Message(thread, "U1", "use this print on the skirt"))[-1], Variations)
+        assert two.backend.inpaint_calls[-1].reference is not None
+        for cached in two.store.thread_dir(thread).glob("swatch-*.png"):  # replica 2 is another machine
+            cached.unlink()
+        assert isinstance(one.handle(Message(thread, "U1", "a bit less like the swatch"))[-1], Variations)
+        made = one.backend.inpaint_calls[-1]
+        assert made.reference is not None and made.reference_scale == 0.4
+        assert made.reference.tobytes() == two.backend.inpaint_calls[-1].reference.tobytes()
+    finally:
+        for e in engines:
+            e.store.close()
+
+
 CRASH = textwrap.dedent("""
     import sys, time
     from pathlib import Path
