@@ -37,12 +37,11 @@ ACK_P99_S = 0.300
 #: The bound that holds whatever the machine: the listen-backlog overflow issue #11 measured cost a ~1 s TCP
 #: retransmit (p99 1.03 s) and reset connections; neither may come back.
 ACK_P99_ANY_S = 1.0
-#: The 300 ms bound is judged where the bot is not starved by its own test harness: the Slack emulator, the load
-#: generator and the loopback runtime are three more busy processes, so at least 4 cores, and a load average per core
-#: (other processes, measured before the test) of at most this much.  On CI's 2 cores it measured p50 140-300 ms, p99
-#: 350-730 ms while an idle bot acks in 3-5 ms (p99 73 ms for 200 events at concurrency 20 with nothing generating).
-BUSY_MACHINE = 1.5
-QUIET_CORES = 4
+#: The 300 ms bound is judged where the bot is not starved by other work on the machine: the Slack emulator, the load
+#: generator and the loopback runtime already share its cores, so the machine must have been quiet before the test
+#: (1-minute load average per core at most this much).  On a quiet 2-core machine, harness included, it measured
+#: p50 43-63 ms, p99 157-224 ms in 10 runs; with other jobs running as well it measured p99 350-730 ms.
+QUIET_MACHINE = 1.0
 
 
 @contextlib.contextmanager
@@ -181,11 +180,11 @@ def test_twenty_threads_and_a_burst_of_signed_events_under_the_sagemaker_backend
               f"machine load {machine_load:.1f} per core before the test")
         judged = f"ack p99 {p99 * 1000:.0f} ms (bound {ACK_P99_S * 1000:.0f} ms)"
         assert p99 <= ACK_P99_ANY_S, judged  # no listen-overflow retransmits, on any machine
-        if machine_load <= BUSY_MACHINE and (os.cpu_count() or 1) >= QUIET_CORES:
+        if machine_load <= QUIET_MACHINE:
             assert p99 <= ACK_P99_S, judged
         elif p99 > ACK_P99_S:
-            warnings.warn(f"{judged} not judged: {os.cpu_count()} cores shared with the harness, load "
-                          f"{machine_load:.1f} per core before the test", stacklevel=1)
+            warnings.warn(f"{judged} not judged: the machine was busy before the test (load {machine_load:.1f} "
+                          f"per core on {os.cpu_count()} cores)", stacklevel=1)
     finally:
         emu.stop()
 
