@@ -34,9 +34,13 @@ toolkit: setup $(TOOLKIT)/.installed
 lint: setup
 	$(VENV)/bin/ruff check bot model deploy tests
 
+# pytest-xdist: one worker per core (the tiny checkpoints are built once and shared); then the tests marked
+# `serial` (the Slack ack latency under load) alone, on a quiet machine.
+TEST_WORKERS ?= auto
 test: setup toolkit
 	$(VENV)/bin/ruff check bot model deploy tests
-	RESTYLE_TOOLKIT_DIR=$(abspath $(TOOLKIT)) $(VENV)/bin/pytest -q
+	RESTYLE_TOOLKIT_DIR=$(abspath $(TOOLKIT)) $(VENV)/bin/pytest -q -n $(TEST_WORKERS) --dist worksteal -m "not serial"
+	RESTYLE_TOOLKIT_DIR=$(abspath $(TOOLKIT)) $(VENV)/bin/pytest -q -m serial
 
 tiny: setup
 	$(PY) -m model.tiny $(TINY)

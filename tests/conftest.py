@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import io
 import os
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -19,10 +22,20 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 @pytest.fixture(scope="session")
 def tiny_dir(tmp_path_factory) -> Path:
     """``clipseg/`` and ``inpaint/`` tiny random checkpoints in Hugging Face layout (python -m model.tiny)."""
+    from filelock import FileLock
+
     from model.tiny import build_tiny
 
     cache = os.environ.get("RESTYLE_TINY_CACHE")  # reuse across runs (rebuilt when model/tiny.py changes)
-    return build_tiny(Path(cache) if cache else tmp_path_factory.mktemp("tiny"))
+    if cache:
+        root = Path(cache)
+    elif os.environ.get("PYTEST_XDIST_WORKER"):  # pytest -n: one build per run, shared by the workers
+        root = tmp_path_factory.getbasetemp().parent / "tiny"
+    else:
+        root = tmp_path_factory.mktemp("tiny")
+    root.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(f"{root}.lock"):  # the first worker builds; the others wait, then find it complete
+        return build_tiny(root)
 
 
 def garment_box(width: int, height: int) -> tuple[int, int, int, int]:
@@ -63,13 +76,40 @@ def photo() -> Image.Image:
     return make_photo()
 
 
+@contextlib.contextmanager
+def moto_server() -> Iterator[str]:
+    """moto's server on a free loopback port, applying one request at a time; yields its URL.
+
+    DynamoDB applies each write and each transaction atomically, moto's backends do not: a TransactWriteItems whose
+    condition fails restores a copy of the whole table taken before it began, undoing a write another request made
+    meanwhile (two replicas both claimed one interrupted turn under ``make test``'s parallel load).  Requests are
+    still read and answered on their own threads; only moto's own work is serialized."""
+    from moto.moto_server.werkzeug_app import (
+        DomainDispatcherApplication,
+        MotoRequestHandler,
+        create_backend_app,
+    )
+    from werkzeug.serving import make_server
+
+    app = DomainDispatcherApplication(create_backend_app)
+    lock = threading.Lock()
+
+    def one_at_a_time(environ, start_response):
+        with lock:
+            return list(app(environ, start_response))
+
+    server = make_server("127.0.0.1", 0, one_at_a_time, threaded=True, request_handler=MotoRequestHandler)
+    thread = threading.Thread(target=server.serve_forever, name="moto", daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}"
+    finally:
+        server.shutdown()
+        thread.join(10)
+
+
 @pytest.fixture(scope="module")
 def moto_url():
-    """moto's server on a free loopback port, for one test module (the AWS control plane, S3, DynamoDB)."""
-    from moto import server as moto_server
-
-    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
+    """moto's server (``moto_server``) for one test module: the AWS control plane, S3, DynamoDB."""
+    with moto_server() as url:
+        yield url

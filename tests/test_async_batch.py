@@ -6,7 +6,6 @@ import json
 
 import boto3
 import pytest
-from moto.server import ThreadedMotoServer
 
 from bot.backends import BackendError, SageMakerBackend
 from bot.engine import Engine
@@ -15,7 +14,7 @@ from bot.settings import Settings
 from bot.store import Store
 from model.schemas import InpaintRequest
 from model.serve import ModelServer, start
-from tests.conftest import b64, garment_mask, make_photo, to_bytes
+from tests.conftest import b64, garment_mask, make_photo, moto_server, to_bytes
 
 BUCKET = "restyle-test"
 CREDS = {"region_name": "us-east-1", "aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
@@ -23,13 +22,9 @@ CREDS = {"region_name": "us-east-1", "aws_access_key_id": "testing", "aws_secret
 
 @pytest.fixture(scope="module")
 def s3_url():
-    moto = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    moto.start()
-    host, port = moto.get_host_and_port()
-    url = f"http://{host}:{port}"
-    boto3.client("s3", endpoint_url=url, **CREDS).create_bucket(Bucket=BUCKET)
-    yield url
-    moto.stop()
+    with moto_server() as url:
+        boto3.client("s3", endpoint_url=url, **CREDS).create_bucket(Bucket=BUCKET)
+        yield url
 
 
 @pytest.fixture(scope="module")

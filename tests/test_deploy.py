@@ -1,7 +1,7 @@
 """``python -m deploy``: the pure plan, and up/status/down/train against moto's server with the real boto3 client.
 
-One ``ThreadedMotoServer`` per module on a free loopback port; every test resets its state and points boto3 at it
-through ``AWS_ENDPOINT_URL`` (set with monkeypatch, so nothing leaks).  Moto has no ``UpdateEndpoint``: the update
+One moto server (``tests.conftest.moto_server``) per module on a free loopback port; every test resets its state and
+points boto3 at it through ``AWS_ENDPOINT_URL`` (set with monkeypatch, so nothing leaks).  Moto has no ``UpdateEndpoint``: the update
 path is checked up to that call (see ``test_changed_config_creates_a_new_version``).
 """
 
