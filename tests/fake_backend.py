@@ -19,6 +19,7 @@ from PIL import Image
 
 from bot.backends import Backend, Paint, Painted
 from model.images import b64decode, b64encode, decode_image, decode_mask, encode_image
+from model.masks import bbox
 from model.schemas import InpaintRequest, InpaintResponse, SegmentRequest, SegmentResponse, candidate_seeds
 
 #: Fractions of the photo where ``tests.conftest.make_photo`` puts its garment (x0, y0, x1, y1).
@@ -101,7 +102,7 @@ class FakeEndpoint:
         return SegmentResponse(masks=[b64encode(encode_image(Image.fromarray(m.astype(np.uint8) * 255)))
                                       for m in masks],
                                scores=[1.0 for _ in masks], coverage=[float(m.mean()) for m in masks],
-                               bboxes=[list(map(int, _box(m))) for m in masks], found=[True for _ in masks],
+                               bboxes=[list(bbox(m)) for m in masks], found=[True for _ in masks],
                                prompts=list(req.prompts), width=img.width, height=img.height)
 
     def inpaint(self, req: InpaintRequest, progress=None) -> InpaintResponse:
@@ -112,8 +113,3 @@ class FakeEndpoint:
         images = [b64encode(encode_image(fill(crop, mask, req.prompt, s), "png")) for s in seeds]
         return InpaintResponse(images=images, seeds=seeds, width=crop.width, height=crop.height, format="png",
                                crop_box=[0, 0, crop.width, crop.height], look=None)
-
-
-def _box(mask: np.ndarray) -> tuple[int, int, int, int]:
-    ys, xs = np.nonzero(mask)
-    return int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1
