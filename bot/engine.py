@@ -625,7 +625,7 @@ class Engine:
                     save_png(Image.fromarray(m.astype(np.uint8) * 255), self._mask_path(thread, v.path, g, seg))
             (variation,) = self.store.finish_turn(new, thread, painted.pictures, _look_of_turn(turn), None)
         except BaseException as exc:
-            if self.store.turn(new) is not None and self.store.turn(new).status == "running":
+            if (started := self.store.turn(new)) is not None and started.status == "running":
                 self.store.fail_turn(new, f"{type(exc).__name__}: {exc}"[:500])
             raise
         self.store.push_base(thread, variation.id)  # the thread is on the full-resolution picture now

@@ -173,6 +173,12 @@ def load_mask_b64(data: str, *, size: tuple[int, int] | None = None, field: str 
     return decode_mask(b64decode(data, field=field), size=size, field=field)
 
 
+def from_unit_float(arr: np.ndarray) -> Image.Image:
+    """A picture diffusers returned with ``output_type="np"`` (H×W×3 floats in [0, 1]) as 8-bit RGB, rounded; a NaN
+    reads as 0."""
+    return Image.fromarray((np.clip(np.nan_to_num(arr, nan=0.0), 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8))
+
+
 def encode_image(img: Image.Image | np.ndarray, fmt: str = "png", *, quality: int = 92) -> bytes:
     """PIL image or uint8/bool array → PNG/JPEG/WebP bytes. Masks (bool arrays) become 1-bit PNGs (small, fast;
     every decoder reads them as black/white)."""

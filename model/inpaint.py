@@ -32,6 +32,7 @@ from PIL import Image
 
 from model import compose
 from model.errors import RequestError
+from model.images import from_unit_float
 from model.masks import BBox
 from model.schemas import DEFAULT_LOOK, EDGES, NO_LOOK, min_steps
 
@@ -354,7 +355,7 @@ class Inpainter:
             if reason:
                 rejected.append((int(seed), reason))
             else:
-                kept.append((int(seed), Image.fromarray((np.clip(arr, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8))))
+                kept.append((int(seed), from_unit_float(arr)))
         # 8. Paste back with a feathered edge (one blend plan for all); far pixels stay bit-identical
         fulls = compose.paste_all(image, [g for _, g in kept], mask, box, feather, inside=edge == "inside")
         candidates = [Candidate(seed=seed, image=full, crop=full.crop(box))

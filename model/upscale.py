@@ -17,11 +17,11 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-import numpy as np
 import torch
 from PIL import Image
 
 from model.errors import ImageTooLarge
+from model.images import from_unit_float
 from model.inpaint import InvalidInput, Progress
 from model.schemas import MAX_UPSCALE_PIXELS
 
@@ -98,8 +98,7 @@ class Upscaler:
                             generator=generator, output_type="np", callback=on_step, callback_steps=1)
         t2 = time.perf_counter()
         # 4. Exactly ``factor`` x the input (diffusers rounds odd sizes down to its VAE's multiple first)
-        arr = np.nan_to_num(out.images[0], nan=0.0)
-        high = Image.fromarray((np.clip(arr, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8))
+        high = from_unit_float(out.images[0])
         if high.size != target:
             high = high.resize(target, Image.LANCZOS)
         t3 = time.perf_counter()
